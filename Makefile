@@ -1,0 +1,49 @@
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.docflow-installed
+# This machine's pip config names package folders that may be absent; hide that noise, keep real errors.
+PIPQ   := 2>&1 | { grep -v 'is ignored: it is neither a file nor a directory' || true; }
+
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+
+.PHONY: help setup system-deps test-deps run test bench clean
+
+help:
+	@echo "make run    set up .venv and process the sample inbox (SQLite, ./inbox, offline)"
+	@echo "make test   set up and run the whole test suite (starts Postgres, SeaweedFS, Prefect itself)"
+	@echo "make bench  run the benchmarks in bench/"
+
+system-deps:
+	@infra/scripts/ensure-system-deps.sh
+
+test-deps:
+	@infra/scripts/ensure-system-deps.sh --test
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip $(PIPQ)
+	$(BIN)/pip install -q -e '.[dev]' $(PIPQ)
+	touch $(STAMP)
+
+setup: system-deps $(STAMP)
+
+inbox:
+	cp -r infra/sample-inbox inbox
+	rm -f inbox/SOURCES.md
+
+run: setup inbox
+	$(BIN)/docflow run
+	$(BIN)/docflow status
+
+test: setup test-deps
+	$(BIN)/python -m pytest
+
+bench: setup
+	$(BIN)/python bench/render.py
+
+clean:
+	rm -rf $(VENV) inbox docflow.db docflow.db-* .docflow .pytest_cache

@@ -1,0 +1,1 @@
+"""Orchestration: flows (which tasks run, in what batches, with what retries), the CLI, deployment entry points."""

@@ -1,0 +1,258 @@
+"""The `docflow` command line. The only place (with deployment entry points) that reads the environment."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from schemas.errors import ConfigError
+from schemas.records import ObjectKind, RunSummary
+from schemas.settings import Settings, load_settings
+
+app = typer.Typer(
+    name="docflow",
+    help=(
+        "Batch processing of PDFs, images and call recordings: discover objects under DOCFLOW_SOURCE (S3 or a "
+        "local folder), preprocess them and record every object's state in DOCFLOW_DATABASE_URL. "
+        "Settings come from DOCFLOW_* environment variables (see the README)."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console(stderr=True)
+
+
+class KindOption(StrEnum):
+    pdf = "pdf"
+    image = "image"
+    audio = "audio"
+
+
+def _prefect_defaults() -> None:
+    # Telemetry cannot leave this network, and its failures only add noise to logs.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+
+def _settings(source: list[str] | None = None) -> Settings:
+    try:
+        settings = load_settings(source=source or None)
+    except ConfigError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    return settings
+
+
+def _prepare(settings: Settings) -> None:
+    from storage.db import migrate
+
+    try:
+        migrate(settings.database_url)
+    except Exception as exc:
+        console.print(f"[red]error:[/red] cannot open the database {_redact(settings.database_url)}: {exc}")
+        raise typer.Exit(2) from None
+
+
+def _redact(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _watch_progress(settings: Settings, started: datetime, stop: threading.Event) -> None:
+    """Show the newest run's progress by polling its row: the flow itself stays free of UI code."""
+    from sqlalchemy import select
+
+    from storage.db import session_factory
+    from storage.tables import Run
+
+    make_session = session_factory(settings.database_url)
+    with Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=console, transient=False,
+    ) as progress:
+        bar = progress.add_task("discovering objects", total=None)
+        while not stop.wait(0.5):
+            try:
+                with make_session() as session:
+                    run = session.scalars(
+                        select(Run).where(Run.started_at >= started).order_by(Run.started_at.desc())
+                    ).first()
+            except Exception:  # the database may be busy or briefly away; the flow reports real faults
+                continue
+            if run is None:
+                continue
+            if run.planned or run.processed:
+                progress.update(
+                    bar, description=f"processing ({run.failed} failed)", total=run.planned, completed=run.processed
+                )
+        progress.refresh()
+
+
+def _run_flow(settings: Settings, call: Any) -> RunSummary | None:
+    from flows.pipeline import RunFailed
+
+    _prefect_defaults()
+    started = datetime.now(UTC).replace(microsecond=0)
+    stop = threading.Event()
+    watcher = threading.Thread(target=_watch_progress, args=(settings, started, stop), daemon=True)
+    watcher.start()
+    try:
+        return call()
+    except RunFailed as exc:
+        stop.set()
+        watcher.join()
+        _print_summary(exc.summary)
+        console.print(f"[red]run failed:[/red] {exc}")
+        raise typer.Exit(1) from None
+    finally:
+        stop.set()
+        watcher.join()
+
+
+def _print_summary(summary: RunSummary) -> None:
+    table = Table(title=f"{summary.kind.value} run {summary.run_id[:8]}: {summary.status}")
+    statuses = sorted({s for counts in summary.by_kind.values() for s in counts})
+    table.add_column("kind")
+    for s in statuses:
+        table.add_column(s, justify="right")
+    for kind, counts in sorted(summary.by_kind.items()):
+        table.add_row(kind, *(str(counts.get(s, 0)) for s in statuses))
+    console.print(f"listed {summary.listed}, processed {summary.processed}")
+    if statuses:
+        console.print(table)
+    for failure in summary.failures[:20]:
+        console.print(f"  [red]failed[/red] {failure.key}: {failure.error}")
+    if len(summary.failures) > 20:
+        console.print(f"  ... {len(summary.failures) - 20} more (docflow status --json)")
+
+
+SourceOpt = Annotated[
+    list[str] | None,
+    typer.Option("--source", "-s", help="Override DOCFLOW_SOURCE: s3://bucket/prefix or a folder. Repeatable."),
+]
+LimitOpt = Annotated[int | None, typer.Option("--limit", "-n", min=1, help="Process at most N objects this run.")]
+RetryFailedOpt = Annotated[
+    bool, typer.Option("--retry-failed", help="Also retry objects that failed before (they are skipped otherwise).")
+]
+
+
+@app.command()
+def run(source: SourceOpt = None, limit: LimitOpt = None, retry_failed: RetryFailedOpt = False) -> None:
+    """Run the nightly flow once, now: process every object that is new or changed since the last run.
+
+    Objects already done, or failed for a reason in the file itself, are skipped (see --retry-failed).
+    Exit status: 0 when every batch ran (individual files may have failed: see `docflow status`), 1 when a batch
+    failed after retries (store or database outage), 2 for bad settings."""
+    settings = _settings(source)
+    _prepare(settings)
+    from flows.pipeline import nightly
+
+    summary = _run_flow(settings, lambda: nightly(source=source or None, limit=limit, retry_failed=retry_failed))
+    if summary:
+        _print_summary(summary)
+
+
+def _parse_when(value: str, option: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not a date: use YYYY-MM-DD or YYYY-MM-DDTHH:MM", param_hint=option)
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
+
+
+@app.command()
+def backfill(
+    since: Annotated[str, typer.Option(help="Start of the window (inclusive), by object last-modified time. "
+                                            "YYYY-MM-DD or ISO 8601; UTC unless an offset is given.")],
+    until: Annotated[str | None, typer.Option(help="End of the window (exclusive). Default: now.")] = None,
+    prefix: Annotated[list[str] | None, typer.Option(
+        "--prefix", "-p", help="Only keys under this prefix (relative to each source). Repeatable.")] = None,
+    kind: Annotated[list[KindOption] | None, typer.Option(
+        "--kind", "-k", help="Only objects of this kind, detected from their bytes. Repeatable.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Reprocess objects that are already done or failed.")] = False,
+    retry_failed: RetryFailedOpt = False,
+    source: SourceOpt = None,
+    limit: LimitOpt = None,
+) -> None:
+    """Process objects last modified in a time window, e.g. after an outage or a settings change.
+
+    Without --force only objects not yet processed (or abandoned mid-run) are taken; with --force everything
+    in the window is reprocessed, replacing earlier results without duplicating rows."""
+    since_dt = _parse_when(since, "--since")
+    until_dt = _parse_when(until, "--until") if until else None
+    if until_dt and until_dt <= since_dt:
+        raise typer.BadParameter("--until must be after --since", param_hint="--until")
+    settings = _settings(source)
+    _prepare(settings)
+    from flows.pipeline import backfill as backfill_flow
+
+    summary = _run_flow(
+        settings,
+        lambda: backfill_flow(
+            since=since_dt, until=until_dt, prefixes=prefix or None,
+            kinds=[ObjectKind(k.value) for k in kind] if kind else None,
+            force=force, retry_failed=retry_failed, source=source or None, limit=limit,
+        ),
+    )
+    if summary:
+        _print_summary(summary)
+
+
+@app.command()
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output (stable keys, for scripts).")] = False,
+    failures: Annotated[int, typer.Option(help="How many recent failures to list.")] = 50,
+    runs: Annotated[int, typer.Option(help="How many recent runs to list.")] = 10,
+) -> None:
+    """Show object counts per status and kind, recent failures with their reasons, and recent runs.
+
+    JSON shape: {"objects": {status: n}, "by_kind": {kind: {status: n}}, "failures": [{"key", "error", ...}],
+    "runs": [{"id", "kind", "status", "started_at", "finished_at", "processed", "failed"}]} (runs newest first)."""
+    settings = _settings()
+    _prepare(settings)
+    from flows.status import collect_status
+
+    report = collect_status(settings, failures_limit=failures, runs_limit=runs)
+    if as_json:
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+        return
+    _print_status(report)
+
+
+def _print_status(report: dict[str, Any]) -> None:
+    out = Console()
+    objects = report["objects"]
+    out.print(f"objects: {sum(objects.values())} " + ", ".join(f"{k}={v}" for k, v in sorted(objects.items())))
+    if report["by_kind"]:
+        table = Table(title="by kind")
+        statuses = sorted({s for c in report["by_kind"].values() for s in c})
+        table.add_column("kind")
+        for s in statuses:
+            table.add_column(s, justify="right")
+        for kind, counts in sorted(report["by_kind"].items()):
+            table.add_row(kind, *(str(counts.get(s, 0)) for s in statuses))
+        out.print(table)
+    for failure in report["failures"]:
+        out.print(f"[red]failed[/red] {failure['key']}: {failure['error']}")
+    if report["runs"]:
+        table = Table(title="recent runs")
+        for col in ("id", "kind", "status", "started_at", "processed", "failed"):
+            table.add_column(col)
+        for r in report["runs"]:
+            table.add_row(r["id"][:8], r["kind"], r["status"], r["started_at"][:19], str(r["processed"]), str(r["failed"]))
+        out.print(table)
+
+
+if __name__ == "__main__":
+    app()

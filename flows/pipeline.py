@@ -1,0 +1,118 @@
+"""The nightly and backfill flows. Orchestration only: the work lives in tasks/."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from itertools import islice
+
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact
+from prefect.futures import PrefectFuture, as_completed
+from prefect.runtime import flow_run
+from prefect.tasks import exponential_backoff
+
+from schemas.records import DiscoveryRequest, ObjectKind, RunKind, RunSummary
+from schemas.settings import Settings, load_settings
+from tasks import prefect_tasks as t
+from tasks.report import run_markdown
+
+
+class RunFailed(RuntimeError):
+    """Raised at the end of a run some of whose batches failed after retries; carries the run's summary."""
+
+    def __init__(self, summary: RunSummary) -> None:
+        super().__init__(
+            f"{summary.failed_batches} batch(es) failed after retries; their objects stay pending for the next run"
+        )
+        self.summary = summary
+
+
+def _batches(ids: Sequence[int], size: int) -> Iterator[tuple[int, ...]]:
+    it = iter(ids)
+    while chunk := tuple(islice(it, size)):
+        yield chunk
+
+
+def run_pipeline(settings: Settings, kind: RunKind, request: DiscoveryRequest) -> RunSummary:
+    run_id = str(flow_run.get_id() or uuid.uuid4())
+    t.prepare_database(settings)
+    t.start_run(settings, run_id, kind, request.model_dump(mode="json"))
+    try:
+        plan = t.discover(settings, request, run_id)
+    except Exception as exc:  # a store or database outage at listing time: record it on the run, then fail
+        t.finish_run(settings, run_id, 0, f"discovery failed: {exc}", return_state=True)
+        raise
+
+    process = t.process_batch.with_options(
+        retries=settings.retries,
+        retry_delay_seconds=exponential_backoff(backoff_factor=settings.retry_delay_s)(settings.retries)
+        if settings.retries
+        else 0,
+    )
+    batches = _batches(plan.object_ids, settings.batch_size)
+    in_flight: dict[PrefectFuture, tuple[int, ...]] = {}
+    failed_batches = 0
+
+    def submit(index: int, ids: tuple[int, ...]) -> None:
+        in_flight[process.submit(settings, run_id, index, ids, request.force, request.retry_failed)] = ids
+
+    next_index = 0
+    for ids in islice(batches, settings.workers):
+        submit(next_index, ids)
+        next_index += 1
+    while in_flight:
+        done = next(as_completed(list(in_flight)))
+        ids = in_flight.pop(done)
+        if done.state.is_failed():
+            failed_batches += 1
+            t.release_batch(settings, run_id, ids, return_state=True)  # best effort; claims also expire
+        following = next(batches, None)
+        if following is not None:
+            submit(next_index, following)
+            next_index += 1
+
+    summary = t.finish_run(settings, run_id, failed_batches, None)
+    create_markdown_artifact(
+        key=f"docflow-{kind.value}-summary", markdown=run_markdown(summary), description="docflow run summary"
+    )
+    if failed_batches:
+        raise RunFailed(summary)
+    return summary
+
+
+@flow(name="docflow-nightly", description="Process everything new under the configured sources.")
+def nightly(source: list[str] | None = None, limit: int | None = None, retry_failed: bool = False) -> RunSummary:
+    settings = load_settings(source=source)
+    request = DiscoveryRequest(sources=tuple(settings.source), limit=limit, retry_failed=retry_failed)
+    return run_pipeline(settings, RunKind.NIGHTLY, request)
+
+
+@flow(name="docflow-backfill", description="(Re)process objects last modified in a time window.")
+def backfill(
+    since: datetime,
+    until: datetime | None = None,
+    prefixes: list[str] | None = None,
+    kinds: list[ObjectKind] | None = None,
+    force: bool = False,
+    retry_failed: bool = False,
+    source: list[str] | None = None,
+    limit: int | None = None,
+) -> RunSummary:
+    settings = load_settings(source=source)
+    request = DiscoveryRequest(
+        sources=tuple(settings.source),
+        prefixes=tuple(prefixes or ("",)),
+        since=_utc(since),
+        until=_utc(until) if until else None,
+        kinds=tuple(kinds or ()),
+        force=force,
+        retry_failed=retry_failed,
+        limit=limit,
+    )
+    return run_pipeline(settings, RunKind.BACKFILL, request)
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

@@ -1,0 +1,149 @@
+"""Records passed between stages. Every item ends in an ObjectStatus; errors are data, not exceptions."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ObjectKind(StrEnum):
+    PDF = "pdf"
+    IMAGE = "image"
+    AUDIO = "audio"
+    UNKNOWN = "unknown"
+
+
+class ObjectStatus(StrEnum):
+    PENDING = "pending"
+    PROCESSING = "processing"
+    DONE = "done"
+    FAILED = "failed"
+    REVIEW = "review"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (ObjectStatus.DONE, ObjectStatus.FAILED, ObjectStatus.REVIEW)
+
+
+class RunKind(StrEnum):
+    NIGHTLY = "nightly"
+    BACKFILL = "backfill"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class BlobInfo(_Frozen):
+    """One object as a store lists it, before anything is downloaded."""
+
+    source: str = Field(description="The store's URI: s3://bucket or file:///abs/dir")
+    key: str
+    version: str = Field(description="S3 VersionId or ETag, or size+mtime for a local file")
+    size: int
+    last_modified: datetime
+
+
+class StageError(_Frozen):
+    """Why an item could not be processed, in words a person understands."""
+
+    stage: str
+    code: str
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class RenderedPage(_Frozen):
+    page_number: int = Field(ge=1)
+    uri: str = Field(description="Where the page image is stored, readable through the derived BlobStore")
+    width: int
+    height: int
+    dpi: float | None = Field(default=None, description="Effective render DPI; None for raster inputs")
+
+
+class SpeechSegment(_Frozen):
+    start_s: float
+    end_s: float
+
+
+class PdfSummary(_Frozen):
+    page_count: int
+    pages_rendered: int
+
+
+class AudioSummary(_Frozen):
+    duration_s: float
+    speech_s: float
+    speech_ratio: float
+    source_sample_rate: int | None = None
+    channels: int | None = None
+
+
+class PreprocessResult(_Frozen):
+    """The outcome of preprocessing one object: either `error` is set or the artifacts are."""
+
+    kind: ObjectKind
+    sha256: str
+    detected_type: str | None = Field(default=None, description="What the bytes are, e.g. 'PDF document'")
+    pages: tuple[RenderedPage, ...] = ()
+    segments: tuple[SpeechSegment, ...] = ()
+    audio: AudioSummary | None = None
+    pdf: PdfSummary | None = None
+    warnings: tuple[str, ...] = ()
+    error: StageError | None = None
+
+    @property
+    def status(self) -> ObjectStatus:
+        return ObjectStatus.FAILED if self.error else ObjectStatus.DONE
+
+
+class FailureRecord(_Frozen):
+    key: str
+    source: str
+    kind: str | None
+    code: str | None
+    error: str
+
+
+class DiscoveryRequest(_Frozen):
+    """What a run should look at and which objects it may (re)process."""
+
+    sources: tuple[str, ...]
+    prefixes: tuple[str, ...] = ("",)
+    since: datetime | None = None
+    until: datetime | None = None
+    kinds: tuple[ObjectKind, ...] = ()
+    force: bool = False
+    retry_failed: bool = False
+    limit: int | None = Field(default=None, ge=1)
+
+
+class DiscoveryResult(_Frozen):
+    listed: int
+    new: int
+    object_ids: tuple[int, ...]
+
+
+class BatchOutcome(_Frozen):
+    claimed: int
+    by_status: dict[str, int]
+
+
+class RunSummary(_Frozen):
+    run_id: str
+    kind: RunKind
+    status: str
+    started_at: datetime
+    finished_at: datetime | None
+    listed: int
+    planned: int
+    processed: int
+    by_status: dict[str, int]
+    by_kind: dict[str, dict[str, int]]
+    failures: tuple[FailureRecord, ...]
+    failed_batches: int = 0
+    error: str | None = None

@@ -1,0 +1,134 @@
+"""The one settings class. Read from the environment (prefix DOCFLOW_) by the CLI and deployment entry points only;
+everything else receives a Settings object."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+from urllib.parse import urlparse
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from schemas.errors import ConfigError
+
+ENV_PREFIX = "DOCFLOW_"
+
+
+def _split_sources(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.replace("\n", ",").split(",") if part.strip()]
+    return value
+
+
+def _check_location(value: str) -> str:
+    """A store location is either s3://bucket[/prefix] or a local directory path (optionally file://)."""
+    parsed = urlparse(value)
+    if parsed.scheme == "s3":
+        if not parsed.netloc:
+            raise ValueError(f"{value!r}: an S3 location needs a bucket, e.g. s3://my-bucket/incoming/")
+    elif parsed.scheme not in ("", "file") and len(parsed.scheme) > 1:  # len>1 lets C:\ paths through
+        raise ValueError(f"{value!r}: use s3://bucket/prefix or a local directory")
+    return value
+
+
+class Settings(BaseSettings):
+    """docflow configuration. Each field maps to the environment variable DOCFLOW_<FIELD NAME IN CAPITALS>."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    database_url: str = Field(
+        default="sqlite:///docflow.db",
+        description="SQLAlchemy URL. SQLite file by default; postgresql+psycopg://user:pw@host/db for real use.",
+    )
+    source: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["./inbox"],
+        description="Where inputs come from: s3://bucket/prefix or a local directory; several, comma-separated.",
+    )
+    derived_store: str = Field(
+        default=".docflow/derived",
+        description="Where rendered pages and other derived files go: a local directory or s3://bucket/prefix.",
+    )
+    temp_dir: Path | None = Field(default=None, description="Scratch space for downloads; system temp if unset.")
+
+    pdf_dpi: int = Field(default=150, ge=36, le=600, description="PDF render resolution (dots per inch).")
+    max_pixels: int = Field(
+        default=4_000_000, ge=10_000, description="Pixel budget per page image (width x height) after resizing."
+    )
+    max_side: int = Field(default=4096, ge=64, description="Longest side of a page image in pixels after resizing.")
+    max_pages: int = Field(default=200, ge=1, description="Pages rendered per PDF; later pages are recorded, not rendered.")
+    render_chunk_pages: int = Field(
+        default=16, ge=1, description="Pages per pdftoppm call, so big PDFs render in ranges with bounded memory."
+    )
+    render_timeout_s: int = Field(default=120, ge=1, description="Time limit for one poppler call.")
+    jpeg_quality: int = Field(default=90, ge=30, le=100, description="Quality of stored page images.")
+    max_file_mb: float = Field(default=512.0, gt=0, description="Objects larger than this fail without download.")
+    max_decode_pixels: int = Field(
+        default=150_000_000,
+        ge=1_000_000,
+        description="Raster images declaring more pixels than this are rejected before decoding (bomb guard).",
+    )
+
+    vad_threshold: float = Field(default=0.5, gt=0, lt=1, description="Silero VAD speech probability threshold.")
+    vad_min_speech_ms: int = Field(default=250, ge=0, description="Shortest speech segment kept.")
+    vad_min_silence_ms: int = Field(default=2000, ge=0, description="Silence needed to split two segments.")
+    vad_speech_pad_ms: int = Field(default=400, ge=0, description="Padding added around each speech segment.")
+
+    batch_size: int = Field(default=16, ge=1, le=1000, description="Objects per Prefect task run.")
+    workers: int = Field(default=2, ge=1, le=64, description="Batches processed concurrently.")
+    retries: int = Field(default=3, ge=0, le=20, description="Retries of a batch after a store or database fault.")
+    retry_delay_s: float = Field(default=2.0, ge=0, description="First retry delay; doubles on each retry.")
+    claim_ttl_s: int = Field(
+        default=900, ge=1, description="A 'processing' claim older than this is treated as abandoned and retaken."
+    )
+
+    @field_validator("source", mode="before")
+    @classmethod
+    def _parse_sources(cls, value: object) -> object:
+        return _split_sources(value)
+
+    @field_validator("source")
+    @classmethod
+    def _check_sources(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one source is required")
+        return [_check_location(v) for v in value]
+
+    @field_validator("derived_store")
+    @classmethod
+    def _check_derived(cls, value: str) -> str:
+        return _check_location(value)
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str) -> str:
+        scheme = value.split(":", 1)[0]
+        if not scheme.startswith(("sqlite", "postgresql")):
+            raise ValueError(f"{scheme!r} is not supported: use sqlite:///path.db or postgresql+psycopg://...")
+        return value
+
+    @model_validator(mode="after")
+    def _check_budget(self) -> Settings:
+        if self.max_side * self.max_side < 64 * 64:
+            raise ValueError("max_side too small")
+        return self
+
+    @property
+    def max_file_bytes(self) -> int:
+        return int(self.max_file_mb * 1024 * 1024)
+
+
+def env_name(field: str) -> str:
+    return f"{ENV_PREFIX}{field.upper()}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build Settings from the environment plus explicit overrides; turn validation errors into one clear message."""
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            field = str(err["loc"][0]) if err["loc"] else "settings"
+            problems.append(f"{env_name(field)}: {err['msg']}")
+        raise ConfigError("invalid settings:\n  " + "\n  ".join(problems)) from None

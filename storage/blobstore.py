@@ -1,0 +1,256 @@
+"""Blob stores: one protocol, two real implementations (S3 through boto3, a local directory).
+
+Keys are always store-relative POSIX strings. A key never becomes a local path on its own: the local store
+resolves it under its root and refuses anything that escapes, and downloads go to caller-chosen file names."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from typing import Any, Protocol, runtime_checkable
+from urllib.parse import urlparse
+
+from schemas.errors import InputError, TransientError
+from schemas.records import BlobInfo
+
+CHUNK = 1024 * 1024
+
+
+@runtime_checkable
+class BlobStore(Protocol):
+    uri: str
+    """The store's identity, recorded with every object: s3://bucket or file:///abs/dir."""
+
+    prefix: str
+    """Key prefix this store was opened with ('' for the whole store)."""
+
+    def list(self, prefix: str = "") -> Iterator[BlobInfo]: ...
+
+    def download(self, key: str, dest: Path, max_bytes: int) -> str:
+        """Stream the object into `dest` and return its sha256. Raises InputError past `max_bytes`."""
+        ...
+
+    def read_head(self, key: str, n: int = 4096) -> bytes: ...
+
+    def put_file(self, key: str, path: Path, content_type: str | None = None) -> str:
+        """Store a local file under `key`; return the object's URI."""
+        ...
+
+    def uri_for(self, key: str) -> str: ...
+
+
+def _too_big(key: str, size: int, max_bytes: int) -> InputError:
+    return InputError(
+        "download",
+        "too_large",
+        f"file too large: {size / 1e6:.1f} MB exceeds the {max_bytes / 1e6:.1f} MB limit (DOCFLOW_MAX_FILE_MB)",
+    )
+
+
+def _copy_hashing(src: Any, dest: Path, key: str, max_bytes: int) -> str:
+    digest = hashlib.sha256()
+    written = 0
+    with open(dest, "wb") as out:
+        while chunk := src.read(CHUNK):
+            written += len(chunk)
+            if written > max_bytes:
+                raise _too_big(key, written, max_bytes)
+            digest.update(chunk)
+            out.write(chunk)
+    return digest.hexdigest()
+
+
+def _join(prefix: str, key: str) -> str:
+    if not prefix:
+        return key
+    return prefix.rstrip("/") + "/" + key.lstrip("/")
+
+
+class LocalDirStore:
+    """A directory on local disk, addressed like a bucket."""
+
+    def __init__(self, root: str | Path, prefix: str = "") -> None:
+        self.root = Path(root).expanduser().resolve()
+        self.prefix = prefix.strip("/")
+        self.uri = self.root.as_uri()
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if not path.is_relative_to(self.root):
+            raise InputError("download", "unsafe_key", f"object key escapes the store root: {key!r}")
+        return path
+
+    def list(self, prefix: str = "") -> Iterator[BlobInfo]:
+        start = self.root / _join(self.prefix, prefix) if (self.prefix or prefix) else self.root
+        if not self.root.exists():
+            raise FileNotFoundError(f"source directory does not exist: {self.root}")
+        for dirpath, dirnames, filenames in os.walk(start):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for name in sorted(filenames):
+                if name.startswith("."):
+                    continue
+                path = Path(dirpath) / name
+                if path.is_symlink() and not path.resolve().is_relative_to(self.root):
+                    continue  # never read outside the root through a link
+                stat = path.stat()
+                yield BlobInfo(
+                    source=self.uri,
+                    key=path.relative_to(self.root).as_posix(),
+                    version=f"{stat.st_size}-{stat.st_mtime_ns}",
+                    size=stat.st_size,
+                    last_modified=datetime.fromtimestamp(stat.st_mtime, UTC),
+                )
+
+    def download(self, key: str, dest: Path, max_bytes: int) -> str:
+        path = self._path(key)
+        try:
+            size = path.stat().st_size
+            if size > max_bytes:
+                raise _too_big(key, size, max_bytes)
+            with open(path, "rb") as src:
+                return _copy_hashing(src, dest, key, max_bytes)
+        except FileNotFoundError:
+            raise InputError("download", "gone", f"object disappeared before it could be read: {key}") from None
+
+    def read_head(self, key: str, n: int = 4096) -> bytes:
+        with open(self._path(key), "rb") as src:
+            return src.read(n)
+
+    def put_file(self, key: str, path: Path, content_type: str | None = None) -> str:
+        target = self._path(_join(self.prefix, key))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
+        return target.as_uri()
+
+    def uri_for(self, key: str) -> str:
+        return self._path(_join(self.prefix, key)).as_uri()
+
+
+def is_transient_error(exc: Exception) -> bool:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    if isinstance(exc, ClientError):
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        code = exc.response.get("Error", {}).get("Code", "")
+        return status >= 500 or code in {"SlowDown", "Throttling", "RequestTimeout", "InternalError"}
+    return isinstance(exc, BotoCoreError | ConnectionError | TimeoutError)
+
+
+class S3Store:
+    """An S3 bucket (and optional prefix) through boto3's standard credential and endpoint chain."""
+
+    def __init__(self, bucket: str, prefix: str = "", client: Any = None) -> None:
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.uri = f"s3://{bucket}"
+        self._client = client or make_s3_client()
+
+    def _call(self, what: str, key: str, fn: Any, **kwargs: Any) -> Any:
+        from botocore.exceptions import ClientError
+
+        try:
+            return fn(**kwargs)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code in {"NoSuchKey", "404", "NotFound"}:
+                raise InputError("download", "gone", f"object disappeared before it could be read: {key}") from exc
+            if code in {"AccessDenied", "403"}:
+                raise InputError("download", "access_denied", f"access denied reading s3://{self.bucket}/{key}") from exc
+            if is_transient_error(exc):
+                raise TransientError(f"S3 {what} failed for {key or self.bucket}: {exc}") from exc
+            raise
+        except Exception as exc:
+            if is_transient_error(exc):
+                raise TransientError(f"S3 {what} failed for {key or self.bucket}: {exc}") from exc
+            raise
+
+    def list(self, prefix: str = "") -> Iterator[BlobInfo]:
+        paginator = self._client.get_paginator("list_objects_v2")
+        full_prefix = _join(self.prefix, prefix)
+        pages = self._call("list", full_prefix, paginator.paginate, Bucket=self.bucket, Prefix=full_prefix)
+        try:
+            for page in pages:
+                for item in page.get("Contents", []):
+                    if item["Key"].endswith("/"):
+                        continue  # "folder" placeholder objects
+                    yield BlobInfo(
+                        source=self.uri,
+                        key=item["Key"],
+                        version=item.get("ETag", "").strip('"') or str(item["LastModified"].timestamp()),
+                        size=item["Size"],
+                        last_modified=item["LastModified"].astimezone(UTC),
+                    )
+        except Exception as exc:
+            if is_transient_error(exc):
+                raise TransientError(f"S3 list failed for s3://{self.bucket}/{full_prefix}: {exc}") from exc
+            raise
+
+    def download(self, key: str, dest: Path, max_bytes: int) -> str:
+        response = self._call("get", key, self._client.get_object, Bucket=self.bucket, Key=key)
+        size = response.get("ContentLength", 0)
+        body = response["Body"]
+        try:
+            if size > max_bytes:
+                raise _too_big(key, size, max_bytes)
+            return _copy_hashing(body, dest, key, max_bytes)
+        except InputError:
+            raise
+        except Exception as exc:
+            raise TransientError(f"S3 download of {key} broke off: {exc}") from exc
+        finally:
+            body.close()
+
+    def read_head(self, key: str, n: int = 4096) -> bytes:
+        response = self._call(
+            "get", key, self._client.get_object, Bucket=self.bucket, Key=key, Range=f"bytes=0-{n - 1}"
+        )
+        with response["Body"] as body:
+            return body.read()
+
+    def put_file(self, key: str, path: Path, content_type: str | None = None) -> str:
+        full_key = _join(self.prefix, key)
+        extra = {"ContentType": content_type} if content_type else None
+        self._call("put", full_key, self._client.upload_file, Filename=str(path), Bucket=self.bucket, Key=full_key,
+                   ExtraArgs=extra)
+        return f"s3://{self.bucket}/{full_key}"
+
+    def uri_for(self, key: str) -> str:
+        return f"s3://{self.bucket}/{_join(self.prefix, key)}"
+
+
+def make_s3_client() -> Any:
+    """boto3 client from the standard chain (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, profiles, instance roles)."""
+    import boto3
+    from botocore.config import Config
+
+    session = boto3.session.Session()
+    return session.client(
+        "s3",
+        region_name=session.region_name or "us-east-1",
+        config=Config(
+            s3={"addressing_style": "path"},
+            retries={"mode": "standard", "max_attempts": 3},
+            connect_timeout=5,
+            read_timeout=60,
+        ),
+    )
+
+
+def open_store(location: str) -> BlobStore:
+    """s3://bucket/prefix -> S3Store; file:///dir or a plain path -> LocalDirStore."""
+    parsed = urlparse(location)
+    if parsed.scheme == "s3":
+        return S3Store(parsed.netloc, parsed.path.lstrip("/"))
+    if parsed.scheme == "file":
+        return LocalDirStore(parsed.path)
+    return LocalDirStore(location)
+
+
+def safe_suffix(key: str) -> str:
+    """A short, harmless file suffix taken from a key (used only for temp-file names)."""
+    suffix = PurePosixPath(key).suffix.lower()
+    return suffix if suffix[1:].isalnum() and len(suffix) <= 8 else ""

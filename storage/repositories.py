@@ -1,0 +1,243 @@
+"""Repositories: small query objects over a Session. The caller owns the transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session, selectinload
+
+from schemas.records import BlobInfo, ObjectStatus, PreprocessResult
+from storage.tables import Page, Run, SourceObject, SpeechSegmentRow, utcnow
+
+_CHUNK = 500
+
+
+def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def eligible(
+    *, force: bool, retry_failed: bool, stale_before: datetime, run_id: str | None = None
+) -> ColumnElement[bool]:
+    """Which objects a run may (re)process: new ones, abandoned claims, and terminal ones only when asked."""
+    so = SourceObject
+    abandoned = and_(so.status == ObjectStatus.PROCESSING, so.claimed_at < stale_before)
+    conditions: list[ColumnElement[bool]] = [so.status == ObjectStatus.PENDING, abandoned]
+    if run_id is not None:  # a retried batch re-takes its own claims
+        conditions.append(and_(so.status == ObjectStatus.PROCESSING, so.run_id == run_id))
+    if retry_failed or force:
+        conditions.append(so.status == ObjectStatus.FAILED)
+    if force:
+        conditions.append(so.status.in_([ObjectStatus.DONE, ObjectStatus.REVIEW]))
+    return and_(so.superseded_at.is_(None), or_(*conditions))
+
+
+class ObjectRepository:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def register(self, blobs: Sequence[BlobInfo]) -> int:
+        """Record listed objects; an unseen (source, key, version) becomes a pending row. Returns rows added."""
+        if not blobs:
+            return 0
+        now = utcnow()
+        dialect = self.session.get_bind().dialect.name
+        insert = pg_insert if dialect == "postgresql" else sqlite_insert
+        added = 0
+        for chunk in _chunks(blobs):
+            rows = [
+                {
+                    "source": b.source,
+                    "key": b.key,
+                    "version": b.version,
+                    "size": b.size,
+                    "last_modified": b.last_modified,
+                    "status": ObjectStatus.PENDING.value,
+                    "attempts": 0,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for b in chunk
+            ]
+            stmt = insert(SourceObject).values(rows).on_conflict_do_nothing(
+                index_elements=["source", "key", "version"]
+            )
+            added += self.session.execute(stmt).rowcount or 0
+        self._supersede_old_versions(blobs, now)
+        return added
+
+    def _supersede_old_versions(self, blobs: Sequence[BlobInfo], now: datetime) -> None:
+        by_source: dict[str, dict[str, str]] = {}
+        for b in blobs:
+            by_source.setdefault(b.source, {})[b.key] = b.version
+        for source, versions in by_source.items():
+            for keys in _chunks(sorted(versions)):
+                stale = self.session.execute(
+                    select(SourceObject.id, SourceObject.key, SourceObject.version).where(
+                        SourceObject.source == source,
+                        SourceObject.key.in_(keys),
+                        SourceObject.superseded_at.is_(None),
+                    )
+                ).all()
+                ids = [row.id for row in stale if row.version != versions[row.key]]
+                if ids:
+                    self.session.execute(
+                        update(SourceObject).where(SourceObject.id.in_(ids)).values(superseded_at=now)
+                    )
+
+    def find_current(self, blobs: Sequence[BlobInfo], condition: ColumnElement[bool]) -> list[SourceObject]:
+        """Rows for exactly these listed versions that satisfy `condition`, in listing order."""
+        wanted = {(b.source, b.key, b.version) for b in blobs}
+        by_source: dict[str, list[str]] = {}
+        for b in blobs:
+            by_source.setdefault(b.source, []).append(b.key)
+        found: dict[tuple[str, str, str], SourceObject] = {}
+        for source, keys in by_source.items():
+            for chunk in _chunks(keys):
+                for row in self.session.scalars(
+                    select(SourceObject).where(SourceObject.source == source, SourceObject.key.in_(chunk), condition)
+                ):
+                    found[(row.source, row.key, row.version)] = row
+        return [found[k] for k in ((b.source, b.key, b.version) for b in blobs) if k in wanted and k in found]
+
+    def set_kind(self, object_id: int, kind: str, detected_type: str) -> None:
+        self.session.execute(
+            update(SourceObject).where(SourceObject.id == object_id).values(kind=kind, detected_type=detected_type)
+        )
+
+    def claim(self, ids: Sequence[int], run_id: str, condition: ColumnElement[bool]) -> list[SourceObject]:
+        """Mark the still-eligible objects among `ids` as processing by `run_id`. Concurrent runs skip each
+        other's rows (FOR UPDATE SKIP LOCKED on Postgres; SQLite serialises writers)."""
+        rows = list(
+            self.session.scalars(
+                select(SourceObject)
+                .where(SourceObject.id.in_(ids), condition)
+                .order_by(SourceObject.id)
+                .with_for_update(skip_locked=True)
+            )
+        )
+        now = utcnow()
+        for row in rows:
+            row.status = ObjectStatus.PROCESSING
+            row.run_id = run_id
+            row.claimed_at = now
+            row.attempts += 1
+        self.session.flush()
+        return rows
+
+    def release(self, ids: Sequence[int], run_id: str) -> int:
+        """Give claims back (a batch failed for infrastructure reasons): the next run picks them up."""
+        result = self.session.execute(
+            update(SourceObject)
+            .where(
+                SourceObject.id.in_(ids),
+                SourceObject.status == ObjectStatus.PROCESSING,
+                SourceObject.run_id == run_id,
+            )
+            .values(status=ObjectStatus.PENDING, claimed_at=None)
+        )
+        return result.rowcount or 0
+
+    def record_result(self, object_id: int, result: PreprocessResult, pipeline_version: str) -> None:
+        """Store the outcome and replace the object's derived rows (so a re-run never duplicates them)."""
+        row = self.session.get(
+            SourceObject,
+            object_id,
+            options=[selectinload(SourceObject.pages), selectinload(SourceObject.speech_segments)],
+        )
+        if row is None:
+            raise LookupError(f"source object {object_id} vanished")
+        row.status = result.status
+        row.kind = result.kind
+        row.sha256 = result.sha256 or row.sha256
+        if result.detected_type:
+            row.detected_type = result.detected_type
+        row.error_stage = result.error.stage if result.error else None
+        row.error_code = result.error.code if result.error else None
+        row.error_message = result.error.message if result.error else None
+        row.warnings = list(result.warnings) or None
+        row.page_count = result.pdf.page_count if result.pdf else (len(result.pages) or None)
+        row.duration_s = result.audio.duration_s if result.audio else None
+        row.speech_ratio = result.audio.speech_ratio if result.audio else None
+        row.pipeline_version = pipeline_version
+        row.processed_at = utcnow()
+        row.claimed_at = None
+        row.pages.clear()
+        row.speech_segments.clear()
+        self.session.flush()  # deletes before inserts, so unique (object, page) keys never clash
+        row.pages.extend(
+            Page(page_number=p.page_number, uri=p.uri, width=p.width, height=p.height, dpi=p.dpi)
+            for p in result.pages
+        )
+        row.speech_segments.extend(
+            SpeechSegmentRow(segment_index=i, start_s=s.start_s, end_s=s.end_s) for i, s in enumerate(result.segments)
+        )
+
+    # -- reporting ---------------------------------------------------------------------------------------------
+
+    def _current(self) -> ColumnElement[bool]:
+        return SourceObject.superseded_at.is_(None)
+
+    def count_by_status(self, run_id: str | None = None) -> dict[str, int]:
+        stmt = select(SourceObject.status, func.count()).where(self._current()).group_by(SourceObject.status)
+        if run_id:
+            stmt = stmt.where(SourceObject.run_id == run_id)
+        return {status: n for status, n in self.session.execute(stmt)}
+
+    def count_by_kind(self, run_id: str | None = None) -> dict[str, dict[str, int]]:
+        kind = func.coalesce(SourceObject.kind, "unknown")
+        stmt = (
+            select(kind, SourceObject.status, func.count())
+            .where(self._current())
+            .group_by(kind, SourceObject.status)
+        )
+        if run_id:
+            stmt = stmt.where(SourceObject.run_id == run_id)
+        out: dict[str, dict[str, int]] = {}
+        for k, status, n in self.session.execute(stmt):
+            out.setdefault(k, {})[status] = n
+        return out
+
+    def failures(self, run_id: str | None = None, limit: int = 100) -> list[SourceObject]:
+        stmt = (
+            select(SourceObject)
+            .where(self._current(), SourceObject.status == ObjectStatus.FAILED)
+            .order_by(SourceObject.processed_at.desc(), SourceObject.id.desc())
+            .limit(limit)
+        )
+        if run_id:
+            stmt = stmt.where(SourceObject.run_id == run_id)
+        return list(self.session.scalars(stmt))
+
+    def get_by_key(self, key: str) -> SourceObject | None:
+        return self.session.scalars(
+            select(SourceObject).where(SourceObject.key == key, self._current()).order_by(SourceObject.id.desc())
+        ).first()
+
+
+class RunRepository:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def start(self, run_id: str, kind: str, parameters: dict[str, Any]) -> Run:
+        run = self.session.get(Run, run_id)
+        if run is None:
+            run = Run(id=run_id, kind=kind, parameters=parameters, started_at=utcnow())
+            self.session.add(run)
+        else:  # a retried flow run keeps its row
+            run.status = "running"
+            run.finished_at = None
+        self.session.flush()
+        return run
+
+    def get(self, run_id: str) -> Run | None:
+        return self.session.get(Run, run_id)
+
+    def recent(self, limit: int = 20) -> list[Run]:
+        return list(self.session.scalars(select(Run).order_by(Run.started_at.desc()).limit(limit)))

@@ -1,0 +1,142 @@
+"""Typed SQLAlchemy 2 tables. Natural keys carry unique constraints so upserts make re-runs harmless."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite hands back naive values otherwise)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class SourceObject(Base):
+    """One version of one object in a source store, and where it stands in the pipeline."""
+
+    __tablename__ = "source_objects"
+    __table_args__ = (
+        UniqueConstraint("source", "key", "version", name="uq_source_objects_natural_key"),
+        Index("ix_source_objects_status", "status"),
+        Index("ix_source_objects_source_key", "source", "key"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(String(512))
+    key: Mapped[str] = mapped_column(String(1024))
+    version: Mapped[str] = mapped_column(String(256))
+    size: Mapped[int] = mapped_column(BigInteger)
+    last_modified: Mapped[datetime]
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    kind: Mapped[str | None] = mapped_column(String(16))
+    detected_type: Mapped[str | None] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error_stage: Mapped[str | None] = mapped_column(String(32))
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    warnings: Mapped[list[Any] | None]
+    page_count: Mapped[int | None] = mapped_column(Integer)
+    duration_s: Mapped[float | None] = mapped_column(Float)
+    speech_ratio: Mapped[float | None] = mapped_column(Float)
+    pipeline_version: Mapped[str | None] = mapped_column(String(64))
+    run_id: Mapped[str | None] = mapped_column(String(64))
+    claimed_at: Mapped[datetime | None]
+    processed_at: Mapped[datetime | None]
+    superseded_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    pages: Mapped[list[Page]] = relationship(
+        back_populates="source_object", cascade="all, delete-orphan", order_by="Page.page_number"
+    )
+    speech_segments: Mapped[list[SpeechSegmentRow]] = relationship(
+        back_populates="source_object", cascade="all, delete-orphan", order_by="SpeechSegmentRow.segment_index"
+    )
+
+
+class Page(Base):
+    """A rendered page (or a resized raster image) ready for the model stages."""
+
+    __tablename__ = "pages"
+    __table_args__ = (UniqueConstraint("object_id", "page_number", name="uq_pages_object_page"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    object_id: Mapped[int] = mapped_column(ForeignKey("source_objects.id", ondelete="CASCADE"))
+    page_number: Mapped[int] = mapped_column(Integer)
+    uri: Mapped[str] = mapped_column(String(2048))
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    dpi: Mapped[float | None] = mapped_column(Float)
+
+    source_object: Mapped[SourceObject] = relationship(back_populates="pages")
+
+
+class SpeechSegmentRow(Base):
+    """A stretch of speech found by voice-activity detection."""
+
+    __tablename__ = "speech_segments"
+    __table_args__ = (UniqueConstraint("object_id", "segment_index", name="uq_speech_segments_object_index"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    object_id: Mapped[int] = mapped_column(ForeignKey("source_objects.id", ondelete="CASCADE"))
+    segment_index: Mapped[int] = mapped_column(Integer)
+    start_s: Mapped[float] = mapped_column(Float)
+    end_s: Mapped[float] = mapped_column(Float)
+
+    source_object: Mapped[SourceObject] = relationship(back_populates="speech_segments")
+
+
+class Run(Base):
+    """One flow run: what it was asked to do and what came of it."""
+
+    __tablename__ = "runs"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    parameters: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+    discovered: Mapped[int] = mapped_column(Integer, default=0)
+    planned: Mapped[int] = mapped_column(Integer, default=0)
+    processed: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)

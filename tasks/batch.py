@@ -1,0 +1,63 @@
+"""One batch as one unit of work: claim, preprocess each object, record every outcome in one transaction."""
+
+from __future__ import annotations
+
+import tempfile
+from collections import Counter
+from collections.abc import Sequence
+from datetime import timedelta
+from pathlib import Path
+
+from schemas.records import BatchOutcome, PreprocessResult
+from schemas.settings import Settings
+from storage.blobstore import BlobStore, open_store
+from storage.db import unit_of_work
+from storage.repositories import ObjectRepository, eligible
+from storage.tables import Run, utcnow
+from tasks.ingest import ObjectRef, PreprocessConfig, process_object
+from tasks.version import PIPELINE_VERSION
+
+
+def claim_batch(
+    settings: Settings, run_id: str, object_ids: Sequence[int], *, force: bool, retry_failed: bool
+) -> list[ObjectRef]:
+    stale_before = utcnow() - timedelta(seconds=settings.claim_ttl_s)
+    condition = eligible(force=force, retry_failed=retry_failed, stale_before=stale_before, run_id=run_id)
+    with unit_of_work(settings.database_url) as session:
+        rows = ObjectRepository(session).claim(object_ids, run_id, condition)
+        return [ObjectRef(id=r.id, source=r.source, key=r.key, size=r.size) for r in rows]
+
+
+def record_batch(settings: Settings, run_id: str, results: Sequence[tuple[int, PreprocessResult]]) -> None:
+    with unit_of_work(settings.database_url) as session:
+        repo = ObjectRepository(session)
+        for object_id, result in results:
+            repo.record_result(object_id, result, PIPELINE_VERSION)
+        run = session.get(Run, run_id)
+        if run is not None:
+            run.processed += len(results)
+            run.failed += sum(1 for _, r in results if r.error)
+
+
+def process_batch(
+    settings: Settings, run_id: str, object_ids: Sequence[int], *, force: bool = False, retry_failed: bool = False
+) -> BatchOutcome:
+    """Process the objects of one batch. Infrastructure faults propagate (the caller retries the batch)."""
+    refs = claim_batch(settings, run_id, object_ids, force=force, retry_failed=retry_failed)
+    config = PreprocessConfig.from_settings(settings)
+    stores: dict[str, BlobStore] = {}
+    derived = open_store(settings.derived_store)
+    results: list[tuple[int, PreprocessResult]] = []
+    with tempfile.TemporaryDirectory(prefix="docflow-", dir=settings.temp_dir) as tmp:
+        for ref in refs:
+            if ref.source not in stores:
+                stores[ref.source] = open_store(ref.source)
+            with tempfile.TemporaryDirectory(dir=tmp) as object_dir:  # freed per object: big PDFs make many pages
+                results.append((ref.id, process_object(ref, stores[ref.source], derived, config, Path(object_dir))))
+    record_batch(settings, run_id, results)
+    return BatchOutcome(claimed=len(refs), by_status=dict(Counter(r.status.value for _, r in results)))
+
+
+def release_batch(settings: Settings, run_id: str, object_ids: Sequence[int]) -> int:
+    with unit_of_work(settings.database_url) as session:
+        return ObjectRepository(session).release(object_ids, run_id)

@@ -1,0 +1,61 @@
+"""Discovery: list the sources, record every object version, and choose what this run processes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from datetime import timedelta
+
+from schemas.records import BlobInfo, DiscoveryRequest, DiscoveryResult, ObjectKind
+from schemas.settings import Settings
+from storage.blobstore import BlobStore, open_store
+from storage.db import unit_of_work
+from storage.repositories import ObjectRepository, eligible
+from storage.tables import utcnow
+from tasks.preprocess import sniff
+
+_REGISTER_CHUNK = 1000
+
+
+def in_window(blob: BlobInfo, request: DiscoveryRequest) -> bool:
+    if request.since and blob.last_modified < request.since:
+        return False
+    return not (request.until and blob.last_modified >= request.until)
+
+
+def list_candidates(stores: Iterable[BlobStore], request: DiscoveryRequest) -> Iterator[BlobInfo]:
+    """Every listed object under the requested prefixes whose last-modified time is in the window."""
+    seen: set[tuple[str, str]] = set()
+    for store in stores:
+        for prefix in request.prefixes or ("",):
+            for blob in store.list(prefix):
+                if (blob.source, blob.key) in seen or not in_window(blob, request):
+                    continue
+                seen.add((blob.source, blob.key))
+                yield blob
+
+
+def discover(settings: Settings, request: DiscoveryRequest, run_id: str) -> DiscoveryResult:
+    stores = {location: open_store(location) for location in request.sources}
+    blobs = list(list_candidates(stores.values(), request))
+    stale_before = utcnow() - timedelta(seconds=settings.claim_ttl_s)
+    condition = eligible(force=request.force, retry_failed=request.retry_failed, stale_before=stale_before)
+    new = 0
+    for i in range(0, len(blobs), _REGISTER_CHUNK):
+        with unit_of_work(settings.database_url) as session:
+            new += ObjectRepository(session).register(blobs[i : i + _REGISTER_CHUNK])
+    with unit_of_work(settings.database_url) as session:
+        repo = ObjectRepository(session)
+        rows = repo.find_current(blobs, condition)
+        if request.kinds:
+            stores_by_uri = {store.uri: store for store in stores.values()}
+            for row in rows:
+                if row.kind is None:  # never looked at: read just enough bytes to know its kind
+                    detection = sniff.detect(stores_by_uri[row.source].read_head(row.key, sniff.HEAD_BYTES))
+                    repo.set_kind(row.id, detection.kind, detection.description)
+                    row.kind = detection.kind
+            wanted = {ObjectKind(k).value for k in request.kinds}
+            rows = [row for row in rows if row.kind in wanted]
+        ids = tuple(row.id for row in rows)
+    if request.limit is not None:
+        ids = ids[: request.limit]
+    return DiscoveryResult(listed=len(blobs), new=new, object_ids=ids)

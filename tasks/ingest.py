@@ -1,0 +1,160 @@
+"""The per-object pipeline: download, detect the type from the bytes, preprocess, publish derived files.
+
+Bad input becomes a failed PreprocessResult with a reason; only infrastructure faults (TransientError and database
+errors) escape, so the batch around them can be retried."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from schemas.errors import InputError, TransientError
+from schemas.records import ObjectKind, PdfSummary, PreprocessResult, RenderedPage, StageError
+from schemas.settings import Settings
+from storage.blobstore import BlobStore, is_transient_error, safe_suffix
+from tasks.preprocess import audio, sniff
+from tasks.preprocess.image import ImageLimits, normalise_image
+from tasks.preprocess.pdf import RenderLimits, render_pdf
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    render: RenderLimits
+    image: ImageLimits
+    vad: audio.VadParams
+    max_file_bytes: int
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> PreprocessConfig:
+        return cls(
+            render=RenderLimits(
+                dpi=s.pdf_dpi, max_pixels=s.max_pixels, max_side=s.max_side, max_pages=s.max_pages,
+                chunk_pages=s.render_chunk_pages, timeout_s=s.render_timeout_s, jpeg_quality=s.jpeg_quality,
+            ),
+            image=ImageLimits(
+                max_pixels=s.max_pixels, max_side=s.max_side, max_decode_pixels=s.max_decode_pixels,
+                max_pages=s.max_pages, jpeg_quality=s.jpeg_quality,
+            ),
+            vad=audio.VadParams(
+                threshold=s.vad_threshold, min_speech_ms=s.vad_min_speech_ms,
+                min_silence_ms=s.vad_min_silence_ms, speech_pad_ms=s.vad_speech_pad_ms,
+            ),
+            max_file_bytes=s.max_file_bytes,
+        )
+
+    def page_tag(self, kind: ObjectKind) -> str:
+        """Names the render parameters in derived keys, so different settings never overwrite each other."""
+        r = self.render
+        base = f"{r.max_pixels}px-{r.max_side}side-q{r.jpeg_quality}"
+        return f"{r.dpi}dpi-{base}" if kind is ObjectKind.PDF else base
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    id: int
+    source: str
+    key: str
+    size: int
+
+
+def _publish(
+    derived: BlobStore, sha256: str, tag: str, files: list[tuple[int, Path, int, int, float | None]]
+) -> tuple[RenderedPage, ...]:
+    pages = []
+    for number, path, width, height, dpi in files:
+        uri = derived.put_file(f"pages/{sha256[:2]}/{sha256}/{tag}/p{number:05d}.jpg", path, "image/jpeg")
+        pages.append(RenderedPage(page_number=number, uri=uri, width=width, height=height, dpi=dpi))
+    return tuple(pages)
+
+
+def detect_file(path: Path, key: str) -> sniff.Detection:
+    """The file's type from its first bytes. Raises InputError for empty or unsupported files."""
+    with open(path, "rb") as f:
+        head = f.read(sniff.HEAD_BYTES)
+    return sniff.detect(head, path)
+
+
+def preprocess_file(
+    path: Path, detection: sniff.Detection, sha256: str, config: PreprocessConfig, derived: BlobStore, work_dir: Path
+) -> PreprocessResult:
+    """Preprocess one downloaded file of a supported kind. Raises InputError for bad input."""
+    kind = detection.kind
+    base = {"kind": kind, "sha256": sha256, "detected_type": detection.description}
+    out_dir = Path(tempfile.mkdtemp(dir=work_dir))
+    if kind is ObjectKind.PDF:
+        rendered = render_pdf(path, out_dir, config.render)
+        files = [(p.page_number, p.path, p.width, p.height, p.dpi) for p in rendered.pages]
+        return PreprocessResult(
+            **base,
+            pages=_publish(derived, sha256, config.page_tag(kind), files),
+            pdf=PdfSummary(page_count=rendered.page_count, pages_rendered=len(rendered.pages)),
+            warnings=tuple(rendered.warnings),
+        )
+    if kind is ObjectKind.IMAGE:
+        images = normalise_image(path, out_dir, config.image)
+        files = [(i.page_number, i.path, i.width, i.height, None) for i in images]
+        return PreprocessResult(**base, pages=_publish(derived, sha256, config.page_tag(kind), files))
+    info = audio.probe(path)
+    samples = audio.decode(path)
+    segments = audio.detect_speech(samples, config.vad)
+    return PreprocessResult(
+        **base, segments=tuple(segments), audio=audio.summarise(samples, segments, info)
+    )
+
+
+def process_object(
+    ref: ObjectRef, store: BlobStore, derived: BlobStore, config: PreprocessConfig, work_dir: Path
+) -> PreprocessResult:
+    """Download and preprocess one object; every input problem comes back as a failed result, never raised."""
+    sha256 = ""
+    detection: sniff.Detection | None = None
+    try:
+        if ref.size > config.max_file_bytes:
+            raise InputError(
+                "download", "too_large",
+                f"file too large: {ref.size / 1e6:.1f} MB exceeds the {config.max_file_bytes / 1e6:.1f} MB limit "
+                "(DOCFLOW_MAX_FILE_MB)",
+            )
+        # The temp name comes from the row id, never from the key: keys like '../x' cannot escape work_dir.
+        local = work_dir / f"object-{ref.id}{safe_suffix(ref.key)}"
+        sha256 = store.download(ref.key, local, config.max_file_bytes)
+        try:
+            detection = detect_file(local, ref.key)
+            if detection.kind is ObjectKind.UNKNOWN:
+                code = "empty" if ref.size == 0 or "empty" in detection.description else "unsupported"
+                raise InputError("detect", code, sniff.unsupported_message(detection, ref.key))
+            return preprocess_file(local, detection, sha256, config, derived, work_dir)
+        finally:
+            local.unlink(missing_ok=True)
+    except InputError as exc:
+        return PreprocessResult(
+            kind=detection.kind if detection else ObjectKind.UNKNOWN,
+            sha256=sha256,
+            detected_type=detection.description if detection else None,
+            error=exc.error,
+        )
+    except TransientError:
+        raise
+    except MemoryError:
+        return _failed(sha256, "internal", "out of memory while processing this file")
+    except Exception as exc:  # a bug or an unexpected library error: record it, keep the run going
+        if _is_infrastructure(exc):
+            raise
+        log.exception("unexpected error processing %s", ref.key)
+        return _failed(sha256, "internal", f"internal error ({type(exc).__name__}): {exc}")
+
+
+def _failed(sha256: str, code: str, message: str) -> PreprocessResult:
+    return PreprocessResult(
+        kind=ObjectKind.UNKNOWN, sha256=sha256, error=StageError(stage="pipeline", code=code, message=message)
+    )
+
+
+def _is_infrastructure(exc: Exception) -> bool:
+    from sqlalchemy.exc import DBAPIError
+
+    return isinstance(exc, DBAPIError) or is_transient_error(exc)

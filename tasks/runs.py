@@ -1,0 +1,54 @@
+"""Run bookkeeping: a row per flow run, and the summary a finished run reports."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from schemas.records import FailureRecord, RunKind, RunSummary
+from schemas.settings import Settings
+from storage.db import unit_of_work
+from storage.repositories import ObjectRepository, RunRepository
+from storage.tables import utcnow
+
+
+def start_run(settings: Settings, run_id: str, kind: RunKind, parameters: dict[str, Any]) -> None:
+    with unit_of_work(settings.database_url) as session:
+        RunRepository(session).start(run_id, kind.value, parameters)
+
+
+def record_plan(settings: Settings, run_id: str, listed: int, planned: int) -> None:
+    with unit_of_work(settings.database_url) as session:
+        run = RunRepository(session).get(run_id)
+        if run is not None:
+            run.discovered = listed
+            run.planned = planned
+
+
+def finish_run(settings: Settings, run_id: str, failed_batches: int, error: str | None) -> RunSummary:
+    with unit_of_work(settings.database_url) as session:
+        run = RunRepository(session).get(run_id)
+        if run is None:
+            raise LookupError(f"run {run_id} was never started")
+        run.status = "failed" if (failed_batches or error) else "completed"
+        run.finished_at = utcnow()
+        run.error = error
+        objects = ObjectRepository(session)
+        failures = tuple(
+            FailureRecord(key=o.key, source=o.source, kind=o.kind, code=o.error_code, error=o.error_message or "")
+            for o in objects.failures(run_id=run_id, limit=500)
+        )
+        return RunSummary(
+            run_id=run.id,
+            kind=RunKind(run.kind),
+            status=run.status,
+            started_at=run.started_at,
+            finished_at=run.finished_at,
+            listed=run.discovered,
+            planned=run.planned,
+            processed=run.processed,
+            by_status=objects.count_by_status(run_id=run_id),
+            by_kind=objects.count_by_kind(run_id=run_id),
+            failures=failures,
+            failed_batches=failed_batches,
+            error=error,
+        )
