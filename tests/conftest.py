@@ -1,0 +1,92 @@
+"""Shared fixtures: paths to real input files, real services (PostgreSQL, SeaweedFS) started once per session."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.services import PostgresCluster, SeaweedS3
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_INBOX = REPO_ROOT / "infra" / "sample-inbox"
+CORPUS = REPO_ROOT.parent / "shared" / "corpus"
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
+@pytest.fixture(scope="session")
+def sample_inbox() -> Path:
+    return SAMPLE_INBOX
+
+
+@pytest.fixture(scope="session")
+def corpus() -> Path:
+    if not CORPUS.is_dir():
+        pytest.skip(f"the shared corpus is not beside the repo ({CORPUS})")
+    return CORPUS
+
+
+@pytest.fixture(autouse=True)
+def _no_docflow_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests start from the defaults, whatever the developer's shell exports."""
+    for name in list(os.environ):
+        if name.startswith("DOCFLOW_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    cluster = PostgresCluster()
+    cluster.start()
+    yield cluster
+    cluster.destroy()
+
+
+_db_counter = itertools.count()
+
+
+@pytest.fixture
+def pg_url(postgres: PostgresCluster) -> str:
+    return postgres.create_database(f"test_{os.getpid()}_{next(_db_counter)}")
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'docflow.db'}"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'docflow.db'}"
+    return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture(scope="session")
+def seaweed() -> Iterator[SeaweedS3]:
+    server = SeaweedS3()
+    server.start()
+    yield server
+    server.destroy()
+
+
+_bucket_counter = itertools.count()
+
+
+@pytest.fixture
+def s3_env(seaweed: SeaweedS3, monkeypatch: pytest.MonkeyPatch) -> SeaweedS3:
+    """Point boto3's standard chain at the test store, as a user would with AWS_* variables."""
+    for name, value in seaweed.env().items():
+        monkeypatch.setenv(name, value)
+    return seaweed
+
+
+@pytest.fixture
+def bucket(s3_env: SeaweedS3) -> str:
+    name = f"docflow-test-{next(_bucket_counter)}"
+    s3_env.client().create_bucket(Bucket=name)
+    return name
