@@ -102,7 +102,6 @@ def _watch_progress(settings: Settings, started: datetime, stop: threading.Event
 def _run_flow(settings: Settings, call: Any) -> RunSummary | None:
     from flows.pipeline import RunFailed
 
-    _prefect_defaults()
     started = datetime.now(UTC).replace(microsecond=0)
     stop = threading.Event()
     watcher = threading.Thread(target=_watch_progress, args=(settings, started, stop), daemon=True)
@@ -132,9 +131,14 @@ def _print_summary(summary: RunSummary) -> None:
     if statuses:
         console.print(table)
     for failure in summary.failures[:20]:
-        console.print(f"  [red]failed[/red] {failure.key}: {failure.error}")
+        console.print(f"  [red]failed[/red] {failure.key}: {failure.error}", soft_wrap=True)
     if len(summary.failures) > 20:
         console.print(f"  ... {len(summary.failures) - 20} more (docflow status --json)")
+
+
+@app.callback()
+def _main() -> None:
+    _prefect_defaults()  # before anything imports prefect, which reads its settings once
 
 
 SourceOpt = Annotated[
@@ -244,7 +248,7 @@ def _print_status(report: dict[str, Any]) -> None:
             table.add_row(kind, *(str(counts.get(s, 0)) for s in statuses))
         out.print(table)
     for failure in report["failures"]:
-        out.print(f"[red]failed[/red] {failure['key']}: {failure['error']}")
+        out.print(f"[red]failed[/red] {failure['key']}: {failure['error']}", soft_wrap=True)
     if report["runs"]:
         table = Table(title="recent runs")
         for col in ("id", "kind", "status", "started_at", "processed", "failed"):

@@ -65,7 +65,8 @@ def run_pipeline(settings: Settings, kind: RunKind, request: DiscoveryRequest) -
     while in_flight:
         done = next(as_completed(list(in_flight)))
         ids = in_flight.pop(done)
-        if done.state.is_failed():
+        # result() waits for the final state; future.state may still lag behind in the API.
+        if isinstance(done.result(raise_on_failure=False), BaseException):
             failed_batches += 1
             t.release_batch(settings, run_id, ids, return_state=True)  # best effort; claims also expire
         following = next(batches, None)

@@ -143,10 +143,11 @@ def is_transient_error(exc: Exception) -> bool:
 class S3Store:
     """An S3 bucket (and optional prefix) through boto3's standard credential and endpoint chain."""
 
-    def __init__(self, bucket: str, prefix: str = "", client: Any = None) -> None:
+    def __init__(self, bucket: str, prefix: str = "", client: Any = None, page_size: int = 1000) -> None:
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.uri = f"s3://{bucket}"
+        self.page_size = page_size
         self._client = client or make_s3_client()
 
     def _call(self, what: str, key: str, fn: Any, **kwargs: Any) -> Any:
@@ -171,7 +172,8 @@ class S3Store:
     def list(self, prefix: str = "") -> Iterator[BlobInfo]:
         paginator = self._client.get_paginator("list_objects_v2")
         full_prefix = _join(self.prefix, prefix)
-        pages = self._call("list", full_prefix, paginator.paginate, Bucket=self.bucket, Prefix=full_prefix)
+        pages = self._call("list", full_prefix, paginator.paginate, Bucket=self.bucket, Prefix=full_prefix,
+                           PaginationConfig={"PageSize": self.page_size})
         try:
             for page in pages:
                 for item in page.get("Contents", []):

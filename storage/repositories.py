@@ -65,10 +65,13 @@ class ObjectRepository:
                 }
                 for b in chunk
             ]
-            stmt = insert(SourceObject).values(rows).on_conflict_do_nothing(
-                index_elements=["source", "key", "version"]
+            stmt = (
+                insert(SourceObject)
+                .values(rows)
+                .on_conflict_do_nothing(index_elements=["source", "key", "version"])
+                .returning(SourceObject.id)
             )
-            added += self.session.execute(stmt).rowcount or 0
+            added += len(self.session.execute(stmt).all())  # rowcount is unreliable for multi-row inserts
         self._supersede_old_versions(blobs, now)
         return added
 

@@ -1,0 +1,67 @@
+"""The `docflow` command as a user runs it (in-process through Typer's runner, against the real Prefect harness)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from flows.cli import app
+from tests.integration.conftest import Configure
+
+runner = CliRunner()
+
+
+def test_help_lists_the_commands() -> None:
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("run", "backfill", "status"):
+        assert command in result.output
+
+
+def test_invalid_setting_is_reported_by_name(configure: Configure, tmp_path: Path) -> None:
+    configure(database_url=f"sqlite:///{tmp_path / 'x.db'}", pdf_dpi=5000)
+    result = runner.invoke(app, ["status"])
+    assert result.exit_code == 2
+    assert "DOCFLOW_PDF_DPI" in result.output
+
+
+def test_backfill_rejects_an_empty_window(configure: Configure, tmp_path: Path) -> None:
+    configure(database_url=f"sqlite:///{tmp_path / 'x.db'}")
+    result = runner.invoke(app, ["backfill", "--since", "2026-02-01", "--until", "2026-01-01"])
+    assert result.exit_code != 0
+    assert "--until must be after --since" in result.output
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_run_then_status_json(configure: Configure, sample_inbox: Path, tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    (inbox / "docs").mkdir(parents=True)
+    shutil.copy(sample_inbox / "documents" / "invoice2data_AzureInterior.pdf", inbox / "docs")
+    shutil.copy(sample_inbox / "documents" / "pdfjs_issue3371-encrypted-pw-ELXRTQWS.pdf", inbox / "docs")
+    configure(database_url=f"sqlite:///{tmp_path / 'cli.db'}")
+
+    result = runner.invoke(app, ["run", "--source", str(inbox)])
+    assert result.exit_code == 0, result.output
+    assert "encrypted PDF: password required" in result.output
+
+    status = runner.invoke(app, ["status", "--json"])
+    assert status.exit_code == 0
+    report = json.loads(status.stdout)
+    assert report["objects"] == {"done": 1, "failed": 1}
+    assert report["by_kind"] == {"pdf": {"done": 1, "failed": 1}}
+    assert report["failures"][0]["key"] == "docs/pdfjs_issue3371-encrypted-pw-ELXRTQWS.pdf"
+    assert report["failures"][0]["error"] == "encrypted PDF: password required"
+    (run,) = report["runs"]
+    assert (run["kind"], run["processed"], run["failed"], run["status"]) == ("nightly", 2, 1, "completed")
+    assert run["started_at"] and run["id"]
+
+    again = runner.invoke(app, ["backfill", "--since", "2000-01-01", "--source", str(inbox), "--force",
+                                "--kind", "pdf"])
+    assert again.exit_code == 0, again.output
+    runs = json.loads(runner.invoke(app, ["status", "--json"]).stdout)["runs"]
+    assert [r["kind"] for r in runs] == ["backfill", "nightly"]  # newest first
+    assert runs[0]["processed"] == 2

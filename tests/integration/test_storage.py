@@ -1,0 +1,127 @@
+"""Repositories against real SQLite and real PostgreSQL (the db_url fixture runs each test on both)."""
+
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import func, inspect, select
+
+from schemas.records import BlobInfo, ObjectKind, ObjectStatus, PreprocessResult, RenderedPage, SpeechSegment
+from storage.db import get_engine, migrate, unit_of_work
+from storage.repositories import ObjectRepository, eligible
+from storage.tables import Page, SourceObject, SpeechSegmentRow, utcnow
+
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+def _blob(key: str, version: str = "v1") -> BlobInfo:
+    return BlobInfo(source="s3://bucket", key=key, version=version, size=10, last_modified=T0)
+
+
+def _eligible(**kw):  # type: ignore[no-untyped-def]
+    return eligible(force=kw.get("force", False), retry_failed=kw.get("retry_failed", False),
+                    stale_before=kw.get("stale_before", utcnow() - timedelta(minutes=15)), run_id=kw.get("run_id"))
+
+
+def test_migrations_create_tables_and_are_idempotent(db_url: str) -> None:
+    migrate(db_url)
+    migrate(db_url)
+    tables = set(inspect(get_engine(db_url)).get_table_names())
+    assert {"source_objects", "runs", "pages", "speech_segments", "alembic_version"} <= tables
+
+
+def test_register_is_an_upsert_and_new_versions_supersede(db_url: str) -> None:
+    migrate(db_url)
+    with unit_of_work(db_url) as s:
+        assert ObjectRepository(s).register([_blob("a.pdf"), _blob("b.pdf")]) == 2
+    with unit_of_work(db_url) as s:
+        assert ObjectRepository(s).register([_blob("a.pdf"), _blob("b.pdf")]) == 0
+    with unit_of_work(db_url) as s:
+        assert ObjectRepository(s).register([_blob("a.pdf", "v2"), _blob("b.pdf")]) == 1
+    with unit_of_work(db_url) as s:
+        rows = s.scalars(select(SourceObject).order_by(SourceObject.id)).all()
+        assert [(r.key, r.version, r.superseded_at is None) for r in rows] == [
+            ("a.pdf", "v1", False), ("b.pdf", "v1", True), ("a.pdf", "v2", True)
+        ]
+        assert ObjectRepository(s).count_by_status() == {"pending": 2}
+
+
+def _record(db_url: str, object_id: int, result: PreprocessResult) -> None:
+    with unit_of_work(db_url) as s:
+        ObjectRepository(s).record_result(object_id, result, "test-1")
+
+
+def test_claim_respects_status_and_recording_replaces_children(db_url: str) -> None:
+    migrate(db_url)
+    blobs = [_blob("a.pdf"), _blob("b.wav")]
+    with unit_of_work(db_url) as s:
+        repo = ObjectRepository(s)
+        repo.register(blobs)
+        ids = [r.id for r in repo.find_current(blobs, _eligible())]
+        claimed = repo.claim(ids, "run-1", _eligible(run_id="run-1"))
+        assert [r.status for r in claimed] == [ObjectStatus.PROCESSING] * 2
+    with unit_of_work(db_url) as s:  # another run cannot take fresh claims
+        assert ObjectRepository(s).claim(ids, "run-2", _eligible(run_id="run-2")) == []
+    pages = tuple(RenderedPage(page_number=n, uri=f"file:///p{n}", width=10, height=20, dpi=150) for n in (1, 2))
+    pdf = PreprocessResult(kind=ObjectKind.PDF, sha256="ab" * 32, pages=pages)
+    wav = PreprocessResult(kind=ObjectKind.AUDIO, sha256="cd" * 32, segments=(SpeechSegment(start_s=0, end_s=1),))
+    for _ in range(2):  # recording twice (a forced re-run) must not duplicate child rows
+        _record(db_url, ids[0], pdf)
+        _record(db_url, ids[1], wav)
+    with unit_of_work(db_url) as s:
+        assert s.scalar(select(func.count()).select_from(Page)) == 2
+        assert s.scalar(select(func.count()).select_from(SpeechSegmentRow)) == 1
+        a = s.get(SourceObject, ids[0])
+        assert (a.status, a.kind, a.page_count, a.claimed_at) == ("done", "pdf", 2, None)
+        repo = ObjectRepository(s)
+        assert repo.find_current(blobs, _eligible()) == []  # done: nothing to do
+        assert len(repo.find_current(blobs, _eligible(force=True))) == 2
+
+
+def test_abandoned_claims_expire_and_release_returns_them(db_url: str) -> None:
+    migrate(db_url)
+    blobs = [_blob("x.png")]
+    with unit_of_work(db_url) as s:
+        repo = ObjectRepository(s)
+        repo.register(blobs)
+        (row,) = repo.find_current(blobs, _eligible())
+        repo.claim([row.id], "dead-run", _eligible())
+    with unit_of_work(db_url) as s:
+        repo = ObjectRepository(s)
+        assert repo.find_current(blobs, _eligible()) == []
+        assert len(repo.find_current(blobs, _eligible(stale_before=utcnow() + timedelta(seconds=1)))) == 1
+        assert repo.release([row.id], "other-run") == 0
+        assert repo.release([row.id], "dead-run") == 1
+        assert s.get(SourceObject, row.id).status == "pending"
+
+
+def test_failed_objects_wait_for_retry_failed(db_url: str) -> None:
+    migrate(db_url)
+    blobs = [_blob("bad.pdf")]
+    with unit_of_work(db_url) as s:
+        ObjectRepository(s).register(blobs)
+    with unit_of_work(db_url) as s:
+        (row,) = ObjectRepository(s).find_current(blobs, _eligible())
+    from schemas.records import StageError
+
+    _record(db_url, row.id, PreprocessResult(kind=ObjectKind.PDF, sha256="", error=StageError(
+        stage="render", code="encrypted", message="encrypted PDF: password required")))
+    with unit_of_work(db_url) as s:
+        repo = ObjectRepository(s)
+        assert repo.find_current(blobs, _eligible()) == []
+        assert len(repo.find_current(blobs, _eligible(retry_failed=True))) == 1
+        (failure,) = repo.failures()
+        assert failure.error_message == "encrypted PDF: password required"
+
+
+def test_postgres_claims_skip_rows_locked_by_another_worker(pg_url: str) -> None:
+    migrate(pg_url)
+    blobs = [_blob(f"k{i}") for i in range(4)]
+    with unit_of_work(pg_url) as s:
+        ObjectRepository(s).register(blobs)
+    with unit_of_work(pg_url) as s:
+        ids = [r.id for r in ObjectRepository(s).find_current(blobs, _eligible())]
+    with unit_of_work(pg_url) as first:
+        taken = ObjectRepository(first).claim(ids[:2], "run-a", _eligible(run_id="run-a"))
+        assert len(taken) == 2
+        with unit_of_work(pg_url) as second:  # while the first transaction still holds its row locks
+            others = ObjectRepository(second).claim(ids, "run-b", _eligible(run_id="run-b"))
+            assert sorted(r.id for r in others) == ids[2:]
