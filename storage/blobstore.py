@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -123,7 +124,12 @@ class LocalDirStore:
     def put_file(self, key: str, path: Path, content_type: str | None = None) -> str:
         target = self._path(_join(self.prefix, key))
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, target)
+        staging = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}")
+        try:
+            os.link(path, staging)  # same filesystem: no copy at all
+        except OSError:
+            shutil.copyfile(path, staging)
+        os.replace(staging, target)  # atomic: readers never see a half-written file
         return target.as_uri()
 
     def uri_for(self, key: str) -> str:

@@ -24,7 +24,7 @@ class RenderLimits:
     max_pixels: int
     max_side: int
     max_pages: int
-    chunk_pages: int = 16
+    chunk_pages: int = 50
     timeout_s: int = 120
     jpeg_quality: int = 90
 
