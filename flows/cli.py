@@ -96,6 +96,8 @@ def _watch_progress(settings: Settings, started: datetime, stop: threading.Event
                 progress.update(
                     bar, description=f"processing ({run.failed} failed)", total=run.planned, completed=run.processed
                 )
+            elif run.discovered and run.status == "running":
+                progress.update(bar, description=f"listed {run.discovered}, nothing new to process", total=0)
         progress.refresh()
 
 
@@ -113,6 +115,11 @@ def _run_flow(settings: Settings, call: Any) -> RunSummary | None:
         watcher.join()
         _print_summary(exc.summary)
         console.print(f"[red]run failed:[/red] {exc}")
+        raise typer.Exit(1) from None
+    except Exception as exc:  # the flow run is marked failed in Prefect with the traceback; say why here
+        stop.set()
+        watcher.join()
+        console.print(f"[red]run failed:[/red] {type(exc).__name__}: {exc}", soft_wrap=True)
         raise typer.Exit(1) from None
     finally:
         stop.set()

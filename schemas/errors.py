@@ -19,3 +19,7 @@ class TransientError(Exception):
 
 class ConfigError(ValueError):
     """A setting is invalid; the message names the setting."""
+
+
+class SourceError(Exception):
+    """A configured source cannot be listed for a reason a retry will not fix (missing folder or bucket, no access)."""

@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlparse
 
-from schemas.errors import InputError, TransientError
+from schemas.errors import InputError, SourceError, TransientError
 from schemas.records import BlobInfo
 
 CHUNK = 1024 * 1024
@@ -87,8 +87,8 @@ class LocalDirStore:
 
     def list(self, prefix: str = "") -> Iterator[BlobInfo]:
         start = self.root / _join(self.prefix, prefix) if (self.prefix or prefix) else self.root
-        if not self.root.exists():
-            raise FileNotFoundError(f"source directory does not exist: {self.root}")
+        if not self.root.is_dir():
+            raise SourceError(f"source directory does not exist: {self.root}")
         for dirpath, dirnames, filenames in os.walk(start):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             for name in sorted(filenames):
@@ -195,6 +195,11 @@ class S3Store:
         except Exception as exc:
             if is_transient_error(exc):
                 raise TransientError(f"S3 list failed for s3://{self.bucket}/{full_prefix}: {exc}") from exc
+            code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+            if code == "NoSuchBucket":
+                raise SourceError(f"bucket does not exist: s3://{self.bucket}") from exc
+            if code in {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"}:
+                raise SourceError(f"cannot list s3://{self.bucket}/{full_prefix}: {code} (check AWS credentials)") from exc
             raise
 
     def download(self, key: str, dest: Path, max_bytes: int) -> str:

@@ -83,3 +83,10 @@ def test_s3_outage_is_transient(s3_env: SeaweedS3, bucket: str, monkeypatch: pyt
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")  # nothing listens there
     with pytest.raises(TransientError):
         list(S3Store(bucket).list())
+
+
+def test_s3_missing_bucket_is_a_source_error(s3_env: SeaweedS3) -> None:
+    from schemas.errors import SourceError
+
+    with pytest.raises(SourceError, match="bucket does not exist"):
+        list(S3Store("no-such-bucket-here").list())

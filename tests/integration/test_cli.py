@@ -65,3 +65,13 @@ def test_run_then_status_json(configure: Configure, sample_inbox: Path, tmp_path
     runs = json.loads(runner.invoke(app, ["status", "--json"]).stdout)["runs"]
     assert [r["kind"] for r in runs] == ["backfill", "nightly"]  # newest first
     assert runs[0]["processed"] == 2
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_missing_source_folder_is_a_clear_error(configure: Configure, tmp_path: Path) -> None:
+    configure(database_url=f"sqlite:///{tmp_path / 'x.db'}", source=str(tmp_path / "nope"))
+    result = runner.invoke(app, ["run"])
+    assert result.exit_code == 1
+    assert "source directory does not exist" in result.output
+    runs = json.loads(runner.invoke(app, ["status", "--json"]).stdout)["runs"]
+    assert runs[0]["status"] == "failed"
