@@ -126,16 +126,23 @@ def _run_flow(settings: Settings, call: Any) -> RunSummary | None:
         watcher.join()
 
 
-def _print_summary(summary: RunSummary) -> None:
-    table = Table(title=f"{summary.kind.value} run {summary.run_id[:8]}: {summary.status}")
-    statuses = sorted({s for counts in summary.by_kind.values() for s in counts})
+def _kind_table(by_kind: dict[str, dict[str, int]], title: str) -> Table | None:
+    statuses = sorted({s for counts in by_kind.values() for s in counts})
+    if not statuses:
+        return None
+    table = Table(title=title)
     table.add_column("kind")
     for s in statuses:
         table.add_column(s, justify="right")
-    for kind, counts in sorted(summary.by_kind.items()):
+    for kind, counts in sorted(by_kind.items()):
         table.add_row(kind, *(str(counts.get(s, 0)) for s in statuses))
+    return table
+
+
+def _print_summary(summary: RunSummary) -> None:
     console.print(f"listed {summary.listed}, processed {summary.processed}")
-    if statuses:
+    table = _kind_table(summary.by_kind, f"{summary.kind.value} run {summary.run_id[:8]}: {summary.status}")
+    if table:
         console.print(table)
     for failure in summary.failures[:20]:
         console.print(f"  [red]failed[/red] {failure.key}: {failure.error}", soft_wrap=True)
@@ -245,14 +252,8 @@ def _print_status(report: dict[str, Any]) -> None:
     out = Console()
     objects = report["objects"]
     out.print(f"objects: {sum(objects.values())} " + ", ".join(f"{k}={v}" for k, v in sorted(objects.items())))
-    if report["by_kind"]:
-        table = Table(title="by kind")
-        statuses = sorted({s for c in report["by_kind"].values() for s in c})
-        table.add_column("kind")
-        for s in statuses:
-            table.add_column(s, justify="right")
-        for kind, counts in sorted(report["by_kind"].items()):
-            table.add_row(kind, *(str(counts.get(s, 0)) for s in statuses))
+    table = _kind_table(report["by_kind"], "by kind")
+    if table:
         out.print(table)
     for failure in report["failures"]:
         out.print(f"[red]failed[/red] {failure['key']}: {failure['error']}", soft_wrap=True)
