@@ -26,7 +26,7 @@ test-deps:
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip $(PIPQ)
-	$(BIN)/pip install -q -e '.[dev]' $(PIPQ)
+	$(BIN)/pip install -q -e '.[dev,offline]' $(PIPQ)
 	touch $(STAMP)
 
 setup: system-deps $(STAMP)

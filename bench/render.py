@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO))
 
 from schemas.settings import Settings  # noqa: E402
 from storage.blobstore import LocalDirStore  # noqa: E402
-from tasks.ingest import PreprocessConfig, preprocess_file  # noqa: E402
+from tasks.ingest import PipelineConfig, preprocess_file  # noqa: E402
 from tasks.preprocess.pdf import read_geometry  # noqa: E402
 from tasks.preprocess.sniff import Detection  # noqa: E402
 from schemas.records import ObjectKind  # noqa: E402
@@ -33,7 +33,7 @@ from schemas.records import ObjectKind  # noqa: E402
 PDF = Detection(ObjectKind.PDF, "PDF document")
 
 
-def docflow_render(path: Path, config: PreprocessConfig, work: Path) -> int:
+def docflow_render(path: Path, config: PipelineConfig, work: Path) -> int:
     derived = LocalDirStore(work / "derived")
     result = preprocess_file(path, PDF, "0" * 64, config, derived, work)
     return len(result.pages)
@@ -61,8 +61,8 @@ def measure_memory(path: Path, dpi: int) -> dict[str, float]:
     """Render one document in a fresh process; report that process's and its children's peak RSS."""
     code = (
         "import json,resource,sys,tempfile; from pathlib import Path; sys.path.insert(0, %r);"
-        "from bench.render import docflow_render, Settings, PreprocessConfig;"
-        "c = PreprocessConfig.from_settings(Settings(pdf_dpi=%d));"
+        "from bench.render import docflow_render, Settings, PipelineConfig;"
+        "c = PipelineConfig.from_settings(Settings(pdf_dpi=%d));"
         "t = tempfile.mkdtemp(); n = docflow_render(Path(%r), c, Path(t));"
         "print(json.dumps({'pages': n, 'self_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,"
         " 'child_mb': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))"
@@ -82,7 +82,7 @@ def main() -> None:
         sys.exit("pdftoppm not found: install poppler-utils (make setup does)")
 
     settings = Settings(pdf_dpi=args.dpi, render_chunk_pages=args.chunk)
-    config = PreprocessConfig.from_settings(settings)
+    config = PipelineConfig.from_settings(settings)
     pdfs = sorted((args.corpus / "pdf").glob("*.pdf"))
     print(f"{'document':45s} {'pages':>5s} {'docflow s':>10s} {'pdftoppm s':>10s} {'ratio':>6s}")
     total_ours = total_bare = 0.0

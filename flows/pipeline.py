@@ -23,8 +23,9 @@ class RunFailed(RuntimeError):
     """Raised at the end of a run some of whose batches failed after retries; carries the run's summary."""
 
     def __init__(self, summary: RunSummary) -> None:
+        cause = f" ({summary.error})" if summary.error else ""
         super().__init__(
-            f"{summary.failed_batches} batch(es) failed after retries; their objects stay pending for the next run"
+            f"{summary.failed_batches} batch(es) failed{cause}; their objects stay pending for the next run"
         )
         self.summary = summary
 
@@ -54,6 +55,7 @@ def run_pipeline(settings: Settings, kind: RunKind, request: DiscoveryRequest) -
     batches = _batches(plan.object_ids, settings.batch_size)
     in_flight: dict[PrefectFuture, tuple[int, ...]] = {}
     failed_batches = 0
+    errors: dict[str, None] = {}  # distinct batch errors, in order
 
     def submit(index: int, ids: tuple[int, ...]) -> None:
         in_flight[process.submit(settings, run_id, index, ids, request.force, request.retry_failed)] = ids
@@ -66,15 +68,17 @@ def run_pipeline(settings: Settings, kind: RunKind, request: DiscoveryRequest) -
         done = next(as_completed(list(in_flight)))
         ids = in_flight.pop(done)
         # result() waits for the final state; future.state may still lag behind in the API.
-        if isinstance(done.result(raise_on_failure=False), BaseException):
+        outcome = done.result(raise_on_failure=False)
+        if isinstance(outcome, BaseException):
             failed_batches += 1
+            errors.setdefault(f"{type(outcome).__name__}: {outcome}", None)
             t.release_batch(settings, run_id, ids, return_state=True)  # best effort; claims also expire
         following = next(batches, None)
         if following is not None:
             submit(next_index, following)
             next_index += 1
 
-    summary = t.finish_run(settings, run_id, failed_batches, None)
+    summary = t.finish_run(settings, run_id, failed_batches, "; ".join(errors) or None)
     create_markdown_artifact(
         key=f"docflow-{kind.value}-summary", markdown=run_markdown(summary), description="docflow run summary"
     )

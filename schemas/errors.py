@@ -23,3 +23,7 @@ class ConfigError(ValueError):
 
 class SourceError(Exception):
     """A configured source cannot be listed for a reason a retry will not fix (missing folder or bucket, no access)."""
+
+
+class ModelLoadError(ConfigError):
+    """A model could not be loaded (bad path, missing package, hub unreachable): stops the run, not one file."""

@@ -83,8 +83,46 @@ class AudioSummary(_Frozen):
     channels: int | None = None
 
 
-class PreprocessResult(_Frozen):
-    """The outcome of preprocessing one object: either `error` is set or the artifacts are."""
+class Word(_Frozen):
+    start_s: float
+    end_s: float
+    word: str
+    probability: float
+
+
+class TranscriptSegment(_Frozen):
+    start_s: float
+    end_s: float
+    text: str
+    speaker: str = Field(description="SPEAKER_0 for mono; SPEAKER_0/SPEAKER_1 for the left/right channel of a call")
+    channel: int | None = None
+    avg_logprob: float
+    no_speech_prob: float
+    compression_ratio: float
+    flagged: str | None = Field(default=None, description="Why this segment is suspect (kept, but sent to review)")
+    words: tuple[Word, ...] | None = None
+
+
+class Transcript(_Frozen):
+    model_id: str
+    model_version: str
+    language: str | None
+    language_probability: float | None
+    duration_s: float
+    speech_s: float
+    no_speech: bool
+    avg_logprob: float | None
+    channels_split: bool
+    segments: tuple[TranscriptSegment, ...]
+    dropped_segments: int = 0
+
+    @property
+    def text(self) -> str:
+        return " ".join(s.text.strip() for s in self.segments if s.text.strip())
+
+
+class ObjectResult(_Frozen):
+    """The outcome of processing one object: either `error` is set or the artifacts are."""
 
     kind: ObjectKind
     sha256: str
@@ -93,12 +131,16 @@ class PreprocessResult(_Frozen):
     segments: tuple[SpeechSegment, ...] = ()
     audio: AudioSummary | None = None
     pdf: PdfSummary | None = None
+    transcript: Transcript | None = None
     warnings: tuple[str, ...] = ()
+    review_reasons: tuple[str, ...] = ()
     error: StageError | None = None
 
     @property
     def status(self) -> ObjectStatus:
-        return ObjectStatus.FAILED if self.error else ObjectStatus.DONE
+        if self.error:
+            return ObjectStatus.FAILED
+        return ObjectStatus.REVIEW if self.review_reasons else ObjectStatus.DONE
 
 
 class FailureRecord(_Frozen):

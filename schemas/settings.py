@@ -4,7 +4,7 @@ everything else receives a Settings object."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import urlparse
 
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -76,6 +76,53 @@ class Settings(BaseSettings):
     vad_min_speech_ms: int = Field(default=250, ge=0, description="Shortest speech segment kept.")
     vad_min_silence_ms: int = Field(default=2000, ge=0, description="Silence needed to split two segments.")
     vad_speech_pad_ms: int = Field(default=400, ge=0, description="Padding added around each speech segment.")
+
+    vad_max_speech_s: float = Field(
+        default=30.0, gt=1, description="Longer speech is split (at a pause when possible) so chunks fit Whisper."
+    )
+
+    transcribe: bool = Field(default=True, description="Transcribe recordings after VAD (false: preprocessing only).")
+    whisper_model: str = Field(
+        default="pkg:whisper-base",
+        description="Whisper (CTranslate2) model: a local directory, a hub id such as Systran/faster-whisper-small, "
+        "or pkg:whisper-base / pkg:whisper-tiny.en for the weights installed from Python packages (offline).",
+    )
+    whisper_device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="auto: CUDA when present.")
+    whisper_compute_type: str = Field(
+        default="auto", description="CTranslate2 compute type; auto = float16 on CUDA, int8 on CPU."
+    )
+    whisper_cpu_threads: int = Field(default=0, ge=0, description="CPU threads for Whisper (0: CTranslate2 default).")
+    whisper_language: str | None = Field(default=None, description="Force a language code (e.g. en); unset: detect.")
+    whisper_batch_size: int = Field(
+        default=8, ge=1, le=128, description="Speech chunks decoded together (batched pipeline); 1 = sequential."
+    )
+    whisper_beam_size: int = Field(default=5, ge=1, le=20, description="Beam width (1 = greedy, fastest).")
+    whisper_word_timestamps: bool = Field(default=False, description="Store word-level timestamps with segments.")
+    whisper_condition_on_previous_text: bool = Field(
+        default=False, description="Feed previous text as a prompt (off: avoids repetition loops)."
+    )
+    whisper_no_speech_threshold: float = Field(
+        default=0.6, ge=0, le=1, description="Segments above this no-speech probability AND below the log-prob "
+        "threshold are dropped as hallucinations."
+    )
+    whisper_log_prob_threshold: float = Field(default=-1.0, description="See DOCFLOW_WHISPER_NO_SPEECH_THRESHOLD.")
+    whisper_compression_ratio_threshold: float = Field(
+        default=2.4, gt=0, description="Segments whose text compresses better than this (repetition loops) are flagged."
+    )
+    split_stereo: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="Transcribe the two channels of a stereo call separately (agent/customer); auto: when they differ.",
+    )
+    review_min_avg_logprob: float = Field(
+        default=-0.8, description="Recordings whose mean log-probability is lower go to review."
+    )
+    review_min_speech_ratio: float = Field(
+        default=0.05, ge=0, le=1, description="Recordings with some speech but a lower speech ratio go to review."
+    )
+    model_cache_dir: Path = Field(
+        default_factory=lambda: Path.home() / ".cache" / "docflow",
+        description="Where package-installed weights are unpacked once (e.g. the joined Whisper base model).",
+    )
 
     batch_size: int = Field(default=16, ge=1, le=1000, description="Objects per Prefect task run.")
     workers: int = Field(default=2, ge=1, le=64, description="Batches processed concurrently.")

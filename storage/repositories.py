@@ -11,8 +11,16 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, selectinload
 
-from schemas.records import BlobInfo, ObjectStatus, PreprocessResult
-from storage.tables import Page, Run, SourceObject, SpeechSegmentRow, utcnow
+from schemas.records import BlobInfo, ObjectResult, ObjectStatus, Transcript
+from storage.tables import (
+    Page,
+    Run,
+    SourceObject,
+    SpeechSegmentRow,
+    TranscriptRow,
+    TranscriptSegmentRow,
+    utcnow,
+)
 
 _CHUNK = 500
 
@@ -147,7 +155,7 @@ class ObjectRepository:
         )
         return result.rowcount or 0
 
-    def record_result(self, object_id: int, result: PreprocessResult, pipeline_version: str) -> None:
+    def record_result(self, object_id: int, result: ObjectResult, pipeline_version: str) -> None:
         """Store the outcome and replace the object's derived rows (so a re-run never duplicates them)."""
         row = self.session.get(
             SourceObject,
@@ -164,6 +172,7 @@ class ObjectRepository:
         row.error_stage = result.error.stage if result.error else None
         row.error_code = result.error.code if result.error else None
         row.error_message = result.error.message if result.error else None
+        row.review_reason = "; ".join(result.review_reasons) or None
         row.warnings = list(result.warnings) or None
         row.page_count = result.pdf.page_count if result.pdf else (len(result.pages) or None)
         row.duration_s = result.audio.duration_s if result.audio else None
@@ -180,6 +189,47 @@ class ObjectRepository:
         )
         row.speech_segments.extend(
             SpeechSegmentRow(segment_index=i, start_s=s.start_s, end_s=s.end_s) for i, s in enumerate(result.segments)
+        )
+        if result.transcript is not None:
+            self._replace_transcript(row, result.transcript)
+
+    def _replace_transcript(self, row: SourceObject, transcript: Transcript) -> None:
+        """Upsert by (object, model id, model version): a re-run replaces, another model adds."""
+        existing = self.session.scalars(
+            select(TranscriptRow).where(
+                TranscriptRow.object_id == row.id,
+                TranscriptRow.model_id == transcript.model_id,
+                TranscriptRow.model_version == transcript.model_version,
+            )
+        ).first()
+        if existing is not None:
+            self.session.delete(existing)
+            self.session.flush()
+        self.session.add(
+            TranscriptRow(
+                object_id=row.id,
+                model_id=transcript.model_id,
+                model_version=transcript.model_version,
+                language=transcript.language,
+                language_probability=transcript.language_probability,
+                duration_s=transcript.duration_s,
+                speech_s=transcript.speech_s,
+                no_speech=transcript.no_speech,
+                avg_logprob=transcript.avg_logprob,
+                channels_split=transcript.channels_split,
+                dropped_segments=transcript.dropped_segments,
+                text=transcript.text,
+                segments=[
+                    TranscriptSegmentRow(
+                        segment_index=i, start_s=seg.start_s, end_s=seg.end_s, speaker=seg.speaker,
+                        channel=seg.channel, text=seg.text, avg_logprob=seg.avg_logprob,
+                        no_speech_prob=seg.no_speech_prob, compression_ratio=seg.compression_ratio,
+                        flagged=seg.flagged,
+                        words=[w.model_dump() for w in seg.words] if seg.words is not None else None,
+                    )
+                    for i, seg in enumerate(transcript.segments)
+                ],
+            )
         )
 
     # -- reporting ---------------------------------------------------------------------------------------------

@@ -72,6 +72,7 @@ class SourceObject(Base):
     error_stage: Mapped[str | None] = mapped_column(String(32))
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)
+    review_reason: Mapped[str | None] = mapped_column(Text)
     warnings: Mapped[list[Any] | None]
     page_count: Mapped[int | None] = mapped_column(Integer)
     duration_s: Mapped[float | None] = mapped_column(Float)
@@ -89,6 +90,9 @@ class SourceObject(Base):
     )
     speech_segments: Mapped[list[SpeechSegmentRow]] = relationship(
         back_populates="source_object", cascade="all, delete-orphan", order_by="SpeechSegmentRow.segment_index"
+    )
+    transcripts: Mapped[list[TranscriptRow]] = relationship(
+        back_populates="source_object", cascade="all, delete-orphan"
     )
 
 
@@ -122,6 +126,58 @@ class SpeechSegmentRow(Base):
     end_s: Mapped[float] = mapped_column(Float)
 
     source_object: Mapped[SourceObject] = relationship(back_populates="speech_segments")
+
+
+class TranscriptRow(Base):
+    """One recording's transcript by one model version (re-runs replace it; another model adds a row)."""
+
+    __tablename__ = "transcripts"
+    __table_args__ = (
+        UniqueConstraint("object_id", "model_id", "model_version", name="uq_transcripts_object_model"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    object_id: Mapped[int] = mapped_column(ForeignKey("source_objects.id", ondelete="CASCADE"))
+    model_id: Mapped[str] = mapped_column(String(512))
+    model_version: Mapped[str] = mapped_column(String(128))
+    language: Mapped[str | None] = mapped_column(String(16))
+    language_probability: Mapped[float | None] = mapped_column(Float)
+    duration_s: Mapped[float] = mapped_column(Float)
+    speech_s: Mapped[float] = mapped_column(Float)
+    no_speech: Mapped[bool]
+    avg_logprob: Mapped[float | None] = mapped_column(Float)
+    channels_split: Mapped[bool]
+    dropped_segments: Mapped[int] = mapped_column(Integer, default=0)
+    text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    source_object: Mapped[SourceObject] = relationship(back_populates="transcripts")
+    segments: Mapped[list[TranscriptSegmentRow]] = relationship(
+        back_populates="transcript", cascade="all, delete-orphan", order_by="TranscriptSegmentRow.segment_index"
+    )
+
+
+class TranscriptSegmentRow(Base):
+    __tablename__ = "transcript_segments"
+    __table_args__ = (
+        UniqueConstraint("transcript_id", "segment_index", name="uq_transcript_segments_index"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    transcript_id: Mapped[int] = mapped_column(ForeignKey("transcripts.id", ondelete="CASCADE"))
+    segment_index: Mapped[int] = mapped_column(Integer)
+    start_s: Mapped[float] = mapped_column(Float)
+    end_s: Mapped[float] = mapped_column(Float)
+    speaker: Mapped[str] = mapped_column(String(32))
+    channel: Mapped[int | None] = mapped_column(Integer)
+    text: Mapped[str] = mapped_column(Text)
+    avg_logprob: Mapped[float] = mapped_column(Float)
+    no_speech_prob: Mapped[float] = mapped_column(Float)
+    compression_ratio: Mapped[float] = mapped_column(Float)
+    flagged: Mapped[str | None] = mapped_column(Text)
+    words: Mapped[list[Any] | None]
+
+    transcript: Mapped[TranscriptRow] = relationship(back_populates="segments")
 
 
 class Run(Base):

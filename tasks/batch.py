@@ -8,13 +8,13 @@ from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 
-from schemas.records import BatchOutcome, PreprocessResult
+from schemas.records import BatchOutcome, ObjectResult
 from schemas.settings import Settings
 from storage.blobstore import BlobStore, open_store
 from storage.db import unit_of_work
 from storage.repositories import ObjectRepository, eligible
 from storage.tables import Run, utcnow
-from tasks.ingest import ObjectRef, PreprocessConfig, process_object
+from tasks.ingest import ObjectRef, PipelineConfig, process_object
 from tasks.version import PIPELINE_VERSION
 
 
@@ -28,7 +28,7 @@ def claim_batch(
         return [ObjectRef(id=r.id, source=r.source, key=r.key, size=r.size) for r in rows]
 
 
-def record_batch(settings: Settings, run_id: str, results: Sequence[tuple[int, PreprocessResult]]) -> None:
+def record_batch(settings: Settings, run_id: str, results: Sequence[tuple[int, ObjectResult]]) -> None:
     with unit_of_work(settings.database_url) as session:
         repo = ObjectRepository(session)
         for object_id, result in results:
@@ -44,10 +44,10 @@ def process_batch(
 ) -> BatchOutcome:
     """Process the objects of one batch. Infrastructure faults propagate (the caller retries the batch)."""
     refs = claim_batch(settings, run_id, object_ids, force=force, retry_failed=retry_failed)
-    config = PreprocessConfig.from_settings(settings)
+    config = PipelineConfig.from_settings(settings)
     stores: dict[str, BlobStore] = {}
     derived = open_store(settings.derived_store)
-    results: list[tuple[int, PreprocessResult]] = []
+    results: list[tuple[int, ObjectResult]] = []
     with tempfile.TemporaryDirectory(prefix="docflow-", dir=settings.temp_dir) as tmp:
         for ref in refs:
             if ref.source not in stores:

@@ -1,6 +1,6 @@
 """The per-object pipeline: download, detect the type from the bytes, preprocess, publish derived files.
 
-Bad input becomes a failed PreprocessResult with a reason; only infrastructure faults (TransientError and database
+Bad input becomes a failed ObjectResult with a reason; only infrastructure faults (TransientError and database
 errors) escape, so the batch around them can be retried."""
 
 from __future__ import annotations
@@ -9,27 +9,35 @@ import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from schemas.errors import InputError, TransientError
-from schemas.records import ObjectKind, PdfSummary, PreprocessResult, RenderedPage, StageError
+from schemas.errors import ConfigError, InputError, TransientError
+from schemas.records import ObjectKind, PdfSummary, ObjectResult, RenderedPage, StageError
 from schemas.settings import Settings
 from storage.blobstore import BlobStore, is_transient_error, safe_suffix
+from tasks.models.whisper import load_transcriber
 from tasks.preprocess import audio, sniff
 from tasks.preprocess.image import ImageLimits, normalise_image
 from tasks.preprocess.pdf import RenderLimits, render_pdf
+from tasks.transcribe import TranscriptionConfig, review_reasons, transcribe_recording
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class PreprocessConfig:
+class PipelineConfig:
     render: RenderLimits
     image: ImageLimits
     vad: audio.VadParams
     max_file_bytes: int
+    transcription: TranscriptionConfig | None = None
 
     @classmethod
-    def from_settings(cls, s: Settings) -> PreprocessConfig:
+    def from_settings(cls, s: Settings) -> PipelineConfig:
+        vad = audio.VadParams(
+            threshold=s.vad_threshold, min_speech_ms=s.vad_min_speech_ms, min_silence_ms=s.vad_min_silence_ms,
+            speech_pad_ms=s.vad_speech_pad_ms, max_speech_s=s.vad_max_speech_s,
+        )
         return cls(
             render=RenderLimits(
                 dpi=s.pdf_dpi, max_pixels=s.max_pixels, max_side=s.max_side, max_pages=s.max_pages,
@@ -39,11 +47,9 @@ class PreprocessConfig:
                 max_pixels=s.max_pixels, max_side=s.max_side, max_decode_pixels=s.max_decode_pixels,
                 max_pages=s.max_pages, jpeg_quality=s.jpeg_quality,
             ),
-            vad=audio.VadParams(
-                threshold=s.vad_threshold, min_speech_ms=s.vad_min_speech_ms,
-                min_silence_ms=s.vad_min_silence_ms, speech_pad_ms=s.vad_speech_pad_ms,
-            ),
+            vad=vad,
             max_file_bytes=s.max_file_bytes,
+            transcription=TranscriptionConfig.from_settings(s, vad) if s.transcribe else None,
         )
 
     def page_tag(self, kind: ObjectKind) -> str:
@@ -79,8 +85,8 @@ def detect_file(path: Path, key: str) -> sniff.Detection:
 
 
 def preprocess_file(
-    path: Path, detection: sniff.Detection, sha256: str, config: PreprocessConfig, derived: BlobStore, work_dir: Path
-) -> PreprocessResult:
+    path: Path, detection: sniff.Detection, sha256: str, config: PipelineConfig, derived: BlobStore, work_dir: Path
+) -> ObjectResult:
     """Preprocess one downloaded file of a supported kind. Raises InputError for bad input."""
     kind = detection.kind
     base = {"kind": kind, "sha256": sha256, "detected_type": detection.description}
@@ -88,7 +94,7 @@ def preprocess_file(
     if kind is ObjectKind.PDF:
         rendered = render_pdf(path, out_dir, config.render)
         files = [(p.page_number, p.path, p.width, p.height, p.dpi) for p in rendered.pages]
-        return PreprocessResult(
+        return ObjectResult(
             **base,
             pages=_publish(derived, sha256, config.page_tag(kind), files),
             pdf=PdfSummary(page_count=rendered.page_count, pages_rendered=len(rendered.pages)),
@@ -97,18 +103,40 @@ def preprocess_file(
     if kind is ObjectKind.IMAGE:
         images = normalise_image(path, out_dir, config.image)
         files = [(i.page_number, i.path, i.width, i.height, None) for i in images]
-        return PreprocessResult(**base, pages=_publish(derived, sha256, config.page_tag(kind), files))
+        return ObjectResult(**base, pages=_publish(derived, sha256, config.page_tag(kind), files))
+    return _process_audio(path, base, config)
+
+
+def _process_audio(path: Path, base: dict[str, Any], config: PipelineConfig) -> ObjectResult:
     info = audio.probe(path)
-    samples = audio.decode(path)
-    segments = audio.detect_speech(samples, config.vad)
-    return PreprocessResult(
-        **base, segments=tuple(segments), audio=audio.summarise(samples, segments, info)
+    tc = config.transcription
+    stereo = None
+    if info.channels == 2 and tc is not None and tc.split_stereo != "off":
+        stereo = audio.decode_stereo(path)
+        mix = (stereo[0] + stereo[1]) / 2
+    else:
+        mix = audio.decode(path)
+    speech = audio.detect_speech(mix, config.vad)
+    summary = audio.summarise(mix, speech, info)
+    transcript = None
+    reasons: list[str] = []
+    if tc is not None:
+        transcript = transcribe_recording(load_transcriber(tc.spec), tc, mix, speech, stereo)
+        reasons = review_reasons(transcript, summary.speech_ratio, tc)
+    no_speech = transcript.no_speech if transcript else not speech
+    return ObjectResult(
+        **base,
+        segments=tuple(speech),
+        audio=summary,
+        transcript=transcript,
+        warnings=("no speech detected",) if no_speech else (),
+        review_reasons=tuple(reasons),
     )
 
 
 def process_object(
-    ref: ObjectRef, store: BlobStore, derived: BlobStore, config: PreprocessConfig, work_dir: Path
-) -> PreprocessResult:
+    ref: ObjectRef, store: BlobStore, derived: BlobStore, config: PipelineConfig, work_dir: Path
+) -> ObjectResult:
     """Download and preprocess one object; every input problem comes back as a failed result, never raised."""
     sha256 = ""
     detection: sniff.Detection | None = None
@@ -131,13 +159,13 @@ def process_object(
         finally:
             local.unlink(missing_ok=True)
     except InputError as exc:
-        return PreprocessResult(
+        return ObjectResult(
             kind=detection.kind if detection else ObjectKind.UNKNOWN,
             sha256=sha256,
             detected_type=detection.description if detection else None,
             error=exc.error,
         )
-    except TransientError:
+    except (TransientError, ConfigError):  # infrastructure or configuration: not this file's fault
         raise
     except MemoryError:
         return _failed(sha256, "internal", "out of memory while processing this file")
@@ -148,8 +176,8 @@ def process_object(
         return _failed(sha256, "internal", f"internal error ({type(exc).__name__}): {exc}")
 
 
-def _failed(sha256: str, code: str, message: str) -> PreprocessResult:
-    return PreprocessResult(
+def _failed(sha256: str, code: str, message: str) -> ObjectResult:
+    return ObjectResult(
         kind=ObjectKind.UNKNOWN, sha256=sha256, error=StageError(stage="pipeline", code=code, message=message)
     )
 

@@ -21,6 +21,7 @@ class VadParams:
     min_speech_ms: int = 250
     min_silence_ms: int = 2000
     speech_pad_ms: int = 400
+    max_speech_s: float = 30.0  # Whisper's window: longer speech is split, at a pause where there is one
 
 
 @dataclass(frozen=True)
@@ -49,16 +50,25 @@ def _ffmpeg_reason(exc: Exception) -> str:
 
 def decode(path: Path) -> np.ndarray:
     """16 kHz mono float32 samples in [-1, 1]. Raises InputError for unreadable or empty audio."""
+    return _decode(path, split_stereo=False)  # type: ignore[return-value]
+
+
+def decode_stereo(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Left and right channels at 16 kHz (a mono file gives the same samples twice)."""
+    return _decode(path, split_stereo=True)  # type: ignore[return-value]
+
+
+def _decode(path: Path, split_stereo: bool) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     import av
     from faster_whisper.audio import decode_audio
 
     try:
-        samples = decode_audio(str(path), sampling_rate=SAMPLE_RATE)
+        samples = decode_audio(str(path), sampling_rate=SAMPLE_RATE, split_stereo=split_stereo)
     except av.error.FFmpegError as exc:
         raise InputError(STAGE, "unreadable", f"audio stream unreadable: {_ffmpeg_reason(exc)}") from None
     except (ValueError, IndexError) as exc:  # e.g. a container whose decoder yields nothing usable
         raise InputError(STAGE, "unreadable", f"audio stream unreadable: {exc}") from None
-    if samples.size == 0:
+    if (samples[0] if split_stereo else samples).size == 0:
         raise InputError(STAGE, "no_samples", "audio stream unreadable: it decodes to zero samples")
     return samples
 
@@ -71,6 +81,7 @@ def detect_speech(samples: np.ndarray, params: VadParams) -> list[SpeechSegment]
         min_speech_duration_ms=params.min_speech_ms,
         min_silence_duration_ms=params.min_silence_ms,
         speech_pad_ms=params.speech_pad_ms,
+        max_speech_duration_s=params.max_speech_s,
     )
     stamps = get_speech_timestamps(samples, options, sampling_rate=SAMPLE_RATE)
     return [SpeechSegment(start_s=s["start"] / SAMPLE_RATE, end_s=s["end"] / SAMPLE_RATE) for s in stamps]

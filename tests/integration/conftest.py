@@ -28,6 +28,7 @@ class Configure:
             "retries": 1,
             "retry_delay_s": 0.1,
             "batch_size": 4,
+            "whisper_model": "pkg:whisper-tiny.en",  # real weights, small and fast
         }
         for name, value in {**defaults, **fields}.items():
             text = ",".join(value) if isinstance(value, list | tuple) else str(value)

