@@ -3,6 +3,7 @@ guards, and the review signals. The model is reached only through WhisperTranscr
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -13,9 +14,7 @@ from schemas.settings import Settings
 from tasks.models.whisper import DecodeOptions, RawSegment, WhisperSpec, WhisperTranscriber
 from tasks.preprocess.audio import SAMPLE_RATE, VadParams, detect_speech
 
-# Consecutive speech segments closer than this share one Whisper window (fewer, fuller windows decode faster).
-MAX_CLIP_GAP_S = 2.0
-MAX_CLIP_S = 30.0
+MAX_CLIP_S = 30.0  # Whisper's window
 
 
 @dataclass(frozen=True)
@@ -49,21 +48,51 @@ class TranscriptionConfig:
         )
 
 
-def pack_clips(
-    segments: Sequence[SpeechSegment], max_s: float = MAX_CLIP_S, max_gap_s: float = MAX_CLIP_GAP_S
-) -> list[tuple[float, float]]:
-    """Merge nearby speech segments into windows of at most `max_s` seconds; split longer speech."""
-    clips: list[tuple[float, float]] = []
+@dataclass(frozen=True)
+class SpeechLayout:
+    """Speech cut out of a recording and laid end to end, as faster-whisper's own VAD path does: silence is never
+    decoded, and windows of up to 30 s are filled with speech, cut only between speech segments.
+
+    pieces: (start in the speech-only timeline, start in the recording, duration), in order.
+    windows: (start, end) in the speech-only timeline, each at most `max_s` long."""
+
+    pieces: tuple[tuple[float, float, float], ...]
+    windows: tuple[tuple[float, float], ...]
+
+    def to_original(self, t: float, is_end: bool = False) -> float:
+        starts = [p[0] for p in self.pieces]
+        index = max(bisect.bisect_right(starts, t) - 1, 0)
+        if is_end and index > 0 and t <= starts[index]:
+            index -= 1  # an end on a boundary belongs to the piece before it
+        concat_start, original_start, duration = self.pieces[index]
+        return original_start + min(max(t - concat_start, 0.0), duration)
+
+
+def layout_speech(segments: Sequence[SpeechSegment], max_s: float = MAX_CLIP_S) -> SpeechLayout:
+    pieces: list[tuple[float, float, float]] = []
+    cursor = 0.0
     for seg in segments:
-        start, end = seg.start_s, seg.end_s
-        if clips and start - clips[-1][1] <= max_gap_s and end - clips[-1][0] <= max_s:
-            clips[-1] = (clips[-1][0], end)
-            continue
-        while end - start > max_s:
-            clips.append((start, start + max_s))
-            start += max_s
-        clips.append((start, end))
-    return clips
+        start = seg.start_s
+        while start < seg.end_s:  # VAD caps segments at 30 s already; this keeps the layout safe regardless
+            duration = min(seg.end_s - start, max_s)
+            pieces.append((cursor, start, duration))
+            cursor += duration
+            start += duration
+    windows: list[tuple[float, float]] = []
+    for concat_start, _, duration in pieces:
+        if windows and concat_start + duration - windows[-1][0] <= max_s:
+            windows[-1] = (windows[-1][0], concat_start + duration)
+        else:
+            windows.append((concat_start, concat_start + duration))
+    return SpeechLayout(tuple(pieces), tuple(windows))
+
+
+def speech_only(samples: np.ndarray, layout: SpeechLayout) -> np.ndarray:
+    parts = [
+        samples[int(round(orig * SAMPLE_RATE)) : int(round(orig * SAMPLE_RATE)) + int(round(d * SAMPLE_RATE))]
+        for _, orig, d in layout.pieces
+    ]
+    return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
 
 def channels_differ(left: np.ndarray, right: np.ndarray, tolerance: float = 0.02) -> bool:
@@ -84,13 +113,21 @@ def guard(raw: RawSegment, options: DecodeOptions) -> tuple[bool, str | None]:
     return True, None
 
 
-def _segment(raw: RawSegment, speaker: str, channel: int | None, flag: str | None) -> TranscriptSegment:
+def _segment(
+    raw: RawSegment, layout: SpeechLayout, speaker: str, channel: int | None, flag: str | None
+) -> TranscriptSegment:
+    """A model segment with its times mapped back from the speech-only timeline to the recording."""
+    words = None
+    if raw.words:
+        words = tuple(
+            Word(start_s=round(layout.to_original(w.start), 3), end_s=round(layout.to_original(w.end, True), 3),
+                 word=w.word, probability=w.probability)
+            for w in raw.words
+        )
     return TranscriptSegment(
-        start_s=round(raw.start, 3), end_s=round(raw.end, 3), text=raw.text.strip(), speaker=speaker,
-        channel=channel, avg_logprob=raw.avg_logprob, no_speech_prob=raw.no_speech_prob,
-        compression_ratio=raw.compression_ratio, flagged=flag,
-        words=tuple(Word(start_s=w.start, end_s=w.end, word=w.word, probability=w.probability) for w in raw.words)
-        if raw.words else None,
+        start_s=round(layout.to_original(raw.start), 3), end_s=round(layout.to_original(raw.end, True), 3),
+        text=raw.text.strip(), speaker=speaker, channel=channel, avg_logprob=raw.avg_logprob,
+        no_speech_prob=raw.no_speech_prob, compression_ratio=raw.compression_ratio, flagged=flag, words=words,
     )
 
 
@@ -121,14 +158,14 @@ def transcribe_recording(
     dropped = 0
     language, language_probability = config.decode.language, None
     for samples, speaker, channel, track_speech in tracks:
-        clips = pack_clips(track_speech)
-        raw = transcriber.transcribe(samples, clips, config.decode)
+        layout = layout_speech(track_speech)
+        raw = transcriber.transcribe(speech_only(samples, layout), layout.windows, config.decode)
         if raw.language_probability is not None and (language_probability or 0) < raw.language_probability:
             language, language_probability = raw.language, raw.language_probability
         for item in raw.segments:
             keep, flag = guard(item, config.decode)
             if keep:
-                segments.append(_segment(item, speaker, channel, flag))
+                segments.append(_segment(item, layout, speaker, channel, flag))
             else:
                 dropped += 1
     segments.sort(key=lambda s: (s.start_s, s.channel or 0))

@@ -12,21 +12,48 @@ from tasks.evaluation import normalise, wer
 from tasks.models import bundled
 from tasks.models.whisper import DecodeOptions, RawSegment, WhisperSpec
 from tasks.preprocess.audio import VadParams
-from tasks.transcribe import TranscriptionConfig, channels_differ, guard, mean_logprob, pack_clips, review_reasons
+from tasks.transcribe import (
+    TranscriptionConfig,
+    channels_differ,
+    guard,
+    layout_speech,
+    mean_logprob,
+    review_reasons,
+    speech_only,
+)
 
 
 def seg(a: float, b: float) -> SpeechSegment:
     return SpeechSegment(start_s=a, end_s=b)
 
 
-def test_nearby_segments_share_a_window() -> None:
-    assert pack_clips([seg(0, 4), seg(5, 9), seg(20, 25)]) == [(0, 9), (20, 25)]
+def test_speech_is_laid_end_to_end_in_windows_cut_between_segments() -> None:
+    layout = layout_speech([seg(2, 12), seg(15, 30), seg(40, 50)])
+    assert layout.pieces == ((0, 2, 10), (10, 15, 15), (25, 40, 10))
+    assert layout.windows == ((0, 25), (25, 35))
+    assert all(end - start <= 30 for start, end in layout.windows)
 
 
-def test_windows_never_exceed_thirty_seconds() -> None:
-    clips = pack_clips([seg(0, 20), seg(21, 35), seg(36, 100)])
-    assert clips == [(0, 20), (21, 35), (36, 66), (66, 96), (96, 100)]
-    assert all(end - start <= 30 for start, end in clips)
+def test_times_map_back_to_the_recording() -> None:
+    layout = layout_speech([seg(2, 12), seg(15, 30), seg(40, 50)])
+    assert layout.to_original(0) == 2
+    assert layout.to_original(12.5) == 17.5
+    assert layout.to_original(10) == 15  # a start on a boundary opens the next piece
+    assert layout.to_original(10, is_end=True) == 12  # an end on it closes the previous one
+    assert layout.to_original(35, is_end=True) == 50
+
+
+def test_overlong_speech_is_split_into_windows() -> None:
+    layout = layout_speech([seg(0, 70)])
+    assert layout.windows == ((0, 30), (30, 60), (60, 70))
+
+
+def test_speech_only_drops_the_silence() -> None:
+    samples = np.arange(16000 * 10, dtype=np.float32)
+    layout = layout_speech([seg(1, 2), seg(5, 5.5)])
+    out = speech_only(samples, layout)
+    assert out.size == 16000 * 1.5
+    assert out[0] == 16000 and out[16000] == 16000 * 5
 
 
 def test_channels_differ() -> None:

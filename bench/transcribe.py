@@ -1,0 +1,170 @@
+"""Transcription: docflow's flow end to end vs bare faster-whisper (same model, same options), in one run.
+
+Inputs are the corpus recordings that have reference transcripts, plus one long recording made by joining them
+(with pauses) so that batched decoding has several windows to batch. Prints WER per file against the references
+of ../shared/corpus/MANIFEST.md (normalised: case, punctuation, numbers), real-time factors, docflow's overhead
+over bare faster-whisper, batched vs sequential speedup and peak memory, then the key figures on the last line.
+
+    .venv/bin/python bench/transcribe.py [--model pkg:whisper-base] [--copies 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+import wave
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tasks.evaluation import wer, word_errors  # noqa: E402
+from tasks.preprocess.audio import SAMPLE_RATE, decode  # noqa: E402
+
+# Reference transcripts as ../shared/corpus/MANIFEST.md gives them (LDC93S1's is read from its ground-truth file).
+REFERENCES = {
+    "fasterwhisper_jfk.flac": "And so my fellow Americans, ask not what your country can do for you, ask what you "
+    "can do for your country.",
+    "ljspeech_LJ001-0004.flac": "produced the block books, which were the immediate predecessors of the true "
+    "printed book,",
+    "deepspeech_LDC93S1_8khz_mono.wav": None,
+}
+STEREO = "fasterwhisper_stereo_diarization.wav"
+STEREO_REFERENCE = ("He began a confused complaint against the wizard, who had vanished behind the curtain on the "
+                    "left. The horizon seems extremely distant.")
+CLEAN = tuple(REFERENCES)
+
+
+def _write_wav(path: Path, samples: np.ndarray) -> None:
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(SAMPLE_RATE)
+        w.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
+
+
+def build_inputs(corpus: Path, work: Path, copies: int) -> tuple[Path, dict[str, str], float]:
+    """Copy the recordings into an inbox and add a long one joining them; return references and total seconds."""
+    inbox = work / "inbox"
+    inbox.mkdir()
+    refs = dict(REFERENCES)
+    # The file holds "first_sample last_sample text" (TIMIT style).
+    ldc = (corpus / "ground_truth/audio/deepspeech_LDC93S1.reference.txt").read_text().split(maxsplit=2)
+    refs["deepspeech_LDC93S1_8khz_mono.wav"] = ldc[2].strip()
+    for name in (*CLEAN, STEREO):
+        shutil.copy(corpus / "audio" / name, inbox / name)
+    refs[STEREO] = STEREO_REFERENCE
+    pause = np.zeros(int(1.5 * SAMPLE_RATE), np.float32)
+    pieces, texts = [], []
+    for _ in range(copies):
+        for name in CLEAN:
+            pieces += [decode(corpus / "audio" / name), pause]
+            texts.append(refs[name])
+    _write_wav(inbox / "joined_long.wav", np.concatenate(pieces))
+    refs["joined_long.wav"] = " ".join(texts)
+    seconds = sum(decode(p).size for p in inbox.iterdir()) / SAMPLE_RATE
+    return inbox, refs, seconds
+
+
+def run_docflow(inbox: Path, work: Path, model: str, batch_size: int, beam_size: int) -> tuple[float, dict[str, str]]:
+    """The real flow (Prefect, SQLite, VAD, batched Whisper); the timed run is a forced backfill after a warm-up
+    run, so neither side pays for server start or model load."""
+    from sqlalchemy import select
+
+    from flows.pipeline import backfill, nightly
+    from storage.db import unit_of_work
+    from storage.tables import SourceObject, TranscriptRow
+
+    db = f"sqlite:///{work / f'bench-{batch_size}.db'}"
+    os.environ.update({
+        "DOCFLOW_DATABASE_URL": db, "DOCFLOW_SOURCE": str(inbox), "DOCFLOW_WHISPER_MODEL": model,
+        "DOCFLOW_WHISPER_BATCH_SIZE": str(batch_size), "DOCFLOW_WHISPER_BEAM_SIZE": str(beam_size), "DOCFLOW_DERIVED_STORE": str(work / "derived"),
+        "DOCFLOW_WORKERS": "1", "DOCFLOW_BATCH_SIZE": "16",
+    })
+    nightly()
+    start = time.perf_counter()
+    backfill(since=datetime(2000, 1, 1), force=True)
+    elapsed = time.perf_counter() - start
+    with unit_of_work(db) as session:
+        texts = dict(session.execute(select(SourceObject.key, TranscriptRow.text).join(TranscriptRow)).all())
+    return elapsed, texts
+
+
+def run_bare(inbox: Path, model_path: str, batch_size: int, beam_size: int) -> tuple[float, dict[str, str]]:
+    """faster-whisper on its own, doing the same work by hand: its decoder and VAD, the same model and decoding
+    options, and a stereo call split into its two channels (as docflow does when they differ)."""
+    from faster_whisper import BatchedInferencePipeline, WhisperModel
+    from faster_whisper.audio import decode_audio
+
+    model = WhisperModel(model_path, device="cpu", compute_type="int8")
+    batched = BatchedInferencePipeline(model)
+    options = dict(beam_size=beam_size, condition_on_previous_text=False, vad_filter=True)
+    start = time.perf_counter()
+    texts = {}
+    for path in sorted(inbox.iterdir()):
+        tracks = decode_audio(str(path), split_stereo=True) if path.name == STEREO else (decode_audio(str(path)),)
+        parts = []
+        for samples in tracks:
+            if batch_size > 1:
+                segments, _ = batched.transcribe(samples, batch_size=batch_size, **options)
+            else:
+                segments, _ = model.transcribe(samples, **options)
+            parts += [s.text.strip() for s in segments]
+        texts[path.name] = " ".join(parts)
+    return time.perf_counter() - start, texts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus", type=Path, default=REPO.parent / "shared" / "corpus")
+    parser.add_argument("--model", default="pkg:whisper-base")
+    parser.add_argument("--copies", type=int, default=3, help="times the clean files repeat in the long recording")
+    parser.add_argument("--beam", type=int, default=5, help="beam size for both sides")
+    args = parser.parse_args()
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+    from tasks.models.bundled import resolve
+
+    model_path = resolve(args.model, Path.home() / ".cache" / "docflow")
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        inbox, refs, audio_s = build_inputs(args.corpus, work, args.copies)
+        ours_t, ours = run_docflow(inbox, work, args.model, 8, args.beam)
+        ours_seq_t, _ = run_docflow(inbox, work, args.model, 1, args.beam)
+        bare_t, bare = run_bare(inbox, model_path, 8, args.beam)
+        bare_seq_t, _ = run_bare(inbox, model_path, 1, args.beam)
+
+    print(f"model {args.model}, beam {args.beam}, {audio_s:.1f} s of audio in {len(refs)} recordings, 2-core CPU int8\n")
+    print(f"{'recording':36s} {'WER docflow':>11s} {'WER bare':>9s}")
+    clean_errors = [0, 0]
+    for name in sorted(refs):
+        print(f"{name:36s} {wer(refs[name], ours.get(name, '')):11.3f} {wer(refs[name], bare.get(name, '')):9.3f}")
+        if name in CLEAN:
+            e, n = word_errors(refs[name], ours.get(name, ""))
+            clean_errors[0] += e
+            clean_errors[1] += n
+    wer_clean = clean_errors[0] / clean_errors[1]
+    wer_mean = sum(wer(refs[n], ours.get(n, "")) for n in refs) / len(refs)
+    rtf, rtf_bare = ours_t / audio_s, bare_t / audio_s
+    print(f"\n{'':24s} {'batched s':>10s} {'sequential s':>13s} {'RTF':>6s} {'speedup':>8s}")
+    print(f"{'docflow flow':24s} {ours_t:10.2f} {ours_seq_t:13.2f} {rtf:6.3f} {ours_seq_t / ours_t:8.2f}")
+    print(f"{'bare faster-whisper':24s} {bare_t:10.2f} {bare_seq_t:13.2f} {rtf_bare:6.3f} {bare_seq_t / bare_t:8.2f}")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"\nclean read speech WER {wer_clean:.3f}; docflow {1 / rtf:.1f}x real time; overhead {ours_t / bare_t:.2f}; "
+          f"peak RSS {peak:.0f} MB")
+    print(f"wer_mean={wer_mean:.3f} wer_clean={wer_clean:.3f} rtf={rtf:.3f} rtf_bare={rtf_bare:.3f} "
+          f"overhead={ours_t / bare_t:.2f} batch_speedup={ours_seq_t / ours_t:.2f} "
+          f"bare_batch_speedup={bare_seq_t / bare_t:.2f} peak_rss_mb={peak:.0f}")
+
+
+if __name__ == "__main__":
+    main()
