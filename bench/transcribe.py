@@ -122,12 +122,39 @@ def run_bare(inbox: Path, model_path: str, batch_size: int, beam_size: int) -> t
     return time.perf_counter() - start, texts
 
 
+def measure_long(corpus: Path, minutes: int, model: str) -> dict[str, float]:
+    """docflow's audio stage on one long recording, in a fresh process: wall time and peak RSS."""
+    import json
+    import subprocess
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "long.wav"
+        one = np.concatenate([decode(corpus / "audio" / "fasterwhisper_jfk.flac"), np.zeros(SAMPLE_RATE * 2, np.float32)])
+        _write_wav(path, np.tile(one, int(minutes * 60 * SAMPLE_RATE / one.size) + 1)[: minutes * 60 * SAMPLE_RATE])
+        code = (
+            "import json,resource,sys,time; from pathlib import Path; sys.path.insert(0, %r);"
+            "from schemas.settings import Settings; from storage.blobstore import LocalDirStore;"
+            "from tasks.ingest import PipelineConfig, preprocess_file; from tasks.preprocess.sniff import detect;"
+            "p = Path(%r); c = PipelineConfig.from_settings(Settings(whisper_model=%r));"
+            "from tasks.models.whisper import load_transcriber; load_transcriber(c.transcription.spec);"
+            "t = time.perf_counter(); r = preprocess_file(p, detect(p.read_bytes()[:64]), '0'*64, c,"
+            " LocalDirStore(p.parent / 'd'), p.parent);"
+            "print(json.dumps({'seconds': time.perf_counter() - t, 'segments': len(r.transcript.segments),"
+            " 'peak_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))"
+        ) % (str(REPO), str(path), model)
+        out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", type=Path, default=REPO.parent / "shared" / "corpus")
     parser.add_argument("--model", default="pkg:whisper-base")
     parser.add_argument("--copies", type=int, default=3, help="times the clean files repeat in the long recording")
     parser.add_argument("--beam", type=int, default=5, help="beam size for both sides")
+    parser.add_argument("--long-minutes", type=int, default=0,
+                        help="also run docflow's audio stage on one recording this long and report peak memory")
+    parser.add_argument("--long-model", default="pkg:whisper-tiny.en", help="model for the long recording")
     args = parser.parse_args()
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
@@ -161,9 +188,16 @@ def main() -> None:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"\nclean read speech WER {wer_clean:.3f}; docflow {1 / rtf:.1f}x real time; overhead {ours_t / bare_t:.2f}; "
           f"peak RSS {peak:.0f} MB")
+    long_figures = ""
+    if args.long_minutes:
+        long = measure_long(args.corpus, args.long_minutes, args.long_model)
+        print(f"{args.long_minutes}-minute recording ({args.long_model}): {long['seconds']:.0f} s, "
+              f"RTF {long['seconds'] / (args.long_minutes * 60):.3f}, {long['segments']} segments, "
+              f"peak RSS {long['peak_mb']:.0f} MB")
+        long_figures = f" long_min={args.long_minutes} long_peak_rss_mb={long['peak_mb']:.0f}"
     print(f"wer_mean={wer_mean:.3f} wer_clean={wer_clean:.3f} rtf={rtf:.3f} rtf_bare={rtf_bare:.3f} "
           f"overhead={ours_t / bare_t:.2f} batch_speedup={ours_seq_t / ours_t:.2f} "
-          f"bare_batch_speedup={bare_seq_t / bare_t:.2f} peak_rss_mb={peak:.0f}")
+          f"bare_batch_speedup={bare_seq_t / bare_t:.2f} peak_rss_mb={peak:.0f}{long_figures}")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -15,6 +15,7 @@ from tasks.models.whisper import DecodeOptions, RawSegment, WhisperSpec, Whisper
 from tasks.preprocess.audio import SAMPLE_RATE, VadParams, detect_speech
 
 MAX_CLIP_S = 30.0  # Whisper's window
+WINDOWS_PER_CALL = 32
 
 
 @dataclass(frozen=True)
@@ -159,15 +160,21 @@ def transcribe_recording(
     language, language_probability = config.decode.language, None
     for samples, speaker, channel, track_speech in tracks:
         layout = layout_speech(track_speech)
-        raw = transcriber.transcribe(speech_only(samples, layout), layout.windows, config.decode)
-        if raw.language_probability is not None and (language_probability or 0) < raw.language_probability:
-            language, language_probability = raw.language, raw.language_probability
-        for item in raw.segments:
-            keep, flag = guard(item, config.decode)
-            if keep:
-                segments.append(_segment(item, layout, speaker, channel, flag))
-            else:
-                dropped += 1
+        speech_samples = speech_only(samples, layout)
+        options = config.decode
+        # Windows go to the model a group at a time, so features for an hours-long call never exist all at once.
+        for first in range(0, len(layout.windows), WINDOWS_PER_CALL):
+            raw = transcriber.transcribe(speech_samples, layout.windows[first : first + WINDOWS_PER_CALL], options)
+            if raw.language_probability is not None and (language_probability or 0) < raw.language_probability:
+                language, language_probability = raw.language, raw.language_probability
+            if options.language is None and raw.language:  # detect once per track, then keep it
+                options = replace(options, language=raw.language)
+            for item in raw.segments:
+                keep, flag = guard(item, config.decode)
+                if keep:
+                    segments.append(_segment(item, layout, speaker, channel, flag))
+                else:
+                    dropped += 1
     segments.sort(key=lambda s: (s.start_s, s.channel or 0))
     return Transcript(
         model_id=transcriber.model_id,

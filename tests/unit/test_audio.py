@@ -67,3 +67,12 @@ def test_garbage_with_audio_header_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="audio stream unreadable"):
         probe(path)
         decode(path)
+
+
+def test_vad_blocks_are_stitched_at_the_seams(sample_inbox: Path) -> None:
+    samples = decode(sample_inbox / "calls" / "fasterwhisper_jfk.flac")
+    whole = detect_speech(samples, VadParams())
+    blocked = detect_speech(samples, VadParams(), block_s=4)  # seams at 4 s and 8 s, inside speech
+    assert len(blocked) == len(whole) == 1
+    assert blocked[0].start_s == pytest.approx(whole[0].start_s, abs=0.1)
+    assert blocked[0].end_s == pytest.approx(whole[0].end_s, abs=0.1)
