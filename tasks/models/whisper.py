@@ -84,7 +84,7 @@ def resolve_compute_type(compute_type: str, device: str) -> str:
 class WhisperTranscriber:
     def __init__(self, spec: WhisperSpec) -> None:
         import faster_whisper
-        from faster_whisper import BatchedInferencePipeline, WhisperModel
+        from faster_whisper import WhisperModel
 
         self.spec = spec
         self.device = resolve_device(spec.device)
@@ -93,7 +93,6 @@ class WhisperTranscriber:
         self._model = WhisperModel(
             path, device=self.device, compute_type=self.compute_type, cpu_threads=spec.cpu_threads
         )
-        self._batched = BatchedInferencePipeline(self._model)
         self.model_id = spec.model
         self.model_version = f"{self.compute_type}; faster-whisper {faster_whisper.__version__}"
 
@@ -118,7 +117,10 @@ class WhisperTranscriber:
             vad_filter=False,  # speech was already found by our own VAD pass
         )
         if options.batch_size > 1:
-            segments, info = self._batched.transcribe(
+            from faster_whisper import BatchedInferencePipeline
+
+            # A pipeline per call: it keeps per-call state, and worker threads share the model.
+            segments, info = BatchedInferencePipeline(self._model).transcribe(
                 samples,
                 clip_timestamps=[{"start": s, "end": e} for s, e in clips],
                 batch_size=options.batch_size,

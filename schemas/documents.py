@@ -1,0 +1,111 @@
+"""Versioned document schemas. Field descriptions drive the prompt; normalisers accept what documents print;
+cross-field checks turn inconsistent extractions into validation errors (which send an item to review)."""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+from typing import Annotated, ClassVar
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+from schemas.normalise import parse_amount, parse_currency, parse_date
+
+Amount = Annotated[Decimal | None, BeforeValidator(parse_amount)]
+Day = Annotated[date | None, BeforeValidator(parse_date)]
+Currency = Annotated[str | None, BeforeValidator(parse_currency)]
+
+# Two cents per line item, at least one cent: printed amounts are rounded line by line.
+_ROUNDING = Decimal("0.02")
+
+
+class DocumentSchema(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    schema_name: ClassVar[str]
+    schema_version: ClassVar[int]
+    description: ClassVar[str]
+
+    @classmethod
+    def schema_id(cls) -> str:
+        return f"{cls.schema_name}/v{cls.schema_version}"
+
+
+class LineItem(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    description: str | None = Field(default=None, description="What was sold, as printed on the line")
+    quantity: Amount = Field(default=None, description="Number of units")
+    unit_price: Amount = Field(default=None, description="Price of one unit")
+    amount: Amount = Field(default=None, description="Line total")
+
+
+class Invoice(DocumentSchema):
+    schema_name: ClassVar[str] = "invoice"
+    schema_version: ClassVar[int] = 1
+    description: ClassVar[str] = "an invoice: a bill from a vendor to a customer"
+
+    vendor_name: str | None = Field(default=None, description="Company that issued the invoice")
+    customer_name: str | None = Field(default=None, description="Company or person billed")
+    invoice_number: str | None = Field(default=None, description="The invoice's identifier, as printed")
+    invoice_date: Day = Field(default=None, description="Date of issue, YYYY-MM-DD")
+    due_date: Day = Field(default=None, description="Payment due date, YYYY-MM-DD")
+    currency: Currency = Field(default=None, description="ISO 4217 code such as USD or EUR")
+    subtotal: Amount = Field(default=None, description="Total before tax")
+    tax: Amount = Field(default=None, description="Tax amount")
+    total: Amount = Field(default=None, description="Amount due, tax included")
+    line_items: list[LineItem] = Field(default_factory=list, description="Billed lines, in order")
+
+    @model_validator(mode="after")
+    def _amounts_add_up(self) -> Invoice:
+        if self.subtotal is not None and self.tax is not None and self.total is not None:
+            if abs(self.subtotal + self.tax - self.total) > _ROUNDING:
+                raise ValueError(f"total {self.total} != subtotal {self.subtotal} + tax {self.tax}")
+        amounts = [item.amount for item in self.line_items]
+        if self.subtotal is not None and amounts and all(a is not None for a in amounts):
+            lines_sum = sum(amounts, Decimal(0))
+            if abs(lines_sum - self.subtotal) > max(_ROUNDING, Decimal("0.01") * len(amounts)):
+                raise ValueError(f"line items sum to {lines_sum}, subtotal is {self.subtotal}")
+        return self
+
+
+class ReceiptItem(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    description: str | None = Field(default=None, description="Item as printed")
+    amount: Amount = Field(default=None, description="Price paid for the item")
+
+
+class Receipt(DocumentSchema):
+    schema_name: ClassVar[str] = "receipt"
+    schema_version: ClassVar[int] = 1
+    description: ClassVar[str] = "a till receipt from a shop, restaurant or petrol station"
+
+    merchant_name: str | None = Field(default=None, description="Shop or company name at the top")
+    merchant_address: str | None = Field(default=None, description="Shop address")
+    date: Day = Field(default=None, description="Date of purchase, YYYY-MM-DD")
+    currency: Currency = Field(default=None, description="ISO 4217 code such as MYR or EUR")
+    total: Amount = Field(default=None, description="Total paid")
+    items: list[ReceiptItem] = Field(default_factory=list, description="Purchased items")
+
+
+class KeyValue(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    key: str = Field(description="Label as printed")
+    value: str = Field(description="Value as printed")
+
+
+class GenericDocument(DocumentSchema):
+    schema_name: ClassVar[str] = "generic"
+    schema_version: ClassVar[int] = 1
+    description: ClassVar[str] = "any document: form, letter, report"
+
+    title: str | None = Field(default=None, description="Title or subject of the document")
+    date: Day = Field(default=None, description="Main date, YYYY-MM-DD")
+    parties: list[str] = Field(default_factory=list, description="People or organisations named as parties")
+    fields: list[KeyValue] = Field(default_factory=list, description="Labelled values, e.g. form fields")
+    summary: str | None = Field(default=None, description="One or two sentences on what the document is")
+
+
+SCHEMAS: dict[str, type[DocumentSchema]] = {s.schema_name: s for s in (Invoice, Receipt, GenericDocument)}
