@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -121,6 +122,22 @@ class Transcript(_Frozen):
         return " ".join(s.text.strip() for s in self.segments if s.text.strip())
 
 
+class Extraction(_Frozen):
+    """Structured data pulled from a document, valid against `schema_id`, or the reason it is not."""
+
+    schema_id: str
+    backend: str
+    model_id: str
+    data: dict[str, Any] | None
+    valid: bool
+    attempts: int
+    errors: tuple[str, ...] = ()
+    field_confidence: dict[str, float] = Field(default_factory=dict)
+    field_pages: dict[str, list[int]] = Field(default_factory=dict)
+    pages: tuple[int, ...] = ()
+    raw_output: str = ""
+
+
 class ObjectResult(_Frozen):
     """The outcome of processing one object: either `error` is set or the artifacts are."""
 
@@ -132,6 +149,7 @@ class ObjectResult(_Frozen):
     audio: AudioSummary | None = None
     pdf: PdfSummary | None = None
     transcript: Transcript | None = None
+    extraction: Extraction | None = None
     warnings: tuple[str, ...] = ()
     review_reasons: tuple[str, ...] = ()
     error: StageError | None = None

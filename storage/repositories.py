@@ -11,8 +11,9 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, selectinload
 
-from schemas.records import BlobInfo, ObjectResult, ObjectStatus, Transcript
+from schemas.records import BlobInfo, Extraction, ObjectResult, ObjectStatus, Transcript
 from storage.tables import (
+    ExtractionRow,
     Page,
     Run,
     SourceObject,
@@ -192,6 +193,32 @@ class ObjectRepository:
         )
         if result.transcript is not None:
             self._replace_transcript(row, result.transcript)
+        if result.extraction is not None:
+            self._replace_extraction(row, result.extraction)
+
+    def _replace_extraction(self, row: SourceObject, extraction: Extraction) -> None:
+        """Upsert by (object, schema version, model)."""
+        existing = self.session.scalars(
+            select(ExtractionRow).where(
+                ExtractionRow.object_id == row.id,
+                ExtractionRow.schema_id == extraction.schema_id,
+                ExtractionRow.model_id == extraction.model_id,
+            )
+        ).first()
+        target = existing or ExtractionRow(object_id=row.id, schema_id=extraction.schema_id,
+                                           model_id=extraction.model_id)
+        target.backend = extraction.backend
+        target.data = extraction.data
+        target.valid = extraction.valid
+        target.attempts = extraction.attempts
+        target.errors = list(extraction.errors) or None
+        target.field_confidence = extraction.field_confidence or None
+        target.field_pages = extraction.field_pages or None
+        target.pages = list(extraction.pages)
+        target.raw_output = extraction.raw_output
+        target.created_at = utcnow()
+        if existing is None:
+            self.session.add(target)
 
     def _replace_transcript(self, row: SourceObject, transcript: Transcript) -> None:
         """Upsert by (object, model id, model version): a re-run replaces, another model adds."""

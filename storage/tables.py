@@ -94,6 +94,9 @@ class SourceObject(Base):
     transcripts: Mapped[list[TranscriptRow]] = relationship(
         back_populates="source_object", cascade="all, delete-orphan"
     )
+    extractions: Mapped[list[ExtractionRow]] = relationship(
+        back_populates="source_object", cascade="all, delete-orphan"
+    )
 
 
 class Page(Base):
@@ -178,6 +181,32 @@ class TranscriptSegmentRow(Base):
     words: Mapped[list[Any] | None]
 
     transcript: Mapped[TranscriptRow] = relationship(back_populates="segments")
+
+
+class ExtractionRow(Base):
+    """A document's structured data by one schema version and model (re-runs replace it)."""
+
+    __tablename__ = "extractions"
+    __table_args__ = (
+        UniqueConstraint("object_id", "schema_id", "model_id", name="uq_extractions_object_schema_model"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    object_id: Mapped[int] = mapped_column(ForeignKey("source_objects.id", ondelete="CASCADE"))
+    schema_id: Mapped[str] = mapped_column(String(64))
+    backend: Mapped[str] = mapped_column(String(16))
+    model_id: Mapped[str] = mapped_column(String(512))
+    data: Mapped[dict[str, Any] | None]
+    valid: Mapped[bool]
+    attempts: Mapped[int] = mapped_column(Integer)
+    errors: Mapped[list[Any] | None]
+    field_confidence: Mapped[dict[str, Any] | None]
+    field_pages: Mapped[dict[str, Any] | None]
+    pages: Mapped[list[Any] | None]
+    raw_output: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    source_object: Mapped[SourceObject] = relationship(back_populates="extractions")
 
 
 class Run(Base):

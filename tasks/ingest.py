@@ -12,13 +12,18 @@ from pathlib import Path
 from typing import Any
 
 from schemas.errors import ConfigError, InputError, TransientError
-from schemas.records import ObjectKind, PdfSummary, ObjectResult, RenderedPage, StageError
+from schemas.records import Extraction, ObjectKind, ObjectResult, PdfSummary, RenderedPage, StageError
 from schemas.settings import Settings
 from storage.blobstore import BlobStore, is_transient_error, safe_suffix
+from tasks.extraction import ExtractionConfig, PageInput, extract_pages, merge_pages
+from tasks.extraction import review_reasons as extraction_review_reasons
+from tasks.models.generators import GeneratorSpec, load_generator
 from tasks.models.whisper import load_transcriber
+from tasks.ocr import has_text, ocr_image, pdf_text_layer
 from tasks.preprocess import audio, sniff
 from tasks.preprocess.image import ImageLimits, normalise_image
 from tasks.preprocess.pdf import RenderLimits, render_pdf
+from tasks.routing import schema_for_text
 from tasks.transcribe import TranscriptionConfig, review_reasons, transcribe_recording
 
 log = logging.getLogger(__name__)
@@ -31,6 +36,7 @@ class PipelineConfig:
     vad: audio.VadParams
     max_file_bytes: int
     transcription: TranscriptionConfig | None = None
+    extraction: ExtractionConfig | None = None
 
     @classmethod
     def from_settings(cls, s: Settings) -> PipelineConfig:
@@ -50,6 +56,7 @@ class PipelineConfig:
             vad=vad,
             max_file_bytes=s.max_file_bytes,
             transcription=TranscriptionConfig.from_settings(s, vad) if s.transcribe else None,
+            extraction=_extraction_config(s) if s.extract else None,
         )
 
     def page_tag(self, kind: ObjectKind) -> str:
@@ -57,6 +64,21 @@ class PipelineConfig:
         r = self.render
         base = f"{r.max_pixels}px-{r.max_side}side-q{r.jpeg_quality}"
         return f"{r.dpi}dpi-{base}" if kind is ObjectKind.PDF else base
+
+
+def _extraction_config(s: Settings) -> ExtractionConfig:
+    spec = GeneratorSpec(
+        kind="vlm" if s.vlm_model else "text",
+        model=s.vlm_model or s.text_llm_model,
+        device=s.model_device,
+        dtype=s.model_dtype,
+        min_pixels=s.vlm_min_pixels,
+        max_pixels=s.max_pixels,  # the VLM sees pages at most as large as preprocessing made them
+    )
+    return ExtractionConfig(
+        spec=spec, max_attempts=s.extract_max_attempts, max_new_tokens=s.extract_max_new_tokens,
+        max_pages=s.extract_max_pages, batch_size=s.extract_batch_size, review_min_confidence=s.review_min_confidence,
+    )
 
 
 @dataclass(frozen=True)
@@ -94,17 +116,54 @@ def preprocess_file(
     if kind is ObjectKind.PDF:
         rendered = render_pdf(path, out_dir, config.render)
         files = [(p.page_number, p.path, p.width, p.height, p.dpi) for p in rendered.pages]
+        pages = _publish(derived, sha256, config.page_tag(kind), files)
+        extracted = _extract(path, kind, [(f[0], f[1]) for f in files], config.extraction)
         return ObjectResult(
             **base,
-            pages=_publish(derived, sha256, config.page_tag(kind), files),
+            pages=pages,
             pdf=PdfSummary(page_count=rendered.page_count, pages_rendered=len(rendered.pages)),
-            warnings=tuple(rendered.warnings),
+            extraction=extracted.extraction,
+            warnings=(*rendered.warnings, *extracted.warnings),
+            review_reasons=extracted.review_reasons,
         )
     if kind is ObjectKind.IMAGE:
         images = normalise_image(path, out_dir, config.image)
         files = [(i.page_number, i.path, i.width, i.height, None) for i in images]
-        return ObjectResult(**base, pages=_publish(derived, sha256, config.page_tag(kind), files))
+        pages = _publish(derived, sha256, config.page_tag(kind), files)
+        extracted = _extract(path, kind, [(f[0], f[1]) for f in files], config.extraction)
+        return ObjectResult(
+            **base, pages=pages, extraction=extracted.extraction, warnings=extracted.warnings,
+            review_reasons=extracted.review_reasons,
+        )
     return _process_audio(path, base, config)
+
+
+@dataclass(frozen=True)
+class _Extracted:
+    extraction: Extraction | None = None
+    warnings: tuple[str, ...] = ()
+    review_reasons: tuple[str, ...] = ()
+
+
+def _extract(
+    source: Path, kind: ObjectKind, page_files: list[tuple[int, Path]], config: ExtractionConfig | None
+) -> _Extracted:
+    """Page texts (text layer, else OCR when the backend reads text), the schema, then the model."""
+    if config is None or not page_files:
+        return _Extracted()
+    page_files = page_files[: config.max_pages]
+    reads_text = config.backend == "text"
+    texts = pdf_text_layer(source, page_files[-1][0]) if kind is ObjectKind.PDF else [""] * len(page_files)
+    if reads_text:
+        texts = [t if has_text(t) else ocr_image(image) for t, (_, image) in zip(texts, page_files, strict=False)]
+        if not any(has_text(t) for t in texts):
+            return _Extracted(warnings=("no text found: nothing to extract",))
+    schema = schema_for_text("\n".join(texts))
+    inputs = [PageInput(number, image, text) for (number, image), text in zip(page_files, texts, strict=False)]
+    generator = load_generator(config.spec)
+    outcomes = extract_pages(generator, schema, inputs, config)
+    extraction = merge_pages(schema, outcomes, config.backend, generator.model_id)
+    return _Extracted(extraction=extraction, review_reasons=tuple(extraction_review_reasons(extraction, config)))
 
 
 def _process_audio(path: Path, base: dict[str, Any], config: PipelineConfig) -> ObjectResult:

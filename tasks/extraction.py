@@ -1,0 +1,246 @@
+"""Structured extraction: prompt from the schema, constrained generation, validation with bounded retries,
+per-field confidence from token probabilities, and the rule that merges pages into one document."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from schemas.documents import DocumentSchema
+from schemas.records import Extraction
+from tasks.models.constrained import TokenScore, schema_json
+from tasks.models.generators import Generation, GenerationRequest, GeneratorSpec, StructuredGenerator
+
+
+@dataclass(frozen=True)
+class ExtractionConfig:
+    spec: GeneratorSpec
+    max_attempts: int = 3
+    max_new_tokens: int = 768
+    max_pages: int = 5
+    max_string: int = 300
+    max_items: int = 50
+    batch_size: int = 4
+    review_min_confidence: float = 0.0
+
+    @property
+    def backend(self) -> str:
+        return self.spec.kind
+
+
+@dataclass(frozen=True)
+class PageInput:
+    page_number: int
+    image: Path | None
+    text: str
+
+
+@dataclass
+class PageOutcome:
+    page_number: int
+    data: dict[str, Any] | None = None
+    errors: list[str] | None = None
+    confidence: dict[str, float] | None = None
+    raw: str = ""
+    attempts: int = 0
+
+
+# A worked example shows a small model the shape of a good answer better than any instruction does.
+_EXAMPLE = {
+    "invoice": '{"vendor_name": "Acme GmbH", "customer_name": "Jo Bloggs", "invoice_number": "A-1029", '
+    '"invoice_date": "2024-02-01", "due_date": null, "currency": "EUR", "subtotal": 100.0, "tax": 19.0, '
+    '"total": 119.0, "line_items": [{"description": "Consulting", "quantity": 1, "unit_price": 100.0, '
+    '"amount": 100.0}]}',
+    "receipt": '{"merchant_name": "CORNER SHOP", "merchant_address": "1 High St", "date": "2024-02-01", '
+    '"currency": "GBP", "total": 4.5, "items": [{"description": "COFFEE", "amount": 4.5}]}',
+    "generic": '{"title": "Meeting notes", "date": "2024-02-01", "parties": ["Acme GmbH"], '
+    '"fields": [{"key": "Room", "value": "4B"}], "summary": "Notes of the weekly meeting."}',
+}
+
+
+def describe_fields(schema: type[DocumentSchema]) -> str:
+    lines = []
+    for name, field in schema.model_fields.items():
+        lines.append(f"- {name}: {field.description or ''}")
+    return "\n".join(lines)
+
+
+def build_prompt(
+    schema: type[DocumentSchema], page_text: str | None, retry: PageOutcome | None = None
+) -> str:
+    parts = [
+        f"Extract the data of {schema.description} as JSON. Fields:",
+        describe_fields(schema),
+        "Copy values exactly as printed; use null when a value is not on the page. Dates as YYYY-MM-DD, amounts "
+        "as plain numbers.",
+        f"Example of the format (values invented): {_EXAMPLE[schema.schema_name]}",
+    ]
+    if page_text is not None:
+        parts.append(f"Document text:\n\"\"\"\n{page_text[:6000]}\n\"\"\"")
+    else:
+        parts.append("The document is in the image.")
+    if retry is not None and retry.errors:
+        parts.append(
+            "Your previous answer was rejected:\n" + "\n".join(f"- {e}" for e in retry.errors[:10])
+            + f"\nPrevious answer: {retry.raw[:1500]}\nAnswer again, fixing these problems."
+        )
+    return "\n\n".join(parts)
+
+
+def validation_errors(schema: type[DocumentSchema], data: dict[str, Any]) -> list[str]:
+    try:
+        schema.model_validate(data)
+    except ValidationError as exc:
+        return [f"{'.'.join(str(p) for p in e['loc']) or 'document'}: {e['msg']}" for e in exc.errors()]
+    return []
+
+
+def _value_spans(text: str) -> dict[str, tuple[int, int]]:
+    """Character spans of each top-level value in a JSON object text."""
+    decoder = json.JSONDecoder()
+    spans: dict[str, tuple[int, int]] = {}
+    index = text.find("{") + 1
+    while 0 < index < len(text):
+        while index < len(text) and text[index] in " \t\r\n,":
+            index += 1
+        if index >= len(text) or text[index] == "}":
+            break
+        try:
+            key, index = decoder.raw_decode(text, index)
+            index = text.index(":", index) + 1
+            while text[index] in " \t\r\n":
+                index += 1
+            _, end = decoder.raw_decode(text, index)
+        except (ValueError, IndexError):
+            break
+        spans[str(key)] = (index, end)
+        index = end
+    return spans
+
+
+def field_confidences(tokens: list[TokenScore]) -> dict[str, float]:
+    """Per top-level field: the geometric mean probability of the tokens that wrote its value."""
+    text = "".join(t.text for t in tokens)
+    offsets, position = [], 0
+    for token in tokens:
+        offsets.append((position, position + len(token.text)))
+        position += len(token.text)
+    result = {}
+    for field, (start, end) in _value_spans(text).items():
+        logprobs = [t.logprob for t, (a, b) in zip(tokens, offsets, strict=True) if a < end and b > start]
+        if logprobs:
+            result[field] = round(math.exp(sum(logprobs) / len(logprobs)), 4)
+    return result
+
+
+def _judge(schema: type[DocumentSchema], generation: Generation) -> tuple[dict[str, Any] | None, list[str]]:
+    if not generation.finished:
+        return None, ["the answer was cut off before the JSON was complete (max_new_tokens)"]
+    try:
+        data = json.loads(generation.text)
+    except json.JSONDecodeError as exc:
+        return None, [f"not valid JSON: {exc}"]
+    return data, validation_errors(schema, data)
+
+
+def extract_pages(
+    generator: StructuredGenerator, schema: type[DocumentSchema], pages: list[PageInput], config: ExtractionConfig
+) -> list[PageOutcome]:
+    """Extract every page, batched; pages whose answer fails validation are re-prompted with the errors."""
+    grammar = schema_json(schema.model_json_schema(), config.max_string, config.max_items)
+    outcomes = {p.page_number: PageOutcome(p.page_number) for p in pages}
+    pending = list(pages)
+    for _ in range(config.max_attempts):
+        if not pending:
+            break
+        still_failing = []
+        for first in range(0, len(pending), config.batch_size):
+            chunk = pending[first : first + config.batch_size]
+            requests = [
+                GenerationRequest(
+                    prompt=build_prompt(
+                        schema, None if generator.reads_images else p.text,
+                        outcomes[p.page_number] if outcomes[p.page_number].attempts else None,
+                    ),
+                    images=(p.image,) if generator.reads_images and p.image else (),
+                )
+                for p in chunk
+            ]
+            for page, generation in zip(chunk, generator.generate(requests, grammar, config.max_new_tokens), strict=True):
+                outcome = outcomes[page.page_number]
+                outcome.attempts += 1
+                outcome.raw = generation.text
+                data, errors = _judge(schema, generation)
+                outcome.errors = errors
+                outcome.confidence = field_confidences(generation.tokens)
+                outcome.data = data
+                if errors:
+                    still_failing.append(page)
+        pending = still_failing
+    return [outcomes[p.page_number] for p in pages]
+
+
+def _is_empty(value: Any) -> bool:
+    return value is None or value == "" or value == []
+
+
+def merge_pages(
+    schema: type[DocumentSchema], outcomes: list[PageOutcome], backend: str, model_id: str
+) -> Extraction:
+    """One document from its pages. The rule: a single value comes from the first page (in page order) whose
+    answer has it; lists (line items, parties...) are concatenated in page order. Only pages whose answer parsed
+    as JSON take part; the merged document is validated again (cross-field checks span pages)."""
+    merged: dict[str, Any] = {}
+    field_pages: dict[str, list[int]] = {}
+    confidence: dict[str, float] = {}
+    usable = [o for o in outcomes if o.data is not None]
+    for name in schema.model_fields:
+        for outcome in usable:
+            value = outcome.data.get(name) if outcome.data else None
+            if _is_empty(value):
+                continue
+            if isinstance(value, list):
+                merged.setdefault(name, []).extend(value)
+                field_pages.setdefault(name, []).append(outcome.page_number)
+                conf = (outcome.confidence or {}).get(name)
+                if conf is not None:
+                    confidence[name] = min(confidence.get(name, 1.0), conf)
+            elif name not in merged:
+                merged[name] = value
+                field_pages[name] = [outcome.page_number]
+                if (conf := (outcome.confidence or {}).get(name)) is not None:
+                    confidence[name] = conf
+    errors = validation_errors(schema, merged) if usable else []
+    if not usable:
+        errors = [f"page {o.page_number}: {e}" for o in outcomes for e in (o.errors or [])] or ["no page answered"]
+    data = schema.model_validate(merged).model_dump(mode="json") if usable and not errors else (merged or None)
+    return Extraction(
+        schema_id=schema.schema_id(),
+        backend=backend,
+        model_id=model_id,
+        data=data,
+        valid=not errors,
+        attempts=max((o.attempts for o in outcomes), default=0),
+        errors=tuple(errors),
+        field_confidence=confidence,
+        field_pages=field_pages,
+        pages=tuple(o.page_number for o in outcomes),
+        raw_output="\n".join(f"[page {o.page_number}] {o.raw}" for o in outcomes),
+    )
+
+
+def review_reasons(extraction: Extraction, config: ExtractionConfig) -> list[str]:
+    if not extraction.valid:
+        return [
+            f"extraction not valid after {extraction.attempts} attempt(s): " + "; ".join(extraction.errors[:5])
+        ]
+    if extraction.field_confidence and config.review_min_confidence > 0:
+        mean = sum(extraction.field_confidence.values()) / len(extraction.field_confidence)
+        if mean < config.review_min_confidence:
+            return [f"low extraction confidence: mean field confidence {mean:.2f} < {config.review_min_confidence}"]
+    return []

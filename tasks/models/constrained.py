@@ -1,0 +1,87 @@
+"""Schema-constrained decoding for transformers' generate(), through xgrammar.
+
+xgrammar compiles a JSON Schema into a grammar over the model's own vocabulary once, and masks every step's
+logits so the model can only write JSON that parses against the schema: even a random model yields valid JSON."""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+
+def generation_schema(schema: dict[str, Any], max_string: int = 300, max_items: int = 100) -> dict[str, Any]:
+    """The JSON Schema the model must follow: every property required (null allowed where the pydantic model
+    allows it), no defaults, so the model states each field instead of silently omitting it; strings and lists
+    bounded, so even a model that never wants to stop must close its JSON."""
+    out = copy.deepcopy(schema)
+
+    def visit(node: Any) -> None:
+        if isinstance(node, dict):
+            node.pop("default", None)
+            node.pop("title", None)
+            if node.get("type") == "object" and "properties" in node:
+                node["required"] = list(node["properties"])
+            if node.get("type") == "string" and "format" not in node:
+                node["maxLength"] = max_string
+            if node.get("type") == "array":
+                node["maxItems"] = max_items
+            for value in node.values():
+                visit(value)
+        elif isinstance(node, list):
+            for value in node:
+                visit(value)
+
+    visit(out)
+    return out
+
+
+@dataclass
+class TokenScore:
+    text: str
+    logprob: float
+
+
+class JsonConstraint:
+    """Compiled grammars for one tokenizer, cached by schema."""
+
+    def __init__(self, tokenizer: Any, vocab_size: int) -> None:
+        import xgrammar as xgr
+
+        self._xgr = xgr
+        info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size)
+        self._compiler = xgr.GrammarCompiler(info)
+        self._compiled: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def compiled(self, schema_json: str) -> Any:
+        with self._lock:
+            if schema_json not in self._compiled:
+                # Compact JSON: free whitespace would let a weak model pad its answer with blanks forever.
+                self._compiled[schema_json] = self._compiler.compile_json_schema(schema_json, any_whitespace=False)
+            return self._compiled[schema_json]
+
+    def logits_processor(self, schema_jsons: list[str]) -> Any:
+        """A fresh processor for one generate() call (it keeps per-sequence matcher state)."""
+        return self._xgr.contrib.hf.LogitsProcessor([self.compiled(s) for s in schema_jsons])
+
+
+def schema_json(schema: dict[str, Any], max_string: int = 300, max_items: int = 100) -> str:
+    return json.dumps(generation_schema(schema, max_string, max_items))  # field order kept: it guides the model
+
+
+def token_scores(tokenizer: Any, token_ids: list[int], logits: list[Any], row: int) -> list[TokenScore]:
+    """Each generated token with the model's own log-probability for it (raw logits, before the grammar mask),
+    stopping at the first special token."""
+    import torch
+
+    scores = []
+    special = set(tokenizer.all_special_ids)
+    for step, token_id in enumerate(token_ids):
+        if token_id in special:
+            break
+        logprob = torch.log_softmax(logits[step][row].float(), dim=-1)[token_id].item()
+        scores.append(TokenScore(tokenizer.decode([token_id]), logprob))
+    return scores

@@ -1,0 +1,20 @@
+"""Which schema a document gets. Until image classification exists (CLIP, a later stage), a keyword rule on the
+page text decides: invoice words -> Invoice, till-receipt words -> Receipt, anything else -> Generic."""
+
+from __future__ import annotations
+
+import re
+
+from schemas.documents import GenericDocument, Invoice, Receipt
+from schemas.documents import DocumentSchema
+
+_INVOICE = re.compile(r"\b(invoice|rechnung|facture|factura|fattura|tax invoice|bill to)\b", re.I)
+_RECEIPT = re.compile(r"\b(receipt|cash(ier)?|change due|tunai|subtotal|total rm|thank you|gst)\b", re.I)
+
+
+def schema_for_text(text: str) -> type[DocumentSchema]:
+    if _INVOICE.search(text):
+        return Invoice
+    if _RECEIPT.search(text):
+        return Receipt
+    return GenericDocument
