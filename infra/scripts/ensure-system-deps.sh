@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs the Debian packages docflow needs when they are missing: poppler-utils (pdfinfo/pdftoppm) for PDF
-# rendering and, with --test, a PostgreSQL server for the integration tests. Needs root for apt-get.
+# rendering, tesseract for OCR and, with --test, a PostgreSQL server for the integration tests. Needs root for apt-get.
 set -euo pipefail
 
 need=()
 command -v pdftoppm >/dev/null 2>&1 || need+=(poppler-utils)
+command -v tesseract >/dev/null 2>&1 || need+=(tesseract-ocr tesseract-ocr-eng)
 if [[ "${1:-}" == "--test" ]]; then
     ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 fi

@@ -29,10 +29,19 @@ class Configure:
             "retry_delay_s": 0.1,
             "batch_size": 4,
             "whisper_model": "pkg:whisper-tiny.en",  # real weights, small and fast
+            "extract": False,  # extraction tests turn it on; a CPU LLM per page would slow every other test
         }
         for name, value in {**defaults, **fields}.items():
             text = ",".join(value) if isinstance(value, list | tuple) else str(value)
             self.monkeypatch.setenv(f"DOCFLOW_{name.upper()}", text)
+
+
+@pytest.fixture(scope="session")
+def tiny_vlm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random ~20M-parameter Qwen2-VL with the real Qwen2 tokenizer, saved as a local checkpoint."""
+    from tests.support.tiny_qwen2vl import build_tiny_qwen2vl
+
+    return build_tiny_qwen2vl(tmp_path_factory.mktemp("tiny-qwen2-vl"))
 
 
 @pytest.fixture
