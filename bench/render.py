@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO))
 
 from schemas.settings import Settings  # noqa: E402
 from storage.blobstore import LocalDirStore  # noqa: E402
-from tasks.ingest import PipelineConfig, preprocess_file  # noqa: E402
+from tasks.ingest import PipelineConfig, process_file  # noqa: E402
 from tasks.preprocess.pdf import read_geometry  # noqa: E402
 from tasks.preprocess.sniff import Detection  # noqa: E402
 from schemas.records import ObjectKind  # noqa: E402
@@ -35,7 +35,7 @@ PDF = Detection(ObjectKind.PDF, "PDF document")
 
 def docflow_render(path: Path, config: PipelineConfig, work: Path) -> int:
     derived = LocalDirStore(work / "derived")
-    result = preprocess_file(path, PDF, "0" * 64, config, derived, work)
+    result = process_file(path, PDF, "0" * 64, config, derived, work)
     return len(result.pages)
 
 

@@ -136,10 +136,10 @@ def measure_long(corpus: Path, minutes: int, model: str) -> dict[str, float]:
         code = (
             "import json,resource,sys,time; from pathlib import Path; sys.path.insert(0, %r);"
             "from schemas.settings import Settings; from storage.blobstore import LocalDirStore;"
-            "from tasks.ingest import PipelineConfig, preprocess_file; from tasks.preprocess.sniff import detect;"
+            "from tasks.ingest import PipelineConfig, process_file; from tasks.preprocess.sniff import detect;"
             "p = Path(%r); c = PipelineConfig.from_settings(Settings(whisper_model=%r));"
             "from tasks.models.whisper import load_transcriber; load_transcriber(c.transcription.spec);"
-            "t = time.perf_counter(); r = preprocess_file(p, detect(p.read_bytes()[:64]), '0'*64, c,"
+            "t = time.perf_counter(); r = process_file(p, detect(p.read_bytes()[:64]), '0'*64, c,"
             " LocalDirStore(p.parent / 'd'), p.parent);"
             "print(json.dumps({'seconds': time.perf_counter() - t, 'segments': len(r.transcript.segments),"
             " 'peak_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))"

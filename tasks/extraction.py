@@ -12,9 +12,17 @@ from typing import Any
 from pydantic import ValidationError
 
 from schemas.documents import DocumentSchema
-from schemas.records import Extraction
+from schemas.records import Extraction, ObjectKind
 from tasks.models.constrained import TokenScore, schema_json
-from tasks.models.generators import Generation, GenerationRequest, GeneratorSpec, StructuredGenerator
+from tasks.models.generators import (
+    Generation,
+    GenerationRequest,
+    GeneratorSpec,
+    StructuredGenerator,
+    load_generator,
+)
+from tasks.ocr import has_text, ocr_image, pdf_text_layer
+from tasks.routing import schema_for_text
 
 
 # Long pages are cut: a small model's attention degrades long before its context ends, and prompts cost time.
@@ -235,3 +243,33 @@ def review_reasons(extraction: Extraction, config: ExtractionConfig) -> list[str
         if mean < config.review_min_confidence:
             return [f"low extraction confidence: mean field confidence {mean:.2f} < {config.review_min_confidence}"]
     return []
+
+
+@dataclass(frozen=True)
+class DocumentExtraction:
+    """What the extraction stage adds to an object's result."""
+
+    extraction: Extraction | None = None
+    warnings: tuple[str, ...] = ()
+    review_reasons: tuple[str, ...] = ()
+
+
+def extract_document(
+    source: Path, kind: ObjectKind, page_files: list[tuple[int, Path]], config: ExtractionConfig | None
+) -> DocumentExtraction:
+    """Page texts (text layer, else OCR when the backend reads text), the schema, then the model."""
+    if config is None or not page_files:
+        return DocumentExtraction()
+    page_files = page_files[: config.max_pages]
+    reads_text = config.backend == "text"
+    texts = pdf_text_layer(source, page_files[-1][0]) if kind is ObjectKind.PDF else [""] * len(page_files)
+    if reads_text:
+        texts = [t if has_text(t) else ocr_image(image) for t, (_, image) in zip(texts, page_files, strict=False)]
+        if not any(has_text(t) for t in texts):
+            return DocumentExtraction(warnings=("no text found: nothing to extract",))
+    schema = schema_for_text("\n".join(texts))
+    inputs = [PageInput(number, image, text) for (number, image), text in zip(page_files, texts, strict=False)]
+    generator = load_generator(config.spec)
+    outcomes = extract_pages(generator, schema, inputs, config)
+    extraction = merge_pages(schema, outcomes, config.backend, generator.model_id)
+    return DocumentExtraction(extraction=extraction, review_reasons=tuple(review_reasons(extraction, config)))

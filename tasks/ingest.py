@@ -12,18 +12,15 @@ from pathlib import Path
 from typing import Any
 
 from schemas.errors import ConfigError, InputError, TransientError
-from schemas.records import Extraction, ObjectKind, ObjectResult, PdfSummary, RenderedPage, StageError
+from schemas.records import ObjectKind, ObjectResult, PdfSummary, RenderedPage, StageError
 from schemas.settings import Settings
 from storage.blobstore import BlobStore, is_transient_error, safe_suffix
-from tasks.extraction import ExtractionConfig, PageInput, extract_pages, merge_pages
-from tasks.extraction import review_reasons as extraction_review_reasons
-from tasks.models.generators import GeneratorSpec, load_generator
+from tasks.extraction import ExtractionConfig, extract_document
+from tasks.models.generators import GeneratorSpec
 from tasks.models.whisper import load_transcriber
-from tasks.ocr import has_text, ocr_image, pdf_text_layer
 from tasks.preprocess import audio, sniff
 from tasks.preprocess.image import ImageLimits, normalise_image
 from tasks.preprocess.pdf import RenderLimits, render_pdf
-from tasks.routing import schema_for_text
 from tasks.transcribe import TranscriptionConfig, review_reasons, transcribe_recording
 
 log = logging.getLogger(__name__)
@@ -101,16 +98,16 @@ def _publish(
 
 
 def detect_file(path: Path, key: str) -> sniff.Detection:
-    """The file's type from its first bytes. Raises InputError for empty or unsupported files."""
+    """The file's type from its first bytes (ZIP containers are looked into)."""
     with open(path, "rb") as f:
         head = f.read(sniff.HEAD_BYTES)
     return sniff.detect(head, path)
 
 
-def preprocess_file(
+def process_file(
     path: Path, detection: sniff.Detection, sha256: str, config: PipelineConfig, derived: BlobStore, work_dir: Path
 ) -> ObjectResult:
-    """Preprocess one downloaded file of a supported kind. Raises InputError for bad input."""
+    """Run every stage for one downloaded file of a supported kind. Raises InputError for bad input."""
     kind = detection.kind
     base = {"kind": kind, "sha256": sha256, "detected_type": detection.description}
     out_dir = Path(tempfile.mkdtemp(dir=work_dir))
@@ -118,7 +115,7 @@ def preprocess_file(
         rendered = render_pdf(path, out_dir, config.render)
         files = [(p.page_number, p.path, p.width, p.height, p.dpi) for p in rendered.pages]
         pages = _publish(derived, sha256, config.page_tag(kind), files)
-        extracted = _extract(path, kind, [(f[0], f[1]) for f in files], config.extraction)
+        extracted = extract_document(path, kind, [(f[0], f[1]) for f in files], config.extraction)
         return ObjectResult(
             **base,
             pages=pages,
@@ -131,40 +128,12 @@ def preprocess_file(
         images = normalise_image(path, out_dir, config.image)
         files = [(i.page_number, i.path, i.width, i.height, None) for i in images]
         pages = _publish(derived, sha256, config.page_tag(kind), files)
-        extracted = _extract(path, kind, [(f[0], f[1]) for f in files], config.extraction)
+        extracted = extract_document(path, kind, [(f[0], f[1]) for f in files], config.extraction)
         return ObjectResult(
             **base, pages=pages, extraction=extracted.extraction, warnings=extracted.warnings,
             review_reasons=extracted.review_reasons,
         )
     return _process_audio(path, base, config)
-
-
-@dataclass(frozen=True)
-class _Extracted:
-    extraction: Extraction | None = None
-    warnings: tuple[str, ...] = ()
-    review_reasons: tuple[str, ...] = ()
-
-
-def _extract(
-    source: Path, kind: ObjectKind, page_files: list[tuple[int, Path]], config: ExtractionConfig | None
-) -> _Extracted:
-    """Page texts (text layer, else OCR when the backend reads text), the schema, then the model."""
-    if config is None or not page_files:
-        return _Extracted()
-    page_files = page_files[: config.max_pages]
-    reads_text = config.backend == "text"
-    texts = pdf_text_layer(source, page_files[-1][0]) if kind is ObjectKind.PDF else [""] * len(page_files)
-    if reads_text:
-        texts = [t if has_text(t) else ocr_image(image) for t, (_, image) in zip(texts, page_files, strict=False)]
-        if not any(has_text(t) for t in texts):
-            return _Extracted(warnings=("no text found: nothing to extract",))
-    schema = schema_for_text("\n".join(texts))
-    inputs = [PageInput(number, image, text) for (number, image), text in zip(page_files, texts, strict=False)]
-    generator = load_generator(config.spec)
-    outcomes = extract_pages(generator, schema, inputs, config)
-    extraction = merge_pages(schema, outcomes, config.backend, generator.model_id)
-    return _Extracted(extraction=extraction, review_reasons=tuple(extraction_review_reasons(extraction, config)))
 
 
 def _process_audio(path: Path, base: dict[str, Any], config: PipelineConfig) -> ObjectResult:
@@ -215,7 +184,7 @@ def process_object(
             if detection.kind is ObjectKind.UNKNOWN:
                 code = "empty" if ref.size == 0 or "empty" in detection.description else "unsupported"
                 raise InputError("detect", code, sniff.unsupported_message(detection, ref.key))
-            return preprocess_file(local, detection, sha256, config, derived, work_dir)
+            return process_file(local, detection, sha256, config, derived, work_dir)
         finally:
             local.unlink(missing_ok=True)
     except InputError as exc:
