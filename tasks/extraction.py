@@ -265,8 +265,8 @@ def extract_document(
     texts = pdf_text_layer(source, page_files[-1][0]) if kind is ObjectKind.PDF else [""] * len(page_files)
     if reads_text:
         texts = [t if has_text(t) else ocr_image(image) for t, (_, image) in zip(texts, page_files, strict=False)]
-        if not any(has_text(t) for t in texts):
-            return DocumentExtraction(warnings=("no text found: nothing to extract",))
+        if not any(has_text(t) for t in texts):  # a photo, a blank page, or a scan OCR could not read
+            return DocumentExtraction(review_reasons=("no readable text found (OCR): nothing to extract",))
     schema = schema_for_text("\n".join(texts))
     inputs = [PageInput(number, image, text) for (number, image), text in zip(page_files, texts, strict=False)]
     generator = load_generator(config.spec)
