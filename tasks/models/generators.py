@@ -4,13 +4,12 @@ Both take prompts plus a JSON Schema and return constrained JSON with per-token 
 from __future__ import annotations
 
 import importlib.util
-import threading
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
-from schemas.errors import ConfigError, ModelLoadError
+from schemas.errors import ConfigError
+from tasks.models.cache import load_cached
 from tasks.models.constrained import JsonConstraint, TokenScore, token_scores
 
 
@@ -66,6 +65,12 @@ def _dtype(dtype: str, device: str) -> Any:
     return torch.float32  # half precision on CPU is slower, not faster
 
 
+def _quiet_transformers() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # per-tensor loading bars would drown the CLI's own progress
+
+
 class _HFGenerator:
     """Shared generate() plumbing: left padding, greedy decoding, the grammar, raw logits for confidence."""
 
@@ -109,6 +114,7 @@ class VisionLanguageGenerator(_HFGenerator):
         import torch
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
+        _quiet_transformers()
         device = _device(spec.device)
         # The image processor resizes every page to between min and max pixels (Qwen2-VL's dynamic resolution),
         # tied to docflow's own pixel budget by the caller.
@@ -166,6 +172,7 @@ class TextLLMGenerator(_HFGenerator):
     def __init__(self, spec: GeneratorSpec) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        _quiet_transformers()
         device = _device(spec.device)
         location, gguf_file = _text_model_location(spec.model)
         extra = {"gguf_file": gguf_file} if gguf_file else {}
@@ -189,21 +196,8 @@ class TextLLMGenerator(_HFGenerator):
         return self._generate(dict(inputs), len(requests), schema_json, max_new_tokens)
 
 
-_load_lock = threading.Lock()
-
-
-@lru_cache(maxsize=2)
-def _cached(spec: GeneratorSpec) -> StructuredGenerator:
-    return VisionLanguageGenerator(spec) if spec.kind == "vlm" else TextLLMGenerator(spec)
-
-
 def load_generator(spec: GeneratorSpec) -> StructuredGenerator:
     """One model per spec per worker process."""
-    with _load_lock:
-        try:
-            return _cached(spec)
-        except ConfigError:
-            raise
-        except Exception as exc:
-            setting = "DOCFLOW_VLM_MODEL" if spec.kind == "vlm" else "DOCFLOW_TEXT_LLM_MODEL"
-            raise ModelLoadError(f"cannot load model {spec.model!r} ({setting}): {type(exc).__name__}: {exc}") from exc
+    setting = "DOCFLOW_VLM_MODEL" if spec.kind == "vlm" else "DOCFLOW_TEXT_LLM_MODEL"
+    factory = VisionLanguageGenerator if spec.kind == "vlm" else TextLLMGenerator
+    return load_cached("generator", spec, lambda: factory(spec), f"model {spec.model!r} ({setting})")

@@ -3,17 +3,15 @@ speech clips, sequentially or through the batched pipeline, and return typed seg
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from schemas.errors import ConfigError, ModelLoadError
 from tasks.models import bundled
+from tasks.models.cache import load_cached
 
 SAMPLE_RATE = 16_000
 
@@ -140,22 +138,8 @@ class WhisperTranscriber:
         return RawTranscription(out, info.language, info.language_probability)
 
 
-_load_lock = threading.Lock()
-
-
-@lru_cache(maxsize=2)
-def _cached(spec: WhisperSpec) -> WhisperTranscriber:
-    return WhisperTranscriber(spec)
-
-
 def load_transcriber(spec: WhisperSpec) -> WhisperTranscriber:
-    """One model per spec per worker process; concurrent callers wait for the first load."""
-    with _load_lock:
-        try:
-            return _cached(spec)
-        except ConfigError:
-            raise
-        except Exception as exc:  # CTranslate2 and the hub client raise many types for "cannot load"
-            raise ModelLoadError(
-                f"cannot load Whisper model {spec.model!r} (DOCFLOW_WHISPER_MODEL): {type(exc).__name__}: {exc}"
-            ) from exc
+    """One model per spec per worker process."""
+    return load_cached(
+        "whisper", spec, lambda: WhisperTranscriber(spec), f"Whisper model {spec.model!r} (DOCFLOW_WHISPER_MODEL)"
+    )
