@@ -11,7 +11,6 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from prefect.futures import PrefectFuture, as_completed
 from prefect.runtime import flow_run
-from prefect.tasks import exponential_backoff
 
 from schemas.records import DiscoveryRequest, ObjectKind, RunKind, RunSummary
 from schemas.settings import Settings, load_settings
@@ -48,22 +47,20 @@ def run_pipeline(settings: Settings, kind: RunKind, request: DiscoveryRequest) -
 
     process = t.process_batch.with_options(
         retries=settings.retries,
-        retry_delay_seconds=exponential_backoff(backoff_factor=settings.retry_delay_s)(settings.retries)
-        if settings.retries
-        else 0,
+        retry_delay_seconds=[settings.retry_delay_s * 2**attempt for attempt in range(settings.retries)] or 0,
     )
-    batches = _batches(plan.object_ids, settings.batch_size)
+    batches = enumerate(_batches(plan.object_ids, settings.batch_size))
     in_flight: dict[PrefectFuture, tuple[int, ...]] = {}
     failed_batches = 0
     errors: dict[str, None] = {}  # distinct batch errors, in order
 
-    def submit(index: int, ids: tuple[int, ...]) -> None:
-        in_flight[process.submit(settings, run_id, index, ids, request.force, request.retry_failed)] = ids
+    def submit_next() -> None:  # at most `workers` batches run at once
+        if (item := next(batches, None)) is not None:
+            index, ids = item
+            in_flight[process.submit(settings, run_id, index, ids, request.force, request.retry_failed)] = ids
 
-    next_index = 0
-    for ids in islice(batches, settings.workers):
-        submit(next_index, ids)
-        next_index += 1
+    for _ in range(settings.workers):
+        submit_next()
     while in_flight:
         done = next(as_completed(list(in_flight)))
         ids = in_flight.pop(done)
@@ -73,10 +70,7 @@ def run_pipeline(settings: Settings, kind: RunKind, request: DiscoveryRequest) -
             failed_batches += 1
             errors.setdefault(f"{type(outcome).__name__}: {outcome}", None)
             t.release_batch(settings, run_id, ids, return_state=True)  # best effort; claims also expire
-        following = next(batches, None)
-        if following is not None:
-            submit(next_index, following)
-            next_index += 1
+        submit_next()
 
     summary = t.finish_run(settings, run_id, failed_batches, "; ".join(errors) or None)
     create_markdown_artifact(
