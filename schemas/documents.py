@@ -48,8 +48,8 @@ class Invoice(DocumentSchema):
     vendor_name: str | None = Field(default=None, description="Company that issued the invoice")
     customer_name: str | None = Field(default=None, description="Company or person billed")
     invoice_number: str | None = Field(default=None, description="The invoice's identifier, as printed")
-    invoice_date: Day = Field(default=None, description="Date of issue")
-    due_date: Day = Field(default=None, description="Payment due date")
+    invoice_date: Day = Field(default=None, description="Date of issue, YYYY-MM-DD")
+    due_date: Day = Field(default=None, description="Payment due date, YYYY-MM-DD")
     currency: Currency = Field(default=None, description="ISO 4217 code such as USD or EUR")
     subtotal: Amount = Field(default=None, description="Total before tax")
     tax: Amount = Field(default=None, description="Tax amount")
@@ -83,7 +83,7 @@ class Receipt(DocumentSchema):
 
     merchant_name: str | None = Field(default=None, description="Shop or company name at the top")
     merchant_address: str | None = Field(default=None, description="Shop address")
-    date: Day = Field(default=None, description="Date of purchase")
+    date: Day = Field(default=None, description="Date of purchase, YYYY-MM-DD")
     currency: Currency = Field(default=None, description="ISO 4217 code such as MYR or EUR")
     total: Amount = Field(default=None, description="Total paid")
     items: list[ReceiptItem] = Field(default_factory=list, description="Purchased items")
@@ -102,7 +102,7 @@ class GenericDocument(DocumentSchema):
     description: ClassVar[str] = "any document: form, letter, report"
 
     title: str | None = Field(default=None, description="Title or subject of the document")
-    date: Day = Field(default=None, description="Main date")
+    date: Day = Field(default=None, description="Main date, YYYY-MM-DD")
     parties: list[str] = Field(default_factory=list, description="People or organisations named as parties")
     fields: list[KeyValue] = Field(default_factory=list, description="Labelled values, e.g. form fields")
     summary: str | None = Field(default=None, description="One or two sentences on what the document is")

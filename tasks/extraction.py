@@ -76,7 +76,7 @@ def build_prompt(
     parts = [
         f"Extract the data of {schema.description} as JSON with these fields:",
         describe_fields(schema),
-        "Use only values printed in the document, copied as printed; null when a value is absent.",
+        "Use only values printed in the document; null when a value is absent. Dates as YYYY-MM-DD.",
     ]
     if page_text is not None:
         parts.append(f"Document:\n{page_text[:MAX_PROMPT_CHARS]}")

@@ -24,10 +24,7 @@ def generation_schema(schema: dict[str, Any], max_string: int = 300, max_items: 
             node.pop("title", None)
             if node.get("type") == "object" and "properties" in node:
                 node["required"] = list(node["properties"])
-            if node.get("type") == "string":
-                # Dates are written as printed and parsed by the schema's normalisers: small models copy text far
-                # better than they reformat it.
-                node.pop("format", None)
+            if node.get("type") == "string" and "format" not in node:
                 node["maxLength"] = max_string
             if node.get("type") == "array":
                 node["maxItems"] = max_items
