@@ -1,4 +1,4 @@
-"""One batch as one unit of work: claim, preprocess each object, record every outcome in one transaction."""
+"""One batch as one unit of work: claim, process each object, record every outcome in one transaction."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from collections import Counter
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
+
+from sqlalchemy import update
 
 from schemas.records import BatchOutcome, ObjectResult
 from schemas.settings import Settings
@@ -33,10 +35,12 @@ def record_batch(settings: Settings, run_id: str, results: Sequence[tuple[int, O
         repo = ObjectRepository(session)
         for object_id, result in results:
             repo.record_result(object_id, result, PIPELINE_VERSION)
-        run = session.get(Run, run_id)
-        if run is not None:
-            run.processed += len(results)
-            run.failed += sum(1 for _, r in results if r.error)
+        # One atomic UPDATE: concurrent batches of the same run must not overwrite each other's counts.
+        session.execute(
+            update(Run)
+            .where(Run.id == run_id)
+            .values(processed=Run.processed + len(results), failed=Run.failed + sum(1 for _, r in results if r.error))
+        )
 
 
 def process_batch(

@@ -53,7 +53,7 @@ def test_sample_inbox_end_to_end(configure: Configure, sample_inbox: Path, tmp_p
         assert reason in objects[key].error_message
     assert {k for k, o in objects.items() if o.status == "failed"} == set(SAMPLE_EXPECTED_FAILURES)
     sizes = objects["documents/pdfjs_sizes-mixed-page-sizes.pdf"]
-    assert (sizes.kind, sizes.page_count, sizes.pipeline_version) == ("pdf", 3, "preprocess-1")
+    assert (sizes.kind, sizes.page_count, sizes.pipeline_version) == ("pdf", 3, "pipeline-2")
     with unit_of_work(db) as s:
         pages = s.scalars(select(Page).where(Page.object_id == sizes.id).order_by(Page.page_number)).all()
         assert [(p.width, p.height, p.dpi) for p in pages] == [(1275, 1650, 150), (1353, 673, 150), (1650, 1275, 150)]
