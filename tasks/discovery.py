@@ -34,7 +34,8 @@ def list_candidates(stores: Iterable[BlobStore], request: DiscoveryRequest) -> I
                 yield blob
 
 
-def discover(settings: Settings, request: DiscoveryRequest, run_id: str) -> DiscoveryResult:
+def discover(settings: Settings, request: DiscoveryRequest) -> DiscoveryResult:
+    """Record every listed object version; return the ids this run should process, in listing order."""
     stores = {location: open_store(location) for location in request.sources}
     blobs = list(list_candidates(stores.values(), request))
     stale_before = utcnow() - timedelta(seconds=settings.claim_ttl_s)

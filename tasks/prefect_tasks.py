@@ -50,7 +50,7 @@ def start_run(settings: Settings, run_id: str, kind: RunKind, parameters: dict[s
 
 @task(name="discover", retries=2, retry_delay_seconds=2, **_COMMON)
 def discover(settings: Settings, request: DiscoveryRequest, run_id: str) -> DiscoveryResult:
-    result = discovery.discover(settings, request, run_id)
+    result = discovery.discover(settings, request)
     runs.record_plan(settings, run_id, result.listed, len(result.object_ids))
     return result
 

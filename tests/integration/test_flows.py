@@ -246,7 +246,7 @@ def test_database_outage_leaves_claims_the_next_run_takes_over(
     shutil.copy(sample_inbox / "documents" / "pdfjs_sizes-mixed-page-sizes.pdf", inbox)
 
     start_run(settings, "crashing-run", RunKind.NIGHTLY, {})
-    plan = discover(settings, DiscoveryRequest(sources=(str(inbox),)), "crashing-run")
+    plan = discover(settings, DiscoveryRequest(sources=(str(inbox),)))
     assert len(plan.object_ids) == 1
     claim_batch(settings, "crashing-run", plan.object_ids, force=False, retry_failed=False)
     postgres.stop()
