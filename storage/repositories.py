@@ -196,43 +196,37 @@ class ObjectRepository:
         if result.extraction is not None:
             self._replace_extraction(row, result.extraction)
 
-    def _replace_extraction(self, row: SourceObject, extraction: Extraction) -> None:
-        """Upsert by (object, schema version, model)."""
-        existing = self.session.scalars(
-            select(ExtractionRow).where(
-                ExtractionRow.object_id == row.id,
-                ExtractionRow.schema_id == extraction.schema_id,
-                ExtractionRow.model_id == extraction.model_id,
-            )
-        ).first()
-        target = existing or ExtractionRow(object_id=row.id, schema_id=extraction.schema_id,
-                                           model_id=extraction.model_id)
-        target.backend = extraction.backend
-        target.data = extraction.data
-        target.valid = extraction.valid
-        target.attempts = extraction.attempts
-        target.errors = list(extraction.errors) or None
-        target.field_confidence = extraction.field_confidence or None
-        target.field_pages = extraction.field_pages or None
-        target.pages = list(extraction.pages)
-        target.raw_output = extraction.raw_output
-        target.created_at = utcnow()
-        if existing is None:
-            self.session.add(target)
-
-    def _replace_transcript(self, row: SourceObject, transcript: Transcript) -> None:
-        """Upsert by (object, model id, model version): a re-run replaces, another model adds."""
-        existing = self.session.scalars(
-            select(TranscriptRow).where(
-                TranscriptRow.object_id == row.id,
-                TranscriptRow.model_id == transcript.model_id,
-                TranscriptRow.model_version == transcript.model_version,
-            )
-        ).first()
+    def _replace(self, new_row: ExtractionRow | TranscriptRow, **natural_key: object) -> None:
+        """Upsert by natural key: delete the row a previous run wrote (children cascade), then add the new one."""
+        existing = self.session.scalars(select(type(new_row)).filter_by(**natural_key)).first()
         if existing is not None:
             self.session.delete(existing)
-            self.session.flush()
-        self.session.add(
+            self.session.flush()  # the delete must reach the database before the insert hits the unique key
+        self.session.add(new_row)
+
+    def _replace_extraction(self, row: SourceObject, extraction: Extraction) -> None:
+        """One row per (object, schema version, model)."""
+        self._replace(
+            ExtractionRow(
+                object_id=row.id,
+                schema_id=extraction.schema_id,
+                model_id=extraction.model_id,
+                backend=extraction.backend,
+                data=extraction.data,
+                valid=extraction.valid,
+                attempts=extraction.attempts,
+                errors=list(extraction.errors) or None,
+                field_confidence=extraction.field_confidence or None,
+                field_pages=extraction.field_pages or None,
+                pages=list(extraction.pages),
+                raw_output=extraction.raw_output,
+            ),
+            object_id=row.id, schema_id=extraction.schema_id, model_id=extraction.model_id,
+        )
+
+    def _replace_transcript(self, row: SourceObject, transcript: Transcript) -> None:
+        """One row per (object, model id, model version): a re-run replaces it, another model adds one."""
+        self._replace(
             TranscriptRow(
                 object_id=row.id,
                 model_id=transcript.model_id,
@@ -256,7 +250,8 @@ class ObjectRepository:
                     )
                     for i, seg in enumerate(transcript.segments)
                 ],
-            )
+            ),
+            object_id=row.id, model_id=transcript.model_id, model_version=transcript.model_version,
         )
 
     # -- reporting ---------------------------------------------------------------------------------------------
