@@ -31,6 +31,7 @@ from tasks.preprocess.sniff import Detection  # noqa: E402
 from schemas.records import ObjectKind  # noqa: E402
 
 PDF = Detection(ObjectKind.PDF, "PDF document")
+RENDER_ONLY = {"extract": False, "classifier": "keywords"}  # the later stages are not what this measures
 
 
 def docflow_render(path: Path, config: PipelineConfig, work: Path) -> int:
@@ -61,8 +62,8 @@ def measure_memory(path: Path, dpi: int) -> dict[str, float]:
     """Render one document in a fresh process; report that process's and its children's peak RSS."""
     code = (
         "import json,resource,sys,tempfile; from pathlib import Path; sys.path.insert(0, %r);"
-        "from bench.render import docflow_render, Settings, PipelineConfig;"
-        "c = PipelineConfig.from_settings(Settings(pdf_dpi=%d));"
+        "from bench.render import docflow_render, Settings, PipelineConfig, RENDER_ONLY;"
+        "c = PipelineConfig.from_settings(Settings(pdf_dpi=%d, **RENDER_ONLY));"
         "t = tempfile.mkdtemp(); n = docflow_render(Path(%r), c, Path(t));"
         "print(json.dumps({'pages': n, 'self_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,"
         " 'child_mb': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))"
@@ -81,7 +82,7 @@ def main() -> None:
     if not shutil.which("pdftoppm"):
         sys.exit("pdftoppm not found: install poppler-utils (make setup does)")
 
-    settings = Settings(pdf_dpi=args.dpi, render_chunk_pages=args.chunk)
+    settings = Settings(pdf_dpi=args.dpi, render_chunk_pages=args.chunk, **RENDER_ONLY)
     config = PipelineConfig.from_settings(settings)
     pdfs = sorted((args.corpus / "pdf").glob("*.pdf"))
     print(f"{'document':45s} {'pages':>5s} {'docflow s':>10s} {'pdftoppm s':>10s} {'ratio':>6s}")

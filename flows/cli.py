@@ -232,16 +232,21 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output (stable keys, for scripts).")] = False,
     failures: Annotated[int, typer.Option(help="How many recent failures to list.")] = 50,
     runs: Annotated[int, typer.Option(help="How many recent runs to list.")] = 10,
+    documents: Annotated[int, typer.Option(help="How many recently classified documents to list.")] = 50,
 ) -> None:
-    """Show object counts per status and kind, recent failures with their reasons, and recent runs.
+    """Show object counts per status and kind, documents per class label, recent failures with their reasons,
+    and recent runs.
 
-    JSON shape: {"objects": {status: n}, "by_kind": {kind: {status: n}}, "failures": [{"key", "error", ...}],
-    "runs": [{"id", "kind", "status", "started_at", "finished_at", "processed", "failed"}]} (runs newest first)."""
+    JSON shape: {"objects": {status: n}, "by_kind": {kind: {status: n}},
+    "by_label": {kind: {label: {"objects", "by_status", "mean_probability", "min_margin"}}},
+    "documents": [{"key", "kind", "status", "label", "probability", "margin", "runner_up", "route", ...}],
+    "failures": [{"key", "error", ...}],
+    "runs": [{"id", "kind", "status", "started_at", "finished_at", "processed", "failed"}]} (newest first)."""
     settings = _settings()
     _prepare(settings)
     from flows.status import collect_status
 
-    report = collect_status(settings, failures_limit=failures, runs_limit=runs)
+    report = collect_status(settings, failures_limit=failures, runs_limit=runs, documents_limit=documents)
     if as_json:
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
         return
@@ -254,6 +259,17 @@ def _print_status(report: dict[str, Any]) -> None:
     out.print(f"objects: {sum(objects.values())} " + ", ".join(f"{k}={v}" for k, v in sorted(objects.items())))
     table = _kind_table(report["by_kind"], "by kind")
     if table:
+        out.print(table)
+    if report["by_label"]:
+        table = Table(title="documents by class")
+        for col in ("kind", "label", "objects", "statuses", "mean p", "min margin"):
+            table.add_column(col)
+        for kind, labels in sorted(report["by_label"].items()):
+            for label, e in sorted(labels.items()):
+                statuses = ", ".join(f"{k}={v}" for k, v in sorted(e["by_status"].items()))
+                p = f"{e['mean_probability']:.2f}" if e["mean_probability"] is not None else "-"
+                m = f"{e['min_margin']:.2f}" if e["min_margin"] is not None else "-"
+                table.add_row(kind, label, str(e["objects"]), statuses, p, m)
         out.print(table)
     for failure in report["failures"]:
         out.print(f"[red]failed[/red] {failure['key']}: {failure['error']}", soft_wrap=True)

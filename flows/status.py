@@ -9,12 +9,23 @@ from storage.db import unit_of_work
 from storage.repositories import ObjectRepository, RunRepository
 
 
-def collect_status(settings: Settings, failures_limit: int = 50, runs_limit: int = 10) -> dict[str, Any]:
+def collect_status(
+    settings: Settings, failures_limit: int = 50, runs_limit: int = 10, documents_limit: int = 50
+) -> dict[str, Any]:
     with unit_of_work(settings.database_url) as session:
         objects = ObjectRepository(session)
         return {
             "objects": objects.count_by_status(),
             "by_kind": objects.count_by_kind(),
+            "by_label": objects.count_by_label(),
+            "documents": [
+                {
+                    "key": o.key, "source": o.source, "kind": o.kind, "status": o.status, "label": c.label,
+                    "probability": round(c.probability, 4), "margin": round(c.margin, 4), "runner_up": c.runner_up,
+                    "route": c.route, "review_reason": o.review_reason,
+                }
+                for o, c in objects.classified(limit=documents_limit)
+            ],
             "failures": [
                 {"key": o.key, "source": o.source, "kind": o.kind, "code": o.error_code, "error": o.error_message}
                 for o in objects.failures(limit=failures_limit)

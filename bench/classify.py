@@ -1,0 +1,136 @@
+"""Document classification accuracy and speed of the offline classifier (an ImageNet backbone with example-image
+prototypes) on the corpus, against the hand-made kinds in bench/classify_truth.json.
+
+Each input goes through docflow's own preprocessing (first page rendered / image resized, as the pipeline does),
+then two evaluations, each with examples only from files outside the evaluated one:
+  shipped:        prototypes from the examples in infra/class-examples (none of them is a corpus file);
+  leave-one-out:  the shipped examples plus every other corpus input under its true kind.
+Labels 'letter' and 'other' both count as the kind 'other'. Then images per second, batched vs one at a time
+(decode + transform + forward, no cache; best of 3 each). Last line: key figures.
+
+    .venv/bin/python bench/classify.py [--corpus ../shared/corpus] [--batch-size 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from schemas.errors import InputError  # noqa: E402
+from schemas.settings import Settings  # noqa: E402
+from tasks.classify import (  # noqa: E402
+    ClassifierConfig,
+    MemoryEmbeddingCache,
+    build_prototypes,
+    embed_files,
+    example_images,
+)
+from tasks.ingest import PipelineConfig  # noqa: E402
+from tasks.models.embedders import load_embedder  # noqa: E402
+from tasks.preprocess.image import normalise_image  # noqa: E402
+from tasks.preprocess.pdf import render_pdf  # noqa: E402
+
+KINDS = ("invoice", "receipt", "form", "other", "photo")
+KIND_OF_LABEL = {"letter": "other"}
+
+
+def first_page(path: Path, config: PipelineConfig, out: Path) -> Path:
+    out.mkdir(parents=True)
+    if path.suffix.lower() == ".pdf":
+        return render_pdf(path, out, replace(config.render, max_pages=1)).pages[0].path
+    return normalise_image(path, out, config.image)[0].path
+
+
+def confusion_table(pairs: list[tuple[str, str]]) -> str:
+    counts = Counter(pairs)
+    lines = ["truth \\ predicted " + " ".join(f"{k:>8s}" for k in KINDS)]
+    for truth in KINDS:
+        lines.append(f"{truth:17s} " + " ".join(f"{counts[(truth, p)]:8d}" for p in KINDS))
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus", type=Path, default=REPO.parent / "shared" / "corpus")
+    parser.add_argument("--batch-size", type=int, default=16)
+    args = parser.parse_args()
+
+    settings = Settings(classify_batch_size=args.batch_size)
+    pipeline = PipelineConfig.from_settings(settings)
+    config = ClassifierConfig.from_settings(settings)
+    truth: dict[str, str] = {k: v for k, v in json.loads((REPO / "bench" / "classify_truth.json").read_text()).items()
+                             if not k.startswith("_")}
+    embedder = load_embedder(config.spec)
+    cache = MemoryEmbeddingCache()
+    shipped = example_images(config.examples_dir, config.label_names)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        pages: dict[str, Path] = {}
+        for i, name in enumerate(truth):
+            try:
+                pages[name] = first_page(args.corpus / name, pipeline, Path(tmp) / str(i))
+            except InputError as exc:
+                print(f"skipped {name}: {exc}")
+        names = list(pages)
+        vectors, _ = embed_files(embedder, [pages[n] for n in names], cache)
+
+        def predict(prototypes, index: int) -> str:  # type: ignore[no-untyped-def]
+            label = prototypes.labels[int(prototypes.probabilities(vectors[index : index + 1]).argmax())]
+            return KIND_OF_LABEL.get(label, label)
+
+        def confidence(prototypes, index: int) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+            p = sorted(prototypes.probabilities(vectors[index : index + 1])[0], reverse=True)
+            return float(p[0]), float(p[0] - p[1])
+
+        protos = build_prototypes(embedder, config, shipped, cache)
+        shipped_pairs = [(truth[n], predict(protos, i)) for i, n in enumerate(names)]
+        shipped_conf = [confidence(protos, i) for i in range(len(names))]
+        loo_pairs = []
+        for i, name in enumerate(names):
+            examples = {label: list(files) for label, files in shipped.items()}
+            for other in names:
+                if other != name:
+                    examples.setdefault(truth[other], []).append(pages[other])
+            loo_pairs.append((truth[name], predict(build_prototypes(embedder, config, examples, cache), i)))
+
+        print(f"\n{'input':52s} {'truth':8s} {'shipped':8s} {'p':>5s} {'margin':>6s} {'loo':8s}")
+        for name, (t, s), (p, m), (_, loo) in zip(names, shipped_pairs, shipped_conf, loo_pairs, strict=True):
+            print(f"{name:52s} {t:8s} {s:8s} {p:5.2f} {m:6.2f} {loo:8s}{'' if s == t else '  <- shipped wrong'}")
+        review = [p < settings.review_min_class_probability or m < settings.review_min_class_margin
+                  for p, m in shipped_conf]
+        right = [t == p for t, p in shipped_pairs]
+        print(f"\nreview (shipped, default thresholds): {sum(review)} of {len(names)}; wrong and not sent to review: "
+              f"{sum(not r and not ok for r, ok in zip(review, right, strict=True))}")
+        accuracy = sum(t == p for t, p in shipped_pairs) / len(names)
+        loo_accuracy = sum(t == p for t, p in loo_pairs) / len(names)
+        print(f"\nshipped examples only: accuracy {accuracy:.2f} ({len(names)} inputs)\n{confusion_table(shipped_pairs)}")
+        print(f"\nleave-one-out (+ other corpus inputs): accuracy {loo_accuracy:.2f}\n{confusion_table(loo_pairs)}")
+
+        images = [pages[n] for n in names] * 2
+        timings: dict[int, float] = {}
+        for _ in range(3):  # alternate and keep each one's best: the two share the machine's noise
+            for batch_size in (1, args.batch_size):
+                timed = load_embedder(replace(config.spec, batch_size=batch_size))
+                timed.embed_images(images[:2])  # warm-up
+                start = time.perf_counter()
+                timed.embed_images(images)
+                timings[batch_size] = max(timings.get(batch_size, 0.0), len(images) / (time.perf_counter() - start))
+        batched, single = timings[args.batch_size], timings[1]
+        print(f"\nimages/s: batched ({args.batch_size}) {batched:.1f}, one at a time {single:.1f} "
+              f"({len(images)} page images, {embedder.model_id}, {embedder.device})")
+    print(f"accuracy={accuracy:.2f} loo_accuracy={loo_accuracy:.2f} review_rate={sum(review) / len(names):.2f} "
+          f"batch_speedup={batched / single:.2f} "
+          f"images_per_s={batched:.1f} inputs={len(names)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,247 @@
+"""Document classification by embeddings: pages against one prototype per label, then the route to a schema.
+
+A label's prototype is its text prototype (the mean embedding of its prompts, CLIP only), its example prototype (the
+mean embedding of example images in a folder named after it), or both mixed by a weight. Scores are a softmax over
+logit-scaled cosine similarities. Page embeddings are cached by image content hash and model id."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from schemas.errors import ConfigError
+from schemas.records import Classification, PageLabel
+from schemas.settings import Settings
+from tasks.models.cache import load_cached
+from tasks.models.embedders import Embedder, EmbedderSpec, load_embedder
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif"}
+# Softmax sharpness for image-only prototypes (CLIP brings its own learned scale). Backbone features of pages are
+# all alike (cosines 0.6-0.95), so small gaps must count: 20 turns a 0.1 cosine gap into a ~7x odds ratio. On the
+# corpus (bench/classify.py) this sends 6 of 23 documents to review, 4 of the 6 misclassified among them.
+PROTOTYPE_LOGIT_SCALE = 20.0
+NO_EXTRACTION = "none"
+
+
+class EmbeddingCache(Protocol):
+    def get(self, model_id: str, keys: Sequence[str]) -> dict[str, np.ndarray]: ...
+
+    def put(self, model_id: str, vectors: dict[str, np.ndarray]) -> None: ...
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    spec: EmbedderSpec
+    labels: tuple[tuple[str, tuple[str, ...]], ...]  # label -> descriptions for the prompts
+    templates: tuple[str, ...]
+    routes: tuple[tuple[str, str], ...]  # label -> schema name or 'none'
+    examples_dir: Path | None = None
+    example_weight: float = 0.5
+    all_pages: bool = False
+    min_probability: float = 0.5
+    min_margin: float = 0.1
+    logit_scale: float | None = None
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> ClassifierConfig:
+        if s.classifier == "clip":
+            spec = EmbedderSpec("clip", s.clip_model, s.clip_pretrained, s.model_device, s.model_dtype,
+                                s.classify_batch_size, s.model_cache_dir)
+        else:
+            spec = EmbedderSpec("timm", s.image_embedder, s.image_embedder_weights, s.model_device, s.model_dtype,
+                                s.classify_batch_size, s.model_cache_dir)
+        return cls(
+            spec=spec,
+            labels=tuple((label, tuple(d)) for label, d in s.class_labels.items()),
+            templates=tuple(s.class_templates),
+            routes=tuple(s.class_routes.items()),
+            examples_dir=s.class_examples,
+            example_weight=s.class_example_weight,
+            all_pages=s.classify_pages == "all",
+            min_probability=s.review_min_class_probability,
+            min_margin=s.review_min_class_margin,
+            logit_scale=s.class_logit_scale,
+        )
+
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        return tuple(label for label, _ in self.labels)
+
+    def route(self, label: str) -> str | None:
+        schema = dict(self.routes).get(label, NO_EXTRACTION)
+        return None if schema == NO_EXTRACTION else schema
+
+
+@dataclass(frozen=True)
+class Prototypes:
+    labels: tuple[str, ...]
+    matrix: np.ndarray  # (labels, dim), rows L2-normalised
+    logit_scale: float
+    origin: tuple[str, ...] = ()  # per label: 'text', 'examples' or 'text+examples'
+
+    def probabilities(self, embeddings: np.ndarray) -> np.ndarray:
+        """(n, labels) softmax over logit-scaled cosine similarities."""
+        logits = self.logit_scale * (_normalise(embeddings) @ self.matrix.T)
+        logits -= logits.max(axis=1, keepdims=True)
+        exp = np.exp(logits)
+        return exp / exp.sum(axis=1, keepdims=True)
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    norm = np.linalg.norm(x, axis=-1, keepdims=True)
+    return x / np.maximum(norm, 1e-12)
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def embed_files(
+    embedder: Embedder, files: Sequence[Path], cache: EmbeddingCache | None
+) -> tuple[np.ndarray, int]:
+    """Embeddings of image files, in order, from the cache where present. Returns (vectors, number encoded)."""
+    keys = [file_sha256(f) for f in files]
+    known = cache.get(embedder.model_id, keys) if cache is not None else {}
+    missing = {k: f for k, f in zip(keys, files, strict=True) if k not in known}
+    if missing:
+        fresh = dict(zip(missing, embedder.embed_images(list(missing.values())), strict=True))
+        if cache is not None:
+            cache.put(embedder.model_id, fresh)
+        known = {**known, **fresh}
+    return np.stack([known[k] for k in keys]), len(missing)
+
+
+def example_images(examples_dir: Path | None, labels: Sequence[str]) -> dict[str, list[Path]]:
+    """Example image files per label: `<examples_dir>/<label>/*.png|jpg|...` (sorted, so prototypes are stable)."""
+    if examples_dir is None:
+        return {}
+    if not examples_dir.is_dir():
+        raise ConfigError(f"DOCFLOW_CLASS_EXAMPLES: {examples_dir} is not a directory")
+    found = {}
+    for label in labels:
+        folder = examples_dir / label
+        files = sorted(p for p in folder.glob("*") if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
+        if files:
+            found[label] = files
+    return found
+
+
+def build_prototypes(
+    embedder: Embedder, config: ClassifierConfig, examples: dict[str, list[Path]], cache: EmbeddingCache | None
+) -> Prototypes:
+    labels = config.label_names
+    if not embedder.supports_text:
+        missing = [label for label in labels if label not in examples]
+        if missing:
+            raise ConfigError(
+                f"{embedder.model_id} embeds images only, so every label needs example images; none found for "
+                f"{', '.join(missing)} (add <DOCFLOW_CLASS_EXAMPLES>/<label>/*.png, or use DOCFLOW_CLASSIFIER=clip)"
+            )
+    example_means = {
+        label: _normalise(embed_files(embedder, files, cache)[0].mean(axis=0)) for label, files in examples.items()
+    }
+    rows, origin = [], []
+    for label, descriptions in config.labels:
+        text = _text_prototype(embedder, descriptions, config.templates) if embedder.supports_text else None
+        image = example_means.get(label)
+        if text is not None and image is not None:
+            w = config.example_weight
+            rows.append(_normalise((1 - w) * text + w * image))
+            origin.append("text+examples")
+        else:
+            rows.append(text if text is not None else image)
+            origin.append("text" if text is not None else "examples")
+    scale = config.logit_scale or embedder.logit_scale or PROTOTYPE_LOGIT_SCALE
+    return Prototypes(labels=labels, matrix=np.stack(rows), logit_scale=scale, origin=tuple(origin))
+
+
+def _text_prototype(embedder: Embedder, descriptions: Sequence[str], templates: Sequence[str]) -> np.ndarray:
+    """Prompt ensembling: the mean of the normalised embeddings of every template x description."""
+    prompts = [t.format(d) for d in descriptions for t in templates]
+    return _normalise(embedder.embed_texts(prompts).mean(axis=0))
+
+
+def load_prototypes(config: ClassifierConfig, cache: EmbeddingCache | None) -> tuple[Embedder, Prototypes]:
+    """The embedder and its prototypes, built once per worker for a label configuration (and example files)."""
+    embedder = load_embedder(config.spec)
+    examples = example_images(config.examples_dir, config.label_names)
+    stamp = tuple((label, tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files))
+                  for label, files in sorted(examples.items()))
+    prototypes = load_cached(
+        "prototypes", (config, stamp), lambda: build_prototypes(embedder, config, examples, cache),
+        f"label prototypes for {embedder.model_id}",
+    )
+    return embedder, prototypes
+
+
+def classify_pages(
+    pages: Sequence[tuple[int, Path]], config: ClassifierConfig, cache: EmbeddingCache | None
+) -> Classification:
+    """Classify a document from its page images: the first page, or every page (mean of page probabilities)."""
+    embedder, prototypes = load_prototypes(config, cache)
+    chosen = list(pages if config.all_pages else pages[:1])
+    vectors, encoded = embed_files(embedder, [path for _, path in chosen], cache)
+    probs = prototypes.probabilities(vectors)
+    return summarise(probs, prototypes.labels, [n for n, _ in chosen], config, embedder.model_id, encoded)
+
+
+def summarise(
+    page_probs: np.ndarray, labels: Sequence[str], page_numbers: Sequence[int], config: ClassifierConfig,
+    model_id: str, encoded: int,
+) -> Classification:
+    doc = page_probs.mean(axis=0)
+    order = np.argsort(-doc)
+    top = int(order[0])
+    second = int(order[1]) if len(order) > 1 else None
+    label = labels[top]
+    return Classification(
+        label=label,
+        probability=float(doc[top]),
+        margin=float(doc[top] - (doc[second] if second is not None else 0.0)),
+        runner_up=labels[second] if second is not None else None,
+        scores={name: round(float(p), 4) for name, p in zip(labels, doc, strict=True)},
+        route=config.route(label),
+        model_id=model_id,
+        pages=tuple(
+            PageLabel(page_number=n, label=labels[int(np.argmax(p))], probability=float(np.max(p)))
+            for n, p in zip(page_numbers, page_probs, strict=True)
+        ),
+        encoded=encoded,
+    )
+
+
+def review_reasons(c: Classification, config: ClassifierConfig) -> list[str]:
+    reasons = []
+    if c.probability < config.min_probability:
+        reasons.append(
+            f"uncertain document class: {c.label!r} at probability {c.probability:.2f} "
+            f"(below DOCFLOW_REVIEW_MIN_CLASS_PROBABILITY={config.min_probability})"
+        )
+    if c.runner_up is not None and c.margin < config.min_margin:
+        reasons.append(
+            f"ambiguous document class: {c.label!r} {c.probability:.2f} vs {c.runner_up!r} "
+            f"{c.probability - c.margin:.2f}, margin {c.margin:.2f} (below DOCFLOW_REVIEW_MIN_CLASS_MARGIN="
+            f"{config.min_margin})"
+        )
+    return reasons
+
+
+class MemoryEmbeddingCache:
+    """An in-process EmbeddingCache (benchmarks, one-off scripts); the pipeline uses the database's."""
+
+    def __init__(self) -> None:
+        self.vectors: dict[tuple[str, str], np.ndarray] = {}
+
+    def get(self, model_id: str, keys: Sequence[str]) -> dict[str, np.ndarray]:
+        return {k: self.vectors[(model_id, k)] for k in keys if (model_id, k) in self.vectors}
+
+    def put(self, model_id: str, vectors: dict[str, np.ndarray]) -> None:
+        self.vectors.update({(model_id, k): v for k, v in vectors.items()})

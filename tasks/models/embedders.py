@@ -1,0 +1,210 @@
+"""Image embedders for classification, loaded once per worker (cached by the frozen spec).
+
+Two kinds share one API: open_clip models put images and text in one space (so zero-shot prompts work), plain timm
+backbones embed images only (classification then needs example images per label). Outputs are L2-normalised
+float32 arrays; images go through the model in batches, in half precision on CUDA."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from PIL import Image
+
+from schemas.errors import ConfigError
+from tasks.models import bundled
+from tasks.models.cache import load_cached
+from tasks.models.devices import torch_device, torch_dtype
+
+RANDOM_SEED = 0  # random-weight models (tests) are seeded, so their embeddings are stable and cacheable
+HUB = "hub"  # timm weights setting: download the model's default pretrained weights
+
+# Normalisation of packaged checkpoints whose training differs from timm's default for the architecture.
+_PACKAGED_NORMALISATION = {"pkg:efficientnet-lite0": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))}
+
+
+@dataclass(frozen=True)
+class EmbedderSpec:
+    """Which weights, where, how: the model cache key."""
+
+    kind: Literal["clip", "timm"]
+    model: str
+    weights: str | None  # clip: pretrained tag or checkpoint; timm: pkg:NAME, checkpoint, 'hub'; None: random
+    device: str = "auto"
+    dtype: str = "auto"
+    batch_size: int = 16
+    cache_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "docflow")
+
+    @property
+    def model_id(self) -> str:
+        weights = self.weights or f"random-seed{RANDOM_SEED}"
+        return f"{'open_clip' if self.kind == 'clip' else 'timm'}:{self.model}:{weights}"
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _open_rgb(source: Path | Image.Image, side: int) -> Image.Image:
+    if isinstance(source, Image.Image):
+        return source.convert("RGB")
+    with Image.open(source) as image:
+        image.draft("RGB", (side * 2, side * 2))  # JPEG: decode at a fraction of full size, far cheaper
+        return image.convert("RGB")
+
+
+class Embedder:
+    """The shared half: batching, device placement, normalisation. Subclasses provide the model and transform."""
+
+    model_id: str
+    supports_text: bool = False
+    logit_scale: float | None = None
+
+    def __init__(self, spec: EmbedderSpec) -> None:
+        self.spec = spec
+        self.model_id = spec.model_id
+        self.device = torch_device(spec.device)
+        self.dtype = torch_dtype(spec.dtype, self.device)
+        self.input_side = 224
+        self.calls = 0  # images through the model, for the embedding-cache tests and benchmarks
+
+    def _transform(self, image: Image.Image) -> Any:
+        raise NotImplementedError
+
+    def _encode(self, batch: Any) -> Any:
+        raise NotImplementedError
+
+    def embed_images(self, images: Sequence[Path | Image.Image]) -> np.ndarray:
+        import torch
+
+        out = []
+        for chunk in _chunks(images, self.spec.batch_size):
+            batch = torch.stack([self._transform(_open_rgb(i, self.input_side)) for i in chunk])
+            with torch.inference_mode():
+                vectors = self._encode(batch.to(self.device, self.dtype))
+            out.append(torch.nn.functional.normalize(vectors.float(), dim=-1).cpu().numpy())
+            self.calls += len(chunk)
+        return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        raise ConfigError(f"{self.model_id} embeds images only: zero-shot labels need a CLIP model")
+
+
+class ClipEmbedder(Embedder):
+    supports_text = True
+
+    def __init__(self, spec: EmbedderSpec) -> None:
+        super().__init__(spec)
+        import open_clip
+        import torch
+
+        name = spec.model
+        if name.endswith(".json"):  # a model config file: an architecture open_clip does not ship
+            path = Path(name)
+            if not path.is_file():
+                raise ConfigError(f"DOCFLOW_CLIP_MODEL: config file {name} not found")
+            open_clip.add_model_config(path)
+            name = path.stem
+        precision = {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(self.dtype, "fp32")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_SEED)
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                name, pretrained=spec.weights or None, device=self.device, precision=precision,
+                cache_dir=str(spec.cache_dir / "open_clip"),
+            )
+        self.model = model.eval()
+        self.preprocess = preprocess
+        self.tokenizer = open_clip.get_tokenizer(name)
+        self.logit_scale = float(model.logit_scale.exp().item())
+        size = getattr(model.visual, "image_size", 224)
+        self.input_side = max(size) if isinstance(size, (tuple, list)) else int(size)
+        # fp16/bf16 precision keeps some layers in fp32: feed images in the dtype of the vision tower's weights
+        self.dtype = next(model.visual.parameters()).dtype
+
+    def _transform(self, image: Image.Image) -> Any:
+        return self.preprocess(image)
+
+    def _encode(self, batch: Any) -> Any:
+        return self.model.encode_image(batch)
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            tokens = self.tokenizer(list(texts)).to(self.device)
+            vectors = self.model.encode_text(tokens)
+        return torch.nn.functional.normalize(vectors.float(), dim=-1).cpu().numpy()
+
+
+class TimmEmbedder(Embedder):
+    """A timm image backbone's pooled features. Pages are resized to the input square whole, not cropped: a
+    receipt's long thin shape and a page's margins are part of what it is. bench/classify.py measured squashing
+    at 0.74 accuracy, white letterboxing at 0.70 (centre-cropping loses most of a receipt)."""
+
+    def __init__(self, spec: EmbedderSpec) -> None:
+        super().__init__(spec)
+        import timm
+        import torch
+        from torchvision import transforms
+
+        try:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(RANDOM_SEED)
+                model = timm.create_model(spec.model, pretrained=spec.weights == HUB, num_classes=0)
+        except RuntimeError as exc:  # timm's "Unknown model"
+            raise ConfigError(f"DOCFLOW_IMAGE_EMBEDDER: {exc}") from None
+        if spec.weights and spec.weights != HUB:
+            path = bundled.resolve(spec.weights, spec.cache_dir)
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            model.load_state_dict(match_state_dict(state, model.state_dict()), strict=False)
+        self.model = model.eval().to(self.device, self.dtype)
+        config = timm.data.resolve_data_config({}, model=model)
+        mean, std = _PACKAGED_NORMALISATION.get(spec.weights or "", (config["mean"], config["std"]))
+        self.input_side = int(config["input_size"][-1])
+        self.pipeline = transforms.Compose([
+            transforms.Resize((self.input_side, self.input_side), interpolation=transforms.InterpolationMode.BICUBIC),
+            transforms.ToTensor(),
+            transforms.Normalize(mean, std),
+        ])
+
+    def _transform(self, image: Image.Image) -> Any:
+        return self.pipeline(image)
+
+    def _encode(self, batch: Any) -> Any:
+        return self.model(batch)
+
+
+def match_state_dict(state: dict[str, Any], target: dict[str, Any]) -> dict[str, Any]:
+    """Rename a checkpoint's keys to the model's. Same names: as is. Otherwise (another implementation of the same
+    architecture, e.g. efficientnet-pytorch vs timm) tensors pair up in order, and every shape must agree; the
+    checkpoint's extra trailing tensors (its classifier head) are dropped."""
+    if set(target) <= set(state):
+        return {k: state[k] for k in target}
+    source = [(k, v) for k, v in state.items() if not k.endswith("num_batches_tracked")]
+    wanted = [k for k in target if not k.endswith("num_batches_tracked")]
+    if len(source) < len(wanted):
+        raise ConfigError(f"checkpoint has {len(source)} tensors, the model needs {len(wanted)}: another architecture")
+    mapped = {}
+    for (name, tensor), key in zip(source, wanted, strict=False):
+        if tuple(tensor.shape) != tuple(target[key].shape):
+            raise ConfigError(
+                f"checkpoint tensor {name} {tuple(tensor.shape)} does not fit {key} {tuple(target[key].shape)}: "
+                "another architecture"
+            )
+        mapped[key] = tensor
+    return mapped
+
+
+def load_embedder(spec: EmbedderSpec) -> Embedder:
+    factory = ClipEmbedder if spec.kind == "clip" else TimmEmbedder
+    return load_cached("embedder", spec, lambda: factory(spec), f"image embedder {spec.model_id}")
+
+
+def fingerprint(*parts: object) -> str:
+    """A short stable hash of configuration values (cache keys)."""
+    return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]

@@ -1,0 +1,179 @@
+"""Classification with real models: a small open_clip model with random weights (built from a config, the real
+tokenizer) for zero-shot scoring and prototype fusion, the real EfficientNet-Lite0 weights with the shipped
+examples, and the embedding cache in real SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sqlalchemy import select
+
+from flows.pipeline import backfill, nightly
+from schemas.errors import ConfigError
+from schemas.settings import Settings, load_settings
+from storage.db import migrate, unit_of_work
+from storage.embeddings import SqlEmbeddingCache
+from storage.tables import ClassificationRow, ExtractionRow, Page, SourceObject
+from tasks.classify import ClassifierConfig, classify_pages, load_prototypes, review_reasons
+from tasks.models.embedders import EmbedderSpec, load_embedder
+from tests.integration.conftest import Configure
+
+TINY_CLIP = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16},
+    "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("clip") / "docflow-tiny-clip.json"
+    path.write_text(json.dumps(TINY_CLIP))
+    return path
+
+
+def _clip_config(tiny_clip: Path, **kw: object) -> ClassifierConfig:
+    settings = Settings(classifier="clip", clip_model=str(tiny_clip), clip_pretrained="", class_examples="")
+    return replace(ClassifierConfig.from_settings(settings), **kw)  # type: ignore[arg-type]
+
+
+def _page(sample_inbox: Path, name: str) -> list[tuple[int, Path]]:
+    return [(1, next(sample_inbox.rglob(name)))]
+
+
+def test_zero_shot_scores_are_softmax_of_scaled_similarity_to_prompt_ensembles(
+    tiny_clip: Path, sample_inbox: Path
+) -> None:
+    config = _clip_config(tiny_clip)
+    embedder, prototypes = load_prototypes(config, None)
+    assert prototypes.origin == ("text",) * len(config.labels)
+    result = classify_pages(_page(sample_inbox, "photo_donut_coffee_122.jpg"), config, None)
+
+    # The same numbers from open_clip's text tower: mean of normalised prompt embeddings per label, softmax.
+    model, tokenizer = embedder.model, embedder.tokenizer
+    img = torch.from_numpy(embedder.embed_images([sample_inbox / "images" / "photo_donut_coffee_122.jpg"]))
+    assert torch.linalg.norm(img, dim=-1).item() == pytest.approx(1.0, abs=1e-5)
+    with torch.no_grad():
+        rows = []
+        for _, descriptions in config.labels:
+            prompts = [t.format(d) for d in descriptions for t in config.templates]
+            text = torch.nn.functional.normalize(model.encode_text(tokenizer(prompts)), dim=-1).mean(0)
+            rows.append(torch.nn.functional.normalize(text, dim=0))
+        probs = (model.logit_scale.exp() * img @ torch.stack(rows).T).softmax(-1)[0].numpy()
+    assert list(result.scores) == list(config.label_names)
+    np.testing.assert_allclose(list(result.scores.values()), probs, atol=1e-4)  # scores are stored rounded
+    assert result.label == config.label_names[int(probs.argmax())]
+    assert result.margin == pytest.approx(float(np.sort(probs)[-1] - np.sort(probs)[-2]), abs=1e-5)
+
+
+def test_example_images_join_the_text_prototype_by_weight(tiny_clip: Path, sample_inbox: Path, tmp_path: Path) -> None:
+    examples = tmp_path / "examples"
+    (examples / "receipt").mkdir(parents=True)
+    photo = sample_inbox / "images" / "photo_donut_coffee_122.jpg"
+    shutil.copy(photo, examples / "receipt" / "mislabelled.jpg")
+    text_only = _clip_config(tiny_clip)
+    fused = _clip_config(tiny_clip, examples_dir=examples, example_weight=0.5)
+    embedder, text_protos = load_prototypes(text_only, None)
+    _, fused_protos = load_prototypes(fused, None)
+    i = fused.label_names.index("receipt")
+    assert fused_protos.origin[i] == "text+examples"
+    assert fused_protos.origin.count("text") == len(fused.labels) - 1
+    example = embedder.embed_images([photo])[0]
+    expected = 0.5 * text_protos.matrix[i] + 0.5 * example
+    np.testing.assert_allclose(fused_protos.matrix[i], expected / np.linalg.norm(expected), atol=1e-5)
+    # An example prototype alone (weight 1) pulls that very image to its label: how users fix a wrong label.
+    only_examples = _clip_config(tiny_clip, examples_dir=examples, example_weight=1.0)
+    assert classify_pages([(1, photo)], only_examples, None).label == "receipt"
+
+
+def test_identical_labels_have_no_margin_and_go_to_review(tiny_clip: Path, sample_inbox: Path) -> None:
+    config = _clip_config(tiny_clip, labels=(("invoice", ("an invoice",)), ("bill", ("an invoice",))),
+                          routes=(("invoice", "invoice"), ("bill", "invoice")))
+    result = classify_pages(_page(sample_inbox, "invoice2data_AmazonWebServices.png"), config, None)
+    assert result.margin == pytest.approx(0.0, abs=1e-6)
+    assert any(r.startswith("ambiguous document class") for r in review_reasons(result, config))
+
+
+def test_offline_embedder_with_shipped_examples_tells_a_photo_from_an_invoice(sample_inbox: Path) -> None:
+    config = ClassifierConfig.from_settings(Settings())
+    photo = classify_pages(_page(sample_inbox, "photo_donut_coffee_122.jpg"), config, None)
+    assert (photo.label, photo.route) == ("photo", None) and photo.probability > 0.8
+    assert photo.model_id == "timm:efficientnet_lite0:pkg:efficientnet-lite0"
+    invoice = classify_pages(_page(sample_inbox, "invoice2data_AmazonWebServices.png"), config, None)
+    assert invoice.label != "photo" and invoice.scores["photo"] < 0.05
+
+
+def test_image_only_embedder_needs_examples_for_every_label(tmp_path: Path, sample_inbox: Path) -> None:
+    (tmp_path / "invoice").mkdir()
+    shutil.copy(sample_inbox / "images" / "invoice2data_AmazonWebServices.png", tmp_path / "invoice")
+    config = replace(ClassifierConfig.from_settings(Settings()), examples_dir=tmp_path)
+    with pytest.raises(ConfigError, match="none found for receipt, form, letter, other, photo"):
+        classify_pages(_page(sample_inbox, "photo_donut_coffee_122.jpg"), config, None)
+
+
+def test_embedding_cache_means_a_second_pass_encodes_nothing(
+    db_url: str, tiny_clip: Path, sample_inbox: Path
+) -> None:
+    migrate(db_url)
+    cache = SqlEmbeddingCache(db_url)
+    config = _clip_config(tiny_clip, all_pages=True)
+    pages = [(1, sample_inbox / "images" / "photo_donut_coffee_122.jpg"),
+             (2, sample_inbox / "images" / "invoice2data_AmazonWebServices.png")]
+    embedder = load_embedder(config.spec)
+    first = classify_pages(pages, config, cache)
+    assert first.encoded == 2 and cache.count(embedder.model_id) == 2
+    calls = embedder.calls
+    again = classify_pages(pages, config, cache)
+    other_labels = replace(config, labels=(("doc", ("a document",)), ("pic", ("a picture",))),
+                           routes=(("doc", "generic"), ("pic", "none")))
+    relabelled = classify_pages(pages, other_labels, cache)
+    assert again.encoded == relabelled.encoded == 0 and embedder.calls == calls
+    assert again.scores == first.scores and set(relabelled.scores) == {"doc", "pic"}
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_run_classifies_routes_and_reports_per_label(
+    configure: Configure, sample_inbox: Path, tmp_path: Path
+) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    for name in ("photo_donut_coffee_122.jpg", "invoice2data_AzureInterior.pdf", "pdfjs_sizes-mixed-page-sizes.pdf"):
+        shutil.copy(next(sample_inbox.rglob(name)), inbox)
+    db = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    configure(database_url=db, source=str(inbox), extract=True, text_llm_model="pkg:smollm2-135m",
+              extract_max_new_tokens=48, extract_max_attempts=1, extract_max_pages=1, classify_pages="all")
+    assert nightly().processed == 3
+
+    with unit_of_work(db) as s:
+        rows = {o.key: (o, c) for o, c in s.execute(select(SourceObject, ClassificationRow).join(ClassificationRow))}
+        extractions = {e.source_object.key: e.schema_id for e in s.scalars(select(ExtractionRow))}
+        sizes_pages = s.scalars(select(Page).join(SourceObject).where(SourceObject.key.like("pdfjs_sizes%"))).all()
+    photo, photo_class = rows["photo_donut_coffee_122.jpg"]
+    assert (photo_class.label, photo_class.route, photo.status) == ("photo", None, "done")
+    assert "photo_donut_coffee_122.jpg" not in extractions  # photos are not extracted
+    invoice_class = rows["invoice2data_AzureInterior.pdf"][1]
+    assert invoice_class.label == "invoice" and extractions["invoice2data_AzureInterior.pdf"] == "invoice/v1"
+    assert rows["pdfjs_sizes-mixed-page-sizes.pdf"][1].pages_classified == 3
+    assert all(p.label is not None and 0 < p.label_probability <= 1 for p in sizes_pages)
+
+    from flows.status import collect_status
+
+    status = collect_status(load_settings())
+    assert status["by_label"]["image"]["photo"]["objects"] == 1
+    assert status["by_label"]["pdf"]["invoice"]["by_status"] in ({"done": 1}, {"review": 1})
+    documents = {d["key"]: d for d in status["documents"]}
+    assert documents["invoice2data_AzureInterior.pdf"]["probability"] == pytest.approx(invoice_class.probability,
+                                                                                        abs=1e-4)
+
+    # A forced re-run reclassifies every page from the embedding cache: nothing is encoded again.
+    embedder = load_embedder(ClassifierConfig.from_settings(load_settings()).spec)
+    calls = embedder.calls
+    assert backfill(since=datetime(2000, 1, 1, tzinfo=UTC), force=True).processed == 3
+    assert embedder.calls == calls

@@ -1,0 +1,84 @@
+"""Pure logic around the classifier: softmax scoring, document summaries, review rules, routing, checkpoint key
+matching and the classification settings. No model is loaded here (tests/integration/test_classification.py
+runs the real ones)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from schemas.errors import ConfigError
+from schemas.settings import load_settings
+from tasks.classify import ClassifierConfig, Prototypes, review_reasons, summarise
+from tasks.models.embedders import EmbedderSpec, match_state_dict
+
+LABELS = ("invoice", "receipt", "photo")
+
+
+def _config(**kw: object) -> ClassifierConfig:
+    base = dict(
+        spec=EmbedderSpec("clip", "tiny.json", None),
+        labels=tuple((label, (label,)) for label in LABELS),
+        templates=("{}",),
+        routes=(("invoice", "invoice"), ("receipt", "receipt"), ("photo", "none")),
+    )
+    return ClassifierConfig(**{**base, **kw})  # type: ignore[arg-type]
+
+
+def test_probabilities_are_a_softmax_over_scaled_cosines() -> None:
+    prototypes = Prototypes(labels=LABELS, matrix=np.eye(3, dtype=np.float32), logit_scale=10.0)
+    query = np.array([[3.0, 1.0, 0.0]], dtype=np.float32)  # not normalised: scoring must normalise it
+    cos = query / np.linalg.norm(query)
+    expected = np.exp(10 * cos) / np.exp(10 * cos).sum()
+    np.testing.assert_allclose(prototypes.probabilities(query), expected, rtol=1e-5)
+
+
+def test_summary_takes_the_mean_over_pages_and_routes_the_label() -> None:
+    page_probs = np.array([[0.7, 0.2, 0.1], [0.3, 0.6, 0.1]])
+    c = summarise(page_probs, LABELS, [1, 2], _config(), "m", encoded=2)
+    assert (c.label, c.runner_up, c.route) == ("invoice", "receipt", "invoice")
+    assert c.probability == pytest.approx(0.5) and c.margin == pytest.approx(0.1)
+    assert [(p.page_number, p.label) for p in c.pages] == [(1, "invoice"), (2, "receipt")]
+    photo = summarise(np.array([[0.1, 0.1, 0.8]]), LABELS, [1], _config(), "m", encoded=0)
+    assert photo.label == "photo" and photo.route is None  # photos: no extraction
+
+
+def test_low_probability_and_small_margin_go_to_review() -> None:
+    config = _config(min_probability=0.6, min_margin=0.2)
+    confident = summarise(np.array([[0.9, 0.05, 0.05]]), LABELS, [1], config, "m", 1)
+    assert review_reasons(confident, config) == []
+    unsure = summarise(np.array([[0.45, 0.35, 0.2]]), LABELS, [1], config, "m", 1)
+    reasons = review_reasons(unsure, config)
+    assert len(reasons) == 2
+    assert reasons[0].startswith("uncertain document class: 'invoice' at probability 0.45")
+    assert "'invoice' 0.45 vs 'receipt' 0.35, margin 0.10" in reasons[1]
+
+
+def test_checkpoint_keys_from_another_implementation_are_matched_in_order() -> None:
+    target = {"conv.weight": torch.zeros(4, 3), "bn.weight": torch.zeros(4), "bn.num_batches_tracked": torch.zeros(())}
+    same = {"conv.weight": torch.ones(4, 3), "bn.weight": torch.ones(4), "bn.num_batches_tracked": torch.zeros(())}
+    assert match_state_dict(same, target).keys() == target.keys()
+    other = {"_conv.weight": torch.ones(4, 3), "_bn.weight": torch.ones(4), "_fc.weight": torch.ones(10, 4)}
+    mapped = match_state_dict(other, target)
+    assert set(mapped) == {"conv.weight", "bn.weight"} and torch.equal(mapped["bn.weight"], torch.ones(4))
+    with pytest.raises(ConfigError, match="does not fit"):
+        match_state_dict({"a": torch.ones(4, 4), "b": torch.ones(4)}, target)
+
+
+def test_classification_settings_are_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCFLOW_CLASS_ROUTES", '{"invoice": "invoice"}')
+    with pytest.raises(ConfigError, match="DOCFLOW_CLASS_ROUTES has no route for receipt"):
+        load_settings()
+    monkeypatch.setenv("DOCFLOW_CLASS_LABELS", '{"a": ["x"], "b": ["y"]}')
+    monkeypatch.setenv("DOCFLOW_CLASS_ROUTES", '{"a": "invoice", "b": "cheque"}')
+    with pytest.raises(ConfigError, match="unknown schema"):
+        load_settings()
+    monkeypatch.setenv("DOCFLOW_CLASS_ROUTES", '{"a": "invoice", "b": "none"}')
+    monkeypatch.setenv("DOCFLOW_CLASS_TEMPLATES", '["a photo"]')
+    with pytest.raises(ConfigError, match="DOCFLOW_CLASS_TEMPLATES"):
+        load_settings()
+    monkeypatch.setenv("DOCFLOW_CLASS_TEMPLATES", '["a scan of {}."]')
+    monkeypatch.setenv("DOCFLOW_CLASS_EXAMPLES", "")
+    config = ClassifierConfig.from_settings(load_settings())
+    assert config.examples_dir is None and config.route("b") is None and config.route("a") == "invoice"
