@@ -6,7 +6,6 @@ float32 arrays; images go through the model in batches, in half precision on CUD
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -204,7 +203,3 @@ def load_embedder(spec: EmbedderSpec) -> Embedder:
     factory = ClipEmbedder if spec.kind == "clip" else TimmEmbedder
     return load_cached("embedder", spec, lambda: factory(spec), f"image embedder {spec.model_id}")
 
-
-def fingerprint(*parts: object) -> str:
-    """A short stable hash of configuration values (cache keys)."""
-    return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
