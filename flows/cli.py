@@ -12,12 +12,14 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from schemas.errors import ConfigError
+from schemas.errors import ConfigError, SourceError
 from schemas.records import ObjectKind, RunSummary
 from schemas.settings import Settings, load_settings
+from tasks.display import first_line, printable
 
 app = typer.Typer(
     name="docflow",
@@ -29,7 +31,12 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-console = Console(stderr=True)
+console = Console(stderr=True, emoji=False, highlight=False)
+
+
+def _t(text: object) -> str:
+    """Outside text (keys, error messages) for console.print: control characters and rich markup escaped."""
+    return escape(printable(str(text)))
 
 
 class KindOption(StrEnum):
@@ -42,13 +49,16 @@ def _prefect_defaults() -> None:
     # Telemetry cannot leave this network, and its failures only add noise to logs.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    # The terminal gets one line per fault from this CLI; Prefect's tracebacks go to the flow run's logs (the
+    # UI). PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL=INFO shows them here too.
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
 
 
 def _settings(source: list[str] | None = None) -> Settings:
     try:
         settings = load_settings(source=source or None)
     except ConfigError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {_t(exc)}")
         raise typer.Exit(2) from None
     return settings
 
@@ -59,7 +69,10 @@ def _prepare(settings: Settings) -> None:
     try:
         migrate(settings.database_url)
     except Exception as exc:
-        console.print(f"[red]error:[/red] cannot open the database {_redact(settings.database_url)}: {exc}")
+        console.print(
+            f"[red]error:[/red] cannot open the database {_t(_redact(settings.database_url))}: "
+            f"{_t(first_line(str(exc)))}"
+        )
         raise typer.Exit(2) from None
 
 
@@ -101,29 +114,41 @@ def _watch_progress(settings: Settings, started: datetime, stop: threading.Event
         progress.refresh()
 
 
-def _run_flow(settings: Settings, call: Any) -> RunSummary | None:
+def _run_flow(settings: Settings, call: Any) -> RunSummary:
+    """Run a flow under a progress bar. Exit 1 when batches failed after retries (outage), 2 for a setting or
+    source that no retry can fix; one line per fault here, the tracebacks are in the flow run's logs."""
+    from flows.lifecycle import tie_prefect_server_to_this_process
     from flows.pipeline import RunFailed
 
+    tie_prefect_server_to_this_process()
     started = datetime.now(UTC).replace(microsecond=0)
     stop = threading.Event()
     watcher = threading.Thread(target=_watch_progress, args=(settings, started, stop), daemon=True)
     watcher.start()
+
+    def stop_watching() -> None:
+        stop.set()
+        watcher.join()
+
     try:
-        return call()
+        summary: RunSummary = call()
     except RunFailed as exc:
-        stop.set()
-        watcher.join()
+        stop_watching()
         _print_summary(exc.summary)
-        console.print(f"[red]run failed:[/red] {exc}")
+        for index, error in exc.batch_errors:
+            console.print(f"  [red]batch {index} failed:[/red] {_t(first_line(error))}", soft_wrap=True)
+        console.print(f"[red]run failed:[/red] {_t(exc)}")
         raise typer.Exit(1) from None
+    except (SourceError, ConfigError) as exc:  # a missing bucket or folder, bad credentials, a model that cannot load
+        stop_watching()
+        console.print(f"[red]error:[/red] {_t(first_line(str(exc)))}", soft_wrap=True)
+        raise typer.Exit(2) from None
     except Exception as exc:  # the flow run is marked failed in Prefect with the traceback; say why here
-        stop.set()
-        watcher.join()
-        console.print(f"[red]run failed:[/red] {type(exc).__name__}: {exc}", soft_wrap=True)
+        stop_watching()
+        console.print(f"[red]run failed:[/red] {type(exc).__name__}: {_t(first_line(str(exc)))}", soft_wrap=True)
         raise typer.Exit(1) from None
-    finally:
-        stop.set()
-        watcher.join()
+    stop_watching()
+    return summary
 
 
 def _kind_table(by_kind: dict[str, dict[str, int]], title: str) -> Table | None:
@@ -135,7 +160,7 @@ def _kind_table(by_kind: dict[str, dict[str, int]], title: str) -> Table | None:
     for s in statuses:
         table.add_column(s, justify="right")
     for kind, counts in sorted(by_kind.items()):
-        table.add_row(kind, *(str(counts.get(s, 0)) for s in statuses))
+        table.add_row(_t(kind), *(str(counts.get(s, 0)) for s in statuses))
     return table
 
 
@@ -145,9 +170,11 @@ def _print_summary(summary: RunSummary) -> None:
     if table:
         console.print(table)
     for failure in summary.failures[:20]:
-        console.print(f"  [red]failed[/red] {failure.key}: {failure.error}", soft_wrap=True)
+        console.print(f"  [red]failed[/red] {_t(failure.key)}: {_t(failure.error)}", soft_wrap=True)
     if len(summary.failures) > 20:
         console.print(f"  ... {len(summary.failures) - 20} more (docflow status --json)")
+    for warning in summary.warnings:
+        console.print(f"  [yellow]warning:[/yellow] {_t(warning)}", soft_wrap=True)
 
 
 @app.callback()
@@ -176,9 +203,7 @@ def run(source: SourceOpt = None, limit: LimitOpt = None, retry_failed: RetryFai
     _prepare(settings)
     from flows.pipeline import nightly
 
-    summary = _run_flow(settings, lambda: nightly(source=source or None, limit=limit, retry_failed=retry_failed))
-    if summary:
-        _print_summary(summary)
+    _print_summary(_run_flow(settings, lambda: nightly(source=source or None, limit=limit, retry_failed=retry_failed)))
 
 
 def _parse_when(value: str, option: str) -> datetime:
@@ -223,8 +248,7 @@ def backfill(
             force=force, retry_failed=retry_failed, source=source or None, limit=limit,
         ),
     )
-    if summary:
-        _print_summary(summary)
+    _print_summary(summary)
 
 
 @app.command()
@@ -240,8 +264,11 @@ def status(
     JSON shape: {"objects": {status: n}, "by_kind": {kind: {status: n}},
     "by_label": {kind: {label: {"objects", "by_status", "mean_probability", "min_margin"}}},
     "documents": [{"key", "kind", "status", "label", "probability", "margin", "runner_up", "route", ...}],
+    "in_progress": [{"key", "run_id", "claimed_at", "claim_age_s", "attempts", "stale"}] (oldest claim first;
+    stale: its run stopped renewing the claim, i.e. it crashed),
     "failures": [{"key", "error", ...}],
-    "runs": [{"id", "kind", "status", "started_at", "finished_at", "processed", "failed"}]} (newest first)."""
+    "runs": [{"id", "kind", "status", "started_at", "finished_at", "processed", "failed", "warnings"}]}
+    (newest first)."""
     settings = _settings()
     _prepare(settings)
     from flows.status import collect_status
@@ -254,7 +281,7 @@ def status(
 
 
 def _print_status(report: dict[str, Any]) -> None:
-    out = Console()
+    out = Console(emoji=False, highlight=False)
     objects = report["objects"]
     out.print(f"objects: {sum(objects.values())} " + ", ".join(f"{k}={v}" for k, v in sorted(objects.items())))
     table = _kind_table(report["by_kind"], "by kind")
@@ -269,16 +296,25 @@ def _print_status(report: dict[str, Any]) -> None:
                 statuses = ", ".join(f"{k}={v}" for k, v in sorted(e["by_status"].items()))
                 p = f"{e['mean_probability']:.2f}" if e["mean_probability"] is not None else "-"
                 m = f"{e['min_margin']:.2f}" if e["min_margin"] is not None else "-"
-                table.add_row(kind, label, str(e["objects"]), statuses, p, m)
+                table.add_row(_t(kind), _t(label), str(e["objects"]), _t(statuses), p, m)
+        out.print(table)
+    if report["in_progress"]:
+        table = Table(title="in progress (claimed)")
+        for col in ("key", "run", "claim age", "attempts", "state"):
+            table.add_column(col)
+        for o in report["in_progress"]:
+            state = "[yellow]stale: its run stopped renewing[/yellow]" if o["stale"] else "being processed"
+            table.add_row(_t(o["key"]), _t(o["run_id"][:8]), f"{o['claim_age_s']:.0f} s", str(o["attempts"]), state)
         out.print(table)
     for failure in report["failures"]:
-        out.print(f"[red]failed[/red] {failure['key']}: {failure['error']}", soft_wrap=True)
+        out.print(f"[red]failed[/red] {_t(failure['key'])}: {_t(failure['error'])}", soft_wrap=True)
     if report["runs"]:
         table = Table(title="recent runs")
         for col in ("id", "kind", "status", "started_at", "processed", "failed"):
             table.add_column(col)
         for r in report["runs"]:
-            table.add_row(r["id"][:8], r["kind"], r["status"], r["started_at"][:19], str(r["processed"]), str(r["failed"]))
+            table.add_row(_t(r["id"][:8]), r["kind"], r["status"], r["started_at"][:19], str(r["processed"]),
+                          str(r["failed"]))
         out.print(table)
 
 

@@ -15,18 +15,20 @@ from prefect.runtime import flow_run
 from schemas.records import DiscoveryRequest, ObjectKind, RunKind, RunSummary
 from schemas.settings import Settings, load_settings
 from tasks import prefect_tasks as t
+from tasks.display import first_line
 from tasks.report import run_markdown
 
 
 class RunFailed(RuntimeError):
-    """Raised at the end of a run some of whose batches failed after retries; carries the run's summary."""
+    """Raised at the end of a run some of whose batches failed after retries; carries the run's summary and the
+    error of each failed batch."""
 
-    def __init__(self, summary: RunSummary) -> None:
-        cause = f" ({summary.error})" if summary.error else ""
+    def __init__(self, summary: RunSummary, batch_errors: Sequence[tuple[int, str]] = ()) -> None:
         super().__init__(
-            f"{summary.failed_batches} batch(es) failed{cause}; their objects stay pending for the next run"
+            f"{summary.failed_batches} batch(es) failed after retries; their objects stay pending for the next run"
         )
         self.summary = summary
+        self.batch_errors = tuple(batch_errors)
 
 
 def _batches(ids: Sequence[int], size: int) -> Iterator[tuple[int, ...]]:
@@ -37,7 +39,7 @@ def _batches(ids: Sequence[int], size: int) -> Iterator[tuple[int, ...]]:
 
 def run_pipeline(settings: Settings, kind: RunKind, request: DiscoveryRequest) -> RunSummary:
     run_id = str(flow_run.get_id() or uuid.uuid4())
-    t.prepare_database(settings)
+    t.prepare(settings)
     t.start_run(settings, run_id, kind, request.model_dump(mode="json"))
     try:
         plan = t.discover(settings, request, run_id)
@@ -50,34 +52,36 @@ def run_pipeline(settings: Settings, kind: RunKind, request: DiscoveryRequest) -
         retry_delay_seconds=[settings.retry_delay_s * 2**attempt for attempt in range(settings.retries)] or 0,
     )
     batches = enumerate(_batches(plan.object_ids, settings.batch_size))
-    in_flight: dict[PrefectFuture, tuple[int, ...]] = {}
-    failed_batches = 0
-    errors: dict[str, None] = {}  # distinct batch errors, in order
+    in_flight: dict[PrefectFuture, tuple[int, tuple[int, ...]]] = {}
+    batch_errors: list[tuple[int, str]] = []
+    distinct: dict[str, None] = {}  # distinct batch errors, in order
 
     def submit_next() -> None:  # at most `workers` batches run at once
         if (item := next(batches, None)) is not None:
             index, ids = item
-            in_flight[process.submit(settings, run_id, index, ids, request.force, request.retry_failed)] = ids
+            in_flight[process.submit(settings, run_id, index, ids, request.force, request.retry_failed)] = item
 
     for _ in range(settings.workers):
         submit_next()
     while in_flight:
         done = next(as_completed(list(in_flight)))
-        ids = in_flight.pop(done)
+        index, ids = in_flight.pop(done)
         # result() waits for the final state; future.state may still lag behind in the API.
         outcome = done.result(raise_on_failure=False)
         if isinstance(outcome, BaseException):
-            failed_batches += 1
-            errors.setdefault(f"{type(outcome).__name__}: {outcome}", None)
+            error = f"{type(outcome).__name__}: {first_line(str(outcome))}"
+            batch_errors.append((index, error))
+            distinct.setdefault(error, None)
             t.release_batch(settings, run_id, ids, return_state=True)  # best effort; claims also expire
         submit_next()
 
-    summary = t.finish_run(settings, run_id, failed_batches, "; ".join(errors) or None)
+    failed_batches = len(batch_errors)
+    summary = t.finish_run(settings, run_id, failed_batches, "; ".join(distinct) or None)
     create_markdown_artifact(
         key=f"docflow-{kind.value}-summary", markdown=run_markdown(summary), description="docflow run summary"
     )
     if failed_batches:
-        raise RunFailed(summary)
+        raise RunFailed(summary, batch_errors)
     return summary
 
 

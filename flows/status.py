@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from schemas.settings import Settings
 from storage.db import unit_of_work
 from storage.repositories import ObjectRepository, RunRepository
+from storage.tables import utcnow
 
 
 def collect_status(
     settings: Settings, failures_limit: int = 50, runs_limit: int = 10, documents_limit: int = 50
 ) -> dict[str, Any]:
+    now = utcnow()
+    stale_after = timedelta(seconds=2 * settings.claim_heartbeat_s)
     with unit_of_work(settings.database_url) as session:
         objects = ObjectRepository(session)
         return {
@@ -25,6 +29,15 @@ def collect_status(
                     "route": c.route, "review_reason": o.review_reason,
                 }
                 for o, c in objects.classified(limit=documents_limit)
+            ],
+            "in_progress": [
+                {
+                    "key": o.key, "source": o.source, "run_id": o.run_id or "", "attempts": o.attempts,
+                    "claimed_at": o.claimed_at.isoformat() if o.claimed_at else None,
+                    "claim_age_s": round((now - o.claimed_at).total_seconds(), 1) if o.claimed_at else None,
+                    "stale": o.claimed_at is not None and now - o.claimed_at > stale_after,
+                }
+                for o in objects.in_progress()
             ],
             "failures": [
                 {"key": o.key, "source": o.source, "kind": o.kind, "code": o.error_code, "error": o.error_message}
@@ -40,6 +53,7 @@ def collect_status(
                     "listed": r.discovered,
                     "processed": r.processed,
                     "failed": r.failed,
+                    "warnings": r.warnings or [],
                 }
                 for r in RunRepository(session).recent(runs_limit)
             ],

@@ -37,16 +37,6 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True)
 
 
-class BlobInfo(_Frozen):
-    """One object as a store lists it, before anything is downloaded."""
-
-    source: str = Field(description="The store's URI: s3://bucket or file:///abs/dir")
-    key: str
-    version: str = Field(description="S3 VersionId or ETag, or size+mtime for a local file")
-    size: int
-    last_modified: datetime
-
-
 class StageError(_Frozen):
     """Why an item could not be processed, in words a person understands."""
 
@@ -56,6 +46,19 @@ class StageError(_Frozen):
 
     def __str__(self) -> str:
         return self.message
+
+
+class BlobInfo(_Frozen):
+    """One object as a store lists it, before anything is downloaded."""
+
+    source: str = Field(description="The store's URI: s3://bucket or file:///abs/dir")
+    key: str
+    version: str = Field(description="S3 VersionId or ETag, or size+mtime for a local file")
+    size: int
+    last_modified: datetime
+    problem: StageError | None = Field(
+        default=None, description="Why the entry cannot be read as an object (e.g. a FIFO): it is recorded as failed"
+    )
 
 
 class RenderedPage(_Frozen):
@@ -207,11 +210,14 @@ class DiscoveryResult(_Frozen):
     listed: int
     new: int
     object_ids: tuple[int, ...]
+    failed: int = Field(default=0, description="Listed entries recorded as failed without processing (e.g. a FIFO)")
+    warnings: tuple[str, ...] = Field(default=(), description="Listing problems that belong to no object row")
 
 
 class BatchOutcome(_Frozen):
     claimed: int
     by_status: dict[str, int]
+    lost_claims: int = Field(default=0, description="Results dropped because another run took the object over")
 
 
 class RunSummary(_Frozen):
@@ -228,3 +234,7 @@ class RunSummary(_Frozen):
     failures: tuple[FailureRecord, ...]
     failed_batches: int = 0
     error: str | None = None
+    warnings: tuple[str, ...] = ()
+    stale_claims: int = Field(
+        default=0, description="Objects still claimed by a run that stopped renewing its claims (crashed)"
+    )

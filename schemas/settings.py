@@ -3,12 +3,13 @@ everything else receives a Settings object."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlparse
 
 from pydantic import Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from schemas.errors import ConfigError
 
@@ -86,6 +87,11 @@ class Settings(BaseSettings):
         description="Raster images declaring more pixels than this are rejected before decoding (bomb guard).",
     )
 
+    max_audio_s: float = Field(
+        default=4 * 3600.0,
+        gt=0,
+        description="Longest recording decoded, in seconds; longer ones fail before decoding (memory guard).",
+    )
     vad_threshold: float = Field(default=0.5, gt=0, lt=1, description="Silero VAD speech probability threshold.")
     vad_min_speech_ms: int = Field(default=250, ge=0, description="Shortest speech segment kept.")
     vad_min_silence_ms: int = Field(default=2000, ge=0, description="Silence needed to split two segments.")
@@ -226,7 +232,16 @@ class Settings(BaseSettings):
     retries: int = Field(default=3, ge=0, le=20, description="Retries of a batch after a store or database fault.")
     retry_delay_s: float = Field(default=2.0, ge=0, description="First retry delay; doubles on each retry.")
     claim_ttl_s: int = Field(
-        default=900, ge=1, description="A 'processing' claim older than this is treated as abandoned and retaken."
+        default=900,
+        ge=1,
+        description="A 'processing' claim not renewed for this long is abandoned and retaken (live runs renew "
+        "theirs every third of it).",
+    )
+    max_attempts: int = Field(
+        default=3,
+        ge=1,
+        le=100,
+        description="Attempts at one object whose processing never finished (the worker died); then it fails.",
     )
 
     @field_validator("source", mode="before")
@@ -291,18 +306,33 @@ class Settings(BaseSettings):
     def max_file_bytes(self) -> int:
         return int(self.max_file_mb * 1024 * 1024)
 
+    @property
+    def claim_heartbeat_s(self) -> float:
+        """How often a working run renews its claims; a claim older than two of these belongs to a dead run."""
+        return max(0.5, min(self.claim_ttl_s / 3, 60.0))
+
 
 def env_name(field: str) -> str:
     return f"{ENV_PREFIX}{field.upper()}"
+
+
+_UNPARSABLE_FIELD = re.compile(r'field "(\w+)"')
 
 
 def load_settings(**overrides: object) -> Settings:
     """Build Settings from the environment plus explicit overrides; turn validation errors into one clear message."""
     try:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except SettingsError as exc:  # a JSON-valued variable that does not parse, before any validation ran
+        field = _UNPARSABLE_FIELD.search(str(exc))
+        name = env_name(field.group(1)) if field else "a DOCFLOW_ variable"
+        cause = f": {exc.__cause__}" if exc.__cause__ else ""
+        raise ConfigError(f"invalid settings: {name}: not valid JSON{cause}") from None
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
             message = err["msg"].removeprefix("Value error, ")
             problems.append(f"{env_name(str(err['loc'][0]))}: {message}" if err["loc"] else message)
+        if len(problems) == 1:
+            raise ConfigError(f"invalid settings: {problems[0]}") from None
         raise ConfigError("invalid settings:\n  " + "\n  ".join(problems)) from None

@@ -5,9 +5,11 @@ resolves it under its root and refuses anything that escapes, and downloads go t
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
+import stat
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -16,7 +18,7 @@ from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlparse
 
 from schemas.errors import InputError, SourceError, TransientError
-from schemas.records import BlobInfo
+from schemas.records import BlobInfo, StageError
 
 CHUNK = 1024 * 1024
 
@@ -28,6 +30,9 @@ class BlobStore(Protocol):
 
     prefix: str
     """Key prefix this store was opened with ('' for the whole store)."""
+
+    warnings: list[str]
+    """Problems met while listing that belong to no object (e.g. a folder that cannot be read)."""
 
     def list(self, prefix: str = "") -> Iterator[BlobInfo]: ...
 
@@ -65,6 +70,16 @@ def _copy_hashing(src: Any, dest: Path, key: str, max_bytes: int) -> str:
     return digest.hexdigest()
 
 
+_FILE_TYPES = {
+    stat.S_IFIFO: "named pipe", stat.S_IFSOCK: "socket", stat.S_IFCHR: "character device",
+    stat.S_IFBLK: "block device", stat.S_IFDIR: "directory",
+}
+
+
+def _file_type(mode: int) -> str:
+    return _FILE_TYPES.get(stat.S_IFMT(mode), "special file")
+
+
 def _join(prefix: str, key: str) -> str:
     if not prefix:
         return key
@@ -78,6 +93,7 @@ class LocalDirStore:
         self.root = Path(root).expanduser().resolve()
         self.prefix = prefix.strip("/")
         self.uri = self.root.as_uri()
+        self.warnings: list[str] = []
 
     def _path(self, key: str) -> Path:
         path = (self.root / key).resolve()
@@ -86,50 +102,103 @@ class LocalDirStore:
         return path
 
     def list(self, prefix: str = "") -> Iterator[BlobInfo]:
+        """Every entry under the prefix. An entry that is not a readable regular file (a FIFO, a broken or looping
+        symlink) is listed with its `problem`, so it is recorded as failed without being opened; a folder that
+        cannot be read becomes a warning in `self.warnings`."""
         start = self.root / _join(self.prefix, prefix) if (self.prefix or prefix) else self.root
         if not self.root.is_dir():
             raise SourceError(f"source directory does not exist: {self.root}")
-        for dirpath, dirnames, filenames in os.walk(start):
+
+        def unreadable(exc: OSError) -> None:
+            where = Path(exc.filename).relative_to(self.root).as_posix() if exc.filename else "?"
+            self.warnings.append(f"cannot read folder {where or '.'}: {exc.strerror or exc}")
+
+        for dirpath, dirnames, filenames in os.walk(start, onerror=unreadable):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             for name in sorted(filenames):
-                if name.startswith("."):
-                    continue
-                path = Path(dirpath) / name
-                if path.is_symlink() and not path.resolve().is_relative_to(self.root):
-                    continue  # never read outside the root through a link
-                stat = path.stat()
-                yield BlobInfo(
-                    source=self.uri,
-                    key=path.relative_to(self.root).as_posix(),
-                    version=f"{stat.st_size}-{stat.st_mtime_ns}",
-                    size=stat.st_size,
-                    last_modified=datetime.fromtimestamp(stat.st_mtime, UTC),
-                )
+                if not name.startswith("."):
+                    blob = self._entry(Path(dirpath) / name)
+                    if blob is not None:
+                        yield blob
+
+    def _entry(self, path: Path) -> BlobInfo | None:
+        key = path.relative_to(self.root).as_posix()
+        try:
+            link = path.lstat()
+        except OSError as exc:  # vanished between listing and stat, or no permission on the folder
+            return self._problem(key, None, "unreadable", f"cannot read file metadata: {exc.strerror or exc}")
+        if stat.S_ISLNK(link.st_mode):
+            try:
+                target = path.resolve(strict=True)
+            except RuntimeError:  # Python 3.11 reports a loop this way
+                return self._problem(key, link, "symlink_loop", "symbolic link loop: the link points back to itself")
+            except OSError as exc:
+                return self._problem(key, link, "broken_symlink",
+                                     f"broken symbolic link: its target is missing ({exc.strerror or exc})")
+            if not target.is_relative_to(self.root):
+                self.warnings.append(f"skipped {key}: the link points outside the source folder")
+                return None
+        try:
+            info = path.stat()
+        except OSError as exc:
+            return self._problem(key, link, "unreadable", f"cannot read file metadata: {exc.strerror or exc}")
+        if not stat.S_ISREG(info.st_mode):
+            return self._problem(key, info, "not_regular_file", f"not a regular file ({_file_type(info.st_mode)})")
+        return self._blob(key, info)
+
+    def _blob(self, key: str, info: os.stat_result | None, problem: StageError | None = None) -> BlobInfo:
+        size, mtime_ns = (info.st_size, info.st_mtime_ns) if info else (0, 0)
+        return BlobInfo(
+            source=self.uri,
+            key=key,
+            version=f"{size}-{mtime_ns}",
+            size=size,
+            last_modified=datetime.fromtimestamp(mtime_ns / 1e9, UTC),
+            problem=problem,
+        )
+
+    def _problem(self, key: str, info: os.stat_result | None, code: str, message: str) -> BlobInfo:
+        return self._blob(key, info, StageError(stage="discover", code=code, message=message))
 
     def download(self, key: str, dest: Path, max_bytes: int) -> str:
         path = self._path(key)
         try:
-            size = path.stat().st_size
-            if size > max_bytes:
-                raise _too_big(key, size, max_bytes)
-            with open(path, "rb") as src:
-                return _copy_hashing(src, dest, key, max_bytes)
+            # O_NONBLOCK: opening a FIFO must not wait for a writer; the fstat below then refuses it.
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
         except FileNotFoundError:
             raise InputError("download", "gone", f"object disappeared before it could be read: {key}") from None
+        except PermissionError:
+            raise InputError("download", "access_denied", f"access denied reading {key}: permission denied") from None
+        with os.fdopen(fd, "rb") as src:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise InputError("download", "not_regular_file", f"not a regular file ({_file_type(info.st_mode)})")
+            os.set_blocking(fd, True)
+            if info.st_size > max_bytes:
+                raise _too_big(key, info.st_size, max_bytes)
+            return _copy_hashing(src, dest, key, max_bytes)
 
     def read_head(self, key: str, n: int = 4096) -> bytes:
-        with open(self._path(key), "rb") as src:
+        path = self._path(key)
+        if not path.is_file():
+            return b""  # not a regular file: discovery records it as failed, nothing to sniff
+        with open(path, "rb") as src:
             return src.read(n)
 
     def put_file(self, key: str, path: Path, content_type: str | None = None) -> str:
         target = self._path(_join(self.prefix, key))
-        target.parent.mkdir(parents=True, exist_ok=True)
         staging = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}")
         try:
-            os.link(path, staging)  # same filesystem: no copy at all
-        except OSError:
-            shutil.copyfile(path, staging)
-        os.replace(staging, target)  # atomic: readers never see a half-written file
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(path, staging)  # same filesystem: no copy at all
+            except OSError:
+                shutil.copyfile(path, staging)
+            os.replace(staging, target)  # atomic: readers never see a half-written file
+        except OSError as exc:  # a full disk or an unwritable folder is the store's fault, not the input's
+            with contextlib.suppress(OSError):
+                staging.unlink(missing_ok=True)
+            raise TransientError(f"cannot write {target}: {exc.strerror or exc}") from exc
         return target.as_uri()
 
     def uri_for(self, key: str) -> str:
@@ -154,6 +223,7 @@ class S3Store:
         self.prefix = prefix.strip("/")
         self.uri = f"s3://{bucket}"
         self.page_size = page_size
+        self.warnings: list[str] = []
         self._client = client or make_s3_client()
 
     def _call(self, what: str, key: str, fn: Any, **kwargs: Any) -> Any:
@@ -227,8 +297,10 @@ class S3Store:
     def put_file(self, key: str, path: Path, content_type: str | None = None) -> str:
         full_key = _join(self.prefix, key)
         extra = {"ContentType": content_type} if content_type else None
-        self._call("put", full_key, self._client.upload_file, Filename=str(path), Bucket=self.bucket, Key=full_key,
-                   ExtraArgs=extra)
+        try:
+            self._client.upload_file(Filename=str(path), Bucket=self.bucket, Key=full_key, ExtraArgs=extra)
+        except Exception as exc:  # boto3 wraps every cause in S3UploadFailedError; none is the input's fault
+            raise TransientError(f"cannot write s3://{self.bucket}/{full_key}: {exc}") from exc
         return f"s3://{self.bucket}/{full_key}"
 
     def uri_for(self, key: str) -> str:

@@ -9,7 +9,7 @@ from importlib.resources import files
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, make_url, text
 from sqlalchemy.orm import Session, sessionmaker
 
 
@@ -50,9 +50,32 @@ def alembic_config(url: str) -> Config:
     return cfg
 
 
+@contextmanager
+def _sqlite_file_lock(url: str) -> Iterator[None]:
+    database = make_url(url).database if url.startswith("sqlite") else None
+    if not database or database == ":memory:":
+        yield
+        return
+    import fcntl
+
+    with open(f"{database}-migrate.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        yield
+
+
+# Any constant shared by every docflow process: the key of the advisory lock that serialises migrations.
+_MIGRATION_LOCK_KEY = 0x646F63666C6F77  # "docflow"
+
+
 def migrate(url: str) -> None:
-    """Bring the database schema to the newest revision (idempotent)."""
+    """Bring the database schema to the newest revision (idempotent, safe when several processes start at once).
+
+    On Postgres a transaction-scoped advisory lock serialises concurrent upgrades: the second process waits, then
+    finds the schema at head. pysqlite runs DDL outside a transaction, so SQLite files get an exclusive lock on a
+    file beside them instead."""
     cfg = alembic_config(url)
-    with get_engine(url).begin() as connection:
+    with _sqlite_file_lock(url), get_engine(url).begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, "head")

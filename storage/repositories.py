@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, case, delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, selectinload
@@ -18,6 +18,7 @@ from schemas.records import (
     ObjectKind,
     ObjectResult,
     ObjectStatus,
+    StageError,
     Transcript,
 )
 from storage.tables import (
@@ -127,14 +128,29 @@ class ObjectRepository:
                     found[(row.source, row.key, row.version)] = row
         return [found[k] for k in ((b.source, b.key, b.version) for b in blobs) if k in wanted and k in found]
 
+    def fail_unreadable(self, row: SourceObject, error: StageError, run_id: str | None) -> None:
+        """Record a listed entry that cannot be read as an object (never opened, so never retried by itself)."""
+        row.status = ObjectStatus.FAILED
+        row.error_stage, row.error_code, row.error_message = error.stage, error.code, error.message
+        row.run_id = run_id
+        row.claimed_at = None
+        row.processed_at = utcnow()
+        row.review_reason = None
+
     def set_kind(self, object_id: int, kind: str, detected_type: str) -> None:
         self.session.execute(
             update(SourceObject).where(SourceObject.id == object_id).values(kind=kind, detected_type=detected_type)
         )
 
-    def claim(self, ids: Sequence[int], run_id: str, condition: ColumnElement[bool]) -> list[SourceObject]:
-        """Mark the still-eligible objects among `ids` as processing by `run_id`. Concurrent runs skip each
-        other's rows (FOR UPDATE SKIP LOCKED on Postgres; SQLite serialises writers)."""
+    def claim(
+        self, ids: Sequence[int], run_id: str, condition: ColumnElement[bool], max_attempts: int
+    ) -> tuple[list[SourceObject], list[SourceObject]]:
+        """Mark the still-eligible objects among `ids` as processing by `run_id`; return (claimed, given up).
+
+        Concurrent runs skip each other's rows (FOR UPDATE SKIP LOCKED on Postgres; SQLite serialises writers).
+        `attempts` counts the tries since the object was last queued (new, forced or retried): a batch re-taking
+        its own claims does not count, a claim taken over from a dead run does. An abandoned object that already
+        had `max_attempts` tries is failed instead: something in it keeps killing the worker."""
         rows = list(
             self.session.scalars(
                 select(SourceObject)
@@ -144,16 +160,29 @@ class ObjectRepository:
             )
         )
         now = utcnow()
+        claimed, given_up = [], []
         for row in rows:
+            own = row.status == ObjectStatus.PROCESSING and row.run_id == run_id
+            if row.status == ObjectStatus.PROCESSING and not own and row.attempts >= max_attempts:
+                last = f"; last error: {row.error_message}" if row.error_message else ""
+                self.fail_unreadable(row, StageError(
+                    stage="pipeline", code="gave_up",
+                    message=f"gave up after {row.attempts} attempts: the worker stopped while processing it each "
+                    f"time (killed, out of memory or timed out){last}",
+                ), run_id)
+                given_up.append(row)
+                continue
+            if not own:
+                row.attempts = 1 if ObjectStatus(row.status).is_terminal else row.attempts + 1
             row.status = ObjectStatus.PROCESSING
             row.run_id = run_id
             row.claimed_at = now
-            row.attempts += 1
+            claimed.append(row)
         self.session.flush()
-        return rows
+        return claimed, given_up
 
-    def release(self, ids: Sequence[int], run_id: str) -> int:
-        """Give claims back (a batch failed for infrastructure reasons): the next run picks them up."""
+    def renew(self, ids: Sequence[int], run_id: str) -> int:
+        """Heartbeat: keep this run's claims fresh while it works on them, so no other run takes them over."""
         result = self.session.execute(
             update(SourceObject)
             .where(
@@ -161,19 +190,69 @@ class ObjectRepository:
                 SourceObject.status == ObjectStatus.PROCESSING,
                 SourceObject.run_id == run_id,
             )
-            .values(status=ObjectStatus.PENDING, claimed_at=None)
+            .values(claimed_at=utcnow())
         )
         return result.rowcount or 0
 
-    def record_result(self, object_id: int, result: ObjectResult, pipeline_version: str) -> None:
-        """Store the outcome and replace the object's derived rows (so a re-run never duplicates them)."""
+    def release(self, ids: Sequence[int], run_id: str) -> int:
+        """Give claims back (a batch failed for infrastructure reasons): the next run picks them up, and the try
+        does not count against the object."""
+        result = self.session.execute(
+            update(SourceObject)
+            .where(
+                SourceObject.id.in_(ids),
+                SourceObject.status == ObjectStatus.PROCESSING,
+                SourceObject.run_id == run_id,
+            )
+            .values(
+                status=ObjectStatus.PENDING,
+                claimed_at=None,
+                attempts=case((SourceObject.attempts > 0, SourceObject.attempts - 1), else_=0),
+            )
+        )
+        return result.rowcount or 0
+
+    def stale_claims(self, stale_before: datetime, exclude_run: str | None = None) -> list[SourceObject]:
+        """Objects whose claim was not renewed since `stale_before`: their run stopped without releasing them."""
+        stmt = (
+            select(SourceObject)
+            .where(
+                self._current(),
+                SourceObject.status == ObjectStatus.PROCESSING,
+                SourceObject.claimed_at < stale_before,
+            )
+            .order_by(SourceObject.claimed_at)
+        )
+        if exclude_run:
+            stmt = stmt.where(SourceObject.run_id != exclude_run)
+        return list(self.session.scalars(stmt))
+
+    def in_progress(self, limit: int = 50) -> list[SourceObject]:
+        """Objects claimed right now (oldest claim first)."""
+        return list(
+            self.session.scalars(
+                select(SourceObject)
+                .where(self._current(), SourceObject.status == ObjectStatus.PROCESSING)
+                .order_by(SourceObject.claimed_at)
+                .limit(limit)
+            )
+        )
+
+    def record_result(self, object_id: int, result: ObjectResult, pipeline_version: str, run_id: str) -> bool:
+        """Store the outcome and replace the object's derived rows (so a re-run never duplicates them).
+
+        Fenced on the claim: when another run has taken the object over in the meantime, nothing is written and
+        False comes back (the slower writer never overwrites the faster one)."""
         row = self.session.get(
             SourceObject,
             object_id,
             options=[selectinload(SourceObject.pages), selectinload(SourceObject.speech_segments)],
+            with_for_update=True,
         )
         if row is None:
             raise LookupError(f"source object {object_id} vanished")
+        if row.status != ObjectStatus.PROCESSING or row.run_id != run_id:
+            return False
         row.status = result.status
         row.kind = result.kind
         row.sha256 = result.sha256 or row.sha256
@@ -212,6 +291,7 @@ class ObjectRepository:
         if result.extraction is not None:
             self._replace_extraction(row, result.extraction)
         self._replace_classification(row, result.classification)
+        return True
 
     def _replace_classification(self, row: SourceObject, classification: Classification | None) -> None:
         """One row per object: the current classification (none when the object failed or is not a document)."""
@@ -385,6 +465,15 @@ class RunRepository:
 
     def get(self, run_id: str) -> Run | None:
         return self.session.get(Run, run_id)
+
+    def add_counts(self, run_id: str, processed: int, failed: int) -> None:
+        """One atomic UPDATE: concurrent batches of the same run must not overwrite each other's counts."""
+        if processed or failed:
+            self.session.execute(
+                update(Run)
+                .where(Run.id == run_id)
+                .values(processed=Run.processed + processed, failed=Run.failed + failed)
+            )
 
     def recent(self, limit: int = 20) -> list[Run]:
         return list(self.session.scalars(select(Run).order_by(Run.started_at.desc()).limit(limit)))

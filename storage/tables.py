@@ -41,6 +41,9 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value
 
 
+MAX_KEY_LENGTH = 1024  # longest object key a row holds (S3's own limit is 1024 bytes)
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -61,7 +64,7 @@ class SourceObject(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     source: Mapped[str] = mapped_column(String(512))
-    key: Mapped[str] = mapped_column(String(1024))
+    key: Mapped[str] = mapped_column(String(MAX_KEY_LENGTH))
     version: Mapped[str] = mapped_column(String(256))
     size: Mapped[int] = mapped_column(BigInteger)
     last_modified: Mapped[datetime]
@@ -267,3 +270,4 @@ class Run(Base):
     processed: Mapped[int] = mapped_column(Integer, default=0)
     failed: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)
+    warnings: Mapped[list[Any] | None]  # listing problems that no object row can hold (e.g. an unreadable folder)

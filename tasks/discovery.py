@@ -10,7 +10,7 @@ from schemas.settings import Settings
 from storage.blobstore import BlobStore, open_store
 from storage.db import unit_of_work
 from storage.repositories import ObjectRepository, eligible
-from storage.tables import utcnow
+from storage.tables import MAX_KEY_LENGTH, utcnow
 from tasks.preprocess import sniff
 
 _REGISTER_CHUNK = 1000
@@ -34,19 +34,38 @@ def list_candidates(stores: Iterable[BlobStore], request: DiscoveryRequest) -> I
                 yield blob
 
 
-def discover(settings: Settings, request: DiscoveryRequest) -> DiscoveryResult:
-    """Record every listed object version; return the ids this run should process, in listing order."""
+def discover(settings: Settings, request: DiscoveryRequest, run_id: str | None = None) -> DiscoveryResult:
+    """Record every listed object version; return the ids this run should process, in listing order.
+
+    Entries a store lists but that cannot be objects (a FIFO, a broken symlink) are recorded as failed by this run
+    right away; problems no row can hold (an unreadable folder, a key too long to store) come back as warnings."""
     stores = {location: open_store(location) for location in request.sources}
-    blobs = list(list_candidates(stores.values(), request))
+    listed = list(list_candidates(stores.values(), request))
+    blobs = [b for b in listed if len(b.key) <= MAX_KEY_LENGTH]
+    warnings = [w for store in stores.values() for w in store.warnings]
+    if len(blobs) < len(listed):
+        too_long = [b.key for b in listed if len(b.key) > MAX_KEY_LENGTH]
+        warnings.append(
+            f"skipped {len(too_long)} object(s) whose key is longer than {MAX_KEY_LENGTH} characters, "
+            f"e.g. {too_long[0][:60]!r}..."
+        )
     stale_before = utcnow() - timedelta(seconds=settings.claim_ttl_s)
     condition = eligible(force=request.force, retry_failed=request.retry_failed, stale_before=stale_before)
     new = 0
     for i in range(0, len(blobs), _REGISTER_CHUNK):
         with unit_of_work(settings.database_url) as session:
             new += ObjectRepository(session).register(blobs[i : i + _REGISTER_CHUNK])
+    problems = {(b.source, b.key, b.version): b.problem for b in blobs if b.problem is not None}
+    failed = 0
     with unit_of_work(settings.database_url) as session:
         repo = ObjectRepository(session)
         rows = repo.find_current(blobs, condition)
+        for row in rows:
+            problem = problems.get((row.source, row.key, row.version))
+            if problem is not None:
+                repo.fail_unreadable(row, problem, run_id)
+                failed += 1
+        rows = [row for row in rows if (row.source, row.key, row.version) not in problems]
         if request.kinds:
             stores_by_uri = {store.uri: store for store in stores.values()}
             for row in rows:
@@ -59,4 +78,4 @@ def discover(settings: Settings, request: DiscoveryRequest) -> DiscoveryResult:
         ids = tuple(row.id for row in rows)
     if request.limit is not None:
         ids = ids[: request.limit]
-    return DiscoveryResult(listed=len(blobs), new=new, object_ids=ids)
+    return DiscoveryResult(listed=len(listed), new=new, object_ids=ids, failed=failed, warnings=tuple(warnings))

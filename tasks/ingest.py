@@ -15,9 +15,11 @@ from schemas.documents import SCHEMAS
 from schemas.errors import ConfigError, InputError, TransientError
 from schemas.records import Classification, ObjectKind, ObjectResult, PdfSummary, RenderedPage, StageError
 from schemas.settings import Settings
-from storage.blobstore import BlobStore, is_transient_error, safe_suffix
+from storage.blobstore import BlobStore, safe_suffix
 from tasks import classify
 from tasks.classify import ClassifierConfig, EmbeddingCache
+from tasks.display import printable
+from tasks.faults import is_infrastructure_fault
 from tasks.extraction import DocumentExtraction, ExtractionConfig, extract_document
 from tasks.models.generators import GeneratorSpec
 from tasks.models.whisper import load_transcriber
@@ -240,7 +242,7 @@ def process_object(
     except Exception as exc:  # a bug or an unexpected library error: record it, keep the run going
         if _is_infrastructure(exc):
             raise
-        log.exception("unexpected error processing %s", ref.key)
+        log.exception("unexpected error processing %s", printable(ref.key))
         return _failed(sha256, "internal", f"internal error ({type(exc).__name__}): {exc}")
 
 
@@ -253,4 +255,4 @@ def _failed(sha256: str, code: str, message: str) -> ObjectResult:
 def _is_infrastructure(exc: Exception) -> bool:
     from sqlalchemy.exc import DBAPIError
 
-    return isinstance(exc, DBAPIError) or is_transient_error(exc)
+    return isinstance(exc, DBAPIError) or is_infrastructure_fault(exc)

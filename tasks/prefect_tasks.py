@@ -3,30 +3,22 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from prefect import Task, task
+from prefect import Task, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import TaskRun
 from prefect.states import State
 
-from schemas.errors import TransientError
 from schemas.records import BatchOutcome, DiscoveryRequest, DiscoveryResult, RunKind, RunSummary
 from schemas.settings import Settings
-from storage.blobstore import is_transient_error
 from storage.db import migrate
 from tasks import batch, discovery, runs
-
-
-def is_infrastructure_fault(exc: BaseException) -> bool:
-    from sqlalchemy.exc import DBAPIError, OperationalError
-
-    if isinstance(exc, TransientError | OperationalError):
-        return True
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-        return True
-    return isinstance(exc, Exception) and is_transient_error(exc)
+from tasks.faults import is_infrastructure_fault
+from tasks.workdirs import clean_stale_work_dirs
 
 
 def retry_on_infrastructure_fault(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:
@@ -38,9 +30,13 @@ def retry_on_infrastructure_fault(task: Task[..., Any], task_run: TaskRun, state
 _COMMON: dict[str, Any] = {"cache_policy": NO_CACHE, "retry_condition_fn": retry_on_infrastructure_fault}
 
 
-@task(name="prepare-database", retries=2, retry_delay_seconds=2, **_COMMON)
-def prepare_database(settings: Settings) -> None:
+@task(name="prepare", retries=2, retry_delay_seconds=2, **_COMMON)
+def prepare(settings: Settings) -> None:
+    """Schema to head; scratch folders that killed runs left behind are removed."""
     migrate(settings.database_url)
+    removed = clean_stale_work_dirs(settings.temp_dir or Path(tempfile.gettempdir()))
+    if removed:
+        get_run_logger().info("removed %d scratch folder(s) left by runs that were killed", removed)
 
 
 @task(name="start-run", retries=2, retry_delay_seconds=2, **_COMMON)
@@ -50,8 +46,8 @@ def start_run(settings: Settings, run_id: str, kind: RunKind, parameters: dict[s
 
 @task(name="discover", retries=2, retry_delay_seconds=2, **_COMMON)
 def discover(settings: Settings, request: DiscoveryRequest, run_id: str) -> DiscoveryResult:
-    result = discovery.discover(settings, request)
-    runs.record_plan(settings, run_id, result.listed, len(result.object_ids))
+    result = discovery.discover(settings, request, run_id)
+    runs.record_plan(settings, run_id, result)
     return result
 
 

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 from schemas.records import ObjectStatus, RunSummary
+from tasks.display import markdown_cell as _cell
 
 _STATUSES = [s.value for s in ObjectStatus]
-
-
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
 
 
 def run_markdown(summary: RunSummary, max_failures: int = 50) -> str:
@@ -25,7 +22,9 @@ def run_markdown(summary: RunSummary, max_failures: int = 50) -> str:
             "",
         ]
     if summary.error:
-        lines += [f"Error: `{_cell(summary.error)}`", ""]
+        lines += [f"Error: {_cell(summary.error)}", ""]
+    for warning in summary.warnings:
+        lines += [f"**Warning:** {_cell(warning)}", ""]
     statuses = [s for s in _STATUSES if any(s in counts for counts in summary.by_kind.values())]
     if statuses:
         lines += ["| kind | " + " | ".join(statuses) + " |", "|---" * (len(statuses) + 1) + "|"]
@@ -36,7 +35,7 @@ def run_markdown(summary: RunSummary, max_failures: int = 50) -> str:
     if summary.failures:
         lines += [f"## Failures ({len(summary.failures)})", "", "| object | reason |", "|---|---|"]
         for failure in summary.failures[:max_failures]:
-            lines.append(f"| `{_cell(failure.key)}` | {_cell(failure.error)} |")
+            lines.append(f"| {_cell(failure.key)} | {_cell(failure.error)} |")
         if len(summary.failures) > max_failures:
             lines.append(f"| ... | {len(summary.failures) - max_failures} more: `docflow status --json` |")
     return "\n".join(lines) + "\n"

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
-from schemas.records import FailureRecord, RunKind, RunSummary
+from schemas.records import DiscoveryResult, FailureRecord, RunKind, RunSummary
 from schemas.settings import Settings
 from storage.db import unit_of_work
 from storage.repositories import ObjectRepository, RunRepository
@@ -16,12 +17,16 @@ def start_run(settings: Settings, run_id: str, kind: RunKind, parameters: dict[s
         RunRepository(session).start(run_id, kind.value, parameters)
 
 
-def record_plan(settings: Settings, run_id: str, listed: int, planned: int) -> None:
+def record_plan(settings: Settings, run_id: str, plan: DiscoveryResult) -> None:
+    """What discovery found: entries it already failed (a FIFO...) count as processed, warnings stay on the run."""
     with unit_of_work(settings.database_url) as session:
-        run = RunRepository(session).get(run_id)
+        runs = RunRepository(session)
+        run = runs.get(run_id)
         if run is not None:
-            run.discovered = listed
-            run.planned = planned
+            run.discovered = plan.listed
+            run.planned = len(plan.object_ids) + plan.failed
+            run.warnings = list(plan.warnings) or None
+            runs.add_counts(run_id, processed=plan.failed, failed=plan.failed)
 
 
 def finish_run(settings: Settings, run_id: str, failed_batches: int, error: str | None) -> RunSummary:
@@ -33,6 +38,16 @@ def finish_run(settings: Settings, run_id: str, failed_batches: int, error: str 
         run.finished_at = utcnow()
         run.error = error
         objects = ObjectRepository(session)
+        stale_before = utcnow() - timedelta(seconds=2 * settings.claim_heartbeat_s)
+        stale = objects.stale_claims(stale_before, exclude_run=run_id)
+        warnings = list(run.warnings or [])
+        if stale:
+            oldest = min(o.claimed_at for o in stale if o.claimed_at is not None)
+            warnings.append(
+                f"{len(stale)} object(s) are still claimed by a run that stopped without finishing (claim last "
+                f"renewed {oldest:%Y-%m-%d %H:%M:%S} UTC); the next run after the claim expires "
+                f"(DOCFLOW_CLAIM_TTL_S={settings.claim_ttl_s}) takes them over"
+            )
         failures = tuple(
             FailureRecord(key=o.key, source=o.source, kind=o.kind, code=o.error_code, error=o.error_message or "")
             for o in objects.failures(run_id=run_id, limit=500)
@@ -51,4 +66,6 @@ def finish_run(settings: Settings, run_id: str, failed_batches: int, error: str 
             failures=failures,
             failed_batches=failed_batches,
             error=error,
+            warnings=tuple(warnings),
+            stale_claims=len(stale),
         )

@@ -8,6 +8,7 @@ from collections.abc import Callable, Hashable
 from typing import TypeVar
 
 from schemas.errors import ConfigError, ModelLoadError
+from tasks.faults import is_infrastructure_fault
 
 T = TypeVar("T")
 _lock = threading.Lock()
@@ -25,7 +26,9 @@ def load_cached(kind: str, spec: Hashable, factory: Callable[[], T], describe: s
             model = factory()
         except ConfigError:
             raise
-        except Exception as exc:  # torch, CTranslate2 and hub clients raise many types for "cannot load"
+        except Exception as exc:
+            if is_infrastructure_fault(exc):  # e.g. the database went away while cached prototypes loaded
+                raise  # torch, CTranslate2 and hub clients raise many types for "cannot load"
             raise ModelLoadError(f"cannot load {describe}: {type(exc).__name__}: {exc}") from exc
         same_kind = [k for k in _loaded if k[0] == kind]
         if len(same_kind) >= _MAX_PER_KIND:

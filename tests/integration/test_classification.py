@@ -177,3 +177,25 @@ def test_run_classifies_routes_and_reports_per_label(
     calls = embedder.calls
     assert backfill(since=datetime(2000, 1, 1, tzinfo=UTC), force=True).processed == 3
     assert embedder.calls == calls
+
+
+def test_a_database_outage_while_prototypes_load_is_an_infrastructure_fault(
+    tiny_clip: Path, sample_inbox: Path, tmp_path: Path
+) -> None:
+    """Example embeddings are looked up in the database's cache: the database being away is an outage to retry,
+    not a model that cannot load (which would stop the run as a configuration error)."""
+    from tasks.faults import is_infrastructure_fault
+    from tests.services import free_port
+
+    examples = tmp_path / "examples"
+    for label in ("invoice", "photo"):
+        (examples / label).mkdir(parents=True)
+    shutil.copy(next(sample_inbox.rglob("photo_donut_coffee_122.jpg")), examples / "photo" / "a.jpg")
+    shutil.copy(next(sample_inbox.rglob("*.png")), examples / "invoice" / "a.png")
+    config = _clip_config(tiny_clip, examples_dir=examples,
+                          labels=(("invoice", ("an invoice",)), ("photo", ("a photo",))))
+    nobody_listening = SqlEmbeddingCache(f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/gone")
+    with pytest.raises(Exception) as excinfo:
+        load_prototypes(config, nobody_listening)
+    assert not isinstance(excinfo.value, ConfigError)
+    assert is_infrastructure_fault(excinfo.value)

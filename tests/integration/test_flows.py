@@ -243,7 +243,7 @@ def test_database_outage_leaves_claims_the_next_run_takes_over(
     from storage.db import get_engine
     from tasks.batch import claim_batch, process_batch
     from tasks.discovery import discover
-    from tasks.prefect_tasks import is_infrastructure_fault
+    from tasks.faults import is_infrastructure_fault
     from tasks.runs import start_run
     from schemas.records import DiscoveryRequest, RunKind
 

@@ -44,9 +44,15 @@ def test_register_is_an_upsert_and_new_versions_supersede(db_url: str) -> None:
         assert ObjectRepository(s).count_by_status() == {"pending": 2}
 
 
-def _record(db_url: str, object_id: int, result: ObjectResult) -> None:
+def _record(db_url: str, object_id: int, result: ObjectResult, run_id: str = "run-1") -> None:
     with unit_of_work(db_url) as s:
-        ObjectRepository(s).record_result(object_id, result, "test-1")
+        assert ObjectRepository(s).record_result(object_id, result, "test-1", run_id)
+
+
+def _claim(repo: ObjectRepository, ids: list[int], owner: str, **eligible: object) -> list[SourceObject]:
+    claimed, given_up = repo.claim(ids, owner, _eligible(**eligible), max_attempts=3)
+    assert given_up == []
+    return claimed
 
 
 def test_claim_respects_status_and_recording_replaces_children(db_url: str) -> None:
@@ -56,14 +62,17 @@ def test_claim_respects_status_and_recording_replaces_children(db_url: str) -> N
         repo = ObjectRepository(s)
         repo.register(blobs)
         ids = [r.id for r in repo.find_current(blobs, _eligible())]
-        claimed = repo.claim(ids, "run-1", _eligible(run_id="run-1"))
+        claimed = _claim(repo, ids, "run-1", run_id="run-1")
         assert [r.status for r in claimed] == [ObjectStatus.PROCESSING] * 2
     with unit_of_work(db_url) as s:  # another run cannot take fresh claims
-        assert ObjectRepository(s).claim(ids, "run-2", _eligible(run_id="run-2")) == []
+        assert _claim(ObjectRepository(s), ids, "run-2", run_id="run-2") == []
     pages = tuple(RenderedPage(page_number=n, uri=f"file:///p{n}", width=10, height=20, dpi=150) for n in (1, 2))
     pdf = ObjectResult(kind=ObjectKind.PDF, sha256="ab" * 32, pages=pages)
     wav = ObjectResult(kind=ObjectKind.AUDIO, sha256="cd" * 32, segments=(SpeechSegment(start_s=0, end_s=1),))
-    for _ in range(2):  # recording twice (a forced re-run) must not duplicate child rows
+    for attempt in range(2):  # recording twice (a forced re-run) must not duplicate child rows
+        if attempt:
+            with unit_of_work(db_url) as s:
+                _claim(ObjectRepository(s), ids, "run-1", run_id="run-1", force=True)
         _record(db_url, ids[0], pdf)
         _record(db_url, ids[1], wav)
     with unit_of_work(db_url) as s:
@@ -83,7 +92,7 @@ def test_abandoned_claims_expire_and_release_returns_them(db_url: str) -> None:
         repo = ObjectRepository(s)
         repo.register(blobs)
         (row,) = repo.find_current(blobs, _eligible())
-        repo.claim([row.id], "dead-run", _eligible())
+        _claim(repo, [row.id], "dead-run")
     with unit_of_work(db_url) as s:
         repo = ObjectRepository(s)
         assert repo.find_current(blobs, _eligible()) == []
@@ -100,6 +109,7 @@ def test_failed_objects_wait_for_retry_failed(db_url: str) -> None:
         ObjectRepository(s).register(blobs)
     with unit_of_work(db_url) as s:
         (row,) = ObjectRepository(s).find_current(blobs, _eligible())
+        _claim(ObjectRepository(s), [row.id], "run-1")
     from schemas.records import StageError
 
     _record(db_url, row.id, ObjectResult(kind=ObjectKind.PDF, sha256="", error=StageError(
@@ -120,8 +130,8 @@ def test_postgres_claims_skip_rows_locked_by_another_worker(pg_url: str) -> None
     with unit_of_work(pg_url) as s:
         ids = [r.id for r in ObjectRepository(s).find_current(blobs, _eligible())]
     with unit_of_work(pg_url) as first:
-        taken = ObjectRepository(first).claim(ids[:2], "run-a", _eligible(run_id="run-a"))
+        taken = _claim(ObjectRepository(first), ids[:2], "run-a", run_id="run-a")
         assert len(taken) == 2
         with unit_of_work(pg_url) as second:  # while the first transaction still holds its row locks
-            others = ObjectRepository(second).claim(ids, "run-b", _eligible(run_id="run-b"))
+            others = _claim(ObjectRepository(second), ids, "run-b", run_id="run-b")
             assert sorted(r.id for r in others) == ids[2:]

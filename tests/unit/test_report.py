@@ -22,7 +22,14 @@ def test_markdown_has_counts_per_kind_and_failures() -> None:
     assert "| kind | done | failed |" in md
     assert "| pdf | 2 | 1 |" in md
     assert "| audio | 1 | 0 |" in md
-    assert "`a\\|b.pdf` | encrypted PDF: password required |" in md
+    assert "| a\\|b.pdf | encrypted PDF: password required |" in md
+
+
+def test_hostile_keys_cannot_break_the_markdown() -> None:
+    key = "x`y\n| forged | row |\x1b[31m<script>.pdf"
+    md = run_markdown(_summary(failures=(FailureRecord(key=key, source="s3://x", kind=None, code="c", error="e"),)))
+    (row,) = [line for line in md.splitlines() if line.startswith("| x")]
+    assert row == "| x\\`y\\\\x0a\\| forged \\| row \\|\\\\x1b[31m&lt;script>.pdf | e |"
 
 
 def test_failed_batches_are_called_out() -> None:

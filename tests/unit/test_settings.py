@@ -1,4 +1,5 @@
 import pytest
+from pydantic import ValidationError
 
 from schemas.errors import ConfigError
 from schemas.settings import Settings, load_settings
@@ -26,6 +27,10 @@ def test_several_sources_from_one_variable(monkeypatch: pytest.MonkeyPatch) -> N
         ("DOCFLOW_DATABASE_URL", "mysql://x", "DOCFLOW_DATABASE_URL"),
         ("DOCFLOW_VAD_THRESHOLD", "1.5", "DOCFLOW_VAD_THRESHOLD"),
         ("DOCFLOW_MAX_FILE_MB", "-1", "DOCFLOW_MAX_FILE_MB"),
+        ("DOCFLOW_CLASS_ROUTES", "{invoice: generic", "DOCFLOW_CLASS_ROUTES: not valid JSON"),
+        ("DOCFLOW_CLASS_LABELS", "[not json", "DOCFLOW_CLASS_LABELS: not valid JSON"),
+        ("DOCFLOW_CLASS_TEMPLATES", "a scan of {}.", "DOCFLOW_CLASS_TEMPLATES: not valid JSON"),
+        ("DOCFLOW_MAX_AUDIO_S", "0", "DOCFLOW_MAX_AUDIO_S"),
     ],
 )
 def test_invalid_setting_fails_naming_the_variable(
@@ -44,5 +49,5 @@ def test_overrides_win_over_environment(monkeypatch: pytest.MonkeyPatch) -> None
 
 def test_settings_are_immutable() -> None:
     s = Settings()
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="frozen"):
         s.pdf_dpi = 300  # type: ignore[misc]

@@ -1,0 +1,30 @@
+"""Text from outside (object keys, error messages quoting them) made safe to show on a terminal, in a log line or in
+a markdown artifact: a key can never move the cursor, colour the terminal, hide itself or forge a new line."""
+
+from __future__ import annotations
+
+import re
+
+# C0 and C1 controls (ESC, CR, LF, ...), DEL, line/paragraph separators and the bidirectional overrides.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def printable(text: str) -> str:
+    """`text` with every control character written as a visible escape (ESC becomes the four characters \\x1b)."""
+    return _CONTROL.sub(_escape, text)
+
+
+def markdown_cell(text: str) -> str:
+    """Printable text that cannot break out of a markdown table cell."""
+    return printable(text).replace("\\", "\\\\").replace("|", "\\|").replace("`", "\\`").replace("<", "&lt;")
+
+
+def first_line(text: str, limit: int = 300) -> str:
+    """The first line of a (possibly multi-line) error message, shortened: one line per fault on a terminal."""
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line if len(line) <= limit else line[: limit - 1] + "…"

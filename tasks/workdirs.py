@@ -1,0 +1,42 @@
+"""Scratch folders for downloads and rendered pages, named after the process that owns them, so a run can remove
+what a killed run (kill -9, out of memory) left behind without touching folders of live processes."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+_PREFIX = "docflow-work-"
+_OWNED = re.compile(rf"^{_PREFIX}(\d+)-")
+
+
+def work_dir_prefix() -> str:
+    """tempfile prefix for this process's scratch folders."""
+    return f"{_PREFIX}{os.getpid()}-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def clean_stale_work_dirs(root: Path) -> int:
+    """Remove scratch folders in `root` whose owning process is gone; returns how many were removed."""
+    removed = 0
+    try:
+        entries = list(root.iterdir())
+    except OSError:
+        return 0
+    for entry in entries:
+        match = _OWNED.match(entry.name)
+        if match and entry.is_dir() and not entry.is_symlink() and not _alive(int(match.group(1))):
+            shutil.rmtree(entry, ignore_errors=True)
+            removed += 1
+    return removed
