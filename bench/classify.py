@@ -47,7 +47,7 @@ def first_page(path: Path, config: PipelineConfig, out: Path) -> Path:
     out.mkdir(parents=True)
     if path.suffix.lower() == ".pdf":
         return render_pdf(path, out, replace(config.render, max_pages=1)).pages[0].path
-    return normalise_image(path, out, config.image)[0].path
+    return normalise_image(path, out, replace(config.image, max_pages=1)).pages[0].path
 
 
 def confusion_table(pairs: list[tuple[str, str]]) -> str:

@@ -29,6 +29,8 @@ sys.path.insert(0, str(REPO))
 from tasks.evaluation import wer, word_errors  # noqa: E402
 from tasks.preprocess.audio import SAMPLE_RATE, decode  # noqa: E402
 
+MAX_S = 4 * 3600.0  # DOCFLOW_MAX_AUDIO_S default
+
 # Reference transcripts as ../shared/corpus/MANIFEST.md gives them (LDC93S1's is read from its ground-truth file).
 REFERENCES = {
     "fasterwhisper_jfk.flac": "And so my fellow Americans, ask not what your country can do for you, ask what you "
@@ -66,11 +68,11 @@ def build_inputs(corpus: Path, work: Path, copies: int) -> tuple[Path, dict[str,
     pieces, texts = [], []
     for _ in range(copies):
         for name in CLEAN:
-            pieces += [decode(corpus / "audio" / name), pause]
+            pieces += [decode(corpus / "audio" / name, max_duration_s=MAX_S), pause]
             texts.append(refs[name])
     _write_wav(inbox / "joined_long.wav", np.concatenate(pieces))
     refs["joined_long.wav"] = " ".join(texts)
-    seconds = sum(decode(p).size for p in inbox.iterdir()) / SAMPLE_RATE
+    seconds = sum(decode(p, max_duration_s=MAX_S).size for p in inbox.iterdir()) / SAMPLE_RATE
     return inbox, refs, seconds
 
 
@@ -131,7 +133,7 @@ def measure_long(corpus: Path, minutes: int, model: str) -> dict[str, float]:
         path = Path(tmp) / "long.wav"
         pause = np.zeros(SAMPLE_RATE * 2, np.float32)
         # Different sentences in turn: a window repeating one sentence would trip the repetition guard.
-        one = np.concatenate([x for name in CLEAN for x in (decode(corpus / "audio" / name), pause)])
+        one = np.concatenate([x for name in CLEAN for x in (decode(corpus / "audio" / name, max_duration_s=MAX_S), pause)])
         _write_wav(path, np.tile(one, int(minutes * 60 * SAMPLE_RATE / one.size) + 1)[: minutes * 60 * SAMPLE_RATE])
         code = (
             "import json,resource,sys,time; from pathlib import Path; sys.path.insert(0, %r);"

@@ -168,6 +168,9 @@ class ObjectResult(_Frozen):
     sha256: str
     detected_type: str | None = Field(default=None, description="What the bytes are, e.g. 'PDF document'")
     pages: tuple[RenderedPage, ...] = ()
+    page_count: int | None = Field(
+        default=None, description="Pages in the source (PDF pages, image frames), including any beyond the page limit"
+    )
     segments: tuple[SpeechSegment, ...] = ()
     audio: AudioSummary | None = None
     pdf: PdfSummary | None = None

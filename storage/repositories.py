@@ -263,7 +263,7 @@ class ObjectRepository:
         row.error_message = result.error.message if result.error else None
         row.review_reason = "; ".join(result.review_reasons) or None
         row.warnings = list(result.warnings) or None
-        row.page_count = result.pdf.page_count if result.pdf else (len(result.pages) or None)
+        row.page_count = result.page_count if result.page_count is not None else (len(result.pages) or None)
         row.duration_s = result.audio.duration_s if result.audio else None
         row.speech_ratio = result.audio.speech_ratio if result.audio else None
         row.pipeline_version = pipeline_version

@@ -37,6 +37,7 @@ class PipelineConfig:
     image: ImageLimits
     vad: audio.VadParams
     max_file_bytes: int
+    max_audio_s: float = 4 * 3600.0
     transcription: TranscriptionConfig | None = None
     classification: ClassifierConfig | None = None  # None: the keyword rule picks the schema
     extraction: ExtractionConfig | None = None
@@ -58,6 +59,7 @@ class PipelineConfig:
             ),
             vad=vad,
             max_file_bytes=s.max_file_bytes,
+            max_audio_s=s.max_audio_s,
             transcription=TranscriptionConfig.from_settings(s, vad) if s.transcribe else None,
             classification=ClassifierConfig.from_settings(s) if s.classifier != "keywords" else None,
             extraction=_extraction_config(s) if s.extract else None,
@@ -133,9 +135,12 @@ def process_file(
         files = [(p.page_number, p.path, p.width, p.height, p.dpi) for p in rendered.pages]
         pdf = PdfSummary(page_count=rendered.page_count, pages_rendered=len(rendered.pages))
         warnings = tuple(rendered.warnings)
+        page_count = rendered.page_count
     else:
-        images = normalise_image(path, out_dir, config.image)
-        files = [(i.page_number, i.path, i.width, i.height, None) for i in images]
+        normalised = normalise_image(path, out_dir, config.image)
+        files = [(i.page_number, i.path, i.width, i.height, None) for i in normalised.pages]
+        warnings = tuple(normalised.warnings)
+        page_count = normalised.page_count
     pages = _publish(derived, sha256, config.page_tag(kind), files)
     page_files = [(f[0], f[1]) for f in files]
     classification, class_reasons = _classify(page_files, config, embeddings)
@@ -143,6 +148,7 @@ def process_file(
     return ObjectResult(
         **base,
         pages=pages,
+        page_count=page_count,
         pdf=pdf,
         classification=classification,
         extraction=extracted.extraction,
@@ -174,13 +180,14 @@ def _extract(
 
 def _process_audio(path: Path, base: dict[str, Any], config: PipelineConfig) -> ObjectResult:
     info = audio.probe(path)
+    audio.check_limits(info, config.max_audio_s)
     tc = config.transcription
     stereo = None
     if info.channels == 2 and tc is not None and tc.split_stereo != "off":
-        stereo = audio.decode_stereo(path)
+        stereo = audio.decode_stereo(path, max_duration_s=config.max_audio_s)
         mix = (stereo[0] + stereo[1]) / 2
     else:
-        mix = audio.decode(path)
+        mix = audio.decode(path, max_duration_s=config.max_audio_s)
     speech = audio.detect_speech(mix, config.vad)
     summary = audio.summarise(mix, speech, info)
     transcript = None

@@ -18,11 +18,13 @@ def work_dir_prefix() -> str:
 
 
 def _alive(pid: int) -> bool:
+    if pid <= 0 or pid == os.getpid() or os.name != "posix":
+        return True  # process groups, ourselves, or no safe probe (Windows): keep
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:  # exists, owned by someone else
+    except (PermissionError, OverflowError):  # owned by someone else / not a pid at all: keep
         return True
     return True
 

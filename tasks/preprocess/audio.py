@@ -1,10 +1,13 @@
-"""Audio: decode to 16 kHz mono float32 (PyAV through faster-whisper's decoder) and find speech with the Silero
-VAD model that ships inside faster-whisper."""
+"""Audio: decode to 16 kHz mono float32 with PyAV (bounded: absurd sample rates and recordings over the length cap are
+rejected, the cap enforced while decoding) and find speech with the Silero VAD model that ships inside faster-whisper."""
 
 from __future__ import annotations
 
+import gc
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -13,6 +16,10 @@ from schemas.records import AudioSummary, SpeechSegment
 
 STAGE = "audio"
 SAMPLE_RATE = 16_000
+# Declared input rates outside this range are broken or hostile headers: resampling 1 Hz to 16 kHz multiplies the
+# samples by 16,000 (a 32 KB WAV became 5.8 GB).
+MIN_SOURCE_RATE = 2_000
+MAX_SOURCE_RATE = 768_000
 
 
 @dataclass(frozen=True)
@@ -28,49 +35,163 @@ class VadParams:
 class StreamInfo:
     sample_rate: int | None
     channels: int | None
+    duration_s: float | None = None  # as the container declares it: headers can lie, decode() enforces the cap itself
 
 
 def probe(path: Path) -> StreamInfo:
-    """The first audio stream's native rate and channel count. Raises InputError when there is none."""
+    """The first audio stream's native rate, channel count and declared duration. Raises InputError when there is
+    none."""
     import av
 
     try:
         with av.open(str(path), mode="r", metadata_errors="ignore") as container:
-            if not container.streams.audio:
-                raise InputError(STAGE, "no_audio_stream", "audio stream unreadable: the file has no audio stream")
-            stream = container.streams.audio[0]
-            return StreamInfo(stream.codec_context.sample_rate or None, stream.codec_context.channels or None)
+            return _stream_info(container)
     except av.error.FFmpegError as exc:
         raise InputError(STAGE, "unreadable", f"audio stream unreadable: {_ffmpeg_reason(exc)}") from None
+
+
+def _stream_info(container: Any) -> StreamInfo:
+    if not container.streams.audio:
+        raise InputError(STAGE, "no_audio_stream", "audio stream unreadable: the file has no audio stream")
+    stream = container.streams.audio[0]
+    rate = stream.codec_context.sample_rate or None
+    duration = None
+    if stream.duration and stream.time_base:
+        duration = float(stream.duration * stream.time_base)
+    elif container.duration:
+        duration = container.duration / 1e6  # AV_TIME_BASE
+    elif stream.frames and rate:
+        duration = stream.frames / rate
+    return StreamInfo(rate, stream.codec_context.channels or None, duration)
+
+
+def check_limits(info: StreamInfo, max_duration_s: float) -> None:
+    """Rejects, before decoding, a stream whose declared sample rate is absurd or whose declared duration is over
+    `max_duration_s`. An unknown rate or duration passes: decode() checks both again as it goes."""
+    _check_rate(info.sample_rate)
+    if info.duration_s is not None and info.duration_s > max_duration_s:
+        have, cap = _spans(info.duration_s, max_duration_s)
+        raise InputError(
+            STAGE, "too_long", f"recording too long: {have} exceeds the {cap} limit (DOCFLOW_MAX_AUDIO_S)"
+        )
+
+
+def _check_rate(rate: int | None) -> None:
+    if rate is not None and not MIN_SOURCE_RATE <= rate <= MAX_SOURCE_RATE:
+        raise InputError(
+            STAGE,
+            "bad_sample_rate",
+            f"audio stream unreadable: declared sample rate {rate} Hz is outside "
+            f"{MIN_SOURCE_RATE}-{MAX_SOURCE_RATE} Hz",
+        )
+
+
+def _spans(seconds: float, limit_s: float) -> tuple[str, str]:
+    """Both durations in the unit the limit reads best in, with enough decimals to tell them apart."""
+    unit, scale = ("h", 3600) if limit_s >= 3600 else ("min", 60) if limit_s >= 60 else ("s", 1)
+    for digits in (1, 2, 3):
+        have, cap = f"{seconds / scale:.{digits}f} {unit}", f"{limit_s / scale:.{digits}f} {unit}"
+        if have != cap:
+            break
+    return have, cap
+
+
+def _too_long(max_duration_s: float) -> InputError:
+    cap = _spans(max_duration_s, max_duration_s)[1]
+    return InputError(
+        STAGE, "too_long", f"recording too long: it decodes to more than the {cap} limit (DOCFLOW_MAX_AUDIO_S)"
+    )
 
 
 def _ffmpeg_reason(exc: Exception) -> str:
     return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
 
 
-def decode(path: Path) -> np.ndarray:
-    """16 kHz mono float32 samples in [-1, 1]. Raises InputError for unreadable or empty audio."""
-    return _decode(path, split_stereo=False)  # type: ignore[return-value]
+def decode(path: Path, *, max_duration_s: float) -> np.ndarray:
+    """16 kHz mono float32 samples in [-1, 1]. Raises InputError for unreadable or empty audio, an absurd sample
+    rate, or more than `max_duration_s` of audio (declared or decoded)."""
+    (chunks,), total = _decode_s16(path, stereo=False, max_duration_s=max_duration_s)
+    return _to_float(chunks, total)
 
 
-def decode_stereo(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Left and right channels at 16 kHz (a mono file gives the same samples twice)."""
-    return _decode(path, split_stereo=True)  # type: ignore[return-value]
+def decode_stereo(path: Path, *, max_duration_s: float) -> tuple[np.ndarray, np.ndarray]:
+    """Left and right channels at 16 kHz (a mono file gives the same samples twice). Errors as decode()."""
+    (left, right), total = _decode_s16(path, stereo=True, max_duration_s=max_duration_s)
+    return _to_float(left, total), _to_float(right, total)
 
 
-def _decode(path: Path, split_stereo: bool) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+def _decode_s16(path: Path, stereo: bool, max_duration_s: float) -> tuple[tuple[list[np.ndarray], ...], int]:
+    """The stream resampled to 16 kHz int16, frame by frame, as per-channel lists of chunks and their total length.
+
+    Memory is bounded by the cap: the rate of every frame is checked before it is resampled (a frame at an absurd
+    rate can expand a thousand-fold), and decoding stops with `too_long` as soon as it passes `max_duration_s`."""
     import av
-    from faster_whisper.audio import decode_audio
+    from av.audio.resampler import AudioResampler
 
+    channels: tuple[list[np.ndarray], ...] = ([], []) if stereo else ([],)
+    limit = int(max_duration_s * SAMPLE_RATE)
+    total = 0
+    seen_s = 0.0
+    resampler = AudioResampler(format="s16", layout="stereo" if stereo else "mono", rate=SAMPLE_RATE)
     try:
-        samples = decode_audio(str(path), sampling_rate=SAMPLE_RATE, split_stereo=split_stereo)
+        with av.open(str(path), mode="r", metadata_errors="ignore") as container:
+            check_limits(_stream_info(container), max_duration_s)
+            for frame in _valid_frames(container):
+                if frame is not None:
+                    _check_rate(frame.sample_rate)
+                    seen_s += frame.samples / frame.sample_rate
+                    if seen_s > max_duration_s + 1e-3:  # before resampling (the output would pass the cap)
+                        raise _too_long(max_duration_s)
+                    frame.pts = None  # gaps or jumps in timestamps are not ours to judge (as faster-whisper does)
+                for out in resampler.resample(frame):
+                    data = out.to_ndarray().reshape(-1)  # s16 packed: interleaved L R L R ... for stereo
+                    if stereo:
+                        channels[0].append(data[0::2].copy())
+                        channels[1].append(data[1::2].copy())
+                    else:
+                        channels[0].append(data)
+                    total += out.samples
+                    if total > limit + SAMPLE_RATE // 100:  # the resampler's few samples of delay are not a breach
+                        raise _too_long(max_duration_s)
     except av.error.FFmpegError as exc:
         raise InputError(STAGE, "unreadable", f"audio stream unreadable: {_ffmpeg_reason(exc)}") from None
-    except (ValueError, IndexError) as exc:  # e.g. a container whose decoder yields nothing usable
+    except (ValueError, IndexError) as exc:  # e.g. a decoder yielding frames the resampler cannot take
         raise InputError(STAGE, "unreadable", f"audio stream unreadable: {exc}") from None
-    if (samples[0] if split_stereo else samples).size == 0:
+    finally:
+        # The resampler's filter graph is only freed by the garbage collector (faster-whisper issue #390).
+        del resampler
+        gc.collect()
+    if total == 0:
         raise InputError(STAGE, "no_samples", "audio stream unreadable: it decodes to zero samples")
-    return samples
+    return channels, total
+
+
+def _valid_frames(container: Any) -> Iterator[Any]:
+    """Decoded frames of the first audio stream, skipping ones the decoder rejects as invalid data, then None (which
+    flushes the resampler)."""
+    import av
+
+    frames = container.decode(audio=0)
+    while True:
+        try:
+            yield next(frames)
+        except StopIteration:
+            break
+        except av.error.InvalidDataError:
+            continue
+    yield None
+
+
+def _to_float(chunks: list[np.ndarray], total: int) -> np.ndarray:
+    """int16 chunks into one float32 array in [-1, 1), filled in place and emptying the list as it goes."""
+    out = np.empty(total, np.float32)
+    pos = 0
+    chunks.reverse()
+    while chunks:
+        chunk = chunks.pop()
+        np.multiply(chunk, np.float32(1 / 32768), out=out[pos : pos + chunk.size])
+        pos += chunk.size
+    return out
 
 
 # Silero VAD's working memory grows with the input (~0.7 GB for an hour); blocks keep it flat.

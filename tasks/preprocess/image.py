@@ -32,6 +32,13 @@ class NormalisedImage:
     height: int
 
 
+@dataclass(frozen=True)
+class NormalisedDocument:
+    page_count: int  # every frame in the file, including those past `max_pages`
+    pages: list[NormalisedImage]
+    warnings: list[str]
+
+
 def fit_to_budget(width: int, height: int, max_pixels: int, max_side: int) -> tuple[int, int]:
     """The largest size with the same aspect ratio that fits both caps (never upscales)."""
     scale = min(1.0, math.sqrt(max_pixels / (width * height)), max_side / max(width, height))
@@ -78,10 +85,11 @@ def _normalise_frame(img: Image.Image, limits: ImageLimits) -> Image.Image:
     return img
 
 
-def normalise_image(path: Path, out_dir: Path, limits: ImageLimits) -> list[NormalisedImage]:
-    """Write an upright RGB JPEG per frame (multi-page TIFFs give several pages). Raises InputError."""
+def normalise_image(path: Path, out_dir: Path, limits: ImageLimits) -> NormalisedDocument:
+    """Write an upright RGB JPEG per frame (multi-page TIFFs give several pages) for up to `max_pages` frames.
+    Raises InputError."""
     img = _open(path, limits)
-    results: list[NormalisedImage] = []
+    pages: list[NormalisedImage] = []
     try:
         frames = getattr(img, "n_frames", 1) if img.format == "TIFF" else 1
         for index in range(min(frames, limits.max_pages)):
@@ -89,7 +97,7 @@ def normalise_image(path: Path, out_dir: Path, limits: ImageLimits) -> list[Norm
             page = _normalise_frame(img, limits)
             out = out_dir / f"p{index + 1:05d}.jpg"
             page.save(out, "JPEG", quality=limits.jpeg_quality)
-            results.append(NormalisedImage(index + 1, out, page.width, page.height))
+            pages.append(NormalisedImage(index + 1, out, page.width, page.height))
     except InputError:
         raise
     except (OSError, SyntaxError, ValueError) as exc:  # Pillow's decoders report damage this way
@@ -99,4 +107,7 @@ def normalise_image(path: Path, out_dir: Path, limits: ImageLimits) -> list[Norm
         raise InputError(STAGE, "corrupt", f"corrupt image: {reason}") from None
     finally:
         img.close()
-    return results
+    notes = []
+    if frames > limits.max_pages:
+        notes.append(f"only the first {limits.max_pages} of {frames} pages were processed (DOCFLOW_MAX_PAGES)")
+    return NormalisedDocument(page_count=frames, pages=pages, warnings=notes)

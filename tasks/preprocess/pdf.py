@@ -90,7 +90,9 @@ def read_geometry(path: Path, max_pages: int, timeout_s: int) -> tuple[int, list
             capture_output=True, text=True, errors="replace", timeout=timeout_s, check=False,
         )
     except subprocess.TimeoutExpired:
-        raise InputError(STAGE, "timeout", f"PDF inspection timed out after {timeout_s} s") from None
+        raise InputError(
+            STAGE, "render_timeout", f"PDF inspection timed out after {timeout_s} s (DOCFLOW_RENDER_TIMEOUT_S)"
+        ) from None
     if proc.returncode != 0:
         raise explain_poppler_error(proc.stderr)
     count_match = _PAGES.search(proc.stdout)
@@ -137,7 +139,12 @@ def plan_ranges(pages: list[PageGeometry], limits: RenderLimits) -> list[RenderR
 
 def _render_range(path: Path, out_dir: Path, rng: RenderRange, limits: RenderLimits) -> list[RenderedFile]:
     from pdf2image import convert_from_path
-    from pdf2image.exceptions import PDFInfoNotInstalledError, PDFPageCountError, PDFSyntaxError
+    from pdf2image.exceptions import (
+        PDFInfoNotInstalledError,
+        PDFPageCountError,
+        PDFPopplerTimeoutError,
+        PDFSyntaxError,
+    )
 
     try:
         files = convert_from_path(
@@ -157,8 +164,12 @@ def _render_range(path: Path, out_dir: Path, rng: RenderRange, limits: RenderLim
         raise  # a broken installation is not the file's fault
     except (PDFPageCountError, PDFSyntaxError) as exc:
         raise explain_poppler_error(str(exc)) from None
-    except subprocess.TimeoutExpired:
-        raise InputError(STAGE, "timeout", f"rendering pages {rng.first}-{rng.last} timed out") from None
+    except (PDFPopplerTimeoutError, subprocess.TimeoutExpired):  # pdf2image raises its own error, not the stdlib's
+        raise InputError(
+            STAGE,
+            "render_timeout",
+            f"rendering pages {rng.first}-{rng.last} timed out after {limits.timeout_s} s (DOCFLOW_RENDER_TIMEOUT_S)",
+        ) from None
     expected = rng.last - rng.first + 1
     if len(files) != expected:
         raise InputError(STAGE, "render_failed", f"poppler rendered {len(files)} of pages {rng.first}-{rng.last}")

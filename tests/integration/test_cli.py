@@ -67,11 +67,22 @@ def test_run_then_status_json(configure: Configure, sample_inbox: Path, tmp_path
     assert runs[0]["processed"] == 2
 
 
+@pytest.mark.parametrize("variable", ["class_routes", "class_labels", "class_templates"])
+def test_unparsable_json_setting_is_one_line_naming_it(configure: Configure, tmp_path: Path, variable: str) -> None:
+    configure(database_url=f"sqlite:///{tmp_path / 'x.db'}", **{variable: "{not json"})
+    result = runner.invoke(app, ["run"])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        f"error: invalid settings: DOCFLOW_{variable.upper()}: not valid JSON: "
+        "Expecting property name enclosed in double quotes: line 1 column 2 (char 1)"
+    ]
+
+
 @pytest.mark.usefixtures("prefect_harness")
 def test_missing_source_folder_is_a_clear_error(configure: Configure, tmp_path: Path) -> None:
     configure(database_url=f"sqlite:///{tmp_path / 'x.db'}", source=str(tmp_path / "nope"))
     result = runner.invoke(app, ["run"])
-    assert result.exit_code == 1
-    assert "source directory does not exist" in result.output
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1] == f"error: source directory does not exist: {tmp_path / 'nope'}"
     runs = json.loads(runner.invoke(app, ["status", "--json"]).stdout)["runs"]
     assert runs[0]["status"] == "failed"

@@ -4,7 +4,12 @@ import pytest
 from PIL import Image
 
 from schemas.errors import InputError
-from tasks.preprocess.image import ImageLimits, fit_to_budget, normalise_image
+from tasks.preprocess.image import (
+    ImageLimits,
+    NormalisedDocument,
+    fit_to_budget,
+    normalise_image,
+)
 
 LIMITS = ImageLimits(max_pixels=1_000_000, max_side=2048, max_decode_pixels=50_000_000)
 
@@ -24,7 +29,9 @@ def test_fit_to_budget_keeps_aspect(size, budget, side, expected) -> None:  # ty
 
 
 def test_large_scan_is_resized_to_budget(sample_inbox: Path, tmp_path: Path) -> None:
-    (page,) = normalise_image(sample_inbox / "images" / "invoice2data_AmazonWebServices.png", tmp_path, LIMITS)
+    result = normalise_image(sample_inbox / "images" / "invoice2data_AmazonWebServices.png", tmp_path, LIMITS)
+    (page,) = result.pages
+    assert result.page_count == 1 and result.warnings == []
     assert page.width * page.height <= LIMITS.max_pixels
     assert abs(page.width / page.height - 2975 / 3850) < 0.01
     with Image.open(page.path) as img:
@@ -33,7 +40,7 @@ def test_large_scan_is_resized_to_budget(sample_inbox: Path, tmp_path: Path) -> 
 
 def test_exif_orientation_is_applied(sample_inbox: Path, tmp_path: Path) -> None:
     source = sample_inbox / "images" / "photo_pillow_hopper_exif-orientation-6.jpg"
-    (page,) = normalise_image(source, tmp_path, LIMITS)
+    (page,) = normalise_image(source, tmp_path, LIMITS).pages
     with Image.open(source) as raw, Image.open(page.path) as out:
         rotated = raw.convert("RGB").transpose(Image.Transpose.ROTATE_270)  # orientation 6 = rotate 90 CW
         # compare a coarse thumbnail: JPEG re-encoding changes pixels slightly, orientation changes them a lot
@@ -65,13 +72,30 @@ def test_multipage_tiff_gives_one_page_per_frame(tmp_path: Path) -> None:
     tiff = tmp_path / "fax.tif"
     frames = [Image.new("L", (200, 300), color) for color in (0, 128, 255)]
     frames[0].save(tiff, save_all=True, append_images=frames[1:])
-    pages = normalise_image(tiff, tmp_path, LIMITS)
-    assert [p.page_number for p in pages] == [1, 2, 3]
+    result = normalise_image(tiff, tmp_path, LIMITS)
+    assert result.page_count == 3
+    assert [p.page_number for p in result.pages] == [1, 2, 3]
+    assert result.warnings == []
+
+
+def test_tiff_past_the_page_limit_keeps_its_page_count_and_warns(tmp_path: Path) -> None:
+    tiff = tmp_path / "long.tif"
+    frames = [Image.new("L", (16, 16), n * 8) for n in range(30)]
+    frames[0].save(tiff, save_all=True, append_images=frames[1:])
+    out = tmp_path / "out"
+    out.mkdir()
+    limits = ImageLimits(max_pixels=1_000_000, max_side=2048, max_decode_pixels=50_000_000, max_pages=5)
+    result = normalise_image(tiff, out, limits)
+    assert isinstance(result, NormalisedDocument)
+    assert result.page_count == 30
+    assert [p.page_number for p in result.pages] == [1, 2, 3, 4, 5]
+    assert sorted(f.name for f in out.iterdir()) == [f"p{n:05d}.jpg" for n in range(1, 6)]
+    assert result.warnings == ["only the first 5 of 30 pages were processed (DOCFLOW_MAX_PAGES)"]
 
 
 def test_palette_and_alpha_images_become_rgb(tmp_path: Path) -> None:
     src = tmp_path / "a.png"
     Image.new("RGBA", (50, 40), (255, 0, 0, 128)).save(src)
-    (page,) = normalise_image(src, tmp_path, LIMITS)
+    (page,) = normalise_image(src, tmp_path, LIMITS).pages
     with Image.open(page.path) as img:
         assert img.mode == "RGB" and img.size == (50, 40)
