@@ -263,6 +263,13 @@ class S3Store:
                         last_modified=item["LastModified"].astimezone(UTC),
                     )
         except Exception as exc:
+            from botocore.exceptions import NoCredentialsError
+
+            if isinstance(exc, NoCredentialsError):
+                raise SourceError(
+                    f"cannot list s3://{self.bucket}/{full_prefix}: no AWS credentials found (set AWS_PROFILE or "
+                    "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
+                ) from exc
             if is_transient_error(exc):
                 raise TransientError(f"S3 list failed for s3://{self.bucket}/{full_prefix}: {exc}") from exc
             code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")

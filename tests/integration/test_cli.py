@@ -86,3 +86,32 @@ def test_missing_source_folder_is_a_clear_error(configure: Configure, tmp_path: 
     assert result.output.strip().splitlines()[-1] == f"error: source directory does not exist: {tmp_path / 'nope'}"
     runs = json.loads(runner.invoke(app, ["status", "--json"]).stdout)["runs"]
     assert runs[0]["status"] == "failed"
+
+
+@pytest.mark.usefixtures("prefect_harness")
+@pytest.mark.parametrize(
+    ("problem", "message"),
+    [
+        ("missing bucket", "error: bucket does not exist: s3://no-such-bucket"),
+        ("wrong secret", "error: cannot list s3://{bucket}/: SignatureDoesNotMatch (check AWS credentials)"),
+        ("no credentials", "error: cannot list s3://{bucket}/: no AWS credentials found"),
+    ],
+)
+def test_s3_source_problems_are_one_line_and_exit_2(
+    configure: Configure, bucket: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, problem: str, message: str
+) -> None:
+    source = "s3://no-such-bucket" if problem == "missing bucket" else f"s3://{bucket}"
+    if problem == "wrong secret":
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+    if problem == "no credentials":
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            monkeypatch.delenv(name)
+        monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+        monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+        monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    configure(database_url=f"sqlite:///{tmp_path / 'x.db'}", source=source)
+    result = runner.invoke(app, ["run"])
+    assert result.exit_code == 2, result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith(message.format(bucket=bucket)), last
+    assert "Traceback" not in result.output

@@ -89,6 +89,7 @@ def _decode_in_subprocess(path: Path, max_duration_s: float, stereo: bool = Fals
         [sys.executable, "-c", script, str(path), str(max_duration_s), "1" if stereo else "0"],
         cwd=REPO_ROOT,
         capture_output=True,
+        check=False,
         text=True,
         timeout=600,
     )
@@ -138,7 +139,7 @@ def test_vad_splits_on_silence_with_short_min_silence(tmp_path: Path) -> None:
     path = _write_wav(tmp_path / "gap.wav", speech)
     segments = detect_speech(decode(path, max_duration_s=MAX_S), VadParams(min_silence_ms=500, speech_pad_ms=100))
     assert len(segments) == 2
-    assert segments[0].end_s < 3.0 < 5.5 < segments[1].start_s + 0.2
+    assert segments[0].end_s < 3.0 and segments[1].start_s > 5.5 - 0.2
 
 
 def decode_jfk_seconds(seconds: float) -> np.ndarray:
