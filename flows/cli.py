@@ -60,7 +60,7 @@ def _settings(source: list[str] | None = None) -> Settings:
     try:
         settings = load_settings(source=source or None)
     except ConfigError as exc:
-        console.print(f"[red]error:[/red] {_t(exc)}")
+        console.print(f"[red]error:[/red] {_t(exc)}", soft_wrap=True)
         raise typer.Exit(2) from None
     return settings
 
@@ -73,7 +73,8 @@ def _prepare(settings: Settings) -> None:
     except Exception as exc:
         console.print(
             f"[red]error:[/red] cannot open the database {_t(_redact(settings.database_url))}: "
-            f"{_t(first_line(str(exc)))}"
+            f"{_t(first_line(str(exc)))}",
+            soft_wrap=True,
         )
         raise typer.Exit(2) from None
 
@@ -139,7 +140,7 @@ def _run_flow(settings: Settings, call: Any) -> RunSummary:
         _print_summary(exc.summary)
         for index, error in exc.batch_errors:
             console.print(f"  [red]batch {index} failed:[/red] {_t(first_line(error))}", soft_wrap=True)
-        console.print(f"[red]run failed:[/red] {_t(exc)}")
+        console.print(f"[red]run failed:[/red] {_t(exc)}", soft_wrap=True)
         raise typer.Exit(1) from None
     except (SourceError, ConfigError) as exc:  # a missing bucket or folder, bad credentials, a model that cannot load
         stop_watching()
@@ -168,7 +169,10 @@ def _kind_table(by_kind: dict[str, dict[str, int]], title: str) -> Table | None:
 
 def _print_summary(summary: RunSummary) -> None:
     console.print(f"listed {summary.listed}, processed {summary.processed}")
-    table = _kind_table(summary.by_kind, f"{summary.kind.value} run {summary.run_id[:8]}: {summary.status}")
+    state = summary.status
+    if summary.stale_claims:
+        state += f", but {summary.stale_claims} object(s) are still claimed by a run that died"
+    table = _kind_table(summary.by_kind, f"{summary.kind.value} run {summary.run_id[:8]}: {state}")
     if table:
         console.print(table)
     for failure in summary.failures[:20]:

@@ -183,20 +183,18 @@ class ObjectRepository:
 
     def renew(self, ids: Sequence[int], run_id: str) -> int:
         """Heartbeat: keep this run's claims fresh while it works on them, so no other run takes them over."""
-        result = self.session.execute(
-            update(SourceObject)
-            .where(
-                SourceObject.id.in_(ids),
-                SourceObject.status == ObjectStatus.PROCESSING,
-                SourceObject.run_id == run_id,
-            )
-            .values(claimed_at=utcnow())
-        )
-        return result.rowcount or 0
+        return self._update_claims(ids, run_id, claimed_at=utcnow())
 
     def release(self, ids: Sequence[int], run_id: str) -> int:
         """Give claims back (a batch failed for infrastructure reasons): the next run picks them up, and the try
         does not count against the object."""
+        return self._update_claims(
+            ids, run_id, status=ObjectStatus.PENDING, claimed_at=None,
+            attempts=case((SourceObject.attempts > 0, SourceObject.attempts - 1), else_=0),
+        )
+
+    def _update_claims(self, ids: Sequence[int], run_id: str, **values: Any) -> int:
+        """Update the objects among `ids` that `run_id` still holds; returns how many."""
         result = self.session.execute(
             update(SourceObject)
             .where(
@@ -204,11 +202,7 @@ class ObjectRepository:
                 SourceObject.status == ObjectStatus.PROCESSING,
                 SourceObject.run_id == run_id,
             )
-            .values(
-                status=ObjectStatus.PENDING,
-                claimed_at=None,
-                attempts=case((SourceObject.attempts > 0, SourceObject.attempts - 1), else_=0),
-            )
+            .values(**values)
         )
         return result.rowcount or 0
 

@@ -10,7 +10,8 @@ _STATUSES = [s.value for s in ObjectStatus]
 
 def run_markdown(summary: RunSummary, max_failures: int = 50) -> str:
     lines = [
-        f"# docflow {summary.kind.value} run: {summary.status}",
+        f"# docflow {summary.kind.value} run: {summary.status}"
+        + (f", {summary.stale_claims} object(s) still claimed by a run that died" if summary.stale_claims else ""),
         "",
         f"Listed **{summary.listed}** objects, planned **{summary.planned}**, processed **{summary.processed}**.",
         "",

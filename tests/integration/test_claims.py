@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import threading
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
-import pytest
 from sqlalchemy import inspect
 
 from schemas.records import BlobInfo, ObjectKind, ObjectResult, ObjectStatus
@@ -95,42 +95,33 @@ def test_released_and_own_claims_do_not_count_as_attempts(db_url: str) -> None:
     assert _claim(db_url, object_id, "run", max_attempts=1)[0] == [object_id]
 
 
-def test_concurrent_migrations_on_an_empty_postgres(postgres: PostgresCluster) -> None:
-    url = postgres.create_database("concurrent_migrations")
-    barrier = threading.Barrier(4)
+def _migrate_at_once(url: str, processes: int = 4) -> list[BaseException]:
+    """Start `processes` migrations of `url` at the same instant; return what they raised."""
+    barrier = threading.Barrier(processes)
     errors: list[BaseException] = []
 
     def start() -> None:
         barrier.wait()
         try:
             migrate(url)
-        except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+        except BaseException as exc:  # noqa: BLE001 - collected and asserted by the caller
             errors.append(exc)
 
-    threads = [threading.Thread(target=start) for _ in range(4)]
+    threads = [threading.Thread(target=start) for _ in range(processes)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert errors == []
+    return errors
+
+
+def test_concurrent_migrations_on_an_empty_postgres(postgres: PostgresCluster) -> None:
+    url = postgres.create_database("concurrent_migrations")
+    assert _migrate_at_once(url) == []
     assert "source_objects" in inspect(get_engine(url)).get_table_names()
 
 
-def test_concurrent_migrations_on_an_empty_sqlite_file(tmp_path: pytest.TempPathFactory) -> None:
-    url = f"sqlite:///{tmp_path}/fresh.db"  # type: ignore[operator]
-    barrier = threading.Barrier(4)
-    errors: list[BaseException] = []
-
-    def start() -> None:
-        barrier.wait()
-        try:
-            migrate(url)
-        except BaseException as exc:  # noqa: BLE001 - collected and asserted below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=start) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+def test_concurrent_migrations_on_an_empty_sqlite_file(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    assert _migrate_at_once(url) == []
+    assert "source_objects" in inspect(get_engine(url)).get_table_names()

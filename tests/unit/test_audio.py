@@ -72,7 +72,7 @@ def _flac_declaring(path: Path, rate: int, seconds: float, declared_s: float) ->
 def _decode_in_subprocess(path: Path, max_duration_s: float, stereo: bool = False) -> dict:
     """Decodes in a fresh interpreter, which reports its outcome and its own peak RSS (so a bomb cannot hurt us)."""
     script = (
-        "import json, resource, sys\n"
+        "import json, sys\n"
         "from pathlib import Path\n"
         "from schemas.errors import InputError\n"
         "from tasks.preprocess import audio\n"
@@ -82,7 +82,10 @@ def _decode_in_subprocess(path: Path, max_duration_s: float, stereo: bool = Fals
         "    result = {'samples': (out[0] if isinstance(out, tuple) else out).size}\n"
         "except InputError as exc:\n"
         "    result = {'code': exc.error.code, 'message': exc.error.message}\n"
-        "result['peak_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
+        # VmHWM, not ru_maxrss: Linux carries ru_maxrss over fork and exec, so a child of a big pytest process
+        # would report its parent's size; the high-water mark of the new address space starts at exec.
+        "hwm = next(l for l in open('/proc/self/status') if l.startswith('VmHWM:'))\n"
+        "result['peak_mb'] = int(hwm.split()[1]) / 1024\n"
         "print(json.dumps(result))\n"
     )
     proc = subprocess.run(

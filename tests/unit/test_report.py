@@ -35,3 +35,9 @@ def test_hostile_keys_cannot_break_the_markdown() -> None:
 def test_failed_batches_are_called_out() -> None:
     md = run_markdown(_summary(status="failed", failed_batches=2))
     assert "2 batch(es) failed after retries" in md
+
+
+def test_claims_held_by_a_dead_run_are_not_a_plain_completed() -> None:
+    md = run_markdown(_summary(stale_claims=2, warnings=("2 object(s) are still claimed by a run that stopped",)))
+    assert md.splitlines()[0] == "# docflow nightly run: completed, 2 object(s) still claimed by a run that died"
+    assert "**Warning:** 2 object(s) are still claimed by a run that stopped" in md
