@@ -27,3 +27,7 @@ class SourceError(Exception):
 
 class ModelLoadError(ConfigError):
     """A model could not be loaded (bad path, missing package, hub unreachable): stops the run, not one file."""
+
+
+class ToolMissingError(ConfigError):
+    """A program docflow runs (poppler, tesseract) is not installed: stops the run before any file is blamed."""

@@ -80,7 +80,7 @@ class Settings(BaseSettings):
     )
     render_timeout_s: int = Field(default=120, ge=1, description="Time limit for one poppler call.")
     jpeg_quality: int = Field(default=90, ge=30, le=100, description="Quality of stored page images.")
-    max_file_mb: float = Field(default=512.0, gt=0, description="Objects larger than this fail without download.")
+    max_file_mb: float = Field(default=512.0, gt=0, description="Objects larger than this many MiB fail without download.")
     max_decode_pixels: int = Field(
         default=150_000_000,
         ge=1_000_000,

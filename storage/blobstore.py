@@ -49,11 +49,12 @@ class BlobStore(Protocol):
     def uri_for(self, key: str) -> str: ...
 
 
-def _too_big(key: str, size: int, max_bytes: int) -> InputError:
+def too_large(size: int, max_bytes: int) -> InputError:
+    """The limit is set in MiB (DOCFLOW_MAX_FILE_MB = 512 means 512 x 1024 x 1024 bytes) and reported in MiB."""
     return InputError(
         "download",
         "too_large",
-        f"file too large: {size / 1e6:.1f} MB exceeds the {max_bytes / 1e6:.1f} MB limit (DOCFLOW_MAX_FILE_MB)",
+        f"file too large: {size / 2**20:.1f} MiB exceeds the {max_bytes / 2**20:.1f} MiB limit (DOCFLOW_MAX_FILE_MB)",
     )
 
 
@@ -64,7 +65,7 @@ def _copy_hashing(src: Any, dest: Path, key: str, max_bytes: int) -> str:
         while chunk := src.read(CHUNK):
             written += len(chunk)
             if written > max_bytes:
-                raise _too_big(key, written, max_bytes)
+                raise too_large(written, max_bytes)
             digest.update(chunk)
             out.write(chunk)
     return digest.hexdigest()
@@ -175,7 +176,7 @@ class LocalDirStore:
                 raise InputError("download", "not_regular_file", f"not a regular file ({_file_type(info.st_mode)})")
             os.set_blocking(fd, True)
             if info.st_size > max_bytes:
-                raise _too_big(key, info.st_size, max_bytes)
+                raise too_large(info.st_size, max_bytes)
             return _copy_hashing(src, dest, key, max_bytes)
 
     def read_head(self, key: str, n: int = 4096) -> bytes:
@@ -285,7 +286,7 @@ class S3Store:
         body = response["Body"]
         try:
             if size > max_bytes:
-                raise _too_big(key, size, max_bytes)
+                raise too_large(size, max_bytes)
             return _copy_hashing(body, dest, key, max_bytes)
         except InputError:
             raise

@@ -15,7 +15,7 @@ from schemas.documents import SCHEMAS
 from schemas.errors import ConfigError, InputError, TransientError
 from schemas.records import Classification, ObjectKind, ObjectResult, PdfSummary, RenderedPage, StageError
 from schemas.settings import Settings
-from storage.blobstore import BlobStore, safe_suffix
+from storage.blobstore import BlobStore, safe_suffix, too_large
 from tasks import classify
 from tasks.classify import ClassifierConfig, EmbeddingCache
 from tasks.display import printable
@@ -219,11 +219,7 @@ def process_object(
     detection: sniff.Detection | None = None
     try:
         if ref.size > config.max_file_bytes:
-            raise InputError(
-                "download", "too_large",
-                f"file too large: {ref.size / 1e6:.1f} MB exceeds the {config.max_file_bytes / 1e6:.1f} MB limit "
-                "(DOCFLOW_MAX_FILE_MB)",
-            )
+            raise too_large(ref.size, config.max_file_bytes)
         # The temp name comes from the row id, never from the key: keys like '../x' cannot escape work_dir.
         local = work_dir / f"object-{ref.id}{safe_suffix(ref.key)}"
         sha256 = store.download(ref.key, local, config.max_file_bytes)

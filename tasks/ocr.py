@@ -5,16 +5,21 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+from tasks.system_tools import missing_tool
+
 # Fewer characters than this on a page means "no usable text layer": a scan, or a page of pictures.
 MIN_TEXT_CHARS = 20
 
 
 def pdf_text_layer(path: Path, last_page: int, timeout_s: int = 60) -> list[str]:
     """Text of pages 1..last_page in reading layout ('' for pages without a text layer)."""
-    proc = subprocess.run(
-        ["pdftotext", "-layout", "-enc", "UTF-8", "-f", "1", "-l", str(last_page), str(path), "-"],
-        capture_output=True, timeout=timeout_s, check=False,
-    )
+    try:
+        proc = subprocess.run(
+            ["pdftotext", "-layout", "-enc", "UTF-8", "-f", "1", "-l", str(last_page), str(path), "-"],
+            capture_output=True, timeout=timeout_s, check=False,
+        )
+    except FileNotFoundError:
+        raise missing_tool("pdftotext") from None
     if proc.returncode != 0:
         return [""] * last_page
     pages = proc.stdout.decode("utf-8", "replace").split("\f")
@@ -29,7 +34,7 @@ def ocr_image(path: Path, languages: str = "eng", timeout_s: int = 120) -> str:
             capture_output=True, timeout=timeout_s, check=False,
         )
     except FileNotFoundError:
-        raise RuntimeError("tesseract is not installed (make setup installs tesseract-ocr)") from None
+        raise missing_tool("tesseract") from None
     return proc.stdout.decode("utf-8", "replace").strip() if proc.returncode == 0 else ""
 
 

@@ -18,6 +18,7 @@ from schemas.settings import Settings
 from storage.db import migrate
 from tasks import batch, discovery, runs
 from tasks.faults import is_infrastructure_fault
+from tasks.system_tools import check_tools
 from tasks.workdirs import clean_stale_work_dirs
 
 
@@ -32,7 +33,8 @@ _COMMON: dict[str, Any] = {"cache_policy": NO_CACHE, "retry_condition_fn": retry
 
 @task(name="prepare", retries=2, retry_delay_seconds=2, **_COMMON)
 def prepare(settings: Settings) -> None:
-    """Schema to head; scratch folders that killed runs left behind are removed."""
+    """Programs on PATH, schema to head; scratch folders that killed runs left behind are removed."""
+    check_tools(settings)
     migrate(settings.database_url)
     removed = clean_stale_work_dirs(settings.temp_dir or Path(tempfile.gettempdir()))
     if removed:

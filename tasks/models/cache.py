@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable, Hashable
 from typing import TypeVar
 
-from schemas.errors import ConfigError, ModelLoadError
+from schemas.errors import ConfigError, ModelLoadError, TransientError
 from tasks.faults import is_infrastructure_fault
 
 T = TypeVar("T")
@@ -26,12 +26,44 @@ def load_cached(kind: str, spec: Hashable, factory: Callable[[], T], describe: s
             model = factory()
         except ConfigError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # torch, CTranslate2 and hub clients raise many types for "cannot load"
             if is_infrastructure_fault(exc):  # e.g. the database went away while cached prototypes loaded
-                raise  # torch, CTranslate2 and hub clients raise many types for "cannot load"
+                raise
+            if _network_fault(exc):  # the hub timed out or dropped the connection: the next try may work
+                raise TransientError(f"cannot load {describe}: the model hub did not answer ({exc})") from exc
             raise ModelLoadError(f"cannot load {describe}: {type(exc).__name__}: {exc}") from exc
         same_kind = [k for k in _loaded if k[0] == kind]
         if len(same_kind) >= _MAX_PER_KIND:
             del _loaded[same_kind[0]]  # oldest first: dict order is insertion order
         _loaded[key] = model
         return model
+
+
+def _network_types() -> tuple[type[BaseException], ...]:
+    types: list[type[BaseException]] = [TimeoutError, ConnectionError]
+    try:
+        import httpx  # huggingface_hub's client
+
+        types += [httpx.TimeoutException, httpx.NetworkError]
+    except ImportError:
+        pass
+    try:
+        import requests
+
+        types += [requests.exceptions.Timeout, requests.exceptions.ConnectionError]
+    except ImportError:
+        pass
+    return tuple(types)
+
+
+def _network_fault(exc: BaseException) -> bool:
+    """A timeout or dropped connection anywhere in the chain: loaders wrap the hub's errors in their own."""
+    network = _network_types()
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, network):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False

@@ -12,6 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 
+# JSON Schema keywords whose value maps names (of properties, definitions) to schemas.
+_NAME_TO_SCHEMA = {"properties", "$defs", "definitions", "patternProperties"}
+
+
 def generation_schema(schema: dict[str, Any], max_string: int = 300, max_items: int = 100) -> dict[str, Any]:
     """The JSON Schema the model must follow: every property required (null allowed where the pydantic model
     allows it), no defaults, so the model states each field instead of silently omitting it; strings and lists
@@ -19,19 +23,25 @@ def generation_schema(schema: dict[str, Any], max_string: int = 300, max_items: 
     out = copy.deepcopy(schema)
 
     def visit(node: Any) -> None:
-        if isinstance(node, dict):
-            node.pop("default", None)
-            node.pop("title", None)
-            if node.get("type") == "object" and "properties" in node:
-                node["required"] = list(node["properties"])
-            if node.get("type") == "string" and "format" not in node:
-                node["maxLength"] = max_string
-            if node.get("type") == "array":
-                node["maxItems"] = max_items
-            for value in node.values():
-                visit(value)
-        elif isinstance(node, list):
+        if isinstance(node, list):
             for value in node:
+                visit(value)
+            return
+        if not isinstance(node, dict):
+            return
+        node.pop("default", None)
+        node.pop("title", None)  # pydantic's display title of a schema, not a property named "title"
+        if node.get("type") == "object" and "properties" in node:
+            node["required"] = list(node["properties"])
+        if node.get("type") == "string" and "format" not in node:
+            node["maxLength"] = max_string
+        if node.get("type") == "array":
+            node["maxItems"] = max_items
+        for key, value in node.items():
+            if key in _NAME_TO_SCHEMA and isinstance(value, dict):  # keys here are names, values schemas
+                for schema_node in value.values():
+                    visit(schema_node)
+            else:
                 visit(value)
 
     visit(out)

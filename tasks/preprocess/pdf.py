@@ -12,6 +12,7 @@ from pathlib import Path
 from PIL import Image
 
 from schemas.errors import InputError
+from tasks.system_tools import missing_tool
 
 STAGE = "render"
 # pdftoppm rounds sizes up; staying this fraction under the budget keeps every page inside it.
@@ -89,6 +90,8 @@ def read_geometry(path: Path, max_pages: int, timeout_s: int) -> tuple[int, list
             ["pdfinfo", "-f", "1", "-l", str(max_pages), str(path)],
             capture_output=True, text=True, errors="replace", timeout=timeout_s, check=False,
         )
+    except FileNotFoundError:
+        raise missing_tool("pdfinfo") from None
     except subprocess.TimeoutExpired:
         raise InputError(
             STAGE, "render_timeout", f"PDF inspection timed out after {timeout_s} s (DOCFLOW_RENDER_TIMEOUT_S)"
@@ -160,8 +163,8 @@ def _render_range(path: Path, out_dir: Path, rng: RenderRange, limits: RenderLim
             thread_count=1,
             timeout=limits.timeout_s,
         )
-    except PDFInfoNotInstalledError:
-        raise  # a broken installation is not the file's fault
+    except PDFInfoNotInstalledError:  # a broken installation is not the file's fault
+        raise missing_tool("pdftoppm") from None
     except (PDFPageCountError, PDFSyntaxError) as exc:
         raise explain_poppler_error(str(exc)) from None
     except (PDFPopplerTimeoutError, subprocess.TimeoutExpired):  # pdf2image raises its own error, not the stdlib's

@@ -115,3 +115,21 @@ def test_s3_source_problems_are_one_line_and_exit_2(
     last = result.output.strip().splitlines()[-1]
     assert last.startswith(message.format(bucket=bucket)), last
     assert "Traceback" not in result.output
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_missing_poppler_stops_the_run_before_any_file_is_blamed(
+    configure: Configure, sample_inbox: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    shutil.copy(sample_inbox / "documents" / "invoice2data_AzureInterior.pdf", inbox)
+    configure(database_url=f"sqlite:///{tmp_path / 'x.db'}", source=str(inbox))
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))  # no poppler, no tesseract
+    result = runner.invoke(app, ["run"])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines()[-1].startswith(
+        "error: pdfinfo is not installed or not on PATH: install poppler-utils"
+    )
+    report = json.loads(runner.invoke(app, ["status", "--json"]).stdout)
+    assert report["failures"] == []

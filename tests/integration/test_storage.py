@@ -135,3 +135,16 @@ def test_postgres_claims_skip_rows_locked_by_another_worker(pg_url: str) -> None
         with unit_of_work(pg_url) as second:  # while the first transaction still holds its row locks
             others = _claim(ObjectRepository(second), ids, "run-b", run_id="run-b")
             assert sorted(r.id for r in others) == ids[2:]
+
+
+def test_migrations_match_the_table_models(db_url: str) -> None:
+    """Drift check: the schema the migrations build is the one storage/tables.py declares (types included)."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from storage.tables import Base
+
+    migrate(db_url)
+    with get_engine(db_url).connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        assert compare_metadata(context, Base.metadata) == []

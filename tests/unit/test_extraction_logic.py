@@ -1,7 +1,9 @@
 """Pure logic around the extraction models: schema for the grammar, prompts, confidence spans, the page-merge rule,
 routing and review. Page answers here are hand-written inputs to that logic, not stand-ins for a model."""
 
-from schemas.documents import GenericDocument, Invoice, Receipt
+import pytest
+
+from schemas.documents import SCHEMAS, GenericDocument, Invoice, Receipt
 from schemas.records import Extraction
 from tasks.extraction import (
     ExtractionConfig,
@@ -23,6 +25,30 @@ def test_generation_schema_requires_every_field_and_bounds_strings_and_lists() -
     assert {"type": "string", "maxLength": 50} in schema["properties"]["vendor_name"]["anyOf"]
     assert schema["properties"]["line_items"]["maxItems"] == 3
     assert schema["$defs"]["LineItem"]["required"] == ["description", "quantity", "unit_price", "amount"]
+
+
+@pytest.mark.parametrize("name", sorted(SCHEMAS))
+def test_every_schema_can_be_generated_in_full(name: str) -> None:
+    """The grammar's schema keeps every field (a field called "title" included) and a complete document of the
+    pydantic model satisfies it."""
+    import jsonschema
+
+    model = SCHEMAS[name]
+    schema = generation_schema(model.model_json_schema(), max_string=100, max_items=6)
+    assert list(schema["properties"]) == list(model.model_fields) == schema["required"]
+    for definition in schema.get("$defs", {}).values():
+        assert definition["required"] == list(definition["properties"])
+    empty = model.model_validate({}).model_dump(mode="json")  # every field present, null or empty
+    jsonschema.validate(empty, schema)
+    for field in model.model_fields:  # and no field may be left out
+        with pytest.raises(jsonschema.ValidationError, match=f"'{field}' is a required property"):
+            jsonschema.validate({k: v for k, v in empty.items() if k != field}, schema)
+
+
+def test_generic_documents_keep_their_title_field() -> None:
+    schema = generation_schema(GenericDocument.model_json_schema())
+    assert "title" in schema["properties"] and "title" in schema["required"]
+    assert "title" not in schema  # pydantic's own display title of the schema is dropped
 
 
 def test_prompt_carries_fields_text_and_previous_errors() -> None:

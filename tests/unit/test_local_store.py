@@ -110,3 +110,10 @@ def test_an_unwritable_derived_store_is_an_infrastructure_fault(tmp_path: Path) 
     page.write_bytes(b"jpeg")
     with pytest.raises(TransientError, match="cannot write"):
         store.put_file("pages/p1.jpg", page)
+
+
+def test_size_limits_are_reported_in_the_unit_they_are_computed_in(tmp_path: Path) -> None:
+    (tmp_path / "big.bin").write_bytes(b"x" * (3 * 2**19))  # 1.5 MiB (1.57 MB)
+    with pytest.raises(InputError) as excinfo:
+        LocalDirStore(tmp_path).download("big.bin", tmp_path / "copy", max_bytes=2**20)
+    assert str(excinfo.value) == "file too large: 1.5 MiB exceeds the 1.0 MiB limit (DOCFLOW_MAX_FILE_MB)"

@@ -31,3 +31,18 @@ def test_failures_name_what_could_not_load() -> None:
 
     with pytest.raises(ConfigError, match="unknown packaged model"):
         load_cached("test-kind-2", "y", misconfigured, "y")
+
+
+def test_a_hub_timeout_is_transient_not_a_configuration_error() -> None:
+    import httpx
+
+    from schemas.errors import TransientError
+
+    def hub_times_out():  # type: ignore[no-untyped-def]
+        try:
+            raise httpx.ConnectTimeout("timed out connecting to huggingface.co")
+        except httpx.ConnectTimeout as exc:  # loaders wrap the hub's error in their own, as transformers does
+            raise OSError("We couldn't connect to 'https://huggingface.co' to load the files") from exc
+
+    with pytest.raises(TransientError, match="the model hub did not answer"):
+        load_cached("test-kind-3", "z", hub_times_out, "model 'z'")

@@ -124,3 +124,13 @@ def test_slow_page_is_a_render_timeout(tmp_path: Path) -> None:
         render_pdf(pdf, out, limits)
     assert excinfo.value.error.code == "render_timeout"
     assert "1 s" in str(excinfo.value) and "DOCFLOW_RENDER_TIMEOUT_S" in str(excinfo.value)
+
+
+def test_missing_poppler_is_a_setup_problem_not_the_files(
+    sample_inbox: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from schemas.errors import ToolMissingError
+
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    with pytest.raises(ToolMissingError, match="pdfinfo is not installed"):
+        render_pdf(sample_inbox / "documents" / "invoice2data_AzureInterior.pdf", tmp_path, LIMITS)
