@@ -10,11 +10,12 @@ PIPQ   := 2>&1 | { grep -v 'is ignored: it is neither a file nor a directory' ||
 
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: help setup system-deps test-deps run test bench clean
+.PHONY: help setup system-deps test-deps run lint test bench clean
 
 help:
 	@echo "make run    set up .venv and process the sample inbox (SQLite, ./inbox, offline)"
-	@echo "make test   set up and run the whole test suite (starts Postgres, SeaweedFS, Prefect itself)"
+	@echo "make lint   ruff (lint rules only, no formatter) and mypy over the whole project"
+	@echo "make test   set up, lint, and run the whole test suite (starts Postgres, SeaweedFS, Prefect itself)"
 	@echo "make bench  run the benchmarks in bench/"
 
 system-deps:
@@ -40,11 +41,15 @@ run: setup inbox
 	$(BIN)/docflow run
 	$(BIN)/docflow status
 
-test: setup test-deps
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+test: setup test-deps lint
 	$(BIN)/python -m pytest
 
 bench: setup
 	$(BIN)/python bench/render.py
 
 clean:
-	rm -rf $(VENV) inbox docflow.db docflow.db-* .docflow .pytest_cache
+	rm -rf $(VENV) inbox docflow.db docflow.db-* .docflow .pytest_cache .mypy_cache .ruff_cache

@@ -112,7 +112,9 @@ def main() -> None:
               f"{sum(not r and not ok for r, ok in zip(review, right, strict=True))}")
         accuracy = sum(t == p for t, p in shipped_pairs) / len(names)
         loo_accuracy = sum(t == p for t, p in loo_pairs) / len(names)
-        print(f"\nshipped examples only: accuracy {accuracy:.2f} ({len(names)} inputs)\n{confusion_table(shipped_pairs)}")
+        print(
+            f"\nshipped examples only: accuracy {accuracy:.2f} ({len(names)} inputs)\n{confusion_table(shipped_pairs)}"
+        )
         print(f"\nleave-one-out (+ other corpus inputs): accuracy {loo_accuracy:.2f}\n{confusion_table(loo_pairs)}")
 
         images = [pages[n] for n in names] * 2

@@ -16,7 +16,6 @@ import tempfile
 import time
 from collections import defaultdict
 from datetime import date
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +110,7 @@ def main() -> None:
         review += result.status.value == "review"
         pages += len(extraction.pages) if extraction else 0
         seconds += elapsed
-        print(f"{path.name[:42]:42s} {schema:9s} {str(bool(extraction and extraction.valid)):5s} "
+        print(f"{path.name[:42]:42s} {schema:9s} {bool(extraction and extraction.valid)!s:5s} "
               f"{result.status.value:6s} {right:>5d} of {len(expected):<4d} {elapsed:6.1f}")
     print(f"\n{'field':28s} {'right':>5s} {'of':>3s} {'accuracy':>8s}")
     total_right = total = 0

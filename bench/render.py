@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import shutil
 import statistics
 import subprocess
@@ -19,19 +18,21 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from schemas.records import ObjectKind  # noqa: E402
 from schemas.settings import Settings  # noqa: E402
 from storage.blobstore import LocalDirStore  # noqa: E402
 from tasks.ingest import PipelineConfig, process_file  # noqa: E402
 from tasks.preprocess.pdf import read_geometry  # noqa: E402
 from tasks.preprocess.sniff import Detection  # noqa: E402
-from schemas.records import ObjectKind  # noqa: E402
 
 PDF = Detection(ObjectKind.PDF, "PDF document")
-RENDER_ONLY = {"extract": False, "classifier": "keywords"}  # the later stages are not what this measures
+# The later stages are not what this measures.
+RENDER_ONLY: dict[str, Any] = {"extract": False, "classifier": "keywords"}
 
 
 def docflow_render(path: Path, config: PipelineConfig, work: Path) -> int:

@@ -57,7 +57,7 @@ def build_inputs(corpus: Path, work: Path, copies: int) -> tuple[Path, dict[str,
     """Copy the recordings into an inbox and add a long one joining them; return references and total seconds."""
     inbox = work / "inbox"
     inbox.mkdir()
-    refs = dict(REFERENCES)
+    refs = {name: text for name, text in REFERENCES.items() if text is not None}  # LDC93S1's is read below
     # The file holds "first_sample last_sample text" (TIMIT style).
     ldc = (corpus / "ground_truth/audio/deepspeech_LDC93S1.reference.txt").read_text().split(maxsplit=2)
     refs["deepspeech_LDC93S1_8khz_mono.wav"] = ldc[2].strip()
@@ -88,7 +88,8 @@ def run_docflow(inbox: Path, work: Path, model: str, batch_size: int, beam_size:
     db = f"sqlite:///{work / f'bench-{batch_size}.db'}"
     os.environ.update({
         "DOCFLOW_DATABASE_URL": db, "DOCFLOW_SOURCE": str(inbox), "DOCFLOW_WHISPER_MODEL": model,
-        "DOCFLOW_WHISPER_BATCH_SIZE": str(batch_size), "DOCFLOW_WHISPER_BEAM_SIZE": str(beam_size), "DOCFLOW_DERIVED_STORE": str(work / "derived"),
+        "DOCFLOW_WHISPER_BATCH_SIZE": str(batch_size), "DOCFLOW_WHISPER_BEAM_SIZE": str(beam_size),
+        "DOCFLOW_DERIVED_STORE": str(work / "derived"),
         "DOCFLOW_WORKERS": "1", "DOCFLOW_BATCH_SIZE": "16",
     })
     nightly()
@@ -96,7 +97,7 @@ def run_docflow(inbox: Path, work: Path, model: str, batch_size: int, beam_size:
     backfill(since=datetime(2000, 1, 1), force=True)
     elapsed = time.perf_counter() - start
     with unit_of_work(db) as session:
-        texts = dict(session.execute(select(SourceObject.key, TranscriptRow.text).join(TranscriptRow)).all())
+        texts = dict(session.execute(select(SourceObject.key, TranscriptRow.text).join(TranscriptRow)).tuples().all())
     return elapsed, texts
 
 
@@ -133,7 +134,9 @@ def measure_long(corpus: Path, minutes: int, model: str) -> dict[str, float]:
         path = Path(tmp) / "long.wav"
         pause = np.zeros(SAMPLE_RATE * 2, np.float32)
         # Different sentences in turn: a window repeating one sentence would trip the repetition guard.
-        one = np.concatenate([x for name in CLEAN for x in (decode(corpus / "audio" / name, max_duration_s=MAX_S), pause)])
+        one = np.concatenate(
+            [x for name in CLEAN for x in (decode(corpus / "audio" / name, max_duration_s=MAX_S), pause)]
+        )
         _write_wav(path, np.tile(one, int(minutes * 60 * SAMPLE_RATE / one.size) + 1)[: minutes * 60 * SAMPLE_RATE])
         code = (
             "import json,resource,sys,time; from pathlib import Path; sys.path.insert(0, %r);"
@@ -174,7 +177,9 @@ def main() -> None:
         bare_t, bare = run_bare(inbox, model_path, 8, args.beam)
         bare_seq_t, _ = run_bare(inbox, model_path, 1, args.beam)
 
-    print(f"model {args.model}, beam {args.beam}, {audio_s:.1f} s of audio in {len(refs)} recordings, 2-core CPU int8\n")
+    print(
+        f"model {args.model}, beam {args.beam}, {audio_s:.1f} s of audio in {len(refs)} recordings, 2-core CPU int8\n"
+    )
     print(f"{'recording':36s} {'WER docflow':>11s} {'WER bare':>9s}")
     clean_errors = [0, 0]
     for name in sorted(refs):

@@ -216,7 +216,9 @@ def _parse_when(value: str, option: str) -> datetime:
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
-        raise typer.BadParameter(f"{value!r} is not a date: use YYYY-MM-DD or YYYY-MM-DDTHH:MM", param_hint=option)
+        raise typer.BadParameter(
+            f"{value!r} is not a date: use YYYY-MM-DD or YYYY-MM-DDTHH:MM", param_hint=option
+        ) from None
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
 
 
@@ -259,7 +261,9 @@ def backfill(
 
 @app.command()
 def status(
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output (stable keys, for scripts).")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Machine-readable output (stable keys, for scripts).")
+    ] = False,
     failures: Annotated[int, typer.Option(help="How many recent failures to list.")] = 50,
     runs: Annotated[int, typer.Option(help="How many recent runs to list.")] = 10,
     documents: Annotated[int, typer.Option(help="How many recently classified documents to list.")] = 50,

@@ -12,7 +12,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.futures import PrefectFuture, as_completed
 from prefect.runtime import flow_run
 
-from schemas.records import DiscoveryRequest, ObjectKind, RunKind, RunSummary
+from schemas.records import BatchOutcome, DiscoveryRequest, ObjectKind, RunKind, RunSummary
 from schemas.settings import Settings, load_settings
 from tasks import prefect_tasks as t
 from tasks.display import first_line
@@ -52,7 +52,7 @@ def run_pipeline(settings: Settings, kind: RunKind, request: DiscoveryRequest) -
         retry_delay_seconds=[settings.retry_delay_s * 2**attempt for attempt in range(settings.retries)] or 0,
     )
     batches = enumerate(_batches(plan.object_ids, settings.batch_size))
-    in_flight: dict[PrefectFuture, tuple[int, tuple[int, ...]]] = {}
+    in_flight: dict[PrefectFuture[BatchOutcome], tuple[int, tuple[int, ...]]] = {}
     batch_errors: list[tuple[int, str]] = []
     distinct: dict[str, None] = {}  # distinct batch errors, in order
 

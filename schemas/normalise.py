@@ -34,7 +34,7 @@ def _year(value: int) -> int:
 def parse_date(value: object) -> date | None:
     """ISO dates, day-first numeric dates (18/03/18, 03.08.2014), and dates with month names."""
     if value is None or isinstance(value, date):
-        return value  # type: ignore[return-value]
+        return value
     text = str(value).strip().lower()
     if not text:
         return None
@@ -64,14 +64,14 @@ def parse_amount(value: object) -> Decimal | None:
         if not str(value).strip():
             return None
         raise ValueError(f"not an amount: {value!r}")
-    negative = text.startswith("(") and text.endswith(")") or text.startswith("-")
+    negative = (text.startswith("(") and text.endswith(")")) or text.startswith("-")
     text = text.strip("()-")
     if "," in text and "." in text:
         decimal_sep = "," if text.rfind(",") > text.rfind(".") else "."
     elif "," in text:
         decimal_sep = "," if len(text) - text.rfind(",") - 1 in (1, 2) else ""
     else:
-        decimal_sep = "." if "." in text and len(text) - text.rfind(".") - 1 != 3 or text.count(".") == 1 else ""
+        decimal_sep = "." if ("." in text and len(text) - text.rfind(".") - 1 != 3) or text.count(".") == 1 else ""
     thousands = {",", "."} - {decimal_sep}
     for sep in thousands:
         text = text.replace(sep, "")

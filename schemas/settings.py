@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlparse
 
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -71,7 +71,9 @@ class Settings(BaseSettings):
         default=4_000_000, ge=10_000, description="Pixel budget per page image (width x height) after resizing."
     )
     max_side: int = Field(default=4096, ge=64, description="Longest side of a page image in pixels after resizing.")
-    max_pages: int = Field(default=200, ge=1, description="Pages rendered per PDF; later pages are recorded, not rendered.")
+    max_pages: int = Field(
+        default=200, ge=1, description="Pages rendered per PDF; later pages are recorded, not rendered."
+    )
     render_chunk_pages: int = Field(
         default=50,
         ge=1,
@@ -80,7 +82,9 @@ class Settings(BaseSettings):
     )
     render_timeout_s: int = Field(default=120, ge=1, description="Time limit for one poppler call.")
     jpeg_quality: int = Field(default=90, ge=30, le=100, description="Quality of stored page images.")
-    max_file_mb: float = Field(default=512.0, gt=0, description="Objects larger than this many MiB fail without download.")
+    max_file_mb: float = Field(
+        default=512.0, gt=0, description="Objects larger than this many MiB fail without download."
+    )
     max_decode_pixels: int = Field(
         default=150_000_000,
         ge=1_000_000,
@@ -180,7 +184,9 @@ class Settings(BaseSettings):
         default="laion2b_s34b_b79k",
         description="open_clip weights: a pretrained tag or a checkpoint file. Empty: random weights (tests only).",
     )
-    image_embedder: str = Field(default="efficientnet_lite0", description="timm architecture for DOCFLOW_CLASSIFIER=embedder.")
+    image_embedder: str = Field(
+        default="efficientnet_lite0", description="timm architecture for DOCFLOW_CLASSIFIER=embedder."
+    )
     image_embedder_weights: str | None = Field(
         default="pkg:efficientnet-lite0",
         description="Its weights: pkg:efficientnet-lite0 (installed from a package, offline), a checkpoint file, or "
@@ -321,8 +327,10 @@ _UNPARSABLE_FIELD = re.compile(r'field "(\w+)"')
 
 def load_settings(**overrides: object) -> Settings:
     """Build Settings from the environment plus explicit overrides; turn validation errors into one clear message."""
+    # Any, not object: the values are whatever the caller had, and Settings validates (and coerces) each one.
+    values: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
     try:
-        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+        return Settings(**values)
     except SettingsError as exc:  # a JSON-valued variable that does not parse, before any validation ran
         field = _UNPARSABLE_FIELD.search(str(exc))
         name = env_name(field.group(1)) if field else "a DOCFLOW_ variable"

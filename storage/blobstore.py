@@ -237,7 +237,9 @@ class S3Store:
             if code in {"NoSuchKey", "404", "NotFound"}:
                 raise InputError("download", "gone", f"object disappeared before it could be read: {key}") from exc
             if code in {"AccessDenied", "403"}:
-                raise InputError("download", "access_denied", f"access denied reading s3://{self.bucket}/{key}") from exc
+                raise InputError(
+                    "download", "access_denied", f"access denied reading s3://{self.bucket}/{key}"
+                ) from exc
             if is_transient_error(exc):
                 raise TransientError(f"S3 {what} failed for {key or self.bucket}: {exc}") from exc
             raise
@@ -277,7 +279,9 @@ class S3Store:
             if code == "NoSuchBucket":
                 raise SourceError(f"bucket does not exist: s3://{self.bucket}") from exc
             if code in {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"}:
-                raise SourceError(f"cannot list s3://{self.bucket}/{full_prefix}: {code} (check AWS credentials)") from exc
+                raise SourceError(
+                    f"cannot list s3://{self.bucket}/{full_prefix}: {code} (check AWS credentials)"
+                ) from exc
             raise
 
     def download(self, key: str, dest: Path, max_bytes: int) -> str:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, and_, case, delete, func, or_, select, update
+from sqlalchemy import ColumnElement, CursorResult, and_, case, delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, selectinload
@@ -195,14 +195,18 @@ class ObjectRepository:
 
     def _update_claims(self, ids: Sequence[int], run_id: str, **values: Any) -> int:
         """Update the objects among `ids` that `run_id` still holds; returns how many."""
-        result = self.session.execute(
-            update(SourceObject)
-            .where(
-                SourceObject.id.in_(ids),
-                SourceObject.status == ObjectStatus.PROCESSING,
-                SourceObject.run_id == run_id,
-            )
-            .values(**values)
+        # Session.execute() is typed as returning Result; an UPDATE's result is a CursorResult, which has rowcount.
+        result = cast(
+            CursorResult[Any],
+            self.session.execute(
+                update(SourceObject)
+                .where(
+                    SourceObject.id.in_(ids),
+                    SourceObject.status == ObjectStatus.PROCESSING,
+                    SourceObject.run_id == run_id,
+                )
+                .values(**values)
+            ),
         )
         return result.rowcount or 0
 

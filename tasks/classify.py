@@ -157,7 +157,9 @@ def build_prototypes(
             rows.append(_normalise((1 - w) * text + w * image))
             origin.append("text+examples")
         else:
-            rows.append(text if text is not None else image)
+            vector = text if text is not None else image
+            assert vector is not None  # an image-only embedder has examples for every label (checked above)
+            rows.append(vector)
             origin.append("text" if text is not None else "examples")
     scale = config.logit_scale or embedder.logit_scale or PROTOTYPE_LOGIT_SCALE
     return Prototypes(labels=labels, matrix=np.stack(rows), logit_scale=scale, origin=tuple(origin))

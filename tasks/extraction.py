@@ -24,7 +24,6 @@ from tasks.models.generators import (
 from tasks.ocr import has_text, ocr_image, pdf_text_layer
 from tasks.routing import schema_for_text
 
-
 # Long pages are cut: a small model's attention degrades long before its context ends, and prompts cost time.
 MAX_PROMPT_CHARS = 4000
 
@@ -170,7 +169,8 @@ def extract_pages(
                 )
                 for p in chunk
             ]
-            for page, generation in zip(chunk, generator.generate(requests, grammar, config.max_new_tokens), strict=True):
+            generations = generator.generate(requests, grammar, config.max_new_tokens)
+            for page, generation in zip(chunk, generations, strict=True):
                 outcome = outcomes[page.page_number]
                 outcome.attempts += 1
                 outcome.raw = generation.text

@@ -19,8 +19,8 @@ from storage.blobstore import BlobStore, safe_suffix, too_large
 from tasks import classify
 from tasks.classify import ClassifierConfig, EmbeddingCache
 from tasks.display import printable
-from tasks.faults import is_infrastructure_fault
 from tasks.extraction import DocumentExtraction, ExtractionConfig, extract_document
+from tasks.faults import is_infrastructure_fault
 from tasks.models.generators import GeneratorSpec
 from tasks.models.whisper import load_transcriber
 from tasks.preprocess import audio, sniff
@@ -130,6 +130,7 @@ def process_file(
     out_dir = Path(tempfile.mkdtemp(dir=work_dir))
     pdf = None
     warnings: tuple[str, ...] = ()
+    files: list[tuple[int, Path, int, int, float | None]]  # (page number, file, width, height, render DPI)
     if kind is ObjectKind.PDF:
         rendered = render_pdf(path, out_dir, config.render)
         files = [(p.page_number, p.path, p.width, p.height, p.dpi) for p in rendered.pages]

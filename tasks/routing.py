@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import re
 
-from schemas.documents import GenericDocument, Invoice, Receipt
-from schemas.documents import DocumentSchema
+from schemas.documents import DocumentSchema, GenericDocument, Invoice, Receipt
 
 _INVOICE = re.compile(r"\b(invoice|rechnung|facture|factura|fattura|tax invoice|bill to)\b", re.I)
 _RECEIPT = re.compile(r"\b(receipt|cash(ier)?|change due|tunai|subtotal|total rm|thank you|gst)\b", re.I)

@@ -90,7 +90,7 @@ def layout_speech(segments: Sequence[SpeechSegment], max_s: float = MAX_CLIP_S) 
 
 def speech_only(samples: np.ndarray, layout: SpeechLayout) -> np.ndarray:
     parts = [
-        samples[int(round(orig * SAMPLE_RATE)) : int(round(orig * SAMPLE_RATE)) + int(round(d * SAMPLE_RATE))]
+        samples[round(orig * SAMPLE_RATE) : round(orig * SAMPLE_RATE) + round(d * SAMPLE_RATE)]
         for _, orig, d in layout.pieces
     ]
     return np.concatenate(parts) if parts else np.zeros(0, np.float32)
@@ -150,6 +150,7 @@ def transcribe_recording(
     """Transcribe a recording whose speech segments are known. With `stereo` (and channels that differ, or
     split_stereo=on) each channel is transcribed on its own and the segments are merged by start time."""
     split = stereo is not None and (config.split_stereo == "on" or channels_differ(*stereo))
+    tracks: list[tuple[np.ndarray, str, int | None, list[SpeechSegment]]]
     if split:
         assert stereo is not None
         tracks = [(channel, f"SPEAKER_{i}", i, detect_speech(channel, config.vad)) for i, channel in enumerate(stereo)]
@@ -193,7 +194,7 @@ def transcribe_recording(
 
 def review_reasons(transcript: Transcript, speech_ratio: float, config: TranscriptionConfig) -> list[str]:
     """Why a person should look at this transcript (empty: it can be trusted as is)."""
-    reasons = []
+    reasons: list[str] = []
     if transcript.no_speech:
         return reasons  # silence or music: done, with "no speech"
     if transcript.avg_logprob is not None and transcript.avg_logprob < config.review_min_avg_logprob:

@@ -5,6 +5,7 @@ their data) to simulate outages."""
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
@@ -85,10 +86,8 @@ class PostgresCluster:
         return self.database_url(name)
 
     def destroy(self) -> None:
-        try:
+        with contextlib.suppress(subprocess.CalledProcessError):
             self.stop("immediate")
-        except subprocess.CalledProcessError:
-            pass
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

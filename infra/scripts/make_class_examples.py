@@ -26,7 +26,7 @@ WORDS = (
 NAMES = ["Acme GmbH", "Nordlicht AG", "Blue River Ltd", "Kestrel & Co", "Orion Services", "Maple Trading Inc"]
 
 
-def font(size: int) -> ImageFont.FreeTypeFont:
+def font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:  # the bitmap font without FreeType
     return ImageFont.load_default(size=size)
 
 
@@ -53,7 +53,8 @@ def invoice(rng: random.Random, w: int, h: int) -> Image.Image:
     m = w // 12
     d.text((m, m), rng.choice(NAMES), fill=0, font=font(w // 28))
     paragraph(d, rng, m, m + w // 20, w // 3, 3, w // 60)
-    d.text((w - m - w // 4, m), rng.choice(["INVOICE", "Invoice", "TAX INVOICE", "RECHNUNG"]), fill=0, font=font(w // 22))
+    title = rng.choice(["INVOICE", "Invoice", "TAX INVOICE", "RECHNUNG"])
+    d.text((w - m - w // 4, m), title, fill=0, font=font(w // 22))
     y = m + w // 12
     for label in ("Invoice no.", "Date", "Due date"):
         d.text((w - m - w // 4, y), f"{label}: {rng.randint(1000, 99999)}", fill=0, font=font(w // 60))
@@ -145,7 +146,8 @@ def letter(rng: random.Random, w: int, h: int) -> Image.Image:
     d.text((m, m // 2), rng.choice(NAMES), fill=0, font=font(w // 30))
     d.line([m, m // 2 + w // 22, w - m, m // 2 + w // 22], fill=120, width=2)
     paragraph(d, rng, m, m + w // 12, w // 3, 4, w // 60)
-    d.text((w - m - w // 4, m + w // 4), f"{rng.randint(1, 28)} March 20{rng.randint(10, 26)}", fill=0, font=font(w // 60))
+    day = f"{rng.randint(1, 28)} March 20{rng.randint(10, 26)}"
+    d.text((w - m - w // 4, m + w // 4), day, fill=0, font=font(w // 60))
     y = m + w // 3
     d.text((m, y), "Dear " + rng.choice(["Sir or Madam", "Ms Weber", "Mr Smith", "customer"]) + ",", fill=0,
            font=font(w // 55))
@@ -168,7 +170,8 @@ def sparse_page(rng: random.Random, w: int, h: int) -> Image.Image:
     d = ImageDraw.Draw(img)
     m = w // 10
     y = rng.randint(m, h // 3)
-    d.text((m + rng.randint(0, w // 4), y), words(rng, rng.randint(1, 5)).title(), fill=0, font=font(w // rng.choice([20, 35, 60])))
+    heading = words(rng, rng.randint(1, 5)).title()
+    d.text((m + rng.randint(0, w // 4), y), heading, fill=0, font=font(w // rng.choice([20, 35, 60])))
     if rng.random() < 0.6:  # a figure: an ellipse mesh or a plot frame
         cx, cy, r = w // 2, h // 2, w // rng.randint(4, 7)
         for k in range(0, r, max(4, r // 12)):

@@ -11,7 +11,6 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-
 # JSON Schema keywords whose value maps names (of properties, definitions) to schemas.
 _NAME_TO_SCHEMA = {"properties", "$defs", "definitions", "patternProperties"}
 

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 from schemas.errors import ConfigError
 from tasks.models.cache import load_cached
 from tasks.models.constrained import JsonConstraint, TokenScore, token_scores
-from tasks.models.devices import torch_dtype, torch_device
+from tasks.models.devices import torch_device, torch_dtype
 
 
 @dataclass(frozen=True)
@@ -144,7 +144,7 @@ def _text_model_location(name: str) -> tuple[str, str | None]:
     found = importlib.util.find_spec(package)  # locate only: importing it would need llama.cpp
     if found is None or not found.submodule_search_locations:
         raise ConfigError(f"{name}: package {package!r} is not installed (make run/test installs it)")
-    return str(Path(list(found.submodule_search_locations)[0])), gguf_file
+    return str(Path(next(iter(found.submodule_search_locations)))), gguf_file
 
 
 class TextLLMGenerator(_HFGenerator):

@@ -1,5 +1,6 @@
-"""Audio: decode to 16 kHz mono float32 with PyAV (bounded: absurd sample rates and recordings over the length cap are
-rejected, the cap enforced while decoding) and find speech with the Silero VAD model that ships inside faster-whisper."""
+"""Audio: decode to 16 kHz mono float32 with PyAV (bounded: absurd sample rates and recordings over the length cap
+are rejected, the cap enforced while decoding) and find speech with the Silero VAD model that ships inside
+faster-whisper."""
 
 from __future__ import annotations
 

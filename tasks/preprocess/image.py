@@ -57,7 +57,9 @@ def _open(path: Path, limits: ImageLimits) -> Image.Image:
     except Image.DecompressionBombError as exc:
         declared = re.search(r"\((\d+) pixels\)", str(exc))
         size = f"{int(declared.group(1)) / 1e6:.0f} Mpx declared" if declared else str(exc)
-        raise InputError(STAGE, "pixel_limit", f"image exceeds pixel limit: {size} (decompression bomb guard)") from None
+        raise InputError(
+            STAGE, "pixel_limit", f"image exceeds pixel limit: {size} (decompression bomb guard)"
+        ) from None
     except UnidentifiedImageError:
         raise InputError(STAGE, "unreadable", "image format not recognised or header corrupt") from None
     width, height = img.size

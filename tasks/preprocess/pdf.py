@@ -8,6 +8,7 @@ import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from PIL import Image
 
@@ -150,18 +151,23 @@ def _render_range(path: Path, out_dir: Path, rng: RenderRange, limits: RenderLim
     )
 
     try:
-        files = convert_from_path(
-            path,
-            dpi=rng.dpi,
-            first_page=rng.first,
-            last_page=rng.last,
-            output_folder=out_dir,
-            output_file=f"p{rng.first:05d}",
-            fmt="jpeg",
-            jpegopt={"quality": limits.jpeg_quality, "optimize": "n", "progressive": "n"},
-            paths_only=True,
-            thread_count=1,
-            timeout=limits.timeout_s,
+        # pdf2image types the result as images; with paths_only=True it is the written files' paths.
+        files = cast(
+            list[str],
+            convert_from_path(
+                path,
+                # Typed int, but pdf2image passes it to pdftoppm's -r as str(dpi), and -r takes a fractional DPI.
+                dpi=rng.dpi,  # type: ignore[arg-type]
+                first_page=rng.first,
+                last_page=rng.last,
+                output_folder=out_dir,
+                output_file=f"p{rng.first:05d}",
+                fmt="jpeg",
+                jpegopt={"quality": limits.jpeg_quality, "optimize": "n", "progressive": "n"},
+                paths_only=True,
+                thread_count=1,
+                timeout=limits.timeout_s,
+            ),
         )
     except PDFInfoNotInstalledError:  # a broken installation is not the file's fault
         raise missing_tool("pdftoppm") from None

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select, update
@@ -55,7 +56,7 @@ def _wait_until(check: Callable[[], object], what: str, timeout: float = 120) ->
         try:
             if check():
                 return
-        except Exception:  # noqa: BLE001 - the schema may not exist yet
+        except Exception:  # the schema may not exist yet
             pass
         time.sleep(0.2)
     raise AssertionError(f"timed out waiting for {what}")
@@ -101,7 +102,7 @@ def test_a_second_run_does_not_take_over_an_object_the_first_is_still_working_on
     inbox = tmp_path / "inbox"
     hostile.slow_page_pdf(inbox / "slow.pdf", fills=300)  # several seconds in poppler
     db = f"sqlite:///{tmp_path / 'db.sqlite'}"
-    settings = dict(database_url=db, source=inbox, claim_ttl_s=3, render_timeout_s=300)
+    settings: dict[str, Any] = dict(database_url=db, source=inbox, claim_ttl_s=3, render_timeout_s=300)
     first = _docflow(_env(tmp_path, **settings), "run")
     _wait_until(lambda: _processing(db), "the first run to claim the object")
     time.sleep(4)  # longer than the claim TTL: only the heartbeat keeps the claim
@@ -110,7 +111,7 @@ def test_a_second_run_does_not_take_over_an_object_the_first_is_still_working_on
     second = nightly()
 
     assert second.processed == 0
-    out, err = first.communicate(timeout=300)
+    _, err = first.communicate(timeout=300)
     assert first.returncode == 0, err
     obj = _objects(db)["slow.pdf"]
     assert obj.status in ("done", "review") and obj.attempts == 1
@@ -124,7 +125,7 @@ def test_a_killed_run_leaves_no_server_and_the_next_run_reports_its_claims(
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     db = f"sqlite:///{tmp_path / 'db.sqlite'}"
-    settings = dict(database_url=db, source=inbox, temp_dir=scratch, render_timeout_s=300)
+    settings: dict[str, Any] = dict(database_url=db, source=inbox, temp_dir=scratch, render_timeout_s=300)
     run = _docflow(_env(tmp_path, ephemeral=True, **settings), "run")  # its own temporary Prefect server
     _wait_until(lambda: _processing(db), "the run to claim the object", timeout=180)
     children = _descendants(run.pid)

@@ -65,8 +65,8 @@ def test_a_run_over_every_hostile_input_ends_cleanly(
     tiff = objects["fax-1000.tiff"]
     assert tiff.page_count == 1000
     assert tiff.warnings == ["only the first 200 of 1000 pages were processed (DOCFLOW_MAX_PAGES)"]
-    assert "render_timeout" == objects["flate-bomb.pdf"].error_code
-    assert "1 s" in objects["flate-bomb.pdf"].error_message
+    assert objects["flate-bomb.pdf"].error_code == "render_timeout"
+    assert "1 s" in (objects["flate-bomb.pdf"].error_message or "")
     # The over-long path cannot be a row: it is a warning of the run.
     assert "skipped 1 object(s) whose key is longer than 1024 characters" in result.output
 

@@ -6,7 +6,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import inspect
+from sqlalchemy import ColumnElement, inspect
 
 from schemas.records import BlobInfo, ObjectKind, ObjectResult, ObjectStatus
 from storage.db import get_engine, migrate, unit_of_work
@@ -27,7 +27,7 @@ def _register(url: str, key: str = "a.pdf") -> int:
         return repo.find_current([blob], _cond())[0].id
 
 
-def _cond(run_id: str | None = None, stale_after: float = 900) -> object:
+def _cond(run_id: str | None = None, stale_after: float = 900) -> ColumnElement[bool]:
     return eligible(force=False, retry_failed=False, stale_before=utcnow() - timedelta(seconds=stale_after),
                     run_id=run_id)
 
@@ -104,7 +104,7 @@ def _migrate_at_once(url: str, processes: int = 4) -> list[BaseException]:
         barrier.wait()
         try:
             migrate(url)
-        except BaseException as exc:  # noqa: BLE001 - collected and asserted by the caller
+        except BaseException as exc:  # collected and asserted by the caller
             errors.append(exc)
 
     threads = [threading.Thread(target=start) for _ in range(processes)]

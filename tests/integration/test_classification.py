@@ -22,7 +22,7 @@ from storage.db import migrate, unit_of_work
 from storage.embeddings import SqlEmbeddingCache
 from storage.tables import ClassificationRow, ExtractionRow, Page, SourceObject
 from tasks.classify import ClassifierConfig, classify_pages, load_prototypes, review_reasons
-from tasks.models.embedders import EmbedderSpec, load_embedder
+from tasks.models.embedders import ClipEmbedder, load_embedder
 from tests.integration.conftest import Configure
 
 TINY_CLIP = {
@@ -57,6 +57,7 @@ def test_zero_shot_scores_are_softmax_of_scaled_similarity_to_prompt_ensembles(
     result = classify_pages(_page(sample_inbox, "photo_donut_coffee_122.jpg"), config, None)
 
     # The same numbers from open_clip's text tower: mean of normalised prompt embeddings per label, softmax.
+    assert isinstance(embedder, ClipEmbedder)
     model, tokenizer = embedder.model, embedder.tokenizer
     img = torch.from_numpy(embedder.embed_images([sample_inbox / "images" / "photo_donut_coffee_122.jpg"]))
     assert torch.linalg.norm(img, dim=-1).item() == pytest.approx(1.0, abs=1e-5)
@@ -161,7 +162,7 @@ def test_run_classifies_routes_and_reports_per_label(
     invoice_class = rows["invoice2data_AzureInterior.pdf"][1]
     assert invoice_class.label == "invoice" and extractions["invoice2data_AzureInterior.pdf"] == "invoice/v1"
     assert rows["pdfjs_sizes-mixed-page-sizes.pdf"][1].pages_classified == 3
-    assert all(p.label is not None and 0 < p.label_probability <= 1 for p in sizes_pages)
+    assert all(p.label is not None and 0 < (p.label_probability or 0) <= 1 for p in sizes_pages)
 
     from flows.status import collect_status
 

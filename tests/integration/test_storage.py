@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, inspect, select
 
-from schemas.records import BlobInfo, ObjectKind, ObjectStatus, ObjectResult, RenderedPage, SpeechSegment
+from schemas.records import BlobInfo, ObjectKind, ObjectResult, ObjectStatus, RenderedPage, SpeechSegment
 from storage.db import get_engine, migrate, unit_of_work
 from storage.repositories import ObjectRepository, eligible
 from storage.tables import Page, SourceObject, SpeechSegmentRow, utcnow
@@ -78,7 +78,7 @@ def test_claim_respects_status_and_recording_replaces_children(db_url: str) -> N
     with unit_of_work(db_url) as s:
         assert s.scalar(select(func.count()).select_from(Page)) == 2
         assert s.scalar(select(func.count()).select_from(SpeechSegmentRow)) == 1
-        a = s.get(SourceObject, ids[0])
+        a = s.get_one(SourceObject, ids[0])
         assert (a.status, a.kind, a.page_count, a.claimed_at) == ("done", "pdf", 2, None)
         repo = ObjectRepository(s)
         assert repo.find_current(blobs, _eligible()) == []  # done: nothing to do
@@ -99,7 +99,7 @@ def test_abandoned_claims_expire_and_release_returns_them(db_url: str) -> None:
         assert len(repo.find_current(blobs, _eligible(stale_before=utcnow() + timedelta(seconds=1)))) == 1
         assert repo.release([row.id], "other-run") == 0
         assert repo.release([row.id], "dead-run") == 1
-        assert s.get(SourceObject, row.id).status == "pending"
+        assert s.get_one(SourceObject, row.id).status == "pending"
 
 
 def test_failed_objects_wait_for_retry_failed(db_url: str) -> None:

@@ -71,7 +71,7 @@ def test_recordings_are_transcribed_end_to_end(configure: Configure, sample_inbo
 
     stereo = transcripts["fasterwhisper_stereo_diarization.wav"]
     assert stereo.channels_split
-    by_speaker = {}
+    by_speaker: dict[tuple[str, int | None], list[str]] = {}
     for segment in stereo.segments:
         by_speaker.setdefault((segment.speaker, segment.channel), []).append(segment.text)
     assert set(by_speaker) == {("SPEAKER_0", 0), ("SPEAKER_1", 1)}
@@ -84,14 +84,14 @@ def test_recordings_are_transcribed_end_to_end(configure: Configure, sample_inbo
         objects = {o.key: o for o in s.scalars(select(SourceObject))}
     assert objects["silence.wav"].status == "done" and objects["silence.wav"].warnings == ["no speech detected"]
     assert objects["broken.wav"].status == "failed"
-    assert "audio stream unreadable" in objects["broken.wav"].error_message
+    assert "audio stream unreadable" in (objects["broken.wav"].error_message or "")
     assert "broken.wav" not in transcripts
 
 
 def _counts(url: str) -> tuple[int, int]:
     with unit_of_work(url) as s:
-        return (s.scalar(select(func.count()).select_from(TranscriptRow)),
-                s.scalar(select(func.count()).select_from(TranscriptSegmentRow)))
+        return (s.execute(select(func.count()).select_from(TranscriptRow)).scalar_one(),
+                s.execute(select(func.count()).select_from(TranscriptSegmentRow)).scalar_one())
 
 
 def test_rerun_with_same_model_does_not_duplicate(configure: Configure, sample_inbox: Path, tmp_path: Path) -> None:
@@ -113,7 +113,7 @@ def test_low_confidence_goes_to_review(configure: Configure, sample_inbox: Path,
     assert summary.by_status == {"review": 1}
     with unit_of_work(db) as s:
         obj = s.scalars(select(SourceObject)).one()
-    assert obj.review_reason.startswith("low transcription confidence")
+    assert (obj.review_reason or "").startswith("low transcription confidence")
 
 
 def test_unloadable_model_fails_the_run_not_the_files(

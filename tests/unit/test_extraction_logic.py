@@ -82,6 +82,7 @@ def test_merge_rule_first_value_in_page_order_and_lists_concatenated() -> None:
     ]
     merged = merge_pages(Invoice, pages, "text", "m")
     assert merged.valid, merged.errors
+    assert merged.data is not None
     assert merged.data["vendor_name"] == "Acme" and merged.data["total"] == "5"
     assert merged.field_pages == {"vendor_name": [1], "subtotal": [2], "total": [2], "line_items": [1, 2]}
     assert [i["amount"] for i in merged.data["line_items"]] == ["2", "3"]

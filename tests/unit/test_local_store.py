@@ -61,7 +61,7 @@ def _as_unprivileged(check: Callable[[], str]) -> str:
             os.setgid(65534)
             os.setuid(65534)
             os.write(write_end, check().encode())
-        except BaseException as exc:  # noqa: BLE001 - reported to the parent
+        except BaseException as exc:  # reported to the parent
             os.write(write_end, f"child error: {exc!r}".encode())
             status = 1
         os._exit(status)

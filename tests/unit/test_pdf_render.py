@@ -4,7 +4,6 @@ import pytest
 from PIL import Image
 
 from schemas.errors import InputError
-from tests.support import hostile
 from tasks.preprocess.pdf import (
     PageGeometry,
     RenderLimits,
@@ -14,6 +13,7 @@ from tasks.preprocess.pdf import (
     read_geometry,
     render_pdf,
 )
+from tests.support import hostile
 
 LETTER = PageGeometry(1, 612, 792)
 LIMITS = RenderLimits(dpi=150, max_pixels=4_000_000, max_side=4096, max_pages=200, chunk_pages=4)

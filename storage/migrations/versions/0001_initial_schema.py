@@ -1,15 +1,14 @@
 """initial schema
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-23
 """
 
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 
 import storage.tables
-
 
 revision = '0001'
 down_revision = None
@@ -18,7 +17,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    
+
     op.create_table('runs',
     sa.Column('id', sa.String(length=64), nullable=False),
     sa.Column('kind', sa.String(length=16), nullable=False),
@@ -88,11 +87,11 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('object_id', 'segment_index', name='uq_speech_segments_object_index')
     )
-    
+
 
 
 def downgrade() -> None:
-    
+
     op.drop_table('speech_segments')
     op.drop_table('pages')
     with op.batch_alter_table('source_objects', schema=None) as batch_op:
@@ -101,4 +100,4 @@ def downgrade() -> None:
 
     op.drop_table('source_objects')
     op.drop_table('runs')
-    
+

@@ -5,11 +5,10 @@ Revises: 0001
 Create Date: 2026-11-23
 """
 
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 
 import storage.tables
-
 
 revision = '0002'
 down_revision = '0001'
