@@ -73,11 +73,10 @@ def test_flow_with_vlm_records_extraction_and_review(
         obj = s.scalars(select(SourceObject)).one()
         row = s.scalars(select(ExtractionRow)).one()
         assert (row.backend, row.model_id, row.schema_id, row.pages) == ("vlm", str(tiny_vlm), "generic/v1", [1, 2, 3])
-        if row.valid:
-            assert obj.status == "done" and row.data is not None
-        else:
-            assert obj.status == "review" and (obj.review_reason or "").startswith("extraction not valid")
-            assert row.errors and row.raw_output.count("[page ") == 3
+        # The object's status follows the extraction's validity, whichever way the random weights went (here, on
+        # this CPU, a valid generic/v1 document); the invalid path is checked on its own above.
+        assert obj.status == ("done" if row.valid else "review")
+        assert (row.data is not None) if row.valid else bool(row.errors and row.raw_output.count("[page ") == 3)
     backfill(since=datetime(2000, 1, 1), force=True)
     with unit_of_work(db) as s:
         assert s.scalar(select(func.count()).select_from(ExtractionRow)) == 1  # replaced, not duplicated
