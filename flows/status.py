@@ -15,7 +15,7 @@ def collect_status(
     settings: Settings, failures_limit: int = 50, runs_limit: int = 10, documents_limit: int = 50
 ) -> dict[str, Any]:
     now = utcnow()
-    stale_after = timedelta(seconds=2 * settings.claim_heartbeat_s)
+    stale_after = timedelta(seconds=settings.claim_stale_after_s)
     with unit_of_work(settings.database_url) as session:
         objects = ObjectRepository(session)
         return {

@@ -314,8 +314,13 @@ class Settings(BaseSettings):
 
     @property
     def claim_heartbeat_s(self) -> float:
-        """How often a working run renews its claims; a claim older than two of these belongs to a dead run."""
+        """How often a working run renews its claims."""
         return max(0.5, min(self.claim_ttl_s / 3, 60.0))
+
+    @property
+    def claim_stale_after_s(self) -> float:
+        """A claim not renewed for two renewal periods belongs to a run that died."""
+        return 2 * self.claim_heartbeat_s
 
 
 def env_name(field: str) -> str:

@@ -128,8 +128,9 @@ class ObjectRepository:
                     found[(row.source, row.key, row.version)] = row
         return [found[k] for k in ((b.source, b.key, b.version) for b in blobs) if k in wanted and k in found]
 
-    def fail_unreadable(self, row: SourceObject, error: StageError, run_id: str | None) -> None:
-        """Record a listed entry that cannot be read as an object (never opened, so never retried by itself)."""
+    def fail_unprocessed(self, row: SourceObject, error: StageError, run_id: str | None) -> None:
+        """Fail an object without processing it: a listed entry that cannot be read (a FIFO, a broken link), or one
+        that killed its worker too often. Terminal, so no run takes it again unless asked."""
         row.status = ObjectStatus.FAILED
         row.error_stage, row.error_code, row.error_message = error.stage, error.code, error.message
         row.run_id = run_id
@@ -165,7 +166,7 @@ class ObjectRepository:
             own = row.status == ObjectStatus.PROCESSING and row.run_id == run_id
             if row.status == ObjectStatus.PROCESSING and not own and row.attempts >= max_attempts:
                 last = f"; last error: {row.error_message}" if row.error_message else ""
-                self.fail_unreadable(row, StageError(
+                self.fail_unprocessed(row, StageError(
                     stage="pipeline", code="gave_up",
                     message=f"gave up after {row.attempts} attempts: the worker stopped while processing it each "
                     f"time (killed, out of memory or timed out){last}",

@@ -63,7 +63,7 @@ def discover(settings: Settings, request: DiscoveryRequest, run_id: str | None =
         for row in rows:
             problem = problems.get((row.source, row.key, row.version))
             if problem is not None:
-                repo.fail_unreadable(row, problem, run_id)
+                repo.fail_unprocessed(row, problem, run_id)
                 failed += 1
         rows = [row for row in rows if (row.source, row.key, row.version) not in problems]
         if request.kinds:

@@ -38,7 +38,7 @@ def finish_run(settings: Settings, run_id: str, failed_batches: int, error: str 
         run.finished_at = utcnow()
         run.error = error
         objects = ObjectRepository(session)
-        stale_before = utcnow() - timedelta(seconds=2 * settings.claim_heartbeat_s)
+        stale_before = utcnow() - timedelta(seconds=settings.claim_stale_after_s)
         stale = objects.stale_claims(stale_before, exclude_run=run_id)
         warnings = list(run.warnings or [])
         if stale:
