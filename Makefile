@@ -14,7 +14,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
 help:
 	@echo "make run    set up .venv and process the sample inbox (SQLite, ./inbox, offline)"
-	@echo "make lint   ruff (lint rules only, no formatter) and mypy over the whole project"
+	@echo "make lint   ruff (lint and format check) and mypy over the whole project"
 	@echo "make test   set up, lint, and run the whole test suite (starts Postgres, SeaweedFS, Prefect itself)"
 	@echo "make bench  run the benchmarks in bench/"
 
@@ -43,6 +43,7 @@ run: setup inbox
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
 test: setup test-deps lint

@@ -67,8 +67,11 @@ def main() -> None:
     settings = Settings(classify_batch_size=args.batch_size)
     pipeline = PipelineConfig.from_settings(settings)
     config = ClassifierConfig.from_settings(settings)
-    truth: dict[str, str] = {k: v for k, v in json.loads((REPO / "bench" / "classify_truth.json").read_text()).items()
-                             if not k.startswith("_")}
+    truth: dict[str, str] = {
+        k: v
+        for k, v in json.loads((REPO / "bench" / "classify_truth.json").read_text()).items()
+        if not k.startswith("_")
+    }
     embedder = load_embedder(config.spec)
     cache = MemoryEmbeddingCache()
     shipped = example_images(config.examples_dir, config.label_names)
@@ -105,11 +108,14 @@ def main() -> None:
         print(f"\n{'input':52s} {'truth':8s} {'shipped':8s} {'p':>5s} {'margin':>6s} {'loo':8s}")
         for name, (t, s), (p, m), (_, loo) in zip(names, shipped_pairs, shipped_conf, loo_pairs, strict=True):
             print(f"{name:52s} {t:8s} {s:8s} {p:5.2f} {m:6.2f} {loo:8s}{'' if s == t else '  <- shipped wrong'}")
-        review = [p < settings.review_min_class_probability or m < settings.review_min_class_margin
-                  for p, m in shipped_conf]
+        review = [
+            p < settings.review_min_class_probability or m < settings.review_min_class_margin for p, m in shipped_conf
+        ]
         right = [t == p for t, p in shipped_pairs]
-        print(f"\nreview (shipped, default thresholds): {sum(review)} of {len(names)}; wrong and not sent to review: "
-              f"{sum(not r and not ok for r, ok in zip(review, right, strict=True))}")
+        print(
+            f"\nreview (shipped, default thresholds): {sum(review)} of {len(names)}; wrong and not sent to review: "
+            f"{sum(not r and not ok for r, ok in zip(review, right, strict=True))}"
+        )
         accuracy = sum(t == p for t, p in shipped_pairs) / len(names)
         loo_accuracy = sum(t == p for t, p in loo_pairs) / len(names)
         print(
@@ -127,11 +133,15 @@ def main() -> None:
                 timed.embed_images(images)
                 timings[batch_size] = max(timings.get(batch_size, 0.0), len(images) / (time.perf_counter() - start))
         batched, single = timings[args.batch_size], timings[1]
-        print(f"\nimages/s: batched ({args.batch_size}) {batched:.1f}, one at a time {single:.1f} "
-              f"({len(images)} page images, {embedder.model_id}, {embedder.device})")
-    print(f"accuracy={accuracy:.2f} loo_accuracy={loo_accuracy:.2f} review_rate={sum(review) / len(names):.2f} "
-          f"batch_speedup={batched / single:.2f} "
-          f"images_per_s={batched:.1f} inputs={len(names)}")
+        print(
+            f"\nimages/s: batched ({args.batch_size}) {batched:.1f}, one at a time {single:.1f} "
+            f"({len(images)} page images, {embedder.model_id}, {embedder.device})"
+        )
+    print(
+        f"accuracy={accuracy:.2f} loo_accuracy={loo_accuracy:.2f} review_rate={sum(review) / len(names):.2f} "
+        f"batch_speedup={batched / single:.2f} "
+        f"images_per_s={batched:.1f} inputs={len(names)}"
+    )
 
 
 if __name__ == "__main__":

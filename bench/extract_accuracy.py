@@ -28,8 +28,14 @@ from storage.blobstore import LocalDirStore  # noqa: E402
 from tasks.ingest import PipelineConfig, detect_file, process_file  # noqa: E402
 
 INVOICE_FIELDS = {  # docflow field <- invoice2data expected-output key
-    "vendor_name": "issuer", "invoice_number": "invoice_number", "invoice_date": "date", "due_date": "date_due",
-    "currency": "currency", "subtotal": "amount_untaxed", "tax": "amount_tax", "total": "amount",
+    "vendor_name": "issuer",
+    "invoice_number": "invoice_number",
+    "invoice_date": "date",
+    "due_date": "date_due",
+    "currency": "currency",
+    "subtotal": "amount_untaxed",
+    "tax": "amount_tax",
+    "total": "amount",
 }
 RECEIPT_FIELDS = {"merchant_name": "company", "merchant_address": "address", "date": "date", "total": "total"}
 
@@ -93,8 +99,9 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
             start = time.perf_counter()
-            result = process_file(path, detect_file(path, path.name), "0" * 64, config,
-                                     LocalDirStore(work / "derived"), work)
+            result = process_file(
+                path, detect_file(path, path.name), "0" * 64, config, LocalDirStore(work / "derived"), work
+            )
             elapsed = time.perf_counter() - start
         extraction = result.extraction
         data = (extraction.data or {}) if extraction else {}
@@ -110,8 +117,10 @@ def main() -> None:
         review += result.status.value == "review"
         pages += len(extraction.pages) if extraction else 0
         seconds += elapsed
-        print(f"{path.name[:42]:42s} {schema:9s} {bool(extraction and extraction.valid)!s:5s} "
-              f"{result.status.value:6s} {right:>5d} of {len(expected):<4d} {elapsed:6.1f}")
+        print(
+            f"{path.name[:42]:42s} {schema:9s} {bool(extraction and extraction.valid)!s:5s} "
+            f"{result.status.value:6s} {right:>5d} of {len(expected):<4d} {elapsed:6.1f}"
+        )
     print(f"\n{'field':28s} {'right':>5s} {'of':>3s} {'accuracy':>8s}")
     total_right = total = 0
     for field in sorted(per_field):
@@ -122,8 +131,10 @@ def main() -> None:
     n_docs = len(documents)
     print(f"{'ALL FIELDS':28s} {total_right:5d} {total:3d} {total_right / total:8.2f}")
     print(f"\nmodel {args.model}; {n_docs} documents, {pages} pages; routed to the right schema {routed}/{n_docs}")
-    print(f"field_accuracy={total_right / total:.2f} valid_rate={valid / n_docs:.2f} review_rate={review / n_docs:.2f} "
-          f"s_per_page={seconds / max(pages, 1):.1f} routing_accuracy={routed / n_docs:.2f}")
+    print(
+        f"field_accuracy={total_right / total:.2f} valid_rate={valid / n_docs:.2f} review_rate={review / n_docs:.2f} "
+        f"s_per_page={seconds / max(pages, 1):.1f} routing_accuracy={routed / n_docs:.2f}"
+    )
 
 
 if __name__ == "__main__":

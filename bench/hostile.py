@@ -54,9 +54,12 @@ def main() -> None:
     build_inbox(inbox, args.silent_hours)
     env = {k: v for k, v in os.environ.items() if not k.startswith("DOCFLOW_")}
     env.update(
-        DOCFLOW_DATABASE_URL=f"sqlite:///{work / 'docflow.db'}", DOCFLOW_SOURCE=str(inbox),
-        DOCFLOW_DERIVED_STORE=str(work / "derived"), DOCFLOW_RENDER_TIMEOUT_S="10",
-        PREFECT_HOME=str(work / "prefect"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        DOCFLOW_DATABASE_URL=f"sqlite:///{work / 'docflow.db'}",
+        DOCFLOW_SOURCE=str(inbox),
+        DOCFLOW_DERIVED_STORE=str(work / "derived"),
+        DOCFLOW_RENDER_TIMEOUT_S="10",
+        PREFECT_HOME=str(work / "prefect"),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
     )
     env.pop("PREFECT_API_URL", None)
     docflow = [sys.executable, "-m", "flows.cli"]
@@ -65,16 +68,18 @@ def main() -> None:
     seconds = time.monotonic() - started
     # ru_maxrss of the children: the largest resident set of any process the run started (the CLI itself works).
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    status = subprocess.run([*docflow, "status", "--json"], env=env, cwd=REPO, capture_output=True, text=True,
-                            check=False)
+    status = subprocess.run(
+        [*docflow, "status", "--json"], env=env, cwd=REPO, capture_output=True, text=True, check=False
+    )
     print(run.stderr[-4000:])
     report = json.loads(status.stdout) if status.returncode == 0 else {}
 
     import sqlite3
 
     with sqlite3.connect(work / "docflow.db") as db:
-        rows = db.execute("SELECT key, kind, status, error_code, error_message, page_count FROM source_objects "
-                          "ORDER BY key").fetchall()
+        rows = db.execute(
+            "SELECT key, kind, status, error_code, error_message, page_count FROM source_objects ORDER BY key"
+        ).fetchall()
     print(f"{'object':<46} {'kind':<7} {'status':<8} reason")
     for key, kind, state, code, message, pages in rows:
         reason = f"{code}: {message}" if code else (f"{pages} pages" if pages else "")

@@ -45,9 +45,20 @@ def bare_pdftoppm(path: Path, dpi: int, quality: int, last_page: int, work: Path
     out = work / "bare"
     out.mkdir()
     subprocess.run(
-        ["pdftoppm", "-r", str(dpi), "-jpeg", "-jpegopt", f"quality={quality}", "-l", str(last_page),
-         str(path), str(out / "p")],
-        check=True, capture_output=True,
+        [
+            "pdftoppm",
+            "-r",
+            str(dpi),
+            "-jpeg",
+            "-jpegopt",
+            f"quality={quality}",
+            "-l",
+            str(last_page),
+            str(path),
+            str(out / "p"),
+        ],
+        check=True,
+        capture_output=True,
     )
     return len(list(out.iterdir()))
 
@@ -111,8 +122,10 @@ def main() -> None:
 
     big = args.corpus / "pdf" / "pypdfsf_GeoTopo-117pages.pdf"
     memory = measure_memory(big, args.dpi)
-    print(f"{big.name}: {memory['pages']} pages, peak RSS python {memory['self_mb']:.0f} MB, "
-          f"largest poppler process {memory['child_mb']:.0f} MB")
+    print(
+        f"{big.name}: {memory['pages']} pages, peak RSS python {memory['self_mb']:.0f} MB, "
+        f"largest poppler process {memory['child_mb']:.0f} MB"
+    )
     print(
         f"render_ratio={ratio:.2f} docflow_pages_per_s={total_pages / total_ours:.1f} "
         f"pdftoppm_pages_per_s={total_pages / total_bare:.1f} pages={total_pages} "

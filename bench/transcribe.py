@@ -40,8 +40,10 @@ REFERENCES = {
     "deepspeech_LDC93S1_8khz_mono.wav": None,
 }
 STEREO = "fasterwhisper_stereo_diarization.wav"
-STEREO_REFERENCE = ("He began a confused complaint against the wizard, who had vanished behind the curtain on the "
-                    "left. The horizon seems extremely distant.")
+STEREO_REFERENCE = (
+    "He began a confused complaint against the wizard, who had vanished behind the curtain on the "
+    "left. The horizon seems extremely distant."
+)
 CLEAN = tuple(REFERENCES)
 
 
@@ -86,12 +88,18 @@ def run_docflow(inbox: Path, work: Path, model: str, batch_size: int, beam_size:
     from storage.tables import SourceObject, TranscriptRow
 
     db = f"sqlite:///{work / f'bench-{batch_size}.db'}"
-    os.environ.update({
-        "DOCFLOW_DATABASE_URL": db, "DOCFLOW_SOURCE": str(inbox), "DOCFLOW_WHISPER_MODEL": model,
-        "DOCFLOW_WHISPER_BATCH_SIZE": str(batch_size), "DOCFLOW_WHISPER_BEAM_SIZE": str(beam_size),
-        "DOCFLOW_DERIVED_STORE": str(work / "derived"),
-        "DOCFLOW_WORKERS": "1", "DOCFLOW_BATCH_SIZE": "16",
-    })
+    os.environ.update(
+        {
+            "DOCFLOW_DATABASE_URL": db,
+            "DOCFLOW_SOURCE": str(inbox),
+            "DOCFLOW_WHISPER_MODEL": model,
+            "DOCFLOW_WHISPER_BATCH_SIZE": str(batch_size),
+            "DOCFLOW_WHISPER_BEAM_SIZE": str(beam_size),
+            "DOCFLOW_DERIVED_STORE": str(work / "derived"),
+            "DOCFLOW_WORKERS": "1",
+            "DOCFLOW_BATCH_SIZE": "16",
+        }
+    )
     nightly()
     start = time.perf_counter()
     backfill(since=datetime(2000, 1, 1), force=True)
@@ -159,8 +167,12 @@ def main() -> None:
     parser.add_argument("--model", default="pkg:whisper-base")
     parser.add_argument("--copies", type=int, default=3, help="times the clean files repeat in the long recording")
     parser.add_argument("--beam", type=int, default=5, help="beam size for both sides")
-    parser.add_argument("--long-minutes", type=int, default=0,
-                        help="also run docflow's audio stage on one recording this long and report peak memory")
+    parser.add_argument(
+        "--long-minutes",
+        type=int,
+        default=0,
+        help="also run docflow's audio stage on one recording this long and report peak memory",
+    )
     parser.add_argument("--long-model", default="pkg:whisper-tiny.en", help="model for the long recording")
     args = parser.parse_args()
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -195,18 +207,24 @@ def main() -> None:
     print(f"{'docflow flow':24s} {ours_t:10.2f} {ours_seq_t:13.2f} {rtf:6.3f} {ours_seq_t / ours_t:8.2f}")
     print(f"{'bare faster-whisper':24s} {bare_t:10.2f} {bare_seq_t:13.2f} {rtf_bare:6.3f} {bare_seq_t / bare_t:8.2f}")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"\nclean read speech WER {wer_clean:.3f}; docflow {1 / rtf:.1f}x real time; overhead {ours_t / bare_t:.2f}; "
-          f"peak RSS {peak:.0f} MB")
+    print(
+        f"\nclean read speech WER {wer_clean:.3f}; docflow {1 / rtf:.1f}x real time; overhead {ours_t / bare_t:.2f}; "
+        f"peak RSS {peak:.0f} MB"
+    )
     long_figures = ""
     if args.long_minutes:
         long = measure_long(args.corpus, args.long_minutes, args.long_model)
-        print(f"{args.long_minutes}-minute recording ({args.long_model}): {long['seconds']:.0f} s, "
-              f"RTF {long['seconds'] / (args.long_minutes * 60):.3f}, {long['segments']} segments, "
-              f"peak RSS {long['peak_mb']:.0f} MB")
+        print(
+            f"{args.long_minutes}-minute recording ({args.long_model}): {long['seconds']:.0f} s, "
+            f"RTF {long['seconds'] / (args.long_minutes * 60):.3f}, {long['segments']} segments, "
+            f"peak RSS {long['peak_mb']:.0f} MB"
+        )
         long_figures = f" long_min={args.long_minutes} long_peak_rss_mb={long['peak_mb']:.0f}"
-    print(f"wer_mean={wer_mean:.3f} wer_clean={wer_clean:.3f} rtf={rtf:.3f} rtf_bare={rtf_bare:.3f} "
-          f"overhead={ours_t / bare_t:.2f} batch_speedup={ours_seq_t / ours_t:.2f} "
-          f"bare_batch_speedup={bare_seq_t / bare_t:.2f} peak_rss_mb={peak:.0f}{long_figures}")
+    print(
+        f"wer_mean={wer_mean:.3f} wer_clean={wer_clean:.3f} rtf={rtf:.3f} rtf_bare={rtf_bare:.3f} "
+        f"overhead={ours_t / bare_t:.2f} batch_speedup={ours_seq_t / ours_t:.2f} "
+        f"bare_batch_speedup={bare_seq_t / bare_t:.2f} peak_rss_mb={peak:.0f}{long_figures}"
+    )
 
 
 if __name__ == "__main__":

@@ -94,8 +94,13 @@ def _watch_progress(settings: Settings, started: datetime, stop: threading.Event
 
     make_session = session_factory(settings.database_url)
     with Progress(
-        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=console, transient=False,
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
     ) as progress:
         bar = progress.add_task("discovering objects", total=None)
         while not stop.wait(0.5):
@@ -224,13 +229,22 @@ def _parse_when(value: str, option: str) -> datetime:
 
 @app.command()
 def backfill(
-    since: Annotated[str, typer.Option(help="Start of the window (inclusive), by object last-modified time. "
-                                            "YYYY-MM-DD or ISO 8601; UTC unless an offset is given.")],
+    since: Annotated[
+        str,
+        typer.Option(
+            help="Start of the window (inclusive), by object last-modified time. "
+            "YYYY-MM-DD or ISO 8601; UTC unless an offset is given."
+        ),
+    ],
     until: Annotated[str | None, typer.Option(help="End of the window (exclusive). Default: now.")] = None,
-    prefix: Annotated[list[str] | None, typer.Option(
-        "--prefix", "-p", help="Only keys under this prefix (relative to each source). Repeatable.")] = None,
-    kind: Annotated[list[KindOption] | None, typer.Option(
-        "--kind", "-k", help="Only objects of this kind, detected from their bytes. Repeatable.")] = None,
+    prefix: Annotated[
+        list[str] | None,
+        typer.Option("--prefix", "-p", help="Only keys under this prefix (relative to each source). Repeatable."),
+    ] = None,
+    kind: Annotated[
+        list[KindOption] | None,
+        typer.Option("--kind", "-k", help="Only objects of this kind, detected from their bytes. Repeatable."),
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Reprocess objects that are already done or failed.")] = False,
     retry_failed: RetryFailedOpt = False,
     source: SourceOpt = None,
@@ -251,9 +265,14 @@ def backfill(
     summary = _run_flow(
         settings,
         lambda: backfill_flow(
-            since=since_dt, until=until_dt, prefixes=prefix or None,
+            since=since_dt,
+            until=until_dt,
+            prefixes=prefix or None,
             kinds=[ObjectKind(k.value) for k in kind] if kind else None,
-            force=force, retry_failed=retry_failed, source=source or None, limit=limit,
+            force=force,
+            retry_failed=retry_failed,
+            source=source or None,
+            limit=limit,
         ),
     )
     _print_summary(summary)
@@ -323,8 +342,9 @@ def _print_status(report: dict[str, Any]) -> None:
         for col in ("id", "kind", "status", "started_at", "processed", "failed"):
             table.add_column(col)
         for r in report["runs"]:
-            table.add_row(_t(r["id"][:8]), r["kind"], r["status"], r["started_at"][:19], str(r["processed"]),
-                          str(r["failed"]))
+            table.add_row(
+                _t(r["id"][:8]), r["kind"], r["status"], r["started_at"][:19], str(r["processed"]), str(r["failed"])
+            )
         out.print(table)
 
 

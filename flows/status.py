@@ -24,15 +24,25 @@ def collect_status(
             "by_label": objects.count_by_label(),
             "documents": [
                 {
-                    "key": o.key, "source": o.source, "kind": o.kind, "status": o.status, "label": c.label,
-                    "probability": round(c.probability, 4), "margin": round(c.margin, 4), "runner_up": c.runner_up,
-                    "route": c.route, "review_reason": o.review_reason,
+                    "key": o.key,
+                    "source": o.source,
+                    "kind": o.kind,
+                    "status": o.status,
+                    "label": c.label,
+                    "probability": round(c.probability, 4),
+                    "margin": round(c.margin, 4),
+                    "runner_up": c.runner_up,
+                    "route": c.route,
+                    "review_reason": o.review_reason,
                 }
                 for o, c in objects.classified(limit=documents_limit)
             ],
             "in_progress": [
                 {
-                    "key": o.key, "source": o.source, "run_id": o.run_id or "", "attempts": o.attempts,
+                    "key": o.key,
+                    "source": o.source,
+                    "run_id": o.run_id or "",
+                    "attempts": o.attempts,
                     "claimed_at": o.claimed_at.isoformat() if o.claimed_at else None,
                     "claim_age_s": round((now - o.claimed_at).total_seconds(), 1) if o.claimed_at else None,
                     "stale": o.claimed_at is not None and now - o.claimed_at > stale_after,

@@ -9,18 +9,39 @@ from decimal import Decimal, InvalidOperation
 _MONTHS = {
     name: i
     for i, names in enumerate(
-        [("jan", "january", "januar", "janvier"), ("feb", "february", "februar", "fevrier", "février"),
-         ("mar", "march", "märz", "maerz", "mars"), ("apr", "april", "avril"), ("may", "mai"),
-         ("jun", "june", "juni", "juin"), ("jul", "july", "juli", "juillet"), ("aug", "august", "août", "aout"),
-         ("sep", "sept", "september", "septembre"), ("oct", "october", "oktober", "octobre"),
-         ("nov", "november", "novembre"), ("dec", "december", "dezember", "décembre", "decembre")],
+        [
+            ("jan", "january", "januar", "janvier"),
+            ("feb", "february", "februar", "fevrier", "février"),
+            ("mar", "march", "märz", "maerz", "mars"),
+            ("apr", "april", "avril"),
+            ("may", "mai"),
+            ("jun", "june", "juni", "juin"),
+            ("jul", "july", "juli", "juillet"),
+            ("aug", "august", "août", "aout"),
+            ("sep", "sept", "september", "septembre"),
+            ("oct", "october", "oktober", "octobre"),
+            ("nov", "november", "novembre"),
+            ("dec", "december", "dezember", "décembre", "decembre"),
+        ],
         start=1,
     )
     for name in names
 }
 
-_CURRENCY_SYMBOLS = {"$": "USD", "US$": "USD", "€": "EUR", "£": "GBP", "¥": "JPY", "RM": "MYR", "CHF": "CHF",
-                     "₹": "INR", "R$": "BRL", "A$": "AUD", "C$": "CAD", "S$": "SGD"}
+_CURRENCY_SYMBOLS = {
+    "$": "USD",
+    "US$": "USD",
+    "€": "EUR",
+    "£": "GBP",
+    "¥": "JPY",
+    "RM": "MYR",
+    "CHF": "CHF",
+    "₹": "INR",
+    "R$": "BRL",
+    "A$": "AUD",
+    "C$": "CAD",
+    "S$": "SGD",
+}
 ISO_CURRENCIES = frozenset(
     "USD EUR GBP JPY CHF CAD AUD NZD CNY HKD SGD MYR INR BRL MXN SEK NOK DKK PLN CZK HUF RUB TRY ZAR KRW TWD THB "
     "IDR PHP VND AED SAR ILS EGP NGN KES ARS CLP COP PEN".split()

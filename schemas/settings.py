@@ -25,7 +25,11 @@ DEFAULT_CLASS_LABELS = {
 }
 DEFAULT_CLASS_TEMPLATES = ["a scan of {}.", "a photo of {}.", "{}."]
 DEFAULT_CLASS_ROUTES = {
-    "invoice": "invoice", "receipt": "receipt", "form": "generic", "letter": "generic", "other": "generic",
+    "invoice": "invoice",
+    "receipt": "receipt",
+    "form": "generic",
+    "letter": "generic",
+    "other": "generic",
     "photo": "none",
 }
 
@@ -126,8 +130,11 @@ class Settings(BaseSettings):
         default=False, description="Feed previous text as a prompt (off: avoids repetition loops)."
     )
     whisper_no_speech_threshold: float = Field(
-        default=0.6, ge=0, le=1, description="Segments above this no-speech probability AND below the log-prob "
-        "threshold are dropped as hallucinations."
+        default=0.6,
+        ge=0,
+        le=1,
+        description="Segments above this no-speech probability AND below the log-prob "
+        "threshold are dropped as hallucinations.",
     )
     whisper_log_prob_threshold: float = Field(default=-1.0, description="See DOCFLOW_WHISPER_NO_SPEECH_THRESHOLD.")
     whisper_compression_ratio_threshold: float = Field(
@@ -199,7 +206,7 @@ class Settings(BaseSettings):
     )
     class_templates: list[str] = Field(
         default_factory=lambda: list(DEFAULT_CLASS_TEMPLATES),
-        description='JSON list of prompt templates; {} becomes each description (prompt ensembling).',
+        description="JSON list of prompt templates; {} becomes each description (prompt ensembling).",
     )
     class_routes: dict[str, str] = Field(
         default_factory=lambda: dict(DEFAULT_CLASS_ROUTES),
@@ -271,7 +278,7 @@ class Settings(BaseSettings):
     @classmethod
     def _check_templates(cls, value: list[str]) -> list[str]:
         if not value or any("{}" not in t for t in value):
-            raise ValueError('give at least one template, each with {} where the description goes')
+            raise ValueError("give at least one template, each with {} where the description goes")
         return value
 
     @model_validator(mode="after")

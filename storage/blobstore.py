@@ -72,8 +72,11 @@ def _copy_hashing(src: Any, dest: Path, key: str, max_bytes: int) -> str:
 
 
 _FILE_TYPES = {
-    stat.S_IFIFO: "named pipe", stat.S_IFSOCK: "socket", stat.S_IFCHR: "character device",
-    stat.S_IFBLK: "block device", stat.S_IFDIR: "directory",
+    stat.S_IFIFO: "named pipe",
+    stat.S_IFSOCK: "socket",
+    stat.S_IFCHR: "character device",
+    stat.S_IFBLK: "block device",
+    stat.S_IFDIR: "directory",
 }
 
 
@@ -134,8 +137,9 @@ class LocalDirStore:
             except RuntimeError:  # Python 3.11 reports a loop this way
                 return self._problem(key, link, "symlink_loop", "symbolic link loop: the link points back to itself")
             except OSError as exc:
-                return self._problem(key, link, "broken_symlink",
-                                     f"broken symbolic link: its target is missing ({exc.strerror or exc})")
+                return self._problem(
+                    key, link, "broken_symlink", f"broken symbolic link: its target is missing ({exc.strerror or exc})"
+                )
             if not target.is_relative_to(self.root):
                 self.warnings.append(f"skipped {key}: the link points outside the source folder")
                 return None
@@ -251,8 +255,14 @@ class S3Store:
     def list(self, prefix: str = "") -> Iterator[BlobInfo]:
         paginator = self._client.get_paginator("list_objects_v2")
         full_prefix = _join(self.prefix, prefix)
-        pages = self._call("list", full_prefix, paginator.paginate, Bucket=self.bucket, Prefix=full_prefix,
-                           PaginationConfig={"PageSize": self.page_size})
+        pages = self._call(
+            "list",
+            full_prefix,
+            paginator.paginate,
+            Bucket=self.bucket,
+            Prefix=full_prefix,
+            PaginationConfig={"PageSize": self.page_size},
+        )
         try:
             for page in pages:
                 for item in page.get("Contents", []):

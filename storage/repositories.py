@@ -109,9 +109,7 @@ class ObjectRepository:
                 ).all()
                 ids = [row.id for row in stale if row.version != versions[row.key]]
                 if ids:
-                    self.session.execute(
-                        update(SourceObject).where(SourceObject.id.in_(ids)).values(superseded_at=now)
-                    )
+                    self.session.execute(update(SourceObject).where(SourceObject.id.in_(ids)).values(superseded_at=now))
 
     def find_current(self, blobs: Sequence[BlobInfo], condition: ColumnElement[bool]) -> list[SourceObject]:
         """Rows for exactly these listed versions that satisfy `condition`, in listing order."""
@@ -166,11 +164,16 @@ class ObjectRepository:
             own = row.status == ObjectStatus.PROCESSING and row.run_id == run_id
             if row.status == ObjectStatus.PROCESSING and not own and row.attempts >= max_attempts:
                 last = f"; last error: {row.error_message}" if row.error_message else ""
-                self.fail_unprocessed(row, StageError(
-                    stage="pipeline", code="gave_up",
-                    message=f"gave up after {row.attempts} attempts: the worker stopped while processing it each "
-                    f"time (killed, out of memory or timed out){last}",
-                ), run_id)
+                self.fail_unprocessed(
+                    row,
+                    StageError(
+                        stage="pipeline",
+                        code="gave_up",
+                        message=f"gave up after {row.attempts} attempts: the worker stopped while processing it each "
+                        f"time (killed, out of memory or timed out){last}",
+                    ),
+                    run_id,
+                )
                 given_up.append(row)
                 continue
             if not own:
@@ -190,7 +193,10 @@ class ObjectRepository:
         """Give claims back (a batch failed for infrastructure reasons): the next run picks them up, and the try
         does not count against the object."""
         return self._update_claims(
-            ids, run_id, status=ObjectStatus.PENDING, claimed_at=None,
+            ids,
+            run_id,
+            status=ObjectStatus.PENDING,
+            claimed_at=None,
             attempts=case((SourceObject.attempts > 0, SourceObject.attempts - 1), else_=0),
         )
 
@@ -274,11 +280,13 @@ class ObjectRepository:
         page_labels = {p.page_number: p for p in result.classification.pages} if result.classification else {}
         row.pages.extend(
             Page(
-                page_number=p.page_number, uri=p.uri, width=p.width, height=p.height, dpi=p.dpi,
+                page_number=p.page_number,
+                uri=p.uri,
+                width=p.width,
+                height=p.height,
+                dpi=p.dpi,
                 label=page_labels[p.page_number].label if p.page_number in page_labels else None,
-                label_probability=(
-                    page_labels[p.page_number].probability if p.page_number in page_labels else None
-                ),
+                label_probability=(page_labels[p.page_number].probability if p.page_number in page_labels else None),
             )
             for p in result.pages
         )
@@ -299,9 +307,14 @@ class ObjectRepository:
             return
         self._replace(
             ClassificationRow(
-                object_id=row.id, label=classification.label, probability=classification.probability,
-                margin=classification.margin, runner_up=classification.runner_up, scores=classification.scores,
-                route=classification.route, model_id=classification.model_id,
+                object_id=row.id,
+                label=classification.label,
+                probability=classification.probability,
+                margin=classification.margin,
+                runner_up=classification.runner_up,
+                scores=classification.scores,
+                route=classification.route,
+                model_id=classification.model_id,
                 pages_classified=len(classification.pages),
             ),
             object_id=row.id,
@@ -332,7 +345,9 @@ class ObjectRepository:
                 pages=list(extraction.pages),
                 raw_output=extraction.raw_output,
             ),
-            object_id=row.id, schema_id=extraction.schema_id, model_id=extraction.model_id,
+            object_id=row.id,
+            schema_id=extraction.schema_id,
+            model_id=extraction.model_id,
         )
 
     def _replace_transcript(self, row: SourceObject, transcript: Transcript) -> None:
@@ -353,16 +368,24 @@ class ObjectRepository:
                 text=transcript.text,
                 segments=[
                     TranscriptSegmentRow(
-                        segment_index=i, start_s=seg.start_s, end_s=seg.end_s, speaker=seg.speaker,
-                        channel=seg.channel, text=seg.text, avg_logprob=seg.avg_logprob,
-                        no_speech_prob=seg.no_speech_prob, compression_ratio=seg.compression_ratio,
+                        segment_index=i,
+                        start_s=seg.start_s,
+                        end_s=seg.end_s,
+                        speaker=seg.speaker,
+                        channel=seg.channel,
+                        text=seg.text,
+                        avg_logprob=seg.avg_logprob,
+                        no_speech_prob=seg.no_speech_prob,
+                        compression_ratio=seg.compression_ratio,
                         flagged=seg.flagged,
                         words=[w.model_dump() for w in seg.words] if seg.words is not None else None,
                     )
                     for i, seg in enumerate(transcript.segments)
                 ],
             ),
-            object_id=row.id, model_id=transcript.model_id, model_version=transcript.model_version,
+            object_id=row.id,
+            model_id=transcript.model_id,
+            model_version=transcript.model_version,
         )
 
     # -- reporting ---------------------------------------------------------------------------------------------
@@ -379,9 +402,7 @@ class ObjectRepository:
     def count_by_kind(self, run_id: str | None = None) -> dict[str, dict[str, int]]:
         kind = func.coalesce(SourceObject.kind, "unknown")
         stmt = (
-            select(kind, SourceObject.status, func.count())
-            .where(self._current())
-            .group_by(kind, SourceObject.status)
+            select(kind, SourceObject.status, func.count()).where(self._current()).group_by(kind, SourceObject.status)
         )
         if run_id:
             stmt = stmt.where(SourceObject.run_id == run_id)
@@ -395,8 +416,12 @@ class ObjectRepository:
         label = func.coalesce(ClassificationRow.label, "unclassified")
         stmt = (
             select(
-                SourceObject.kind, label, SourceObject.status, func.count(),
-                func.sum(ClassificationRow.probability), func.min(ClassificationRow.margin),
+                SourceObject.kind,
+                label,
+                SourceObject.status,
+                func.count(),
+                func.sum(ClassificationRow.probability),
+                func.min(ClassificationRow.margin),
             )
             .outerjoin(ClassificationRow, ClassificationRow.object_id == SourceObject.id)
             .where(self._current(), SourceObject.kind.in_([ObjectKind.PDF.value, ObjectKind.IMAGE.value]))

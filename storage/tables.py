@@ -144,9 +144,7 @@ class TranscriptRow(Base):
     """One recording's transcript by one model version (re-runs replace it; another model adds a row)."""
 
     __tablename__ = "transcripts"
-    __table_args__ = (
-        UniqueConstraint("object_id", "model_id", "model_version", name="uq_transcripts_object_model"),
-    )
+    __table_args__ = (UniqueConstraint("object_id", "model_id", "model_version", name="uq_transcripts_object_model"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     object_id: Mapped[int] = mapped_column(ForeignKey("source_objects.id", ondelete="CASCADE"))
@@ -171,9 +169,7 @@ class TranscriptRow(Base):
 
 class TranscriptSegmentRow(Base):
     __tablename__ = "transcript_segments"
-    __table_args__ = (
-        UniqueConstraint("transcript_id", "segment_index", name="uq_transcript_segments_index"),
-    )
+    __table_args__ = (UniqueConstraint("transcript_id", "segment_index", name="uq_transcript_segments_index"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     transcript_id: Mapped[int] = mapped_column(ForeignKey("transcripts.id", ondelete="CASCADE"))

@@ -80,11 +80,10 @@ def record_batch(settings: Settings, run_id: str, results: Sequence[tuple[int, O
                 recorded.append(result)
             else:
                 lost += 1
-                log.warning("object %d was taken over by another run; its result from run %s is dropped",
-                            object_id, run_id)
-        RunRepository(session).add_counts(
-            run_id, processed=len(recorded), failed=sum(1 for r in recorded if r.error)
-        )
+                log.warning(
+                    "object %d was taken over by another run; its result from run %s is dropped", object_id, run_id
+                )
+        RunRepository(session).add_counts(run_id, processed=len(recorded), failed=sum(1 for r in recorded if r.error))
     return lost
 
 

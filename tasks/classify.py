@@ -53,11 +53,25 @@ class ClassifierConfig:
     @classmethod
     def from_settings(cls, s: Settings) -> ClassifierConfig:
         if s.classifier == "clip":
-            spec = EmbedderSpec("clip", s.clip_model, s.clip_pretrained, s.model_device, s.model_dtype,
-                                s.classify_batch_size, s.model_cache_dir)
+            spec = EmbedderSpec(
+                "clip",
+                s.clip_model,
+                s.clip_pretrained,
+                s.model_device,
+                s.model_dtype,
+                s.classify_batch_size,
+                s.model_cache_dir,
+            )
         else:
-            spec = EmbedderSpec("timm", s.image_embedder, s.image_embedder_weights, s.model_device, s.model_dtype,
-                                s.classify_batch_size, s.model_cache_dir)
+            spec = EmbedderSpec(
+                "timm",
+                s.image_embedder,
+                s.image_embedder_weights,
+                s.model_device,
+                s.model_dtype,
+                s.classify_batch_size,
+                s.model_cache_dir,
+            )
         return cls(
             spec=spec,
             labels=tuple((label, tuple(d)) for label, d in s.class_labels.items()),
@@ -104,9 +118,7 @@ def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def embed_files(
-    embedder: Embedder, files: Sequence[Path], cache: EmbeddingCache | None
-) -> tuple[np.ndarray, int]:
+def embed_files(embedder: Embedder, files: Sequence[Path], cache: EmbeddingCache | None) -> tuple[np.ndarray, int]:
     """Embeddings of image files, in order, from the cache where present. Returns (vectors, number encoded)."""
     keys = [file_sha256(f) for f in files]
     known = cache.get(embedder.model_id, keys) if cache is not None else {}
@@ -175,10 +187,14 @@ def load_prototypes(config: ClassifierConfig, cache: EmbeddingCache | None) -> t
     """The embedder and its prototypes, built once per worker for a label configuration (and example files)."""
     embedder = load_embedder(config.spec)
     examples = example_images(config.examples_dir, config.label_names)
-    stamp = tuple((label, tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files))
-                  for label, files in sorted(examples.items()))
+    stamp = tuple(
+        (label, tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files))
+        for label, files in sorted(examples.items())
+    )
     prototypes = load_cached(
-        "prototypes", (config, stamp), lambda: build_prototypes(embedder, config, examples, cache),
+        "prototypes",
+        (config, stamp),
+        lambda: build_prototypes(embedder, config, examples, cache),
         f"label prototypes for {embedder.model_id}",
     )
     return embedder, prototypes
@@ -196,8 +212,12 @@ def classify_pages(
 
 
 def summarise(
-    page_probs: np.ndarray, labels: Sequence[str], page_numbers: Sequence[int], config: ClassifierConfig,
-    model_id: str, encoded: int,
+    page_probs: np.ndarray,
+    labels: Sequence[str],
+    page_numbers: Sequence[int],
+    config: ClassifierConfig,
+    model_id: str,
+    encoded: int,
 ) -> Classification:
     doc = page_probs.mean(axis=0)
     order = np.argsort(-doc)

@@ -68,9 +68,7 @@ def describe_fields(schema: type[DocumentSchema]) -> str:
     return "\n".join(lines)
 
 
-def build_prompt(
-    schema: type[DocumentSchema], page_text: str | None, retry: PageOutcome | None = None
-) -> str:
+def build_prompt(schema: type[DocumentSchema], page_text: str | None, retry: PageOutcome | None = None) -> str:
     # No worked example: a 135M model copies an example's values verbatim (measured), which is worse than none.
     parts = [
         f"Extract the data of {schema.description} as JSON with these fields:",
@@ -83,7 +81,8 @@ def build_prompt(
         parts.append("The document is the image above.")
     if retry is not None and retry.errors:
         parts.append(
-            "Your previous answer was rejected:\n" + "\n".join(f"- {e}" for e in retry.errors[:10])
+            "Your previous answer was rejected:\n"
+            + "\n".join(f"- {e}" for e in retry.errors[:10])
             + f"\nPrevious answer: {retry.raw[:1500]}\nAnswer again, fixing these problems."
         )
     parts.append("JSON:")
@@ -162,7 +161,8 @@ def extract_pages(
             requests = [
                 GenerationRequest(
                     prompt=build_prompt(
-                        schema, None if generator.reads_images else p.text,
+                        schema,
+                        None if generator.reads_images else p.text,
                         outcomes[p.page_number] if outcomes[p.page_number].attempts else None,
                     ),
                     images=(p.image,) if generator.reads_images and p.image else (),
@@ -188,9 +188,7 @@ def _is_empty(value: Any) -> bool:
     return value is None or value == "" or value == []
 
 
-def merge_pages(
-    schema: type[DocumentSchema], outcomes: list[PageOutcome], backend: str, model_id: str
-) -> Extraction:
+def merge_pages(schema: type[DocumentSchema], outcomes: list[PageOutcome], backend: str, model_id: str) -> Extraction:
     """One document from its pages. The rule: a single value comes from the first page (in page order) whose
     answer has it; lists (line items, parties...) are concatenated in page order. Only pages whose answer parsed
     as JSON take part; the merged document is validated again (cross-field checks span pages)."""
@@ -235,9 +233,7 @@ def merge_pages(
 
 def review_reasons(extraction: Extraction, config: ExtractionConfig) -> list[str]:
     if not extraction.valid:
-        return [
-            f"extraction not valid after {extraction.attempts} attempt(s): " + "; ".join(extraction.errors[:5])
-        ]
+        return [f"extraction not valid after {extraction.attempts} attempt(s): " + "; ".join(extraction.errors[:5])]
     if extraction.field_confidence and config.review_min_confidence > 0:
         mean = sum(extraction.field_confidence.values()) / len(extraction.field_confidence)
         if mean < config.review_min_confidence:

@@ -45,17 +45,28 @@ class PipelineConfig:
     @classmethod
     def from_settings(cls, s: Settings) -> PipelineConfig:
         vad = audio.VadParams(
-            threshold=s.vad_threshold, min_speech_ms=s.vad_min_speech_ms, min_silence_ms=s.vad_min_silence_ms,
-            speech_pad_ms=s.vad_speech_pad_ms, max_speech_s=s.vad_max_speech_s,
+            threshold=s.vad_threshold,
+            min_speech_ms=s.vad_min_speech_ms,
+            min_silence_ms=s.vad_min_silence_ms,
+            speech_pad_ms=s.vad_speech_pad_ms,
+            max_speech_s=s.vad_max_speech_s,
         )
         return cls(
             render=RenderLimits(
-                dpi=s.pdf_dpi, max_pixels=s.max_pixels, max_side=s.max_side, max_pages=s.max_pages,
-                chunk_pages=s.render_chunk_pages, timeout_s=s.render_timeout_s, jpeg_quality=s.jpeg_quality,
+                dpi=s.pdf_dpi,
+                max_pixels=s.max_pixels,
+                max_side=s.max_side,
+                max_pages=s.max_pages,
+                chunk_pages=s.render_chunk_pages,
+                timeout_s=s.render_timeout_s,
+                jpeg_quality=s.jpeg_quality,
             ),
             image=ImageLimits(
-                max_pixels=s.max_pixels, max_side=s.max_side, max_decode_pixels=s.max_decode_pixels,
-                max_pages=s.max_pages, jpeg_quality=s.jpeg_quality,
+                max_pixels=s.max_pixels,
+                max_side=s.max_side,
+                max_decode_pixels=s.max_decode_pixels,
+                max_pages=s.max_pages,
+                jpeg_quality=s.jpeg_quality,
             ),
             vad=vad,
             max_file_bytes=s.max_file_bytes,
@@ -82,9 +93,14 @@ def _extraction_config(s: Settings) -> ExtractionConfig:
         max_pixels=s.max_pixels,  # the VLM sees pages at most as large as preprocessing made them
     )
     return ExtractionConfig(
-        spec=spec, max_attempts=s.extract_max_attempts, max_new_tokens=s.extract_max_new_tokens,
-        max_pages=s.extract_max_pages, batch_size=s.extract_batch_size, review_min_confidence=s.review_min_confidence,
-        max_items=s.extract_max_items, max_string=s.extract_max_string,
+        spec=spec,
+        max_attempts=s.extract_max_attempts,
+        max_new_tokens=s.extract_max_new_tokens,
+        max_pages=s.extract_max_pages,
+        batch_size=s.extract_batch_size,
+        review_min_confidence=s.review_min_confidence,
+        max_items=s.extract_max_items,
+        max_string=s.extract_max_string,
     )
 
 
@@ -168,7 +184,10 @@ def _classify(
 
 
 def _extract(
-    source: Path, kind: ObjectKind, page_files: list[tuple[int, Path]], config: PipelineConfig,
+    source: Path,
+    kind: ObjectKind,
+    page_files: list[tuple[int, Path]],
+    config: PipelineConfig,
     classification: Classification | None,
 ) -> DocumentExtraction:
     """Extraction with the schema the document's class routes to; no class (keyword mode): the keyword rule."""

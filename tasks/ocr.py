@@ -16,7 +16,9 @@ def pdf_text_layer(path: Path, last_page: int, timeout_s: int = 60) -> list[str]
     try:
         proc = subprocess.run(
             ["pdftotext", "-layout", "-enc", "UTF-8", "-f", "1", "-l", str(last_page), str(path), "-"],
-            capture_output=True, timeout=timeout_s, check=False,
+            capture_output=True,
+            timeout=timeout_s,
+            check=False,
         )
     except FileNotFoundError:
         raise missing_tool("pdftotext") from None
@@ -31,7 +33,9 @@ def ocr_image(path: Path, languages: str = "eng", timeout_s: int = 120) -> str:
     try:
         proc = subprocess.run(
             ["tesseract", str(path), "stdout", "-l", languages, "--psm", "3"],
-            capture_output=True, timeout=timeout_s, check=False,
+            capture_output=True,
+            timeout=timeout_s,
+            check=False,
         )
     except FileNotFoundError:
         raise missing_tool("tesseract") from None

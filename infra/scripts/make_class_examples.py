@@ -149,8 +149,12 @@ def letter(rng: random.Random, w: int, h: int) -> Image.Image:
     day = f"{rng.randint(1, 28)} March 20{rng.randint(10, 26)}"
     d.text((w - m - w // 4, m + w // 4), day, fill=0, font=font(w // 60))
     y = m + w // 3
-    d.text((m, y), "Dear " + rng.choice(["Sir or Madam", "Ms Weber", "Mr Smith", "customer"]) + ",", fill=0,
-           font=font(w // 55))
+    d.text(
+        (m, y),
+        "Dear " + rng.choice(["Sir or Madam", "Ms Weber", "Mr Smith", "customer"]) + ",",
+        fill=0,
+        font=font(w // 55),
+    )
     y += w // 20
     for _ in range(rng.randint(2, 4)):
         y = paragraph(d, rng, m, y, w - 2 * m, rng.randint(3, 6), w // 58) + w // 40
@@ -207,7 +211,11 @@ def text_page(rng: random.Random, w: int, h: int) -> Image.Image:
 
 
 DRAWERS: dict[str, Callable[[random.Random, int, int], Image.Image]] = {
-    "invoice": invoice, "receipt": receipt, "form": form, "letter": letter, "other": other,
+    "invoice": invoice,
+    "receipt": receipt,
+    "form": form,
+    "letter": letter,
+    "other": other,
 }
 
 

@@ -109,7 +109,7 @@ def resolve(name: str, cache_dir: Path) -> str:
     """`pkg:NAME` -> a local model directory or file (assembled once into `cache_dir`); anything else unchanged."""
     if not name.startswith(PREFIX):
         return name
-    model = _MODELS.get(name[len(PREFIX):])
+    model = _MODELS.get(name[len(PREFIX) :])
     if model is None:
         known = ", ".join(PREFIX + n for n in _MODELS)
         raise ConfigError(f"unknown packaged model {name!r}; known: {known}")

@@ -113,7 +113,10 @@ class ClipEmbedder(Embedder):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(RANDOM_SEED)
             model, _, preprocess = open_clip.create_model_and_transforms(
-                name, pretrained=spec.weights or None, device=self.device, precision=precision,
+                name,
+                pretrained=spec.weights or None,
+                device=self.device,
+                precision=precision,
                 cache_dir=str(spec.cache_dir / "open_clip"),
             )
         self.model = model.eval()
@@ -165,11 +168,15 @@ class TimmEmbedder(Embedder):
         config = timm.data.resolve_data_config({}, model=model)
         mean, std = _PACKAGED_NORMALISATION.get(spec.weights or "", (config["mean"], config["std"]))
         self.input_side = int(config["input_size"][-1])
-        self.pipeline = transforms.Compose([
-            transforms.Resize((self.input_side, self.input_side), interpolation=transforms.InterpolationMode.BICUBIC),
-            transforms.ToTensor(),
-            transforms.Normalize(mean, std),
-        ])
+        self.pipeline = transforms.Compose(
+            [
+                transforms.Resize(
+                    (self.input_side, self.input_side), interpolation=transforms.InterpolationMode.BICUBIC
+                ),
+                transforms.ToTensor(),
+                transforms.Normalize(mean, std),
+            ]
+        )
 
     def _transform(self, image: Image.Image) -> Any:
         return self.pipeline(image)
@@ -202,4 +209,3 @@ def match_state_dict(state: dict[str, Any], target: dict[str, Any]) -> dict[str,
 def load_embedder(spec: EmbedderSpec) -> Embedder:
     factory = ClipEmbedder if spec.kind == "clip" else TimmEmbedder
     return load_cached("embedder", spec, lambda: factory(spec), f"image embedder {spec.model_id}")
-

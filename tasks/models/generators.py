@@ -116,14 +116,20 @@ class VisionLanguageGenerator(_HFGenerator):
         from qwen_vl_utils import process_vision_info
 
         conversations = [
-            [{"role": "user", "content": [
-                *({"type": "image", "image": path.resolve().as_uri()} for path in r.images),
-                {"type": "text", "text": r.prompt},
-            ]}]
+            [
+                {
+                    "role": "user",
+                    "content": [
+                        *({"type": "image", "image": path.resolve().as_uri()} for path in r.images),
+                        {"type": "text", "text": r.prompt},
+                    ],
+                }
+            ]
             for r in requests
         ]
-        texts = [self.processor.apply_chat_template(c, tokenize=False, add_generation_prompt=True)
-                 for c in conversations]
+        texts = [
+            self.processor.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in conversations
+        ]
         images, _ = process_vision_info(conversations)
         inputs = self.processor(text=texts, images=images, padding=True, return_tensors="pt")
         return self._generate(dict(inputs), len(requests), schema_json, max_new_tokens)

@@ -129,8 +129,12 @@ class WhisperTranscriber:
             segments, info = self._model.transcribe(samples, clip_timestamps=flat, **common)
         out = [
             RawSegment(
-                start=s.start, end=s.end, text=s.text, avg_logprob=s.avg_logprob,
-                no_speech_prob=s.no_speech_prob, compression_ratio=s.compression_ratio,
+                start=s.start,
+                end=s.end,
+                text=s.text,
+                avg_logprob=s.avg_logprob,
+                no_speech_prob=s.no_speech_prob,
+                compression_ratio=s.compression_ratio,
                 words=tuple(RawWord(w.start, w.end, w.word, w.probability) for w in s.words) if s.words else None,
             )
             for s in segments  # a generator: decoding happens here

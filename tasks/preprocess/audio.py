@@ -72,9 +72,7 @@ def check_limits(info: StreamInfo, max_duration_s: float) -> None:
     _check_rate(info.sample_rate)
     if info.duration_s is not None and info.duration_s > max_duration_s:
         have, cap = _spans(info.duration_s, max_duration_s)
-        raise InputError(
-            STAGE, "too_long", f"recording too long: {have} exceeds the {cap} limit (DOCFLOW_MAX_AUDIO_S)"
-        )
+        raise InputError(STAGE, "too_long", f"recording too long: {have} exceeds the {cap} limit (DOCFLOW_MAX_AUDIO_S)")
 
 
 def _check_rate(rate: int | None) -> None:
@@ -216,8 +214,10 @@ def detect_speech(samples: np.ndarray, params: VadParams, block_s: int = VAD_BLO
         stamps = get_speech_timestamps(samples[offset : offset + block], options, sampling_rate=SAMPLE_RATE)
         for stamp in stamps:
             start, end = (offset + stamp["start"]) / SAMPLE_RATE, (offset + stamp["end"]) / SAMPLE_RATE
-            if segments and start - segments[-1].end_s < params.min_silence_ms / 1000 and (
-                end - segments[-1].start_s <= params.max_speech_s
+            if (
+                segments
+                and start - segments[-1].end_s < params.min_silence_ms / 1000
+                and (end - segments[-1].start_s <= params.max_speech_s)
             ):  # speech running across a block seam is one segment
                 segments[-1] = SpeechSegment(start_s=segments[-1].start_s, end_s=end)
             else:

@@ -89,7 +89,11 @@ def read_geometry(path: Path, max_pages: int, timeout_s: int) -> tuple[int, list
     try:
         proc = subprocess.run(
             ["pdfinfo", "-f", "1", "-l", str(max_pages), str(path)],
-            capture_output=True, text=True, errors="replace", timeout=timeout_s, check=False,
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=timeout_s,
+            check=False,
         )
     except FileNotFoundError:
         raise missing_tool("pdfinfo") from None

@@ -25,10 +25,21 @@ _OPENDOCUMENT = {
 
 _EXTENSION_KINDS = {
     ".pdf": "PDF",
-    ".jpg": "JPEG image", ".jpeg": "JPEG image", ".png": "PNG image", ".gif": "GIF image",
-    ".tif": "TIFF image", ".tiff": "TIFF image", ".webp": "WebP image", ".bmp": "BMP image",
-    ".wav": "WAV audio", ".flac": "FLAC audio", ".mp3": "MP3 audio", ".ogg": "Ogg audio",
-    ".m4a": "M4A audio", ".opus": "Opus audio", ".webm": "WebM audio",
+    ".jpg": "JPEG image",
+    ".jpeg": "JPEG image",
+    ".png": "PNG image",
+    ".gif": "GIF image",
+    ".tif": "TIFF image",
+    ".tiff": "TIFF image",
+    ".webp": "WebP image",
+    ".bmp": "BMP image",
+    ".wav": "WAV audio",
+    ".flac": "FLAC audio",
+    ".mp3": "MP3 audio",
+    ".ogg": "Ogg audio",
+    ".m4a": "M4A audio",
+    ".opus": "Opus audio",
+    ".webm": "WebM audio",
 }
 
 

@@ -38,16 +38,29 @@ def _env(tmp_path: Path, ephemeral: bool = False, **settings: object) -> dict[st
     env.update(PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_HOME=str(tmp_path / "prefect-home"))
     if not ephemeral:
         env["PREFECT_API_URL"] = str(PREFECT_API_URL.value())
-    defaults = {"extract": False, "transcribe": False, "derived_store": tmp_path / "derived", "retries": 1,
-                "retry_delay_s": 0.1, "review_min_class_probability": 0, "review_min_class_margin": 0}
+    defaults = {
+        "extract": False,
+        "transcribe": False,
+        "derived_store": tmp_path / "derived",
+        "retries": 1,
+        "retry_delay_s": 0.1,
+        "review_min_class_probability": 0,
+        "review_min_class_margin": 0,
+    }
     for name, value in {**defaults, **settings}.items():
         env[f"DOCFLOW_{name.upper()}"] = str(value)
     return env
 
 
 def _docflow(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "flows.cli", *args], env=env, cwd=REPO, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", *args],
+        env=env,
+        cwd=REPO,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def _wait_until(check: Callable[[], object], what: str, timeout: float = 120) -> None:
@@ -146,8 +159,15 @@ def test_a_killed_run_leaves_no_server_and_the_next_run_reports_its_claims(
     assert "1 object(s) are still claimed by a run that stopped without finishing" in summary.warnings[0]
     assert not [d for d in left_behind if d.exists()]  # the next run removed the dead run's scratch folders
 
-    status = subprocess.run([sys.executable, "-m", "flows.cli", "status", "--json"], env=_env(tmp_path, **settings),
-                            cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+    status = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "status", "--json"],
+        env=_env(tmp_path, **settings),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert status.returncode == 0, status.stderr
     (claimed,) = json.loads(status.stdout)["in_progress"]
     assert claimed["key"] == "slow.pdf" and claimed["stale"] and claimed["claim_age_s"] >= 300
@@ -193,15 +213,12 @@ def test_an_unwritable_derived_store_leaves_objects_pending(
     assert {o.status for o in _objects(db).values()} == {"done"}
 
 
-def test_postgres_stopping_mid_run_prints_one_line_per_failed_batch(
-    postgres: PostgresCluster, tmp_path: Path
-) -> None:
+def test_postgres_stopping_mid_run_prints_one_line_per_failed_batch(postgres: PostgresCluster, tmp_path: Path) -> None:
     url = postgres.create_database("outage_mid_run")
     inbox = tmp_path / "inbox"
     for i in range(3):
         hostile.slow_page_pdf(inbox / f"slow-{i}.pdf", fills=120)
-    run = _docflow(_env(tmp_path, database_url=url, source=inbox, batch_size=1, workers=1, render_timeout_s=300),
-                   "run")
+    run = _docflow(_env(tmp_path, database_url=url, source=inbox, batch_size=1, workers=1, render_timeout_s=300), "run")
     _wait_until(lambda: _processing(url), "the run to start processing")
     get_engine(url).dispose()
     postgres.stop()

@@ -45,15 +45,19 @@ EXPECTED = {  # key -> (status, error code)
 }
 
 
-def test_a_run_over_every_hostile_input_ends_cleanly(
-    configure: Configure, sample_inbox: Path, tmp_path: Path
-) -> None:
+def test_a_run_over_every_hostile_input_ends_cleanly(configure: Configure, sample_inbox: Path, tmp_path: Path) -> None:
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     _build_inbox(inbox, sample_inbox)
     db = f"sqlite:///{tmp_path / 'docflow.db'}"
-    configure(database_url=db, source=str(inbox), render_timeout_s=1, transcribe=False,
-              review_min_class_probability=0, review_min_class_margin=0)
+    configure(
+        database_url=db,
+        source=str(inbox),
+        render_timeout_s=1,
+        transcribe=False,
+        review_min_class_probability=0,
+        review_min_class_margin=0,
+    )
 
     result = runner.invoke(app, ["run"])
 

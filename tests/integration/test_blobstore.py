@@ -42,8 +42,13 @@ def test_s3_auth_is_enforced(seaweed: SeaweedS3, bucket: str) -> None:
     import boto3
     from botocore.exceptions import ClientError
 
-    anonymous = boto3.client("s3", endpoint_url=seaweed.endpoint, aws_access_key_id="wrong",
-                             aws_secret_access_key="wrong", region_name="us-east-1")
+    anonymous = boto3.client(
+        "s3",
+        endpoint_url=seaweed.endpoint,
+        aws_access_key_id="wrong",
+        aws_secret_access_key="wrong",
+        region_name="us-east-1",
+    )
     with pytest.raises(ClientError):
         anonymous.list_objects_v2(Bucket=bucket)
 

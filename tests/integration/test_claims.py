@@ -28,8 +28,9 @@ def _register(url: str, key: str = "a.pdf") -> int:
 
 
 def _cond(run_id: str | None = None, stale_after: float = 900) -> ColumnElement[bool]:
-    return eligible(force=False, retry_failed=False, stale_before=utcnow() - timedelta(seconds=stale_after),
-                    run_id=run_id)
+    return eligible(
+        force=False, retry_failed=False, stale_before=utcnow() - timedelta(seconds=stale_after), run_id=run_id
+    )
 
 
 def _claim(url: str, object_id: int, run_id: str, stale_after: float = 900, max_attempts: int = 3):  # type: ignore[no-untyped-def]

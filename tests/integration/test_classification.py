@@ -95,8 +95,11 @@ def test_example_images_join_the_text_prototype_by_weight(tiny_clip: Path, sampl
 
 
 def test_identical_labels_have_no_margin_and_go_to_review(tiny_clip: Path, sample_inbox: Path) -> None:
-    config = _clip_config(tiny_clip, labels=(("invoice", ("an invoice",)), ("bill", ("an invoice",))),
-                          routes=(("invoice", "invoice"), ("bill", "invoice")))
+    config = _clip_config(
+        tiny_clip,
+        labels=(("invoice", ("an invoice",)), ("bill", ("an invoice",))),
+        routes=(("invoice", "invoice"), ("bill", "invoice")),
+    )
     result = classify_pages(_page(sample_inbox, "invoice2data_AmazonWebServices.png"), config, None)
     assert result.margin == pytest.approx(0.0, abs=1e-6)
     assert any(r.startswith("ambiguous document class") for r in review_reasons(result, config))
@@ -119,37 +122,44 @@ def test_image_only_embedder_needs_examples_for_every_label(tmp_path: Path, samp
         classify_pages(_page(sample_inbox, "photo_donut_coffee_122.jpg"), config, None)
 
 
-def test_embedding_cache_means_a_second_pass_encodes_nothing(
-    db_url: str, tiny_clip: Path, sample_inbox: Path
-) -> None:
+def test_embedding_cache_means_a_second_pass_encodes_nothing(db_url: str, tiny_clip: Path, sample_inbox: Path) -> None:
     migrate(db_url)
     cache = SqlEmbeddingCache(db_url)
     config = _clip_config(tiny_clip, all_pages=True)
-    pages = [(1, sample_inbox / "images" / "photo_donut_coffee_122.jpg"),
-             (2, sample_inbox / "images" / "invoice2data_AmazonWebServices.png")]
+    pages = [
+        (1, sample_inbox / "images" / "photo_donut_coffee_122.jpg"),
+        (2, sample_inbox / "images" / "invoice2data_AmazonWebServices.png"),
+    ]
     embedder = load_embedder(config.spec)
     first = classify_pages(pages, config, cache)
     assert first.encoded == 2 and cache.count(embedder.model_id) == 2
     calls = embedder.calls
     again = classify_pages(pages, config, cache)
-    other_labels = replace(config, labels=(("doc", ("a document",)), ("pic", ("a picture",))),
-                           routes=(("doc", "generic"), ("pic", "none")))
+    other_labels = replace(
+        config, labels=(("doc", ("a document",)), ("pic", ("a picture",))), routes=(("doc", "generic"), ("pic", "none"))
+    )
     relabelled = classify_pages(pages, other_labels, cache)
     assert again.encoded == relabelled.encoded == 0 and embedder.calls == calls
     assert again.scores == first.scores and set(relabelled.scores) == {"doc", "pic"}
 
 
 @pytest.mark.usefixtures("prefect_harness")
-def test_run_classifies_routes_and_reports_per_label(
-    configure: Configure, sample_inbox: Path, tmp_path: Path
-) -> None:
+def test_run_classifies_routes_and_reports_per_label(configure: Configure, sample_inbox: Path, tmp_path: Path) -> None:
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     for name in ("photo_donut_coffee_122.jpg", "invoice2data_AzureInterior.pdf", "pdfjs_sizes-mixed-page-sizes.pdf"):
         shutil.copy(next(sample_inbox.rglob(name)), inbox)
     db = f"sqlite:///{tmp_path / 'db.sqlite'}"
-    configure(database_url=db, source=str(inbox), extract=True, text_llm_model="pkg:smollm2-135m",
-              extract_max_new_tokens=48, extract_max_attempts=1, extract_max_pages=1, classify_pages="all")
+    configure(
+        database_url=db,
+        source=str(inbox),
+        extract=True,
+        text_llm_model="pkg:smollm2-135m",
+        extract_max_new_tokens=48,
+        extract_max_attempts=1,
+        extract_max_pages=1,
+        classify_pages="all",
+    )
     assert nightly().processed == 3
 
     with unit_of_work(db) as s:
@@ -170,8 +180,9 @@ def test_run_classifies_routes_and_reports_per_label(
     assert status["by_label"]["image"]["photo"]["objects"] == 1
     assert status["by_label"]["pdf"]["invoice"]["by_status"] in ({"done": 1}, {"review": 1})
     documents = {d["key"]: d for d in status["documents"]}
-    assert documents["invoice2data_AzureInterior.pdf"]["probability"] == pytest.approx(invoice_class.probability,
-                                                                                        abs=1e-4)
+    assert documents["invoice2data_AzureInterior.pdf"]["probability"] == pytest.approx(
+        invoice_class.probability, abs=1e-4
+    )
 
     # A forced re-run reclassifies every page from the embedding cache: nothing is encoded again.
     embedder = load_embedder(ClassifierConfig.from_settings(load_settings()).spec)
@@ -193,8 +204,9 @@ def test_a_database_outage_while_prototypes_load_is_an_infrastructure_fault(
         (examples / label).mkdir(parents=True)
     shutil.copy(next(sample_inbox.rglob("photo_donut_coffee_122.jpg")), examples / "photo" / "a.jpg")
     shutil.copy(next(sample_inbox.rglob("*.png")), examples / "invoice" / "a.png")
-    config = _clip_config(tiny_clip, examples_dir=examples,
-                          labels=(("invoice", ("an invoice",)), ("photo", ("a photo",))))
+    config = _clip_config(
+        tiny_clip, examples_dir=examples, labels=(("invoice", ("an invoice",)), ("photo", ("a photo",)))
+    )
     nobody_listening = SqlEmbeddingCache(f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/gone")
     with pytest.raises(Exception) as excinfo:
         load_prototypes(config, nobody_listening)

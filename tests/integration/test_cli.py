@@ -59,8 +59,9 @@ def test_run_then_status_json(configure: Configure, sample_inbox: Path, tmp_path
     assert (run["kind"], run["processed"], run["failed"], run["status"]) == ("nightly", 2, 1, "completed")
     assert run["started_at"] and run["id"]
 
-    again = runner.invoke(app, ["backfill", "--since", "2000-01-01", "--source", str(inbox), "--force",
-                                "--kind", "pdf"])
+    again = runner.invoke(
+        app, ["backfill", "--since", "2000-01-01", "--source", str(inbox), "--force", "--kind", "pdf"]
+    )
     assert again.exit_code == 0, again.output
     runs = json.loads(runner.invoke(app, ["status", "--json"]).stdout)["runs"]
     assert [r["kind"] for r in runs] == ["backfill", "nightly"]  # newest first
@@ -128,8 +129,10 @@ def test_missing_poppler_stops_the_run_before_any_file_is_blamed(
     monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))  # no poppler, no tesseract
     result = runner.invoke(app, ["run"])
     assert result.exit_code == 2, result.output
-    assert result.output.strip().splitlines()[-1].startswith(
-        "error: pdfinfo is not installed or not on PATH: install poppler-utils"
+    assert (
+        result.output.strip()
+        .splitlines()[-1]
+        .startswith("error: pdfinfo is not installed or not on PATH: install poppler-utils")
     )
     report = json.loads(runner.invoke(app, ["status", "--json"]).stdout)
     assert report["failures"] == []

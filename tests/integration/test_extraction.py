@@ -32,8 +32,9 @@ def test_random_vlm_still_writes_schema_valid_json_in_batches(tiny_vlm: Path, sa
     requests = [
         GenerationRequest("Extract the invoice.", (images / "invoice2data_AmazonWebServices.png",)),
         GenerationRequest("Extract the receipt, please.", (images / "photo_donut_coffee_122.jpg",)),
-        GenerationRequest("Two pages.", (images / "photo_donut_coffee_122.jpg",
-                                         images / "photo_pillow_hopper_exif-orientation-6.jpg")),
+        GenerationRequest(
+            "Two pages.", (images / "photo_donut_coffee_122.jpg", images / "photo_pillow_hopper_exif-orientation-6.jpg")
+        ),
     ]
     schema = generation_schema(Invoice.model_json_schema(), max_string=8, max_items=2)
     outputs = generator.generate(requests, json.dumps(schema), max_new_tokens=600)
@@ -46,8 +47,7 @@ def test_random_vlm_still_writes_schema_valid_json_in_batches(tiny_vlm: Path, sa
 
 def test_invalid_answers_are_retried_then_sent_to_review(tiny_vlm: Path, sample_inbox: Path) -> None:
     generator = load_generator(_vlm_spec(tiny_vlm))
-    config = ExtractionConfig(spec=_vlm_spec(tiny_vlm), max_attempts=2, max_string=8, max_items=2,
-                              max_new_tokens=600)
+    config = ExtractionConfig(spec=_vlm_spec(tiny_vlm), max_attempts=2, max_string=8, max_items=2, max_new_tokens=600)
     page = PageInput(1, sample_inbox / "images" / "photo_donut_coffee_122.jpg", "")
     (outcome,) = extract_pages(generator, Receipt, [page], config)
     assert outcome.errors, "random weights are expected to write amounts that do not validate"
@@ -65,8 +65,17 @@ def test_flow_with_vlm_records_extraction_and_review(
     inbox.mkdir()
     shutil.copy(sample_inbox / "documents" / "pdfjs_sizes-mixed-page-sizes.pdf", inbox)
     db = f"sqlite:///{tmp_path / 'db.sqlite'}"
-    configure(database_url=db, source=str(inbox), extract=True, vlm_model=str(tiny_vlm), max_pixels=28 * 28 * 64,
-              vlm_min_pixels=28 * 28 * 4, extract_max_string=8, extract_max_items=2, extract_max_attempts=2)
+    configure(
+        database_url=db,
+        source=str(inbox),
+        extract=True,
+        vlm_model=str(tiny_vlm),
+        max_pixels=28 * 28 * 64,
+        vlm_min_pixels=28 * 28 * 4,
+        extract_max_string=8,
+        extract_max_items=2,
+        extract_max_attempts=2,
+    )
     summary = nightly()
     assert summary.processed == 1
     with unit_of_work(db) as s:

@@ -66,8 +66,12 @@ def test_sample_inbox_end_to_end(configure: Configure, sample_inbox: Path, tmp_p
         assert all(Path(p.uri.removeprefix("file://")).is_file() for p in pages)
         jfk = objects["calls/fasterwhisper_jfk.flac"]
         assert jfk.kind == "audio" and jfk.duration_s == pytest.approx(11.0, abs=0.05) and (jfk.speech_ratio or 0) > 0.8
-        assert s.execute(select(func.count()).select_from(SpeechSegmentRow).where(
-            SpeechSegmentRow.object_id == jfk.id)).scalar_one() >= 1
+        assert (
+            s.execute(
+                select(func.count()).select_from(SpeechSegmentRow).where(SpeechSegmentRow.object_id == jfk.id)
+            ).scalar_one()
+            >= 1
+        )
     pdf = summary.by_kind["pdf"]  # the empty file is kind "unknown"; an uncertain class waits in review
     assert pdf["failed"] == 1 and pdf.get("done", 0) + pdf.get("review", 0) == 4
     assert len(summary.failures) == 4
@@ -175,9 +179,7 @@ def test_changed_object_is_a_new_version(configure: Configure, sample_inbox: Pat
     assert summary.by_status == {"done": 1}
 
 
-def test_backfill_selects_by_window_prefix_and_kind(
-    configure: Configure, sample_inbox: Path, tmp_path: Path
-) -> None:
+def test_backfill_selects_by_window_prefix_and_kind(configure: Configure, sample_inbox: Path, tmp_path: Path) -> None:
     inbox = shutil.copytree(sample_inbox, tmp_path / "inbox", ignore=shutil.ignore_patterns("*.md"))
     old = datetime(2025, 1, 15, tzinfo=UTC).timestamp()
     for path in (inbox / "calls").iterdir():

@@ -17,8 +17,12 @@ def _blob(key: str, version: str = "v1") -> BlobInfo:
 
 
 def _eligible(**kw):  # type: ignore[no-untyped-def]
-    return eligible(force=kw.get("force", False), retry_failed=kw.get("retry_failed", False),
-                    stale_before=kw.get("stale_before", utcnow() - timedelta(minutes=15)), run_id=kw.get("run_id"))
+    return eligible(
+        force=kw.get("force", False),
+        retry_failed=kw.get("retry_failed", False),
+        stale_before=kw.get("stale_before", utcnow() - timedelta(minutes=15)),
+        run_id=kw.get("run_id"),
+    )
 
 
 def test_migrations_create_tables_and_are_idempotent(db_url: str) -> None:
@@ -39,7 +43,9 @@ def test_register_is_an_upsert_and_new_versions_supersede(db_url: str) -> None:
     with unit_of_work(db_url) as s:
         rows = s.scalars(select(SourceObject).order_by(SourceObject.id)).all()
         assert [(r.key, r.version, r.superseded_at is None) for r in rows] == [
-            ("a.pdf", "v1", False), ("b.pdf", "v1", True), ("a.pdf", "v2", True)
+            ("a.pdf", "v1", False),
+            ("b.pdf", "v1", True),
+            ("a.pdf", "v2", True),
         ]
         assert ObjectRepository(s).count_by_status() == {"pending": 2}
 
@@ -112,8 +118,15 @@ def test_failed_objects_wait_for_retry_failed(db_url: str) -> None:
         _claim(ObjectRepository(s), [row.id], "run-1")
     from schemas.records import StageError
 
-    _record(db_url, row.id, ObjectResult(kind=ObjectKind.PDF, sha256="", error=StageError(
-        stage="render", code="encrypted", message="encrypted PDF: password required")))
+    _record(
+        db_url,
+        row.id,
+        ObjectResult(
+            kind=ObjectKind.PDF,
+            sha256="",
+            error=StageError(stage="render", code="encrypted", message="encrypted PDF: password required"),
+        ),
+    )
     with unit_of_work(db_url) as s:
         repo = ObjectRepository(s)
         assert repo.find_current(blobs, _eligible()) == []

@@ -90,8 +90,10 @@ def test_recordings_are_transcribed_end_to_end(configure: Configure, sample_inbo
 
 def _counts(url: str) -> tuple[int, int]:
     with unit_of_work(url) as s:
-        return (s.execute(select(func.count()).select_from(TranscriptRow)).scalar_one(),
-                s.execute(select(func.count()).select_from(TranscriptSegmentRow)).scalar_one())
+        return (
+            s.execute(select(func.count()).select_from(TranscriptRow)).scalar_one(),
+            s.execute(select(func.count()).select_from(TranscriptSegmentRow)).scalar_one(),
+        )
 
 
 def test_rerun_with_same_model_does_not_duplicate(configure: Configure, sample_inbox: Path, tmp_path: Path) -> None:
@@ -116,9 +118,7 @@ def test_low_confidence_goes_to_review(configure: Configure, sample_inbox: Path,
     assert (obj.review_reason or "").startswith("low transcription confidence")
 
 
-def test_unloadable_model_fails_the_run_not_the_files(
-    configure: Configure, sample_inbox: Path, tmp_path: Path
-) -> None:
+def test_unloadable_model_fails_the_run_not_the_files(configure: Configure, sample_inbox: Path, tmp_path: Path) -> None:
     inbox = _inbox(tmp_path, sample_inbox / "calls" / "fasterwhisper_jfk.flac")
     db = f"sqlite:///{tmp_path / 'db.sqlite'}"
     configure(database_url=db, source=str(inbox), whisper_model=str(tmp_path / "no-model-here"))

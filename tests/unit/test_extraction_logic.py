@@ -64,8 +64,18 @@ def _tokens(*pieces: tuple[str, float]) -> list[TokenScore]:
 
 
 def test_field_confidence_is_the_geometric_mean_over_the_value_tokens() -> None:
-    tokens = _tokens(('{"', 0.0), ("total", 0.0), ('": ', 0.0), ("86", -0.1), (".00", -0.3), (', "', 0.0),
-                     ("date", 0.0), ('": "', 0.0), ("2018", -2.0), ('"}', 0.0))
+    tokens = _tokens(
+        ('{"', 0.0),
+        ("total", 0.0),
+        ('": ', 0.0),
+        ("86", -0.1),
+        (".00", -0.3),
+        (', "', 0.0),
+        ("date", 0.0),
+        ('": "', 0.0),
+        ("2018", -2.0),
+        ('"}', 0.0),
+    )
     confidence = field_confidences(tokens)
     assert set(confidence) == {"total", "date"}
     assert abs(confidence["total"] - 0.8187) < 1e-3  # exp(mean(-0.1, -0.3))
@@ -74,10 +84,18 @@ def test_field_confidence_is_the_geometric_mean_over_the_value_tokens() -> None:
 
 def test_merge_rule_first_value_in_page_order_and_lists_concatenated() -> None:
     pages = [
-        PageOutcome(1, data={"vendor_name": "Acme", "total": None, "line_items": [{"amount": "2"}]},
-                    confidence={"vendor_name": 0.9, "line_items": 0.8}, attempts=1),
-        PageOutcome(2, data={"vendor_name": "Other", "subtotal": "5", "total": "5",
-                             "line_items": [{"amount": "3"}]}, confidence={"total": 0.7}, attempts=2),
+        PageOutcome(
+            1,
+            data={"vendor_name": "Acme", "total": None, "line_items": [{"amount": "2"}]},
+            confidence={"vendor_name": 0.9, "line_items": 0.8},
+            attempts=1,
+        ),
+        PageOutcome(
+            2,
+            data={"vendor_name": "Other", "subtotal": "5", "total": "5", "line_items": [{"amount": "3"}]},
+            confidence={"total": 0.7},
+            attempts=2,
+        ),
         PageOutcome(3, data=None, errors=["not valid JSON"], attempts=2),
     ]
     merged = merge_pages(Invoice, pages, "text", "m")
@@ -98,8 +116,15 @@ def test_merged_cross_field_errors_make_it_invalid() -> None:
 
 
 def test_low_confidence_review_is_optional() -> None:
-    ok = Extraction(schema_id="receipt/v1", backend="text", model_id="m", data={}, valid=True, attempts=1,
-                    field_confidence={"total": 0.2})
+    ok = Extraction(
+        schema_id="receipt/v1",
+        backend="text",
+        model_id="m",
+        data={},
+        valid=True,
+        attempts=1,
+        field_confidence={"total": 0.2},
+    )
     assert review_reasons(ok, ExtractionConfig(spec=GeneratorSpec("text", "m"))) == []
     strict = ExtractionConfig(spec=GeneratorSpec("text", "m"), review_min_confidence=0.5)
     assert "low extraction confidence" in review_reasons(ok, strict)[0]

@@ -22,9 +22,7 @@ LIMITS = ImageLimits(max_pixels=1_000_000, max_side=2048, max_decode_pixels=50_0
         ((10000, 100), 10**9, 2000, (2000, 20)),
     ],
 )
-def test_fit_to_budget_keeps_aspect(
-    size: tuple[int, int], budget: int, side: int, expected: tuple[int, int]
-) -> None:
+def test_fit_to_budget_keeps_aspect(size: tuple[int, int], budget: int, side: int, expected: tuple[int, int]) -> None:
     w, h = fit_to_budget(*size, budget, side)
     assert (w, h) == expected
     assert w * h <= budget and max(w, h) <= side

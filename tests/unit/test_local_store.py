@@ -31,7 +31,10 @@ def test_special_files_and_bad_links_are_listed_with_a_problem(tmp_path: Path) -
     blobs, warnings = _listing(tmp_path)
 
     assert blobs == {
-        "ok.pdf": None, "good-link.pdf": None, "b.pdf": "not_regular_file", "loop.pdf": "symlink_loop",
+        "ok.pdf": None,
+        "good-link.pdf": None,
+        "b.pdf": "not_regular_file",
+        "loop.pdf": "symlink_loop",
         "dangling.pdf": "broken_symlink",
     }
     assert warnings == ["skipped escape.pdf: the link points outside the source folder"]

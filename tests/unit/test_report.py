@@ -6,12 +6,21 @@ from tasks.report import run_markdown
 
 def _summary(**kw) -> RunSummary:  # type: ignore[no-untyped-def]
     base = dict(
-        run_id="r1", kind=RunKind.NIGHTLY, status="completed", started_at=datetime(2026, 1, 1, tzinfo=UTC),
-        finished_at=None, listed=5, planned=5, processed=5,
+        run_id="r1",
+        kind=RunKind.NIGHTLY,
+        status="completed",
+        started_at=datetime(2026, 1, 1, tzinfo=UTC),
+        finished_at=None,
+        listed=5,
+        planned=5,
+        processed=5,
         by_status={"done": 3, "failed": 2},
         by_kind={"pdf": {"done": 2, "failed": 1}, "audio": {"done": 1}, "unknown": {"failed": 1}},
-        failures=(FailureRecord(key="a|b.pdf", source="s3://x", kind="pdf", code="encrypted",
-                                error="encrypted PDF: password required"),),
+        failures=(
+            FailureRecord(
+                key="a|b.pdf", source="s3://x", kind="pdf", code="encrypted", error="encrypted PDF: password required"
+            ),
+        ),
     )
     base.update(kw)
     return RunSummary(**base)

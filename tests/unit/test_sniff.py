@@ -25,8 +25,11 @@ from tasks.preprocess.sniff import detect, unsupported_message
         (b"", ObjectKind.UNKNOWN, "empty file (0 bytes)"),
         (b"hello, this is text\n", ObjectKind.UNKNOWN, "plain text"),
         (b"\x01\x02\x03\x04\x05\x06", ObjectKind.UNKNOWN, "unrecognised binary data"),
-        (b"%\xe2\xe3\xcf\xd3\n1 0 obj <</Type /Catalog>> endobj", ObjectKind.UNKNOWN,
-         "damaged PDF without a %PDF- header"),
+        (
+            b"%\xe2\xe3\xcf\xd3\n1 0 obj <</Type /Catalog>> endobj",
+            ObjectKind.UNKNOWN,
+            "damaged PDF without a %PDF- header",
+        ),
     ],
 )
 def test_detects_kind_from_bytes(head: bytes, kind: ObjectKind, description: str) -> None:

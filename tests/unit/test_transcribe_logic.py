@@ -82,14 +82,31 @@ def test_guard_flags_repetition_loops() -> None:
 
 
 def tseg(start: float, end: float, logprob: float, flagged: str | None = None) -> TranscriptSegment:
-    return TranscriptSegment(start_s=start, end_s=end, text="x", speaker="SPEAKER_0", avg_logprob=logprob,
-                             no_speech_prob=0.0, compression_ratio=1.0, flagged=flagged)
+    return TranscriptSegment(
+        start_s=start,
+        end_s=end,
+        text="x",
+        speaker="SPEAKER_0",
+        avg_logprob=logprob,
+        no_speech_prob=0.0,
+        compression_ratio=1.0,
+        flagged=flagged,
+    )
 
 
 def transcript(*segments: TranscriptSegment) -> Transcript:
-    return Transcript(model_id="m", model_version="v", language="en", language_probability=0.9, duration_s=60,
-                      speech_s=10, no_speech=not segments, avg_logprob=mean_logprob(segments),
-                      channels_split=False, segments=segments)
+    return Transcript(
+        model_id="m",
+        model_version="v",
+        language="en",
+        language_probability=0.9,
+        duration_s=60,
+        speech_s=10,
+        no_speech=not segments,
+        avg_logprob=mean_logprob(segments),
+        channels_split=False,
+        segments=segments,
+    )
 
 
 CONFIG = TranscriptionConfig(spec=WhisperSpec("m"), decode=DecodeOptions(), vad=VadParams())
@@ -128,7 +145,9 @@ def test_unknown_packaged_model_is_a_config_error(tmp_path: Path) -> None:
 
 def test_corrupt_joined_model_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     wrong = bundled.SplitModel(
-        name="whisper-base", parts=bundled.WHISPER_BASE.parts, sidecar_package=bundled.WHISPER_BASE.sidecar_package,
+        name="whisper-base",
+        parts=bundled.WHISPER_BASE.parts,
+        sidecar_package=bundled.WHISPER_BASE.sidecar_package,
         sha256="0" * 64,
     )
     monkeypatch.setitem(bundled._MODELS, "whisper-base", wrong)
