@@ -34,10 +34,10 @@ from tasks.classify import (  # noqa: E402
     embed_files,
     example_images,
 )
-from tasks.ingest import PipelineConfig  # noqa: E402
 from tasks.models.embedders import load_embedder  # noqa: E402
 from tasks.preprocess.image import normalise_image  # noqa: E402
 from tasks.preprocess.pdf import render_pdf  # noqa: E402
+from tasks.stages.config import PipelineConfig  # noqa: E402
 
 KINDS = ("invoice", "receipt", "form", "other", "photo")
 KIND_OF_LABEL = {"letter": "other"}
@@ -46,8 +46,11 @@ KIND_OF_LABEL = {"letter": "other"}
 def first_page(path: Path, config: PipelineConfig, out: Path) -> Path:
     out.mkdir(parents=True)
     if path.suffix.lower() == ".pdf":
-        return render_pdf(path, out, replace(config.render, max_pages=1)).pages[0].path
-    return normalise_image(path, out, replace(config.image, max_pages=1)).pages[0].path
+        page = render_pdf(path, out, replace(config.render, max_pages=1)).pages[0]
+    else:
+        page = normalise_image(path, out, replace(config.image, max_pages=1)).pages[0]
+    assert page.path is not None  # rendering and normalising write a file per page
+    return page.path
 
 
 def confusion_table(pairs: list[tuple[str, str]]) -> str:

@@ -24,8 +24,8 @@ sys.path.insert(0, str(REPO))
 
 from schemas.normalise import parse_amount, parse_currency, parse_date  # noqa: E402
 from schemas.settings import Settings  # noqa: E402
-from storage.blobstore import LocalDirStore  # noqa: E402
-from tasks.ingest import PipelineConfig, detect_file, process_file  # noqa: E402
+from tasks.stages.config import PipelineConfig  # noqa: E402
+from tasks.stages.pipeline import process_local_file  # noqa: E402
 
 INVOICE_FIELDS = {  # docflow field <- invoice2data expected-output key
     "vendor_name": "issuer",
@@ -99,9 +99,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
             start = time.perf_counter()
-            result = process_file(
-                path, detect_file(path, path.name), "0" * 64, config, LocalDirStore(work / "derived"), work
-            )
+            result = process_local_file(path, config, work)
             elapsed = time.perf_counter() - start
         extraction = result.extraction
         data = (extraction.data or {}) if extraction else {}

@@ -23,21 +23,17 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from schemas.records import ObjectKind  # noqa: E402
 from schemas.settings import Settings  # noqa: E402
-from storage.blobstore import LocalDirStore  # noqa: E402
-from tasks.ingest import PipelineConfig, process_file  # noqa: E402
 from tasks.preprocess.pdf import read_geometry  # noqa: E402
-from tasks.preprocess.sniff import Detection  # noqa: E402
+from tasks.stages.config import PipelineConfig  # noqa: E402
+from tasks.stages.pipeline import process_local_file  # noqa: E402
 
-PDF = Detection(ObjectKind.PDF, "PDF document")
 # The later stages are not what this measures.
 RENDER_ONLY: dict[str, Any] = {"extract": False, "classifier": "keywords"}
 
 
 def docflow_render(path: Path, config: PipelineConfig, work: Path) -> int:
-    derived = LocalDirStore(work / "derived")
-    result = process_file(path, PDF, "0" * 64, config, derived, work)
+    result = process_local_file(path, config, work)
     return len(result.pages)
 
 

@@ -143,8 +143,8 @@ def _run_flow(settings: Settings, call: Any) -> RunSummary:
     except RunFailed as exc:
         stop_watching()
         _print_summary(exc.summary)
-        for index, error in exc.batch_errors:
-            console.print(f"  [red]batch {index} failed:[/red] {_t(first_line(error))}", soft_wrap=True)
+        for index, error in exc.window_errors:
+            console.print(f"  [red]window {index} failed:[/red] {_t(first_line(error))}", soft_wrap=True)
         console.print(f"[red]run failed:[/red] {_t(exc)}", soft_wrap=True)
         raise typer.Exit(1) from None
     except (SourceError, ConfigError) as exc:  # a missing bucket or folder, bad credentials, a model that cannot load
@@ -212,9 +212,10 @@ def run(source: SourceOpt = None, limit: LimitOpt = None, retry_failed: RetryFai
     failed after retries (store or database outage), 2 for bad settings."""
     settings = _settings(source)
     _prepare(settings)
-    from flows.pipeline import nightly
+    from flows.pipeline import nightly, task_runner
 
-    _print_summary(_run_flow(settings, lambda: nightly(source=source or None, limit=limit, retry_failed=retry_failed)))
+    flow = nightly.with_options(task_runner=task_runner(settings))
+    _print_summary(_run_flow(settings, lambda: flow(source=source or None, limit=limit, retry_failed=retry_failed)))
 
 
 def _parse_when(value: str, option: str) -> datetime:
@@ -261,10 +262,12 @@ def backfill(
     settings = _settings(source)
     _prepare(settings)
     from flows.pipeline import backfill as backfill_flow
+    from flows.pipeline import task_runner
 
+    flow = backfill_flow.with_options(task_runner=task_runner(settings))
     summary = _run_flow(
         settings,
-        lambda: backfill_flow(
+        lambda: flow(
             since=since_dt,
             until=until_dt,
             prefixes=prefix or None,

@@ -4,42 +4,79 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import islice
+from typing import Any, TypeVar, cast
+from uuid import UUID
 
-from prefect import flow
-from prefect.artifacts import create_markdown_artifact
+from prefect import flow, get_run_logger, unmapped
+from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
 from prefect.futures import PrefectFuture, as_completed
 from prefect.runtime import flow_run
+from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
+from prefect.tasks import exponential_backoff
 
-from schemas.records import BatchOutcome, DiscoveryRequest, ObjectKind, RunKind, RunSummary
+from schemas.records import DiscoveryRequest, ObjectKind, RunKind, RunSummary
 from schemas.settings import Settings, load_settings
 from tasks import prefect_tasks as t
+from tasks import steps
+from tasks.claims import ClaimHeartbeat
 from tasks.display import first_line
-from tasks.report import run_markdown
+from tasks.report import run_markdown, stage_lines
+from tasks.stages.base import WorkItem
+from tasks.workdirs import run_work_dir
+
+T = TypeVar("T")
 
 
 class RunFailed(RuntimeError):
-    """Raised at the end of a run some of whose batches failed after retries; carries the run's summary and the
-    error of each failed batch."""
+    """Raised at the end of a run some of whose windows failed after retries; carries the run's summary and the
+    error of each failed window."""
 
-    def __init__(self, summary: RunSummary, batch_errors: Sequence[tuple[int, str]] = ()) -> None:
+    def __init__(self, summary: RunSummary, window_errors: Sequence[tuple[int, str]] = ()) -> None:
         super().__init__(
-            f"{summary.failed_batches} batch(es) failed after retries; their objects stay pending for the next run"
+            f"{summary.failed_windows} window(s) failed after retries; their objects stay pending for the next run"
         )
         self.summary = summary
-        self.batch_errors = tuple(batch_errors)
+        self.window_errors = tuple(window_errors)
 
 
-def _batches(ids: Sequence[int], size: int) -> Iterator[tuple[int, ...]]:
-    it = iter(ids)
-    while chunk := tuple(islice(it, size)):
+def task_runner(settings: Settings) -> TaskRunner[Any]:
+    """DOCFLOW_TASK_RUNNER with a pool of DOCFLOW_WORKERS, plus one worker per window in flight for its model
+    stage, which mostly waits for the device's slot."""
+    size = settings.workers + settings.windows_in_flight
+    if settings.task_runner == "processes":
+        return ProcessPoolTaskRunner(max_workers=size)
+    return ThreadPoolTaskRunner(max_workers=size)
+
+
+def _chunks(items: Sequence[T], size: int) -> Iterator[list[T]]:
+    it = iter(items)
+    while chunk := list(islice(it, size)):
         yield chunk
 
 
+@dataclass
+class _Window:
+    index: int
+    object_ids: list[int]
+    futures: list[PrefectFuture[list[WorkItem]]]  # the tasks of its current stage
+    next_stage: int = 0  # index into the model stages
+    running: set[UUID] = field(default_factory=set)  # task runs of the current stage not finished yet
+
+    def start(self, futures: list[PrefectFuture[list[WorkItem]]]) -> None:
+        self.futures = futures
+        self.running = {f.task_run_id for f in futures}
+
+
 def run_pipeline(settings: Settings, kind: RunKind, request: DiscoveryRequest) -> RunSummary:
+    """Windows of objects flow through the stages: each window is claimed, preprocessed by parallel CPU tasks,
+    then handed to each model stage in turn (one task per stage and window, holding the device's concurrency
+    slot). While the models work on one window, the next ones are preprocessed."""
+    logger = get_run_logger()
     run_id = str(flow_run.get_id() or uuid.uuid4())
-    t.prepare(settings)
+    limit = t.prepare(settings)
     t.start_run(settings, run_id, kind, request.model_dump(mode="json"))
     try:
         plan = t.discover(settings, request, run_id)
@@ -47,41 +84,77 @@ def run_pipeline(settings: Settings, kind: RunKind, request: DiscoveryRequest) -
         t.finish_run(settings, run_id, 0, f"discovery failed: {exc}", return_state=True)
         raise
 
-    process = t.process_batch.with_options(
-        retries=settings.retries,
-        retry_delay_seconds=[settings.retry_delay_s * 2**attempt for attempt in range(settings.retries)] or 0,
+    retry: dict[str, Any] = {
+        "retries": settings.retries,
+        "retry_delay_seconds": exponential_backoff(backoff_factor=settings.retry_delay_s),
+    }
+    preprocess = t.preprocess.with_options(timeout_seconds=settings.preprocess_timeout_s, **retry)
+    model_stage = t.model_stage.with_options(timeout_seconds=settings.model_timeout_s, **retry)
+    stage_names = steps.model_stages(settings)
+    planned = len(plan.object_ids)
+    # Typed as "UUID or coroutine" (it also works in async flows); in this sync flow it is the artifact's id.
+    progress = cast(
+        UUID, create_progress_artifact(progress=0.0 if planned else 100.0, description="objects finished")
     )
-    batches = enumerate(_batches(plan.object_ids, settings.batch_size))
-    in_flight: dict[PrefectFuture[BatchOutcome], tuple[int, tuple[int, ...]]] = {}
-    batch_errors: list[tuple[int, str]] = []
-    distinct: dict[str, None] = {}  # distinct batch errors, in order
+    windows = enumerate(_chunks(plan.object_ids, settings.window_size))
+    in_flight: list[_Window] = []
+    window_errors: list[tuple[int, str]] = []
+    settled = 0
 
-    def submit_next() -> None:  # at most `workers` batches run at once
-        if (item := next(batches, None)) is not None:
+    with ClaimHeartbeat(settings, run_id), run_work_dir(settings.temp_dir) as work_dir:
+
+        def start_next_window() -> bool:
+            if (item := next(windows, None)) is None:
+                return False
             index, ids = item
-            in_flight[process.submit(settings, run_id, index, ids, request.force, request.retry_failed)] = item
+            refs = t.claim(settings, run_id, ids, request.force, request.retry_failed)
+            chunks = list(_chunks(refs, settings.batch_size))
+            futures = preprocess.map(unmapped(settings), unmapped(run_id), index, chunks, unmapped(work_dir))
+            window = _Window(index, ids, [])
+            window.start(list(futures))
+            in_flight.append(window)
+            if not window.running:  # another run holds all of them
+                advance(window)
+            return True
 
-    for _ in range(settings.workers):
-        submit_next()
-    while in_flight:
-        done = next(as_completed(list(in_flight)))
-        index, ids = in_flight.pop(done)
-        # result() waits for the final state; future.state may still lag behind in the API.
-        outcome = done.result(raise_on_failure=False)
-        if isinstance(outcome, BaseException):
-            error = f"{type(outcome).__name__}: {first_line(str(outcome))}"
-            batch_errors.append((index, error))
-            distinct.setdefault(error, None)
-            t.release_batch(settings, run_id, ids, return_state=True)  # best effort; claims also expire
-        submit_next()
+        def advance(window: _Window) -> None:
+            """The window's current stage is over: hand its items to the next model stage, or settle it."""
+            nonlocal settled
+            outcomes = [future.result(raise_on_failure=False) for future in window.futures]
+            failed = next((o for o in outcomes if isinstance(o, BaseException)), None)
+            items = [item for o in outcomes if not isinstance(o, BaseException) for item in o]
+            if failed is None and items and window.next_stage < len(stage_names):
+                stage = stage_names[window.next_stage]
+                window.next_stage += 1
+                window.start([model_stage.submit(stage, settings, run_id, window.index, items, work_dir, limit)])
+                return
+            if failed is not None:
+                window_errors.append((window.index, f"{type(failed).__name__}: {first_line(str(failed))}"))
+                t.release(settings, run_id, window.object_ids, return_state=True)  # best effort; claims expire
+            in_flight.remove(window)
+            settled += len(window.object_ids)
+            update_progress_artifact(progress, progress=100.0 * settled / max(planned, 1))
 
-    failed_batches = len(batch_errors)
-    summary = t.finish_run(settings, run_id, failed_batches, "; ".join(distinct) or None)
+        while len(in_flight) < settings.windows_in_flight and start_next_window():
+            pass
+        while in_flight:
+            done = next(as_completed([f for w in in_flight for f in w.futures if f.task_run_id in w.running]))
+            window = next(w for w in in_flight if done.task_run_id in w.running)
+            window.running.discard(done.task_run_id)
+            if not window.running:
+                advance(window)
+            while len(in_flight) < settings.windows_in_flight and start_next_window():
+                pass
+
+    distinct = dict.fromkeys(error for _, error in window_errors)
+    summary = t.finish_run(settings, run_id, len(window_errors), "; ".join(distinct) or None)
+    for line in stage_lines(summary):
+        logger.info(line)
     create_markdown_artifact(
         key=f"docflow-{kind.value}-summary", markdown=run_markdown(summary), description="docflow run summary"
     )
-    if failed_batches:
-        raise RunFailed(summary, batch_errors)
+    if window_errors:
+        raise RunFailed(summary, window_errors)
     return summary
 
 

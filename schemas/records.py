@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -61,12 +62,17 @@ class BlobInfo(_Frozen):
     )
 
 
-class RenderedPage(_Frozen):
+class DocumentPage(_Frozen):
+    """One page image of a document, from rendering (PDF) or normalising (image) to the models and the database.
+    `path` and `text` live only while the object is in flight; `uri` is where the page is kept."""
+
     page_number: int = Field(ge=1)
-    uri: str = Field(description="Where the page image is stored, readable through the derived BlobStore")
     width: int
     height: int
     dpi: float | None = Field(default=None, description="Effective render DPI; None for raster inputs")
+    uri: str | None = Field(default=None, description="Where the page image is stored (derived BlobStore)")
+    path: Path | None = Field(default=None, exclude=True, description="The local image file while in flight")
+    text: str = Field(default="", exclude=True, description="The page's text layer or OCR text, when read")
 
 
 class SpeechSegment(_Frozen):
@@ -167,7 +173,7 @@ class ObjectResult(_Frozen):
     kind: ObjectKind
     sha256: str
     detected_type: str | None = Field(default=None, description="What the bytes are, e.g. 'PDF document'")
-    pages: tuple[RenderedPage, ...] = ()
+    pages: tuple[DocumentPage, ...] = ()
     page_count: int | None = Field(
         default=None, description="Pages in the source (PDF pages, image frames), including any beyond the page limit"
     )
@@ -217,10 +223,34 @@ class DiscoveryResult(_Frozen):
     warnings: tuple[str, ...] = Field(default=(), description="Listing problems that belong to no object row")
 
 
-class BatchOutcome(_Frozen):
-    claimed: int
+class RecordOutcome(_Frozen):
+    """What recording finished objects came to."""
+
+    recorded: int
     by_status: dict[str, int]
     lost_claims: int = Field(default=0, description="Results dropped because another run took the object over")
+
+
+class StageTotals(_Frozen):
+    """One stage over a whole run: how long it held its device and what it got through."""
+
+    stage: str
+    calls: int
+    seconds: float
+    items: int
+    pages: int
+    audio_s: float
+    batches: int = Field(description="Model forward batches")
+    batch_rows: int = Field(description="Rows in those batches (pages, or images encoded)")
+    batch_capacity: int = Field(description="Configured rows per forward batch")
+    max_batch_owners: int = Field(default=0, description="Most objects whose pages shared one forward batch")
+
+    @property
+    def mean_fill(self) -> float | None:
+        """Mean forward-batch fill: rows per batch over the configured batch size."""
+        if not self.batches or not self.batch_capacity:
+            return None
+        return self.batch_rows / (self.batches * self.batch_capacity)
 
 
 class RunSummary(_Frozen):
@@ -235,9 +265,10 @@ class RunSummary(_Frozen):
     by_status: dict[str, int]
     by_kind: dict[str, dict[str, int]]
     failures: tuple[FailureRecord, ...]
-    failed_batches: int = 0
+    failed_windows: int = Field(default=0, description="Windows whose stages failed after retries")
     error: str | None = None
     warnings: tuple[str, ...] = ()
     stale_claims: int = Field(
         default=0, description="Objects still claimed by a run that stopped renewing its claims (crashed)"
     )
+    stages: tuple[StageTotals, ...] = ()

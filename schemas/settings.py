@@ -238,10 +238,46 @@ class Settings(BaseSettings):
         description="Where package-installed weights are unpacked once (e.g. the joined Whisper base model).",
     )
 
-    batch_size: int = Field(
-        default=4, ge=1, le=1000, description="Objects per Prefect task run (one transaction; progress is per batch)."
+    task_runner: Literal["threads", "processes"] = Field(
+        default="threads",
+        description="Prefect task runner for a run's tasks: threads (default; one model copy per run) or processes "
+        "(preprocessing in separate processes; each process that runs a model stage loads its own model).",
     )
-    workers: int = Field(default=2, ge=1, le=64, description="Batches processed concurrently.")
+    window_size: int = Field(
+        default=16,
+        ge=1,
+        le=10_000,
+        description="Objects claimed and carried through the stages together: preprocessed in parallel, then fed to "
+        "each model stage at once, so forward batches fill across documents.",
+    )
+    windows_in_flight: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description="Windows in progress at once: the next window is preprocessed while the models work on this one.",
+    )
+    batch_size: int = Field(
+        default=4, ge=1, le=1000, description="Objects per preprocessing task (one Prefect task run, one transaction)."
+    )
+    workers: int = Field(default=2, ge=1, le=64, description="Preprocessing tasks running at once.")
+    model_concurrency_limit: str | None = Field(
+        default=None,
+        description="Prefect global concurrency limit every model stage holds a slot of; unset: named after the "
+        "device (docflow-gpu-0, docflow-cpu), so runs sharing a machine never run models at once on one device.",
+    )
+    model_slots: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Slots of that limit when docflow creates it (first use); an existing limit is left as set "
+        "(prefect gcl update).",
+    )
+    preprocess_timeout_s: float = Field(
+        default=1800.0, gt=0, description="Time limit of one preprocessing task (Prefect timeout_seconds)."
+    )
+    model_timeout_s: float = Field(
+        default=3600.0, gt=0, description="Time limit of one model stage task, waiting for its slot included."
+    )
     retries: int = Field(default=3, ge=0, le=20, description="Retries of a batch after a store or database fault.")
     retry_delay_s: float = Field(default=2.0, ge=0, description="First retry delay; doubles on each retry.")
     claim_ttl_s: int = Field(

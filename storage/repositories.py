@@ -19,6 +19,7 @@ from schemas.records import (
     ObjectResult,
     ObjectStatus,
     StageError,
+    StageTotals,
     Transcript,
 )
 from storage.tables import (
@@ -28,6 +29,7 @@ from storage.tables import (
     Run,
     SourceObject,
     SpeechSegmentRow,
+    StageRun,
     TranscriptRow,
     TranscriptSegmentRow,
     utcnow,
@@ -188,6 +190,18 @@ class ObjectRepository:
     def renew(self, ids: Sequence[int], run_id: str) -> int:
         """Heartbeat: keep this run's claims fresh while it works on them, so no other run takes them over."""
         return self._update_claims(ids, run_id, claimed_at=utcnow())
+
+    def renew_run(self, run_id: str) -> int:
+        """Heartbeat for every claim a run holds."""
+        result = cast(
+            CursorResult[Any],
+            self.session.execute(
+                update(SourceObject)
+                .where(SourceObject.status == ObjectStatus.PROCESSING, SourceObject.run_id == run_id)
+                .values(claimed_at=utcnow())
+            ),
+        )
+        return result.rowcount or 0
 
     def release(self, ids: Sequence[int], run_id: str) -> int:
         """Give claims back (a batch failed for infrastructure reasons): the next run picks them up, and the try
@@ -498,6 +512,34 @@ class RunRepository:
                 .where(Run.id == run_id)
                 .values(processed=Run.processed + processed, failed=Run.failed + failed)
             )
+
+    def record_stage(self, row: StageRun) -> None:
+        self.session.add(row)
+
+    def stage_runs(self, run_id: str) -> list[StageRun]:
+        return list(
+            self.session.scalars(select(StageRun).where(StageRun.run_id == run_id).order_by(StageRun.started_at))
+        )
+
+    def stage_totals(self, run_id: str) -> list[StageTotals]:
+        """Per stage, in pipeline order of first use: calls, time, items, pages, audio, forward batches."""
+        totals: dict[str, StageTotals] = {}
+        for row in self.stage_runs(run_id):
+            seconds = (row.finished_at - row.started_at).total_seconds()
+            t = totals.get(row.stage)
+            totals[row.stage] = StageTotals(
+                stage=row.stage,
+                calls=(t.calls if t else 0) + 1,
+                seconds=(t.seconds if t else 0.0) + seconds,
+                items=(t.items if t else 0) + row.items,
+                pages=(t.pages if t else 0) + row.pages,
+                audio_s=(t.audio_s if t else 0.0) + row.audio_s,
+                batches=(t.batches if t else 0) + row.batches,
+                batch_rows=(t.batch_rows if t else 0) + row.batch_rows,
+                batch_capacity=max(t.batch_capacity if t else 0, row.batch_capacity),
+                max_batch_owners=max(t.max_batch_owners if t else 0, row.max_batch_owners),
+            )
+        return list(totals.values())
 
     def recent(self, limit: int = 20) -> list[Run]:
         return list(self.session.scalars(select(Run).order_by(Run.started_at.desc()).limit(limit)))

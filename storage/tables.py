@@ -267,3 +267,25 @@ class Run(Base):
     failed: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)
     warnings: Mapped[list[Any] | None]  # listing problems that no object row can hold (e.g. an unreadable folder)
+
+
+class StageRun(Base):
+    """One call of a pipeline stage in a run (a window of objects): when it held its device, what it did. The run
+    summary's timings and throughput come from these rows."""
+
+    __tablename__ = "stage_runs"
+    __table_args__ = (Index("ix_stage_runs_run_id", "run_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(String(64))
+    stage: Mapped[str] = mapped_column(String(32))
+    window: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime]
+    items: Mapped[int] = mapped_column(Integer, default=0)
+    pages: Mapped[int] = mapped_column(Integer, default=0)
+    audio_s: Mapped[float] = mapped_column(Float, default=0.0)
+    batches: Mapped[int] = mapped_column(Integer, default=0)
+    batch_rows: Mapped[int] = mapped_column(Integer, default=0)
+    batch_capacity: Mapped[int] = mapped_column(Integer, default=0)
+    max_batch_owners: Mapped[int] = mapped_column(Integer, default=0)

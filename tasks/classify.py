@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Protocol
 import numpy as np
 
 from schemas.errors import ConfigError
-from schemas.records import Classification, PageLabel
+from schemas.records import Classification, DocumentPage, PageLabel
 from schemas.settings import Settings
 from tasks.models.cache import load_cached
 from tasks.models.embedders import Embedder, EmbedderSpec, load_embedder
@@ -118,17 +119,23 @@ def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def embed_files(embedder: Embedder, files: Sequence[Path], cache: EmbeddingCache | None) -> tuple[np.ndarray, int]:
-    """Embeddings of image files, in order, from the cache where present. Returns (vectors, number encoded)."""
+def embed_files(
+    embedder: Embedder, files: Sequence[Path], cache: EmbeddingCache | None
+) -> tuple[np.ndarray, list[int]]:
+    """Embeddings of image files, in order, from the cache where present. Returns (vectors, positions of the
+    files the model encoded), the encoded ones in forward batches of the embedder's batch size."""
     keys = [file_sha256(f) for f in files]
     known = cache.get(embedder.model_id, keys) if cache is not None else {}
-    missing = {k: f for k, f in zip(keys, files, strict=True) if k not in known}
+    missing: dict[str, int] = {}
+    for position, key in enumerate(keys):
+        if key not in known:
+            missing.setdefault(key, position)
     if missing:
-        fresh = dict(zip(missing, embedder.embed_images(list(missing.values())), strict=True))
+        fresh = dict(zip(missing, embedder.embed_images([files[i] for i in missing.values()]), strict=True))
         if cache is not None:
             cache.put(embedder.model_id, fresh)
         known = {**known, **fresh}
-    return np.stack([known[k] for k in keys]), len(missing)
+    return np.stack([known[k] for k in keys]), list(missing.values())
 
 
 def example_images(examples_dir: Path | None, labels: Sequence[str]) -> dict[str, list[Path]]:
@@ -200,15 +207,41 @@ def load_prototypes(config: ClassifierConfig, cache: EmbeddingCache | None) -> t
     return embedder, prototypes
 
 
-def classify_pages(
-    pages: Sequence[tuple[int, Path]], config: ClassifierConfig, cache: EmbeddingCache | None
-) -> Classification:
-    """Classify a document from its page images: the first page, or every page (mean of page probabilities)."""
+def classify_documents(
+    documents: Sequence[Sequence[DocumentPage]], config: ClassifierConfig, cache: EmbeddingCache | None
+) -> tuple[list[Classification], list[list[int]]]:
+    """Classify documents from their page images (the first page, or every page: mean of page probabilities).
+    The pages of all documents go to the model together, so forward batches are filled across documents.
+    Returns the classifications and, per forward batch, the index of the document of each encoded row."""
     embedder, prototypes = load_prototypes(config, cache)
-    chosen = list(pages if config.all_pages else pages[:1])
-    vectors, encoded = embed_files(embedder, [path for _, path in chosen], cache)
-    probs = prototypes.probabilities(vectors)
-    return summarise(probs, prototypes.labels, [n for n, _ in chosen], config, embedder.model_id, encoded)
+    chosen = [list(pages if config.all_pages else pages[:1]) for pages in documents]
+    owners = [index for index, pages in enumerate(chosen) for _ in pages]
+    files = [page.path for pages in chosen for page in pages]
+    if any(f is None for f in files):
+        raise ValueError("classification needs the pages' local image files")
+    vectors, encoded = embed_files(embedder, [f for f in files if f is not None], cache)
+    probs = prototypes.probabilities(vectors) if len(files) else np.zeros((0, len(prototypes.labels)))
+    encoded_by_owner = Counter(owners[i] for i in encoded)
+    results, first = [], 0
+    for index, pages in enumerate(chosen):
+        rows = slice(first, first + len(pages))
+        first += len(pages)
+        numbers = [p.page_number for p in pages]
+        results.append(
+            summarise(
+                probs[rows], prototypes.labels, numbers, config, embedder.model_id, encoded_by_owner.get(index, 0)
+            )
+        )
+    size = config.spec.batch_size
+    batches = [[owners[i] for i in encoded[start : start + size]] for start in range(0, len(encoded), size)]
+    return results, batches
+
+
+def classify_pages(
+    pages: Sequence[DocumentPage], config: ClassifierConfig, cache: EmbeddingCache | None
+) -> Classification:
+    """One document's classification (see classify_documents)."""
+    return classify_documents([pages], config, cache)[0][0]
 
 
 def summarise(

@@ -5,24 +5,16 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from schemas.documents import DocumentSchema
-from schemas.records import Extraction, ObjectKind
+from schemas.records import DocumentPage, Extraction
 from tasks.models.constrained import TokenScore, schema_json
-from tasks.models.generators import (
-    Generation,
-    GenerationRequest,
-    GeneratorSpec,
-    StructuredGenerator,
-    load_generator,
-)
-from tasks.ocr import has_text, ocr_image, pdf_text_layer
-from tasks.routing import schema_for_text
+from tasks.models.generators import Generation, GenerationRequest, GeneratorSpec, StructuredGenerator
 
 # Long pages are cut: a small model's attention degrades long before its context ends, and prompts cost time.
 MAX_PROMPT_CHARS = 4000
@@ -42,13 +34,6 @@ class ExtractionConfig:
     @property
     def backend(self) -> str:
         return self.spec.kind
-
-
-@dataclass(frozen=True)
-class PageInput:
-    page_number: int
-    image: Path | None
-    text: str
 
 
 @dataclass
@@ -145,43 +130,79 @@ def _judge(schema: type[DocumentSchema], generation: Generation) -> tuple[dict[s
     return data, validation_errors(schema, data)
 
 
+@dataclass(frozen=True)
+class DocumentPages:
+    """The pages of one document to extract with one schema; `owner` names the document (an object id)."""
+
+    owner: int
+    schema: type[DocumentSchema]
+    pages: tuple[DocumentPage, ...]
+
+
+@dataclass(frozen=True)
+class ForwardBatch:
+    """One generate() call: the document each row belongs to, against the configured batch size."""
+
+    owners: tuple[int, ...]
+    capacity: int
+
+    @property
+    def fill(self) -> float:
+        return len(self.owners) / self.capacity
+
+
+@dataclass
+class DocumentsExtraction:
+    outcomes: dict[int, list[PageOutcome]]  # per owner, in page order
+    batches: list[ForwardBatch]
+
+
 def extract_pages(
-    generator: StructuredGenerator, schema: type[DocumentSchema], pages: list[PageInput], config: ExtractionConfig
-) -> list[PageOutcome]:
-    """Extract every page, batched; pages whose answer fails validation are re-prompted with the errors."""
-    grammar = schema_json(schema.model_json_schema(), config.max_string, config.max_items)
-    outcomes = {p.page_number: PageOutcome(p.page_number) for p in pages}
-    pending = list(pages)
+    generator: StructuredGenerator, documents: Sequence[DocumentPages], config: ExtractionConfig
+) -> DocumentsExtraction:
+    """Extract every page of every document. Forward batches are filled across documents (a one-page receipt
+    rides with the pages of an invoice), each row under its own document's grammar; pages whose answer fails
+    validation are re-prompted with the errors, again batched across documents."""
+    grammars = {
+        d.schema: schema_json(d.schema.model_json_schema(), config.max_string, config.max_items) for d in documents
+    }
+    work = [(d, page) for d in documents for page in d.pages[: config.max_pages]]
+    outcomes = {(d.owner, page.page_number): PageOutcome(page.page_number) for d, page in work}
+    batches: list[ForwardBatch] = []
+    pending = work
     for _ in range(config.max_attempts):
-        if not pending:
-            break
         still_failing = []
         for first in range(0, len(pending), config.batch_size):
             chunk = pending[first : first + config.batch_size]
-            requests = [
-                GenerationRequest(
-                    prompt=build_prompt(
-                        schema,
-                        None if generator.reads_images else p.text,
-                        outcomes[p.page_number] if outcomes[p.page_number].attempts else None,
-                    ),
-                    images=(p.image,) if generator.reads_images and p.image else (),
+            requests = []
+            for document, page in chunk:
+                previous = outcomes[(document.owner, page.page_number)]
+                prompt = build_prompt(
+                    document.schema,
+                    None if generator.reads_images else page.text,
+                    previous if previous.attempts else None,
                 )
-                for p in chunk
-            ]
-            generations = generator.generate(requests, grammar, config.max_new_tokens)
-            for page, generation in zip(chunk, generations, strict=True):
-                outcome = outcomes[page.page_number]
+                images = (page.path,) if generator.reads_images and page.path else ()
+                requests.append(GenerationRequest(prompt, grammars[document.schema], images))
+            generations = generator.generate(requests, config.max_new_tokens)
+            batches.append(ForwardBatch(tuple(d.owner for d, _ in chunk), config.batch_size))
+            for (document, page), generation in zip(chunk, generations, strict=True):
+                outcome = outcomes[(document.owner, page.page_number)]
                 outcome.attempts += 1
                 outcome.raw = generation.text
-                data, errors = _judge(schema, generation)
+                data, errors = _judge(document.schema, generation)
                 outcome.errors = errors
                 outcome.confidence = field_confidences(generation.tokens)
                 outcome.data = data
                 if errors:
-                    still_failing.append(page)
+                    still_failing.append((document, page))
         pending = still_failing
-    return [outcomes[p.page_number] for p in pages]
+        if not pending:
+            break
+    by_owner: dict[int, list[PageOutcome]] = {d.owner: [] for d in documents}
+    for document, page in work:
+        by_owner[document.owner].append(outcomes[(document.owner, page.page_number)])
+    return DocumentsExtraction(by_owner, batches)
 
 
 def _is_empty(value: Any) -> bool:
@@ -239,38 +260,3 @@ def review_reasons(extraction: Extraction, config: ExtractionConfig) -> list[str
         if mean < config.review_min_confidence:
             return [f"low extraction confidence: mean field confidence {mean:.2f} < {config.review_min_confidence}"]
     return []
-
-
-@dataclass(frozen=True)
-class DocumentExtraction:
-    """What the extraction stage adds to an object's result."""
-
-    extraction: Extraction | None = None
-    warnings: tuple[str, ...] = ()
-    review_reasons: tuple[str, ...] = ()
-
-
-def extract_document(
-    source: Path,
-    kind: ObjectKind,
-    page_files: list[tuple[int, Path]],
-    config: ExtractionConfig | None,
-    schema: type[DocumentSchema] | None = None,
-) -> DocumentExtraction:
-    """Page texts (text layer, else OCR when the backend reads text), then the model. `schema` comes from the
-    document's class; without one, the keyword rule picks it from the page text."""
-    if config is None or not page_files:
-        return DocumentExtraction()
-    page_files = page_files[: config.max_pages]
-    reads_text = config.backend == "text"
-    texts = pdf_text_layer(source, page_files[-1][0]) if kind is ObjectKind.PDF else [""] * len(page_files)
-    if reads_text:
-        texts = [t if has_text(t) else ocr_image(image) for t, (_, image) in zip(texts, page_files, strict=False)]
-        if not any(has_text(t) for t in texts):  # a photo, a blank page, or a scan OCR could not read
-            return DocumentExtraction(review_reasons=("no readable text found (OCR): nothing to extract",))
-    schema = schema or schema_for_text("\n".join(texts))
-    inputs = [PageInput(number, image, text) for (number, image), text in zip(page_files, texts, strict=False)]
-    generator = load_generator(config.spec)
-    outcomes = extract_pages(generator, schema, inputs, config)
-    extraction = merge_pages(schema, outcomes, config.backend, generator.model_id)
-    return DocumentExtraction(extraction=extraction, review_reasons=tuple(review_reasons(extraction, config)))

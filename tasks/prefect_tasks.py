@@ -11,13 +11,16 @@ from typing import Any
 from prefect import Task, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import TaskRun
+from prefect.concurrency.sync import concurrency
 from prefect.states import State
 
-from schemas.records import BatchOutcome, DiscoveryRequest, DiscoveryResult, RunKind, RunSummary
+from schemas.records import DiscoveryRequest, DiscoveryResult, RunKind, RunSummary
 from schemas.settings import Settings
 from storage.db import migrate
-from tasks import batch, discovery, runs
+from tasks import claims, discovery, runs, steps
+from tasks.concurrency import ensure_limit, model_limit_name
 from tasks.faults import is_infrastructure_fault
+from tasks.stages.base import ObjectRef, WorkItem
 from tasks.system_tools import check_tools
 from tasks.workdirs import clean_stale_work_dirs
 
@@ -32,13 +35,19 @@ _COMMON: dict[str, Any] = {"cache_policy": NO_CACHE, "retry_condition_fn": retry
 
 
 @task(name="prepare", retries=2, retry_delay_seconds=2, **_COMMON)
-def prepare(settings: Settings) -> None:
-    """Programs on PATH, schema to head; scratch folders that killed runs left behind are removed."""
+def prepare(settings: Settings) -> str:
+    """Programs on PATH, schema to head, the device's concurrency limit; scratch folders that killed runs left
+    behind are removed. Returns the name of the concurrency limit the model stages hold."""
+    logger = get_run_logger()
     check_tools(settings)
     migrate(settings.database_url)
     removed = clean_stale_work_dirs(settings.temp_dir or Path(tempfile.gettempdir()))
     if removed:
-        get_run_logger().info("removed %d scratch folder(s) left by runs that were killed", removed)
+        logger.info("removed %d scratch folder(s) left by runs that were killed", removed)
+    name = model_limit_name(settings)
+    slots = ensure_limit(name, settings.model_slots)
+    logger.info("model stages hold a slot of the global concurrency limit %r (%d slot(s))", name, slots)
+    return name
 
 
 @task(name="start-run", retries=2, retry_delay_seconds=2, **_COMMON)
@@ -50,21 +59,80 @@ def start_run(settings: Settings, run_id: str, kind: RunKind, parameters: dict[s
 def discover(settings: Settings, request: DiscoveryRequest, run_id: str) -> DiscoveryResult:
     result = discovery.discover(settings, request, run_id)
     runs.record_plan(settings, run_id, result)
+    get_run_logger().info(
+        "discovery: %d listed, %d new, %d to process, %d failed without processing",
+        result.listed,
+        result.new,
+        len(result.object_ids),
+        result.failed,
+    )
     return result
 
 
-@task(name="process-batch", task_run_name="process-batch-{index}", **_COMMON)
-def process_batch(
-    settings: Settings, run_id: str, index: int, object_ids: Sequence[int], force: bool, retry_failed: bool
-) -> BatchOutcome:
-    return batch.process_batch(settings, run_id, object_ids, force=force, retry_failed=retry_failed)
+@task(name="claim", retries=2, retry_delay_seconds=1, **_COMMON)
+def claim(
+    settings: Settings, run_id: str, object_ids: Sequence[int], force: bool, retry_failed: bool
+) -> list[ObjectRef]:
+    return claims.claim(settings, run_id, object_ids, force=force, retry_failed=retry_failed)
 
 
-@task(name="release-batch", retries=2, retry_delay_seconds=1, **_COMMON)
-def release_batch(settings: Settings, run_id: str, object_ids: Sequence[int]) -> int:
-    return batch.release_batch(settings, run_id, object_ids)
+@task(name="preprocess", task_run_name="preprocess-{window}", **_COMMON)
+def preprocess(
+    settings: Settings, run_id: str, window: int, refs: Sequence[ObjectRef], work_dir: Path
+) -> list[WorkItem]:
+    """CPU: download, detect, render/normalise or decode + VAD. Objects that end here are recorded here."""
+    step = steps.preprocess(settings, run_id, window, refs, work_dir)
+    _log_step(step, window)
+    return step.remaining
+
+
+@task(name="model-stage", task_run_name="{stage}-{window}", **_COMMON)
+def model_stage(
+    stage: str,
+    settings: Settings,
+    run_id: str,
+    window: int,
+    items: Sequence[WorkItem],
+    work_dir: Path,
+    limit: str,
+) -> list[WorkItem]:
+    """One model stage over every item of a window, holding a slot of the device's concurrency limit (strict: a
+    missing limit is an error, never an unguarded GPU)."""
+    step = steps.run_step(
+        settings, run_id, window, stage, items, work_dir, slot=lambda: concurrency(limit, occupy=1, strict=True)
+    )
+    _log_step(step, window)
+    return step.remaining
+
+
+def _log_step(step: steps.StepResult, window: int) -> None:
+    report = step.report
+    if not report.items and not step.recorded.recorded:
+        return
+    parts = [f"{report.items} object(s)"]
+    if report.pages:
+        parts.append(f"{report.pages} page(s)")
+    if report.audio_s:
+        parts.append(f"{report.audio_s / 60:.1f} min of audio")
+    if report.batch_rows:
+        fill = sum(report.batch_rows) / (len(report.batch_rows) * report.batch_capacity)
+        parts.append(f"{len(report.batch_rows)} forward batch(es), mean fill {fill:.0%}")
+    recorded = ", ".join(f"{n} {status}" for status, n in sorted(step.recorded.by_status.items()))
+    get_run_logger().info(
+        "%s window %d: %s in %.2f s%s",
+        step.stage,
+        window,
+        ", ".join(parts),
+        step.seconds,
+        f"; recorded {recorded}" if recorded else "",
+    )
+
+
+@task(name="release", retries=2, retry_delay_seconds=1, **_COMMON)
+def release(settings: Settings, run_id: str, object_ids: Sequence[int]) -> int:
+    return claims.release(settings, run_id, object_ids)
 
 
 @task(name="finish-run", retries=2, retry_delay_seconds=2, **_COMMON)
-def finish_run(settings: Settings, run_id: str, failed_batches: int, error: str | None) -> RunSummary:
-    return runs.finish_run(settings, run_id, failed_batches, error)
+def finish_run(settings: Settings, run_id: str, failed_windows: int, error: str | None) -> RunSummary:
+    return runs.finish_run(settings, run_id, failed_windows, error)

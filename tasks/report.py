@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from schemas.records import ObjectStatus, RunSummary
+from schemas.records import ObjectStatus, RunSummary, StageTotals
 from tasks.display import markdown_cell as _cell
 
 _STATUSES = [s.value for s in ObjectStatus]
@@ -16,9 +16,9 @@ def run_markdown(summary: RunSummary, max_failures: int = 50) -> str:
         f"Listed **{summary.listed}** objects, planned **{summary.planned}**, processed **{summary.processed}**.",
         "",
     ]
-    if summary.failed_batches:
+    if summary.failed_windows:
         lines += [
-            f"**{summary.failed_batches} batch(es) failed after retries** (store or database fault); their objects "
+            f"**{summary.failed_windows} window(s) failed after retries** (store or database fault); their objects "
             "were released and the next run continues with them.",
             "",
         ]
@@ -33,6 +33,8 @@ def run_markdown(summary: RunSummary, max_failures: int = 50) -> str:
             counts = summary.by_kind[kind]
             lines.append(f"| {kind} | " + " | ".join(str(counts.get(s, 0)) for s in statuses) + " |")
         lines.append("")
+    if summary.stages:
+        lines += [*stage_table(summary), ""]
     if summary.failures:
         lines += [f"## Failures ({len(summary.failures)})", "", "| object | reason |", "|---|---|"]
         for failure in summary.failures[:max_failures]:
@@ -40,3 +42,62 @@ def run_markdown(summary: RunSummary, max_failures: int = 50) -> str:
         if len(summary.failures) > max_failures:
             lines.append(f"| ... | {len(summary.failures) - max_failures} more: `docflow status --json` |")
     return "\n".join(lines) + "\n"
+
+
+def _wall_seconds(summary: RunSummary) -> float | None:
+    if summary.finished_at is None:
+        return None
+    return max((summary.finished_at - summary.started_at).total_seconds(), 1e-9)
+
+
+def _throughput(stage: StageTotals) -> str:
+    """Per second of the stage's own time (for model stages: time holding the device)."""
+    if not stage.seconds:
+        return ""
+    parts = []
+    if stage.pages:
+        parts.append(f"{stage.pages / stage.seconds:.2f} pages/s")
+    if stage.audio_s:
+        parts.append(f"{stage.audio_s / stage.seconds:.1f} audio hours/hour")
+    if not parts:
+        parts.append(f"{stage.items / stage.seconds * 60:.1f} objects/min")
+    return ", ".join(parts)
+
+
+def stage_table(summary: RunSummary) -> list[str]:
+    """Per-stage timings and throughput, then the run's overall rate."""
+    lines = [
+        "## Stages",
+        "",
+        "| stage | calls | objects | pages | audio (min) | time (s) | throughput | forward batches | mean fill |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for s in summary.stages:
+        fill = f"{s.mean_fill:.0%} of {s.batch_capacity}" if s.mean_fill is not None else ""
+        lines.append(
+            f"| {s.stage} | {s.calls} | {s.items} | {s.pages} | {s.audio_s / 60:.1f} | {s.seconds:.2f} | "
+            f"{_throughput(s)} | {s.batches or ''} | {fill} |"
+        )
+    wall = _wall_seconds(summary)
+    if wall:
+        lines += ["", f"Whole run: {summary.processed / wall * 60:.1f} objects/min over {wall:.1f} s."]
+    return lines
+
+
+def stage_lines(summary: RunSummary) -> list[str]:
+    """One log line per stage: what it got through, in how long."""
+    lines = []
+    for s in summary.stages:
+        parts = [f"{s.items} object(s)"]
+        if s.pages:
+            parts.append(f"{s.pages} page(s)")
+        if s.audio_s:
+            parts.append(f"{s.audio_s / 60:.1f} min of audio")
+        if s.mean_fill is not None:
+            parts.append(f"{s.batches} forward batch(es), mean fill {s.mean_fill:.0%}")
+        throughput = _throughput(s)
+        lines.append(
+            f"stage {s.stage}: {', '.join(parts)} in {s.seconds:.2f} s over {s.calls} call(s)"
+            + (f" ({throughput})" if throughput else "")
+        )
+    return lines

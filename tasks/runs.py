@@ -29,12 +29,12 @@ def record_plan(settings: Settings, run_id: str, plan: DiscoveryResult) -> None:
             runs.add_counts(run_id, processed=plan.failed, failed=plan.failed)
 
 
-def finish_run(settings: Settings, run_id: str, failed_batches: int, error: str | None) -> RunSummary:
+def finish_run(settings: Settings, run_id: str, failed_windows: int, error: str | None) -> RunSummary:
     with unit_of_work(settings.database_url) as session:
         run = RunRepository(session).get(run_id)
         if run is None:
             raise LookupError(f"run {run_id} was never started")
-        run.status = "failed" if (failed_batches or error) else "completed"
+        run.status = "failed" if (failed_windows or error) else "completed"
         run.finished_at = utcnow()
         run.error = error
         objects = ObjectRepository(session)
@@ -64,7 +64,8 @@ def finish_run(settings: Settings, run_id: str, failed_batches: int, error: str 
             by_status=objects.count_by_status(run_id=run_id),
             by_kind=objects.count_by_kind(run_id=run_id),
             failures=failures,
-            failed_batches=failed_batches,
+            failed_windows=failed_windows,
+            stages=tuple(RunRepository(session).stage_totals(run_id)),
             error=error,
             warnings=tuple(warnings),
             stale_claims=len(stale),

@@ -6,6 +6,9 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 _PREFIX = "docflow-work-"
@@ -42,3 +45,10 @@ def clean_stale_work_dirs(root: Path) -> int:
             shutil.rmtree(entry, ignore_errors=True)
             removed += 1
     return removed
+
+
+@contextmanager
+def run_work_dir(temp_dir: Path | None) -> Iterator[Path]:
+    """A run's scratch folder (objects' downloads and pages while in flight), removed when the run ends."""
+    with tempfile.TemporaryDirectory(prefix=work_dir_prefix(), dir=temp_dir) as path:
+        yield Path(path)

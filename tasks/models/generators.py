@@ -16,7 +16,11 @@ from tasks.models.devices import torch_device, torch_dtype
 
 @dataclass(frozen=True)
 class GenerationRequest:
+    """One prompt (with its page images for a VLM) and the JSON Schema its answer must follow. Requests in one
+    batch may follow different schemas: each row gets its own grammar."""
+
     prompt: str
+    schema_json: str
     images: tuple[Path, ...] = ()
 
 
@@ -31,9 +35,7 @@ class StructuredGenerator(Protocol):
     model_id: str
     reads_images: bool
 
-    def generate(
-        self, requests: list[GenerationRequest], schema_json: str, max_new_tokens: int
-    ) -> list[Generation]: ...
+    def generate(self, requests: list[GenerationRequest], max_new_tokens: int) -> list[Generation]: ...
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,9 @@ class _HFGenerator:
     constraint: JsonConstraint
     model_id: str
 
-    def _generate(self, inputs: dict[str, Any], n: int, schema_json: str, max_new_tokens: int) -> list[Generation]:
+    def _generate(
+        self, inputs: dict[str, Any], requests: list[GenerationRequest], max_new_tokens: int
+    ) -> list[Generation]:
         import torch
 
         inputs = {k: v.to(self.model.device) if hasattr(v, "to") else v for k, v in inputs.items()}
@@ -71,14 +75,14 @@ class _HFGenerator:
                 **inputs,
                 max_new_tokens=max_new_tokens,
                 do_sample=False,
-                logits_processor=[self.constraint.logits_processor([schema_json] * n)],
+                logits_processor=[self.constraint.logits_processor([r.schema_json for r in requests])],
                 output_logits=True,
                 return_dict_in_generate=True,
                 pad_token_id=self.tokenizer.pad_token_id,
             )
         prompt_len = inputs["input_ids"].shape[1]
         results = []
-        for row in range(n):
+        for row in range(len(requests)):
             ids = out.sequences[row, prompt_len:].tolist()
             tokens = token_scores(self.tokenizer, ids, out.logits, row)
             finished = any(i in (self.tokenizer.eos_token_id, self.tokenizer.pad_token_id) for i in ids) or (
@@ -112,7 +116,7 @@ class VisionLanguageGenerator(_HFGenerator):
         self.constraint = JsonConstraint(self.tokenizer, self.model.config.get_text_config().vocab_size)
         self.model_id = spec.model
 
-    def generate(self, requests: list[GenerationRequest], schema_json: str, max_new_tokens: int) -> list[Generation]:
+    def generate(self, requests: list[GenerationRequest], max_new_tokens: int) -> list[Generation]:
         from qwen_vl_utils import process_vision_info
 
         conversations = [
@@ -132,7 +136,7 @@ class VisionLanguageGenerator(_HFGenerator):
         ]
         images, _ = process_vision_info(conversations)
         inputs = self.processor(text=texts, images=images, padding=True, return_tensors="pt")
-        return self._generate(dict(inputs), len(requests), schema_json, max_new_tokens)
+        return self._generate(dict(inputs), requests, max_new_tokens)
 
 
 PACKAGED_TEXT_MODELS = {
@@ -174,7 +178,7 @@ class TextLLMGenerator(_HFGenerator):
         self.constraint = JsonConstraint(self.tokenizer, self.model.config.vocab_size)
         self.model_id = spec.model
 
-    def generate(self, requests: list[GenerationRequest], schema_json: str, max_new_tokens: int) -> list[Generation]:
+    def generate(self, requests: list[GenerationRequest], max_new_tokens: int) -> list[Generation]:
         texts = [
             self.tokenizer.apply_chat_template(
                 [{"role": "user", "content": r.prompt}], tokenize=False, add_generation_prompt=True
@@ -182,7 +186,7 @@ class TextLLMGenerator(_HFGenerator):
             for r in requests
         ]
         inputs = self.tokenizer(texts, padding=True, return_tensors="pt")
-        return self._generate(dict(inputs), len(requests), schema_json, max_new_tokens)
+        return self._generate(dict(inputs), requests, max_new_tokens)
 
 
 def load_generator(spec: GeneratorSpec) -> StructuredGenerator:

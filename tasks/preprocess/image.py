@@ -11,6 +11,7 @@ from pathlib import Path
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from schemas.errors import InputError
+from schemas.records import DocumentPage
 
 STAGE = "image"
 
@@ -25,17 +26,9 @@ class ImageLimits:
 
 
 @dataclass(frozen=True)
-class NormalisedImage:
-    page_number: int
-    path: Path
-    width: int
-    height: int
-
-
-@dataclass(frozen=True)
 class NormalisedDocument:
     page_count: int  # every frame in the file, including those past `max_pages`
-    pages: list[NormalisedImage]
+    pages: list[DocumentPage]
     warnings: list[str]
 
 
@@ -91,7 +84,7 @@ def normalise_image(path: Path, out_dir: Path, limits: ImageLimits) -> Normalise
     """Write an upright RGB JPEG per frame (multi-page TIFFs give several pages) for up to `max_pages` frames.
     Raises InputError."""
     img = _open(path, limits)
-    pages: list[NormalisedImage] = []
+    pages: list[DocumentPage] = []
     try:
         frames = getattr(img, "n_frames", 1) if img.format == "TIFF" else 1
         for index in range(min(frames, limits.max_pages)):
@@ -99,7 +92,7 @@ def normalise_image(path: Path, out_dir: Path, limits: ImageLimits) -> Normalise
             page = _normalise_frame(img, limits)
             out = out_dir / f"p{index + 1:05d}.jpg"
             page.save(out, "JPEG", quality=limits.jpeg_quality)
-            pages.append(NormalisedImage(index + 1, out, page.width, page.height))
+            pages.append(DocumentPage(page_number=index + 1, path=out, width=page.width, height=page.height))
     except InputError:
         raise
     except (OSError, SyntaxError, ValueError) as exc:  # Pillow's decoders report damage this way

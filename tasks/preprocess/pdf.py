@@ -13,6 +13,7 @@ from typing import cast
 from PIL import Image
 
 from schemas.errors import InputError
+from schemas.records import DocumentPage
 from tasks.system_tools import missing_tool
 
 STAGE = "render"
@@ -46,18 +47,9 @@ class RenderRange:
 
 
 @dataclass(frozen=True)
-class RenderedFile:
-    page_number: int
-    path: Path
-    width: int
-    height: int
-    dpi: float
-
-
-@dataclass(frozen=True)
 class PdfRender:
     page_count: int
-    pages: list[RenderedFile]
+    pages: list[DocumentPage]
     warnings: list[str]
 
 
@@ -145,7 +137,7 @@ def plan_ranges(pages: list[PageGeometry], limits: RenderLimits) -> list[RenderR
     return ranges
 
 
-def _render_range(path: Path, out_dir: Path, rng: RenderRange, limits: RenderLimits) -> list[RenderedFile]:
+def _render_range(path: Path, out_dir: Path, rng: RenderRange, limits: RenderLimits) -> list[DocumentPage]:
     from pdf2image import convert_from_path
     from pdf2image.exceptions import (
         PDFInfoNotInstalledError,
@@ -190,7 +182,7 @@ def _render_range(path: Path, out_dir: Path, rng: RenderRange, limits: RenderLim
     for number, file in zip(range(rng.first, rng.last + 1), sorted(files), strict=True):
         with Image.open(file) as img:  # reads the header only
             width, height = img.size
-        rendered.append(RenderedFile(number, Path(file), width, height, rng.dpi))
+        rendered.append(DocumentPage(page_number=number, path=Path(file), width=width, height=height, dpi=rng.dpi))
     return rendered
 
 
@@ -203,7 +195,7 @@ def render_pdf(path: Path, out_dir: Path, limits: RenderLimits) -> PdfRender:
     reduced = [p.number for p in geometry[: limits.max_pages] if page_dpi(p, limits) < limits.dpi]
     if reduced:
         warnings.append(f"{len(reduced)} page(s) rendered below {limits.dpi} DPI to fit the pixel budget")
-    pages: list[RenderedFile] = []
+    pages: list[DocumentPage] = []
     for rng in plan_ranges(geometry, limits):
         pages.extend(_render_range(path, out_dir, rng, limits))
     return PdfRender(page_count=page_count, pages=pages, warnings=warnings)

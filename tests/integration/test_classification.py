@@ -13,15 +13,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from sqlalchemy import select
 
 from flows.pipeline import backfill, nightly
 from schemas.errors import ConfigError
+from schemas.records import DocumentPage
 from schemas.settings import Settings, load_settings
 from storage.db import migrate, unit_of_work
 from storage.embeddings import SqlEmbeddingCache
 from storage.tables import ClassificationRow, ExtractionRow, Page, SourceObject
-from tasks.classify import ClassifierConfig, classify_pages, load_prototypes, review_reasons
+from tasks.classify import ClassifierConfig, classify_documents, classify_pages, load_prototypes, review_reasons
 from tasks.models.embedders import ClipEmbedder, load_embedder
 from tests.integration.conftest import Configure
 
@@ -44,8 +46,13 @@ def _clip_config(tiny_clip: Path, **kw: object) -> ClassifierConfig:
     return replace(ClassifierConfig.from_settings(settings), **kw)  # type: ignore[arg-type]
 
 
-def _page(sample_inbox: Path, name: str) -> list[tuple[int, Path]]:
-    return [(1, next(sample_inbox.rglob(name)))]
+def _file_page(number: int, path: Path) -> DocumentPage:
+    with Image.open(path) as img:
+        return DocumentPage(page_number=number, path=path, width=img.width, height=img.height)
+
+
+def _page(sample_inbox: Path, name: str) -> list[DocumentPage]:
+    return [_file_page(1, next(sample_inbox.rglob(name)))]
 
 
 def test_zero_shot_scores_are_softmax_of_scaled_similarity_to_prompt_ensembles(
@@ -91,7 +98,24 @@ def test_example_images_join_the_text_prototype_by_weight(tiny_clip: Path, sampl
     np.testing.assert_allclose(fused_protos.matrix[i], expected / np.linalg.norm(expected), atol=1e-5)
     # An example prototype alone (weight 1) pulls that very image to its label: how users fix a wrong label.
     only_examples = _clip_config(tiny_clip, examples_dir=examples, example_weight=1.0)
-    assert classify_pages([(1, photo)], only_examples, None).label == "receipt"
+    assert classify_pages([_file_page(1, photo)], only_examples, None).label == "receipt"
+
+
+def test_documents_share_forward_batches_and_score_as_if_alone(tiny_clip: Path, sample_inbox: Path) -> None:
+    config = _clip_config(tiny_clip)
+    config = replace(config, spec=replace(config.spec, batch_size=2))
+    names = (
+        "photo_donut_coffee_122.jpg",
+        "invoice2data_AmazonWebServices.png",
+        "photo_pillow_hopper_exif-orientation-6.jpg",
+    )
+    documents = [_page(sample_inbox, name) for name in names]
+    together, batches = classify_documents(documents, config, None)
+    assert batches == [[0, 1], [2]]  # one forward batch held the first pages of two documents
+    for document, result in zip(documents, together, strict=True):
+        alone = classify_pages(document, config, None)
+        assert result.label == alone.label
+        assert result.scores == pytest.approx(alone.scores, abs=1e-4)
 
 
 def test_identical_labels_have_no_margin_and_go_to_review(tiny_clip: Path, sample_inbox: Path) -> None:
@@ -127,8 +151,8 @@ def test_embedding_cache_means_a_second_pass_encodes_nothing(db_url: str, tiny_c
     cache = SqlEmbeddingCache(db_url)
     config = _clip_config(tiny_clip, all_pages=True)
     pages = [
-        (1, sample_inbox / "images" / "photo_donut_coffee_122.jpg"),
-        (2, sample_inbox / "images" / "invoice2data_AmazonWebServices.png"),
+        _file_page(1, sample_inbox / "images" / "photo_donut_coffee_122.jpg"),
+        _file_page(2, sample_inbox / "images" / "invoice2data_AmazonWebServices.png"),
     ]
     embedder = load_embedder(config.spec)
     first = classify_pages(pages, config, cache)

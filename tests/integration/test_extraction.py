@@ -10,13 +10,15 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+from PIL import Image
 from sqlalchemy import func, select
 
 from flows.pipeline import backfill, nightly
 from schemas.documents import Invoice, Receipt
+from schemas.records import DocumentPage
 from storage.db import unit_of_work
 from storage.tables import ExtractionRow, SourceObject
-from tasks.extraction import ExtractionConfig, PageInput, extract_pages, merge_pages, review_reasons
+from tasks.extraction import DocumentPages, ExtractionConfig, extract_pages, merge_pages, review_reasons
 from tasks.models.constrained import generation_schema, schema_json
 from tasks.models.generators import GenerationRequest, GeneratorSpec, load_generator
 from tests.integration.conftest import Configure
@@ -26,35 +28,73 @@ def _vlm_spec(path: Path) -> GeneratorSpec:
     return GeneratorSpec("vlm", str(path), min_pixels=28 * 28 * 4, max_pixels=28 * 28 * 64)
 
 
-def test_random_vlm_still_writes_schema_valid_json_in_batches(tiny_vlm: Path, sample_inbox: Path) -> None:
+def test_random_vlm_writes_valid_json_for_each_rows_own_schema(tiny_vlm: Path, sample_inbox: Path) -> None:
     generator = load_generator(_vlm_spec(tiny_vlm))
     images = sample_inbox / "images"
+    invoice = generation_schema(Invoice.model_json_schema(), max_string=8, max_items=2)
+    receipt = generation_schema(Receipt.model_json_schema(), max_string=8, max_items=2)
     requests = [
-        GenerationRequest("Extract the invoice.", (images / "invoice2data_AmazonWebServices.png",)),
-        GenerationRequest("Extract the receipt, please.", (images / "photo_donut_coffee_122.jpg",)),
         GenerationRequest(
-            "Two pages.", (images / "photo_donut_coffee_122.jpg", images / "photo_pillow_hopper_exif-orientation-6.jpg")
+            "Extract the invoice.", json.dumps(invoice), (images / "invoice2data_AmazonWebServices.png",)
+        ),
+        GenerationRequest(
+            "Extract the receipt, please.", json.dumps(receipt), (images / "photo_donut_coffee_122.jpg",)
+        ),
+        GenerationRequest(
+            "Two pages.",
+            json.dumps(invoice),
+            (images / "photo_donut_coffee_122.jpg", images / "photo_pillow_hopper_exif-orientation-6.jpg"),
         ),
     ]
-    schema = generation_schema(Invoice.model_json_schema(), max_string=8, max_items=2)
-    outputs = generator.generate(requests, json.dumps(schema), max_new_tokens=600)
+    outputs = generator.generate(requests, max_new_tokens=600)
     assert len(outputs) == 3
-    for output in outputs:
+    for output, schema in zip(outputs, (invoice, receipt, invoice), strict=True):
         assert output.finished
-        jsonschema.validate(json.loads(output.text), schema)  # the grammar held, whatever the weights said
+        jsonschema.validate(json.loads(output.text), schema)  # each row's grammar held, whatever the weights said
         assert output.tokens and all(t.logprob <= 0 for t in output.tokens)
+    # The schemas differ in their required fields, so a row held to the wrong grammar would fail the other schema.
+    assert set(json.loads(outputs[1].text)) == set(receipt["properties"])
+
+
+def _image_page(path: Path, number: int = 1) -> DocumentPage:
+    with Image.open(path) as img:
+        return DocumentPage(page_number=number, path=path, width=img.width, height=img.height)
 
 
 def test_invalid_answers_are_retried_then_sent_to_review(tiny_vlm: Path, sample_inbox: Path) -> None:
     generator = load_generator(_vlm_spec(tiny_vlm))
     config = ExtractionConfig(spec=_vlm_spec(tiny_vlm), max_attempts=2, max_string=8, max_items=2, max_new_tokens=600)
-    page = PageInput(1, sample_inbox / "images" / "photo_donut_coffee_122.jpg", "")
-    (outcome,) = extract_pages(generator, Receipt, [page], config)
+    page = _image_page(sample_inbox / "images" / "photo_donut_coffee_122.jpg")
+    result = extract_pages(generator, [DocumentPages(7, Receipt, (page,))], config)
+    (outcome,) = result.outcomes[7]
     assert outcome.errors, "random weights are expected to write amounts that do not validate"
     assert outcome.attempts == 2
+    assert [b.owners for b in result.batches] == [(7,), (7,)]  # the first answer, then the retry
     extraction = merge_pages(Receipt, [outcome], "vlm", generator.model_id)
     assert not extraction.valid and extraction.raw_output.startswith("[page 1] {")
     assert review_reasons(extraction, config)[0].startswith("extraction not valid after 2 attempt(s)")
+
+
+def test_forward_batches_are_filled_across_documents(tiny_vlm: Path, sample_inbox: Path) -> None:
+    generator = load_generator(_vlm_spec(tiny_vlm))
+    config = ExtractionConfig(
+        spec=_vlm_spec(tiny_vlm), max_attempts=1, max_string=8, max_items=2, max_new_tokens=64, batch_size=4
+    )
+    images = sample_inbox / "images"
+    receipt = DocumentPages(1, Receipt, (_image_page(images / "photo_donut_coffee_122.jpg"),))
+    invoice = DocumentPages(
+        2,
+        Invoice,
+        (
+            _image_page(images / "invoice2data_AmazonWebServices.png", 1),
+            _image_page(images / "photo_pillow_hopper_exif-orientation-6.jpg", 2),
+        ),
+    )
+    result = extract_pages(generator, [receipt, invoice], config)
+    # One generate() call carried the receipt's page and both of the invoice's, each under its own schema.
+    assert [b.owners for b in result.batches] == [(1, 2, 2)]
+    assert [o.page_number for o in result.outcomes[2]] == [1, 2] and len(result.outcomes[1]) == 1
+    assert merge_pages(Receipt, result.outcomes[1], "vlm", generator.model_id).schema_id.startswith("receipt/")
 
 
 @pytest.mark.usefixtures("prefect_harness")

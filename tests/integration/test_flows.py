@@ -212,7 +212,7 @@ def test_permanent_failures_wait_for_retry_failed(configure: Configure, sample_i
     assert (obj.status, obj.attempts, obj.run_id) == ("failed", 1, retried.run_id)
 
 
-def test_s3_outage_mid_run_fails_batches_and_next_run_continues(
+def test_s3_outage_mid_run_fails_windows_and_next_run_continues(
     configure: Configure, seaweed: SeaweedS3, s3_env: SeaweedS3, bucket: str, sample_inbox: Path, tmp_path: Path
 ) -> None:
     """Inputs come from a local folder, derived pages go to S3: the store dies after discovery succeeded."""
@@ -221,7 +221,7 @@ def test_s3_outage_mid_run_fails_batches_and_next_run_continues(
     for name in ("invoice2data_AzureInterior.pdf", "pdfjs_sizes-mixed-page-sizes.pdf"):
         shutil.copy(sample_inbox / "documents" / name, inbox)
     db = f"sqlite:///{tmp_path / 'db.sqlite'}"
-    configure(database_url=db, source=str(inbox), derived_store=f"s3://{bucket}/derived", batch_size=1)
+    configure(database_url=db, source=str(inbox), derived_store=f"s3://{bucket}/derived", window_size=1)
 
     seaweed.stop()
     try:
@@ -229,7 +229,7 @@ def test_s3_outage_mid_run_fails_batches_and_next_run_continues(
             nightly()
     finally:
         seaweed.start()
-    assert excinfo.value.summary.failed_batches == 2
+    assert excinfo.value.summary.failed_windows == 2
     assert {o.status for o in _objects(db).values()} == {"pending"}
     with unit_of_work(db) as s:
         assert s.scalars(select(Run.status)).all() == ["failed"]
@@ -246,7 +246,7 @@ def test_database_outage_leaves_claims_the_next_run_takes_over(
     from schemas.records import DiscoveryRequest, RunKind
     from schemas.settings import load_settings
     from storage.db import get_engine
-    from tasks.batch import claim_batch, process_batch
+    from tasks import claims, steps
     from tasks.discovery import discover
     from tasks.faults import is_infrastructure_fault
     from tasks.runs import start_run
@@ -262,11 +262,13 @@ def test_database_outage_leaves_claims_the_next_run_takes_over(
     start_run(settings, "crashing-run", RunKind.NIGHTLY, {})
     plan = discover(settings, DiscoveryRequest(sources=(str(inbox),)))
     assert len(plan.object_ids) == 1
-    claim_batch(settings, "crashing-run", plan.object_ids, force=False, retry_failed=False)
+    refs = claims.claim(settings, "crashing-run", plan.object_ids, force=False, retry_failed=False)
+    items = steps.preprocess(settings, "crashing-run", 0, refs, tmp_path / "work").remaining
+    assert [item.ref.id for item in items] == list(plan.object_ids)  # on its way to classification
     postgres.stop()
     try:
-        with pytest.raises(Exception) as excinfo:
-            process_batch(settings, "crashing-run", plan.object_ids)
+        with pytest.raises(Exception) as excinfo:  # the embedding cache cannot be read
+            steps.run_step(settings, "crashing-run", 0, "classify", items, tmp_path / "work")
         assert is_infrastructure_fault(excinfo.value)
     finally:
         postgres.start()

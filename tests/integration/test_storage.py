@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, inspect, select
 
-from schemas.records import BlobInfo, ObjectKind, ObjectResult, ObjectStatus, RenderedPage, SpeechSegment
+from schemas.records import BlobInfo, DocumentPage, ObjectKind, ObjectResult, ObjectStatus, SpeechSegment
 from storage.db import get_engine, migrate, unit_of_work
 from storage.repositories import ObjectRepository, eligible
 from storage.tables import Page, SourceObject, SpeechSegmentRow, utcnow
@@ -72,7 +72,7 @@ def test_claim_respects_status_and_recording_replaces_children(db_url: str) -> N
         assert [r.status for r in claimed] == [ObjectStatus.PROCESSING] * 2
     with unit_of_work(db_url) as s:  # another run cannot take fresh claims
         assert _claim(ObjectRepository(s), ids, "run-2", run_id="run-2") == []
-    pages = tuple(RenderedPage(page_number=n, uri=f"file:///p{n}", width=10, height=20, dpi=150) for n in (1, 2))
+    pages = tuple(DocumentPage(page_number=n, uri=f"file:///p{n}", width=10, height=20, dpi=150) for n in (1, 2))
     pdf = ObjectResult(kind=ObjectKind.PDF, sha256="ab" * 32, pages=pages)
     wav = ObjectResult(kind=ObjectKind.AUDIO, sha256="cd" * 32, segments=(SpeechSegment(start_s=0, end_s=1),))
     for attempt in range(2):  # recording twice (a forced re-run) must not duplicate child rows

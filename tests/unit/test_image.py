@@ -4,6 +4,7 @@ import pytest
 from PIL import Image
 
 from schemas.errors import InputError
+from schemas.records import DocumentPage
 from tasks.preprocess.image import (
     ImageLimits,
     NormalisedDocument,
@@ -12,6 +13,11 @@ from tasks.preprocess.image import (
 )
 
 LIMITS = ImageLimits(max_pixels=1_000_000, max_side=2048, max_decode_pixels=50_000_000)
+
+
+def _file(page: DocumentPage) -> Path:
+    assert page.path is not None
+    return page.path
 
 
 @pytest.mark.parametrize(
@@ -34,14 +40,14 @@ def test_large_scan_is_resized_to_budget(sample_inbox: Path, tmp_path: Path) -> 
     assert result.page_count == 1 and result.warnings == []
     assert page.width * page.height <= LIMITS.max_pixels
     assert abs(page.width / page.height - 2975 / 3850) < 0.01
-    with Image.open(page.path) as img:
+    with Image.open(_file(page)) as img:
         assert img.mode == "RGB" and img.format == "JPEG"
 
 
 def test_exif_orientation_is_applied(sample_inbox: Path, tmp_path: Path) -> None:
     source = sample_inbox / "images" / "photo_pillow_hopper_exif-orientation-6.jpg"
     (page,) = normalise_image(source, tmp_path, LIMITS).pages
-    with Image.open(source) as raw, Image.open(page.path) as out:
+    with Image.open(source) as raw, Image.open(_file(page)) as out:
         rotated = raw.convert("RGB").transpose(Image.Transpose.ROTATE_270)  # orientation 6 = rotate 90 CW
         # compare a coarse thumbnail: JPEG re-encoding changes pixels slightly, orientation changes them a lot
         a = rotated.resize((8, 8)).tobytes()
@@ -97,5 +103,5 @@ def test_palette_and_alpha_images_become_rgb(tmp_path: Path) -> None:
     src = tmp_path / "a.png"
     Image.new("RGBA", (50, 40), (255, 0, 0, 128)).save(src)
     (page,) = normalise_image(src, tmp_path, LIMITS).pages
-    with Image.open(page.path) as img:
+    with Image.open(_file(page)) as img:
         assert img.mode == "RGB" and img.size == (50, 40)

@@ -4,6 +4,7 @@ import pytest
 from PIL import Image
 
 from schemas.errors import InputError
+from schemas.records import DocumentPage
 from tasks.preprocess.pdf import (
     PageGeometry,
     RenderLimits,
@@ -17,6 +18,11 @@ from tests.support import hostile
 
 LETTER = PageGeometry(1, 612, 792)
 LIMITS = RenderLimits(dpi=150, max_pixels=4_000_000, max_side=4096, max_pages=200, chunk_pages=4)
+
+
+def _file(page: DocumentPage) -> Path:
+    assert page.path is not None
+    return page.path
 
 
 def test_small_page_keeps_configured_dpi() -> None:
@@ -57,7 +63,7 @@ def test_renders_mixed_page_sizes_at_requested_dpi(sample_inbox: Path, tmp_path:
     # 612x792, 649x323 and 792x612 pt at 150 DPI (poppler rounds 1352.1 px up)
     assert [(p.width, p.height) for p in result.pages] == [(1275, 1650), (1353, 673), (1650, 1275)]
     assert all(p.dpi == 150 for p in result.pages)
-    with Image.open(result.pages[0].path) as img:
+    with Image.open(_file(result.pages[0])) as img:
         assert img.format == "JPEG" and img.size == (1275, 1650)
 
 
@@ -98,7 +104,7 @@ def test_resource_bomb_page_fits_the_budget(corpus: Path, tmp_path: Path) -> Non
     result = render_pdf(corpus / "pdf_bad" / "ocrmypdf_hugemono-35000px-jbig2.pdf", tmp_path, LIMITS)
     (page,) = result.pages
     assert page.width * page.height <= LIMITS.max_pixels
-    assert page.dpi < 20
+    assert page.dpi is not None and page.dpi < 20
     assert "below 150 DPI" in result.warnings[0]
 
 

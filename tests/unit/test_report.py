@@ -1,7 +1,7 @@
 from datetime import UTC, datetime
 
-from schemas.records import FailureRecord, RunKind, RunSummary
-from tasks.report import run_markdown
+from schemas.records import FailureRecord, RunKind, RunSummary, StageTotals
+from tasks.report import run_markdown, stage_lines
 
 
 def _summary(**kw) -> RunSummary:  # type: ignore[no-untyped-def]
@@ -41,12 +41,51 @@ def test_hostile_keys_cannot_break_the_markdown() -> None:
     assert row == "| x\\`y\\\\x0a\\| forged \\| row \\|\\\\x1b[31m&lt;script>.pdf | e |"
 
 
-def test_failed_batches_are_called_out() -> None:
-    md = run_markdown(_summary(status="failed", failed_batches=2))
-    assert "2 batch(es) failed after retries" in md
+def test_failed_windows_are_called_out() -> None:
+    md = run_markdown(_summary(status="failed", failed_windows=2))
+    assert "2 window(s) failed after retries" in md
 
 
 def test_claims_held_by_a_dead_run_are_not_a_plain_completed() -> None:
     md = run_markdown(_summary(stale_claims=2, warnings=("2 object(s) are still claimed by a run that stopped",)))
     assert md.splitlines()[0] == "# docflow nightly run: completed, 2 object(s) still claimed by a run that died"
     assert "**Warning:** 2 object(s) are still claimed by a run that stopped" in md
+
+
+def test_stage_table_gives_throughput_and_batch_fill() -> None:
+    stages = (
+        StageTotals(
+            stage="preprocess",
+            calls=2,
+            seconds=4.0,
+            items=8,
+            pages=10,
+            audio_s=7200.0,
+            batches=0,
+            batch_rows=0,
+            batch_capacity=0,
+        ),
+        StageTotals(
+            stage="extract",
+            calls=1,
+            seconds=5.0,
+            items=3,
+            pages=10,
+            audio_s=0.0,
+            batches=3,
+            batch_rows=10,
+            batch_capacity=4,
+            max_batch_owners=2,
+        ),
+    )
+    summary = _summary(stages=stages, finished_at=datetime(2026, 1, 1, 0, 1, tzinfo=UTC))
+    md = run_markdown(summary)
+    # 10 pages in 4 s; two hours of audio in 4 s is 1800 audio hours per hour
+    assert "| preprocess | 2 | 8 | 10 | 120.0 | 4.00 | 2.50 pages/s, 1800.0 audio hours/hour |  |  |" in md
+    # three forward batches of four slots carried ten pages: 83 % fill
+    assert "| extract | 1 | 3 | 10 | 0.0 | 5.00 | 2.00 pages/s | 3 | 83% of 4 |" in md
+    assert "Whole run: 5.0 objects/min over 60.0 s." in md
+    assert stage_lines(summary)[1] == (
+        "stage extract: 3 object(s), 10 page(s), 3 forward batch(es), mean fill 83% in 5.00 s over 1 call(s) "
+        "(2.00 pages/s)"
+    )

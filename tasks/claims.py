@@ -1,0 +1,89 @@
+"""Claims on objects while a run works on them: taken a window at a time, renewed by one heartbeat per run,
+given back when a window fails, and the fenced write of each finished object's result."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from collections.abc import Sequence
+from datetime import timedelta
+from types import TracebackType
+
+from schemas.records import ObjectResult, RecordOutcome
+from schemas.settings import Settings
+from storage.db import unit_of_work
+from storage.repositories import ObjectRepository, RunRepository, eligible
+from storage.tables import utcnow
+from tasks.stages.base import ObjectRef
+from tasks.version import PIPELINE_VERSION
+
+log = logging.getLogger(__name__)
+
+
+def claim(
+    settings: Settings, run_id: str, object_ids: Sequence[int], *, force: bool, retry_failed: bool
+) -> list[ObjectRef]:
+    """Claim what is still eligible; objects that already killed `max_attempts` workers are failed instead."""
+    stale_before = utcnow() - timedelta(seconds=settings.claim_ttl_s)
+    condition = eligible(force=force, retry_failed=retry_failed, stale_before=stale_before, run_id=run_id)
+    with unit_of_work(settings.database_url) as session:
+        claimed, given_up = ObjectRepository(session).claim(object_ids, run_id, condition, settings.max_attempts)
+        RunRepository(session).add_counts(run_id, processed=len(given_up), failed=len(given_up))
+        return [ObjectRef(id=r.id, source=r.source, key=r.key, size=r.size) for r in claimed]
+
+
+class ClaimHeartbeat:
+    """Renews every claim of a run every `settings.claim_heartbeat_s`, in a thread of its own, while the run
+    works, so a slow object is never taken over by another run. A failed renewal is only logged: the claims then
+    expire, and the fenced final write keeps a second run's result from being overwritten."""
+
+    def __init__(self, settings: Settings, run_id: str) -> None:
+        self.settings, self.run_id = settings, run_id
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"claims-{run_id[:8]}", daemon=True)
+
+    def __enter__(self) -> ClaimHeartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.settings.claim_heartbeat_s):
+            try:
+                with unit_of_work(self.settings.database_url) as session:
+                    ObjectRepository(session).renew_run(self.run_id)
+            except Exception as exc:  # the database may be briefly away; the stages themselves report real faults
+                log.warning("could not renew claims of run %s: %s", self.run_id, exc)
+
+
+def record(settings: Settings, run_id: str, results: Sequence[tuple[int, ObjectResult]]) -> RecordOutcome:
+    """Store every outcome whose claim is still ours, in one transaction."""
+    lost = 0
+    by_status: Counter[str] = Counter()
+    if not results:
+        return RecordOutcome(recorded=0, by_status={})
+    with unit_of_work(settings.database_url) as session:
+        repo = ObjectRepository(session)
+        for object_id, result in results:
+            if repo.record_result(object_id, result, PIPELINE_VERSION, run_id):
+                by_status[result.status.value] += 1
+            else:
+                lost += 1
+                log.warning(
+                    "object %d was taken over by another run; its result from run %s is dropped", object_id, run_id
+                )
+        recorded = sum(by_status.values())
+        RunRepository(session).add_counts(run_id, processed=recorded, failed=by_status.get("failed", 0))
+    return RecordOutcome(recorded=recorded, by_status=dict(by_status), lost_claims=lost)
+
+
+def release(settings: Settings, run_id: str, object_ids: Sequence[int]) -> int:
+    """Give back the claims this run still holds among `object_ids` (their window failed after retries)."""
+    with unit_of_work(settings.database_url) as session:
+        return ObjectRepository(session).release(object_ids, run_id)

@@ -1,0 +1,34 @@
+"""The classification stage: page embeddings of every document in the batch in shared forward batches, then a
+label, a route to an extraction schema, and the review signals per document."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from tasks.classify import ClassifierConfig, EmbeddingCache, classify_documents, review_reasons
+from tasks.stages.base import ItemUpdate, StageReport, WorkItem
+
+
+class ClassifyStage:
+    name = "classify"
+    uses_model = True
+
+    def __init__(self, config: ClassifierConfig, cache: EmbeddingCache | None) -> None:
+        self.config, self.cache = config, cache
+
+    def wants(self, item: WorkItem) -> bool:
+        return item.is_document
+
+    def prepare(self, items: Sequence[WorkItem]) -> None:
+        pass
+
+    def __call__(self, items: Sequence[WorkItem], report: StageReport) -> list[ItemUpdate]:
+        classifications, batches = classify_documents([item.pages for item in items], self.config, self.cache)
+        report.items += len(items)
+        report.pages += sum(len(c.pages) for c in classifications)
+        report.batch_capacity = self.config.spec.batch_size
+        report.batch_rows += [len(batch) for batch in batches]
+        report.batch_owners += [len(set(batch)) for batch in batches]
+        return [
+            ItemUpdate(classification=c, review_reasons=tuple(review_reasons(c, self.config))) for c in classifications
+        ]

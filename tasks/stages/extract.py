@@ -1,0 +1,72 @@
+"""The extraction stage: a schema per document (its class's route, or the keyword rule), page texts for a text
+model (OCR, before the device slot is taken), then the pages of every document in shared forward batches."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from schemas.documents import SCHEMAS, DocumentSchema
+from tasks.extraction import DocumentPages, ExtractionConfig, extract_pages, merge_pages, review_reasons
+from tasks.models.generators import load_generator
+from tasks.ocr import has_text, ocr_image
+from tasks.routing import schema_for_text
+from tasks.stages.base import ItemUpdate, StageReport, WorkItem
+
+NOTHING_TO_READ = "no readable text found (OCR): nothing to extract"
+
+
+class ExtractStage:
+    name = "extract"
+    uses_model = True
+
+    def __init__(self, config: ExtractionConfig) -> None:
+        self.config = config
+
+    @property
+    def reads_text(self) -> bool:
+        return self.config.backend == "text"
+
+    def wants(self, item: WorkItem) -> bool:
+        # A classified document routed to no schema (a photo) has nothing to extract.
+        return item.is_document and (item.classification is None or item.classification.route is not None)
+
+    def prepare(self, items: Sequence[WorkItem]) -> None:
+        """A text model reads the text layer, or tesseract's reading of pages without one."""
+        if not self.reads_text:
+            return
+        for item in items:
+            pages = list(item.pages)
+            for index, page in enumerate(pages[: self.config.max_pages]):
+                if not has_text(page.text) and page.path is not None:
+                    pages[index] = page.model_copy(update={"text": ocr_image(page.path)})
+            item.pages = tuple(pages)
+
+    def _schema(self, item: WorkItem) -> type[DocumentSchema]:
+        if item.classification is not None and item.classification.route is not None:
+            return SCHEMAS[item.classification.route]
+        return schema_for_text("\n".join(p.text for p in item.pages[: self.config.max_pages]))
+
+    def __call__(self, items: Sequence[WorkItem], report: StageReport) -> list[ItemUpdate]:
+        updates: dict[int, ItemUpdate] = {}
+        documents = []
+        for item in items:
+            pages = item.pages[: self.config.max_pages]
+            if self.reads_text and not any(has_text(p.text) for p in pages):  # a photo, a blank page, a bad scan
+                updates[item.ref.id] = ItemUpdate(review_reasons=(NOTHING_TO_READ,))
+            else:
+                documents.append(DocumentPages(item.ref.id, self._schema(item), pages))
+        if documents:
+            generator = load_generator(self.config.spec)
+            result = extract_pages(generator, documents, self.config)
+            for document in documents:
+                extraction = merge_pages(
+                    document.schema, result.outcomes[document.owner], self.config.backend, generator.model_id
+                )
+                reasons = tuple(review_reasons(extraction, self.config))
+                updates[document.owner] = ItemUpdate(extraction=extraction, review_reasons=reasons)
+            report.pages += sum(len(d.pages) for d in documents)
+            report.batch_capacity = self.config.batch_size
+            report.batch_rows += [len(b.owners) for b in result.batches]
+            report.batch_owners += [len(set(b.owners)) for b in result.batches]
+        report.items += len(items)
+        return [updates[item.ref.id] for item in items]

@@ -1,0 +1,103 @@
+"""One step of a run: a stage over a window's work items, then the bookkeeping around it. The stage's time on
+its device and what it did become a stage_runs row; objects no later stage wants are recorded at once (a crash
+loses at most the work in flight) and their scratch files removed; the rest go on to the next stage."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from schemas.records import RecordOutcome
+from schemas.settings import Settings
+from storage.blobstore import open_store
+from storage.db import unit_of_work
+from storage.embeddings import SqlEmbeddingCache
+from storage.repositories import RunRepository
+from storage.tables import StageRun, utcnow
+from tasks import claims
+from tasks.stages.base import ObjectRef, Stage, StageReport, WorkItem
+from tasks.stages.config import PipelineConfig
+from tasks.stages.pipeline import StageContext, build_stages, finished, model_stage_names, run_stage
+from tasks.stages.preprocess import item_dir
+
+
+def build(settings: Settings, work_dir: Path) -> list[Stage]:
+    """The run's stages. Cheap: models load on first use, once per worker process (tasks/models/cache.py)."""
+    context = StageContext(open_store(settings.derived_store), work_dir, SqlEmbeddingCache(settings.database_url))
+    return build_stages(PipelineConfig.from_settings(settings), context)
+
+
+@dataclass(frozen=True)
+class StepResult:
+    stage: str
+    report: StageReport
+    recorded: RecordOutcome
+    remaining: list[WorkItem]
+    seconds: float
+
+
+def run_step(
+    settings: Settings,
+    run_id: str,
+    window: int,
+    stage_name: str,
+    items: Sequence[WorkItem],
+    work_dir: Path,
+    slot: Callable[[], AbstractContextManager[object]] = nullcontext,
+) -> StepResult:
+    """Run `stage_name` over `items` (its CPU preparation first, then the stage inside `slot`, e.g. a device's
+    concurrency limit), record the step and every object it finished."""
+    stages = build(settings, work_dir)
+    names = [s.name for s in stages]
+    if stage_name not in names:
+        raise ValueError(f"stage {stage_name!r} is not configured (stages: {', '.join(names)})")
+    position = names.index(stage_name)
+    stage, later = stages[position], stages[position + 1 :]
+    stage.prepare([item for item in items if stage.wants(item)])
+    with slot():
+        started = utcnow()
+        report = run_stage(stage, items, prepared=True)
+        ended = utcnow()
+    if report.items:
+        _record_step(settings, run_id, window, stage_name, started, ended, report)
+    done = finished(items, later)
+    recorded = claims.record(settings, run_id, [(item.ref.id, item.result()) for item in done])
+    for item in done:
+        shutil.rmtree(item_dir(work_dir, item.ref.id), ignore_errors=True)
+    finished_ids = {item.ref.id for item in done}
+    remaining = [item for item in items if item.ref.id not in finished_ids]
+    return StepResult(stage_name, report, recorded, remaining, (ended - started).total_seconds())
+
+
+def preprocess(settings: Settings, run_id: str, window: int, refs: Sequence[ObjectRef], work_dir: Path) -> StepResult:
+    return run_step(settings, run_id, window, "preprocess", [WorkItem(ref) for ref in refs], work_dir)
+
+
+def _record_step(
+    settings: Settings, run_id: str, window: int, stage: str, started: datetime, ended: datetime, report: StageReport
+) -> None:
+    row = StageRun(
+        run_id=run_id,
+        stage=stage,
+        window=window,
+        started_at=started,
+        finished_at=ended,
+        items=report.items,
+        pages=report.pages,
+        audio_s=report.audio_s,
+        batches=len(report.batch_rows),
+        batch_rows=sum(report.batch_rows),
+        batch_capacity=report.batch_capacity,
+        max_batch_owners=max(report.batch_owners, default=0),
+    )
+    with unit_of_work(settings.database_url) as session:
+        RunRepository(session).record_stage(row)
+
+
+def model_stages(settings: Settings) -> list[str]:
+    """Names of the model stages the settings turn on, in order."""
+    return model_stage_names(PipelineConfig.from_settings(settings))
