@@ -19,6 +19,7 @@ from rich.table import Table
 from schemas.errors import ConfigError, SourceError
 from schemas.records import ObjectKind, RunSummary
 from schemas.settings import Settings, load_settings
+from schemas.status import StatusReport
 from tasks.display import first_line, printable
 
 app = typer.Typer(
@@ -87,10 +88,8 @@ def _redact(url: str) -> str:
 
 def _watch_progress(settings: Settings, started: datetime, stop: threading.Event) -> None:
     """Show the newest run's progress by polling its row: the flow itself stays free of UI code."""
-    from sqlalchemy import select
-
     from storage.db import session_factory
-    from storage.tables import Run
+    from storage.status import StatusQuery
 
     make_session = session_factory(settings.database_url)
     with Progress(
@@ -106,9 +105,7 @@ def _watch_progress(settings: Settings, started: datetime, stop: threading.Event
         while not stop.wait(0.5):
             try:
                 with make_session() as session:
-                    run = session.scalars(
-                        select(Run).where(Run.started_at >= started).order_by(Run.started_at.desc())
-                    ).first()
+                    run = StatusQuery(session).progress(started_since=started)
             except Exception:  # the database may be busy or briefly away; the flow reports real faults
                 continue
             if run is None:
@@ -117,8 +114,8 @@ def _watch_progress(settings: Settings, started: datetime, stop: threading.Event
                 progress.update(
                     bar, description=f"processing ({run.failed} failed)", total=run.planned, completed=run.processed
                 )
-            elif run.discovered and run.status == "running":
-                progress.update(bar, description=f"listed {run.discovered}, nothing new to process", total=0)
+            elif run.listed and run.status == "running":
+                progress.update(bar, description=f"listed {run.listed}, nothing new to process", total=0)
         progress.refresh()
 
 
@@ -295,7 +292,8 @@ def status(
 
     JSON shape: {"objects": {status: n}, "by_kind": {kind: {status: n}},
     "by_label": {kind: {label: {"objects", "by_status", "mean_probability", "min_margin"}}},
-    "documents": [{"key", "kind", "status", "label", "probability", "margin", "runner_up", "route", ...}],
+    "documents": [{"key", "kind", "status", "label", "probability", "margin", "runner_up", "route",
+    "review_reason", "review_reasons": [{"stage", "code", "message", "value"}], ...}],
     "in_progress": [{"key", "run_id", "claimed_at", "claim_age_s", "attempts", "stale"}] (oldest claim first;
     stale: its run stopped renewing the claim, i.e. it crashed),
     "failures": [{"key", "error", ...}],
@@ -307,46 +305,47 @@ def status(
 
     report = collect_status(settings, failures_limit=failures, runs_limit=runs, documents_limit=documents)
     if as_json:
-        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+        sys.stdout.write(json.dumps(report.model_dump(mode="json"), indent=2) + "\n")
         return
     _print_status(report)
 
 
-def _print_status(report: dict[str, Any]) -> None:
+def _print_status(report: StatusReport) -> None:
     out = Console(emoji=False, highlight=False)
-    objects = report["objects"]
+    objects = report.objects
     out.print(f"objects: {sum(objects.values())} " + ", ".join(f"{k}={v}" for k, v in sorted(objects.items())))
-    table = _kind_table(report["by_kind"], "by kind")
+    table = _kind_table(report.by_kind, "by kind")
     if table:
         out.print(table)
-    if report["by_label"]:
+    if report.by_label:
         table = Table(title="documents by class")
         for col in ("kind", "label", "objects", "statuses", "mean p", "min margin"):
             table.add_column(col)
-        for kind, labels in sorted(report["by_label"].items()):
+        for kind, labels in sorted(report.by_label.items()):
             for label, e in sorted(labels.items()):
-                statuses = ", ".join(f"{k}={v}" for k, v in sorted(e["by_status"].items()))
-                p = f"{e['mean_probability']:.2f}" if e["mean_probability"] is not None else "-"
-                m = f"{e['min_margin']:.2f}" if e["min_margin"] is not None else "-"
-                table.add_row(_t(kind), _t(label), str(e["objects"]), _t(statuses), p, m)
+                statuses = ", ".join(f"{k}={v}" for k, v in sorted(e.by_status.items()))
+                p = f"{e.mean_probability:.2f}" if e.mean_probability is not None else "-"
+                m = f"{e.min_margin:.2f}" if e.min_margin is not None else "-"
+                table.add_row(_t(kind), _t(label), str(e.objects), _t(statuses), p, m)
         out.print(table)
-    if report["in_progress"]:
+    if report.in_progress:
         table = Table(title="in progress (claimed)")
         for col in ("key", "run", "claim age", "attempts", "state"):
             table.add_column(col)
-        for o in report["in_progress"]:
-            state = "[yellow]stale: its run stopped renewing[/yellow]" if o["stale"] else "being processed"
-            table.add_row(_t(o["key"]), _t(o["run_id"][:8]), f"{o['claim_age_s']:.0f} s", str(o["attempts"]), state)
+        for o in report.in_progress:
+            state = "[yellow]stale: its run stopped renewing[/yellow]" if o.stale else "being processed"
+            age = f"{o.claim_age_s:.0f} s" if o.claim_age_s is not None else "-"
+            table.add_row(_t(o.key), _t(o.run_id[:8]), age, str(o.attempts), state)
         out.print(table)
-    for failure in report["failures"]:
-        out.print(f"[red]failed[/red] {_t(failure['key'])}: {_t(failure['error'])}", soft_wrap=True)
-    if report["runs"]:
+    for failure in report.failures:
+        out.print(f"[red]failed[/red] {_t(failure.key)}: {_t(failure.error)}", soft_wrap=True)
+    if report.runs:
         table = Table(title="recent runs")
         for col in ("id", "kind", "status", "started_at", "processed", "failed"):
             table.add_column(col)
-        for r in report["runs"]:
+        for r in report.runs:
             table.add_row(
-                _t(r["id"][:8]), r["kind"], r["status"], r["started_at"][:19], str(r["processed"]), str(r["failed"])
+                _t(r.id[:8]), r.kind, r.status, f"{r.started_at:%Y-%m-%dT%H:%M:%S}", str(r.processed), str(r.failed)
             )
         out.print(table)
 

@@ -93,9 +93,7 @@ def run_pipeline(settings: Settings, kind: RunKind, request: DiscoveryRequest) -
     stage_names = steps.model_stages(settings)
     planned = len(plan.object_ids)
     # Typed as "UUID or coroutine" (it also works in async flows); in this sync flow it is the artifact's id.
-    progress = cast(
-        UUID, create_progress_artifact(progress=0.0 if planned else 100.0, description="objects finished")
-    )
+    progress = cast(UUID, create_progress_artifact(progress=0.0 if planned else 100.0, description="objects finished"))
     windows = enumerate(_chunks(plan.object_ids, settings.window_size))
     in_flight: list[_Window] = []
     window_errors: list[tuple[int, str]] = []

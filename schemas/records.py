@@ -49,6 +49,20 @@ class StageError(_Frozen):
         return self.message
 
 
+class ReviewReason(_Frozen):
+    """Why a person should look at an object that was processed (its status is then `review`): the stage that
+    raised the doubt, a stable code to sort and filter on, the message a person reads, and `value`, the measured
+    figure that crossed a threshold (a probability, a margin, a mean log-probability, a count), when there is one."""
+
+    stage: str
+    code: str
+    message: str
+    value: float | str | None = None
+
+    def __str__(self) -> str:
+        return self.message
+
+
 class BlobInfo(_Frozen):
     """One object as a store lists it, before anything is downloaded."""
 
@@ -184,7 +198,7 @@ class ObjectResult(_Frozen):
     extraction: Extraction | None = None
     classification: Classification | None = None
     warnings: tuple[str, ...] = ()
-    review_reasons: tuple[str, ...] = ()
+    review_reasons: tuple[ReviewReason, ...] = ()
     error: StageError | None = None
 
     @property

@@ -137,6 +137,7 @@ class ObjectRepository:
         row.claimed_at = None
         row.processed_at = utcnow()
         row.review_reason = None
+        row.review_reasons = None
 
     def set_kind(self, object_id: int, kind: str, detected_type: str) -> None:
         self.session.execute(
@@ -280,7 +281,8 @@ class ObjectRepository:
         row.error_stage = result.error.stage if result.error else None
         row.error_code = result.error.code if result.error else None
         row.error_message = result.error.message if result.error else None
-        row.review_reason = "; ".join(result.review_reasons) or None
+        row.review_reason = "; ".join(r.message for r in result.review_reasons) or None
+        row.review_reasons = [r.model_dump(mode="json") for r in result.review_reasons] or None
         row.warnings = list(result.warnings) or None
         row.page_count = result.page_count if result.page_count is not None else (len(result.pages) or None)
         row.duration_s = result.audio.duration_s if result.audio else None
@@ -503,6 +505,35 @@ class RunRepository:
 
     def get(self, run_id: str) -> Run | None:
         return self.session.get(Run, run_id)
+
+    def _require(self, run_id: str) -> Run:
+        run = self.session.get(Run, run_id)
+        if run is None:
+            raise LookupError(f"run {run_id} was never started")
+        return run
+
+    def record_plan(self, run_id: str, listed: int, planned: int, warnings: Sequence[str]) -> None:
+        """What discovery found: entries listed, objects the run will account for, listing problems."""
+        self.session.execute(
+            update(Run)
+            .where(Run.id == run_id)
+            .values(discovered=listed, planned=planned, warnings=list(warnings) or None)
+        )
+
+    def finish(self, run_id: str, status: str, error: str | None) -> Run:
+        """Close the run with its final status (and the error that stopped it, if any)."""
+        run = self._require(run_id)
+        run.status = status
+        run.finished_at = utcnow()
+        run.error = error
+        self.session.flush()
+        return run
+
+    def newest_since(self, started: datetime) -> Run | None:
+        """The most recently started run that started at or after `started` (a CLI watching the run it began)."""
+        return self.session.scalars(
+            select(Run).where(Run.started_at >= started).order_by(Run.started_at.desc())
+        ).first()
 
     def add_counts(self, run_id: str, processed: int, failed: int) -> None:
         """One atomic UPDATE: concurrent batches of the same run must not overwrite each other's counts."""

@@ -76,7 +76,8 @@ class SourceObject(Base):
     error_stage: Mapped[str | None] = mapped_column(String(32))
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)
-    review_reason: Mapped[str | None] = mapped_column(Text)
+    review_reason: Mapped[str | None] = mapped_column(Text)  # the reasons' messages joined with '; ', for people
+    review_reasons: Mapped[list[Any] | None]  # the same reasons, structured: [{stage, code, message, value}]
     warnings: Mapped[list[Any] | None]
     page_count: Mapped[int | None] = mapped_column(Integer)
     duration_s: Mapped[float | None] = mapped_column(Float)

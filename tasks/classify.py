@@ -17,7 +17,7 @@ from typing import Protocol
 import numpy as np
 
 from schemas.errors import ConfigError
-from schemas.records import Classification, DocumentPage, PageLabel
+from schemas.records import Classification, DocumentPage, PageLabel, ReviewReason
 from schemas.settings import Settings
 from tasks.models.cache import load_cached
 from tasks.models.embedders import Embedder, EmbedderSpec, load_embedder
@@ -273,18 +273,30 @@ def summarise(
     )
 
 
-def review_reasons(c: Classification, config: ClassifierConfig) -> list[str]:
+def review_reasons(c: Classification, config: ClassifierConfig) -> list[ReviewReason]:
+    """Why a person should check the class (empty: it can be trusted). `uncertain_class` carries the top label's
+    probability, `ambiguous_class` the margin over the runner-up."""
     reasons = []
     if c.probability < config.min_probability:
         reasons.append(
-            f"uncertain document class: {c.label!r} at probability {c.probability:.2f} "
-            f"(below DOCFLOW_REVIEW_MIN_CLASS_PROBABILITY={config.min_probability})"
+            ReviewReason(
+                stage="classify",
+                code="uncertain_class",
+                message=f"uncertain document class: {c.label!r} at probability {c.probability:.2f} "
+                f"(below DOCFLOW_REVIEW_MIN_CLASS_PROBABILITY={config.min_probability})",
+                value=c.probability,
+            )
         )
     if c.runner_up is not None and c.margin < config.min_margin:
         reasons.append(
-            f"ambiguous document class: {c.label!r} {c.probability:.2f} vs {c.runner_up!r} "
-            f"{c.probability - c.margin:.2f}, margin {c.margin:.2f} (below DOCFLOW_REVIEW_MIN_CLASS_MARGIN="
-            f"{config.min_margin})"
+            ReviewReason(
+                stage="classify",
+                code="ambiguous_class",
+                message=f"ambiguous document class: {c.label!r} {c.probability:.2f} vs {c.runner_up!r} "
+                f"{c.probability - c.margin:.2f}, margin {c.margin:.2f} (below DOCFLOW_REVIEW_MIN_CLASS_MARGIN="
+                f"{config.min_margin})",
+                value=c.margin,
+            )
         )
     return reasons
 

@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from schemas.documents import DocumentSchema
-from schemas.records import DocumentPage, Extraction
+from schemas.records import DocumentPage, Extraction, ReviewReason
 from tasks.models.constrained import TokenScore, schema_json
 from tasks.models.generators import Generation, GenerationRequest, GeneratorSpec, StructuredGenerator
 
@@ -252,11 +252,29 @@ def merge_pages(schema: type[DocumentSchema], outcomes: list[PageOutcome], backe
     )
 
 
-def review_reasons(extraction: Extraction, config: ExtractionConfig) -> list[str]:
+def review_reasons(extraction: Extraction, config: ExtractionConfig) -> list[ReviewReason]:
+    """Why a person should check the extracted data (empty: it can be trusted). `invalid_extraction` carries the
+    attempts made, `low_confidence` the mean field confidence."""
     if not extraction.valid:
-        return [f"extraction not valid after {extraction.attempts} attempt(s): " + "; ".join(extraction.errors[:5])]
+        return [
+            ReviewReason(
+                stage="extract",
+                code="invalid_extraction",
+                message=f"extraction not valid after {extraction.attempts} attempt(s): "
+                + "; ".join(extraction.errors[:5]),
+                value=extraction.attempts,
+            )
+        ]
     if extraction.field_confidence and config.review_min_confidence > 0:
         mean = sum(extraction.field_confidence.values()) / len(extraction.field_confidence)
         if mean < config.review_min_confidence:
-            return [f"low extraction confidence: mean field confidence {mean:.2f} < {config.review_min_confidence}"]
+            return [
+                ReviewReason(
+                    stage="extract",
+                    code="low_confidence",
+                    message=f"low extraction confidence: mean field confidence {mean:.2f} "
+                    f"< {config.review_min_confidence}",
+                    value=mean,
+                )
+            ]
     return []

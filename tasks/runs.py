@@ -21,22 +21,13 @@ def record_plan(settings: Settings, run_id: str, plan: DiscoveryResult) -> None:
     """What discovery found: entries it already failed (a FIFO...) count as processed, warnings stay on the run."""
     with unit_of_work(settings.database_url) as session:
         runs = RunRepository(session)
-        run = runs.get(run_id)
-        if run is not None:
-            run.discovered = plan.listed
-            run.planned = len(plan.object_ids) + plan.failed
-            run.warnings = list(plan.warnings) or None
-            runs.add_counts(run_id, processed=plan.failed, failed=plan.failed)
+        runs.record_plan(run_id, listed=plan.listed, planned=len(plan.object_ids) + plan.failed, warnings=plan.warnings)
+        runs.add_counts(run_id, processed=plan.failed, failed=plan.failed)
 
 
 def finish_run(settings: Settings, run_id: str, failed_windows: int, error: str | None) -> RunSummary:
     with unit_of_work(settings.database_url) as session:
-        run = RunRepository(session).get(run_id)
-        if run is None:
-            raise LookupError(f"run {run_id} was never started")
-        run.status = "failed" if (failed_windows or error) else "completed"
-        run.finished_at = utcnow()
-        run.error = error
+        run = RunRepository(session).finish(run_id, "failed" if (failed_windows or error) else "completed", error)
         objects = ObjectRepository(session)
         stale_before = utcnow() - timedelta(seconds=settings.claim_stale_after_s)
         stale = objects.stale_claims(stale_before, exclude_run=run_id)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from schemas.records import SpeechSegment, Transcript, TranscriptSegment, Word
+from schemas.records import ReviewReason, SpeechSegment, Transcript, TranscriptSegment, Word
 from schemas.settings import Settings
 from tasks.models.whisper import DecodeOptions, RawSegment, WhisperSpec, WhisperTranscriber
 from tasks.preprocess.audio import SAMPLE_RATE, VadParams, detect_speech
@@ -208,22 +208,41 @@ def transcribe_recording(
     )
 
 
-def review_reasons(transcript: Transcript, speech_ratio: float, config: TranscriptionConfig) -> list[str]:
-    """Why a person should look at this transcript (empty: it can be trusted as is)."""
-    reasons: list[str] = []
+def review_reasons(transcript: Transcript, speech_ratio: float, config: TranscriptionConfig) -> list[ReviewReason]:
+    """Why a person should look at this transcript (empty: it can be trusted as is). The values: the mean
+    log-probability (`low_transcript_confidence`), the speech ratio (`little_speech`), the number of flagged
+    segments (`repetition`)."""
+    reasons: list[ReviewReason] = []
     if transcript.no_speech:
         return reasons  # silence or music: done, with "no speech"
     if transcript.avg_logprob is not None and transcript.avg_logprob < config.review_min_avg_logprob:
         reasons.append(
-            f"low transcription confidence: mean log-probability {transcript.avg_logprob:.2f} "
-            f"< {config.review_min_avg_logprob} (DOCFLOW_REVIEW_MIN_AVG_LOGPROB)"
+            ReviewReason(
+                stage="transcribe",
+                code="low_transcript_confidence",
+                message=f"low transcription confidence: mean log-probability {transcript.avg_logprob:.2f} "
+                f"< {config.review_min_avg_logprob} (DOCFLOW_REVIEW_MIN_AVG_LOGPROB)",
+                value=transcript.avg_logprob,
+            )
         )
     if speech_ratio < config.review_min_speech_ratio:
         reasons.append(
-            f"little speech: {speech_ratio:.0%} of the recording (DOCFLOW_REVIEW_MIN_SPEECH_RATIO "
-            f"{config.review_min_speech_ratio:.0%})"
+            ReviewReason(
+                stage="transcribe",
+                code="little_speech",
+                message=f"little speech: {speech_ratio:.0%} of the recording (DOCFLOW_REVIEW_MIN_SPEECH_RATIO "
+                f"{config.review_min_speech_ratio:.0%})",
+                value=speech_ratio,
+            )
         )
     flagged = [s for s in transcript.segments if s.flagged]
     if flagged:
-        reasons.append(f"{len(flagged)} segment(s) look like a repetition loop")
+        reasons.append(
+            ReviewReason(
+                stage="transcribe",
+                code="repetition",
+                message=f"{len(flagged)} segment(s) look like a repetition loop",
+                value=len(flagged),
+            )
+        )
     return reasons

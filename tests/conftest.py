@@ -39,6 +39,17 @@ def _no_docflow_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """One real, temporary Prefect server for the whole session (flows run against it as in production). One
+    only: Prefect's long-lived client threads (e.g. the concurrency-slot service) keep the server they first saw,
+    so a second server in the same process would take slots on one and give them back to the other."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="session")
 def postgres() -> Iterator[PostgresCluster]:
     cluster = PostgresCluster()
     cluster.start()

@@ -16,6 +16,7 @@ from schemas.records import (
     ObjectKind,
     ObjectResult,
     PdfSummary,
+    ReviewReason,
     SpeechSegment,
     StageError,
     Transcript,
@@ -65,7 +66,7 @@ class ItemUpdate:
     extraction: Extraction | None = None
     transcript: Transcript | None = None
     warnings: tuple[str, ...] = ()
-    review_reasons: tuple[str, ...] = ()
+    review_reasons: tuple[ReviewReason, ...] = ()
     error: StageError | None = None
     sha256: str = ""  # known before a later preprocessing step failed
 
@@ -88,7 +89,7 @@ class WorkItem:
     extraction: Extraction | None = None
     transcript: Transcript | None = None
     warnings: list[str] = field(default_factory=list)
-    review_reasons: list[str] = field(default_factory=list)
+    review_reasons: list[ReviewReason] = field(default_factory=list)
     error: StageError | None = None
     seconds: dict[str, float] = field(default_factory=dict)  # stage name -> time spent on this item's batch
 

@@ -6,13 +6,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from schemas.documents import SCHEMAS, DocumentSchema
+from schemas.records import ReviewReason
 from tasks.extraction import DocumentPages, ExtractionConfig, extract_pages, merge_pages, review_reasons
 from tasks.models.generators import load_generator
 from tasks.ocr import has_text, ocr_image
 from tasks.routing import schema_for_text
 from tasks.stages.base import ItemUpdate, StageReport, WorkItem
 
-NOTHING_TO_READ = "no readable text found (OCR): nothing to extract"
+NOTHING_TO_READ = ReviewReason(
+    stage="extract", code="no_text", message="no readable text found (OCR): nothing to extract"
+)
 
 
 class ExtractStage:

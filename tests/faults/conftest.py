@@ -1,5 +1,6 @@
-"""The fault suite shares the integration fixtures (real Prefect, Postgres, SeaweedFS, the `configure` helper)."""
+"""The fault suite shares the integration fixtures (the `configure` helper; real Prefect, Postgres and SeaweedFS
+come from tests/conftest.py)."""
 
-from tests.integration.conftest import Configure, configure, prefect_harness
+from tests.integration.conftest import Configure, configure
 
-__all__ = ["Configure", "configure", "prefect_harness"]
+__all__ = ["Configure", "configure"]

@@ -1,18 +1,9 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
 from pathlib import Path
 
 import pytest
-
-
-@pytest.fixture(scope="session")
-def prefect_harness() -> Iterator[None]:
-    """A real, temporary Prefect server for the whole session (flows run against it as in production)."""
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
 
 
 class Configure:
@@ -34,6 +25,21 @@ class Configure:
         for name, value in {**defaults, **fields}.items():
             text = ",".join(value) if isinstance(value, list | tuple) else str(value)
             self.monkeypatch.setenv(f"DOCFLOW_{name.upper()}", text)
+
+
+TINY_CLIP = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16},
+    "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random open_clip model (ViT and text tower) as a model config file: no weights to download."""
+    path = tmp_path_factory.mktemp("clip") / "docflow-tiny-clip.json"
+    path.write_text(json.dumps(TINY_CLIP))
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,6 @@ examples, and the embedding cache in real SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -26,19 +25,6 @@ from storage.tables import ClassificationRow, ExtractionRow, Page, SourceObject
 from tasks.classify import ClassifierConfig, classify_documents, classify_pages, load_prototypes, review_reasons
 from tasks.models.embedders import ClipEmbedder, load_embedder
 from tests.integration.conftest import Configure
-
-TINY_CLIP = {
-    "embed_dim": 32,
-    "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16},
-    "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
-}
-
-
-@pytest.fixture(scope="session")
-def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("clip") / "docflow-tiny-clip.json"
-    path.write_text(json.dumps(TINY_CLIP))
-    return path
 
 
 def _clip_config(tiny_clip: Path, **kw: object) -> ClassifierConfig:
@@ -126,7 +112,8 @@ def test_identical_labels_have_no_margin_and_go_to_review(tiny_clip: Path, sampl
     )
     result = classify_pages(_page(sample_inbox, "invoice2data_AmazonWebServices.png"), config, None)
     assert result.margin == pytest.approx(0.0, abs=1e-6)
-    assert any(r.startswith("ambiguous document class") for r in review_reasons(result, config))
+    (ambiguous,) = [r for r in review_reasons(result, config) if r.code == "ambiguous_class"]
+    assert ambiguous.message.startswith("ambiguous document class") and ambiguous.value == pytest.approx(0, abs=1e-6)
 
 
 def test_offline_embedder_with_shipped_examples_tells_a_photo_from_an_invoice(sample_inbox: Path) -> None:
@@ -201,12 +188,13 @@ def test_run_classifies_routes_and_reports_per_label(configure: Configure, sampl
     from flows.status import collect_status
 
     status = collect_status(load_settings())
-    assert status["by_label"]["image"]["photo"]["objects"] == 1
-    assert status["by_label"]["pdf"]["invoice"]["by_status"] in ({"done": 1}, {"review": 1})
-    documents = {d["key"]: d for d in status["documents"]}
-    assert documents["invoice2data_AzureInterior.pdf"]["probability"] == pytest.approx(
-        invoice_class.probability, abs=1e-4
-    )
+    assert status.by_label["image"]["photo"].objects == 1
+    assert status.by_label["pdf"]["invoice"].by_status in ({"done": 1}, {"review": 1})
+    documents = {d.key: d for d in status.documents}
+    assert documents["invoice2data_AzureInterior.pdf"].probability == pytest.approx(invoice_class.probability, abs=1e-4)
+    for document in status.documents:  # in review exactly when a reason says why
+        assert (document.status == "review") == bool(document.review_reasons)
+        assert document.review_reason == ("; ".join(r.message for r in document.review_reasons) or None)
 
     # A forced re-run reclassifies every page from the embedding cache: nothing is encoded again.
     embedder = load_embedder(ClassifierConfig.from_settings(load_settings()).spec)

@@ -72,7 +72,9 @@ def test_invalid_answers_are_retried_then_sent_to_review(tiny_vlm: Path, sample_
     assert [b.owners for b in result.batches] == [(7,), (7,)]  # the first answer, then the retry
     extraction = merge_pages(Receipt, [outcome], "vlm", generator.model_id)
     assert not extraction.valid and extraction.raw_output.startswith("[page 1] {")
-    assert review_reasons(extraction, config)[0].startswith("extraction not valid after 2 attempt(s)")
+    (reason,) = review_reasons(extraction, config)
+    assert (reason.code, reason.value) == ("invalid_extraction", 2)
+    assert reason.message.startswith("extraction not valid after 2 attempt(s)")
 
 
 def test_forward_batches_are_filled_across_documents(tiny_vlm: Path, sample_inbox: Path) -> None:

@@ -2,11 +2,22 @@
 
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, inspect, select
+import pytest
+from sqlalchemy import func, insert, inspect, select
 
-from schemas.records import BlobInfo, DocumentPage, ObjectKind, ObjectResult, ObjectStatus, SpeechSegment
+from schemas.records import (
+    BlobInfo,
+    Classification,
+    DocumentPage,
+    ObjectKind,
+    ObjectResult,
+    ObjectStatus,
+    ReviewReason,
+    SpeechSegment,
+)
 from storage.db import get_engine, migrate, unit_of_work
-from storage.repositories import ObjectRepository, eligible
+from storage.repositories import ObjectRepository, RunRepository, eligible
+from storage.status import StatusQuery
 from storage.tables import Page, SourceObject, SpeechSegmentRow, utcnow
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
@@ -161,3 +172,139 @@ def test_migrations_match_the_table_models(db_url: str) -> None:
     with get_engine(db_url).connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
         assert compare_metadata(context, Base.metadata) == []
+
+
+def _classified(reasons: tuple[ReviewReason, ...]) -> ObjectResult:
+    page = DocumentPage(page_number=1, uri="file:///p1", width=10, height=20, dpi=150)
+    classification = Classification(
+        label="invoice", probability=0.45, margin=0.1, runner_up="receipt", route="invoice", model_id="m"
+    )
+    return ObjectResult(
+        kind=ObjectKind.PDF, sha256="ab" * 32, pages=(page,), classification=classification, review_reasons=reasons
+    )
+
+
+def test_structured_review_reasons_round_trip_through_the_status_query(db_url: str) -> None:
+    migrate(db_url)
+    blobs = [_blob("unsure.pdf")]
+    with unit_of_work(db_url) as s:
+        repo = ObjectRepository(s)
+        repo.register(blobs)
+        (row,) = repo.find_current(blobs, _eligible())
+        _claim(repo, [row.id], "run-1")
+    reasons = (
+        ReviewReason(
+            stage="classify", code="uncertain_class", message="uncertain document class: 'invoice'", value=0.45
+        ),
+        ReviewReason(stage="extract", code="invalid_extraction", message="extraction not valid; total", value=2),
+        ReviewReason(stage="extract", code="no_text", message="no readable text found (OCR): nothing to extract"),
+    )
+    _record(db_url, row.id, _classified(reasons))
+    now = utcnow()
+    with unit_of_work(db_url) as s:
+        obj = s.get_one(SourceObject, row.id)
+        assert obj.status == "review"
+        assert obj.review_reason == (
+            "uncertain document class: 'invoice'; extraction not valid; total; "
+            "no readable text found (OCR): nothing to extract"
+        )
+        report = StatusQuery(s).report(now=now, stale_after_s=60)
+    (document,) = report.documents
+    assert tuple(document.review_reasons) == reasons
+    assert document.review_reason == obj.review_reason
+    (entry,) = report.model_dump(mode="json")["documents"]
+    assert entry["review_reasons"] == [
+        {
+            "stage": "classify",
+            "code": "uncertain_class",
+            "message": "uncertain document class: 'invoice'",
+            "value": 0.45,
+        },
+        {"stage": "extract", "code": "invalid_extraction", "message": "extraction not valid; total", "value": 2.0},
+        {
+            "stage": "extract",
+            "code": "no_text",
+            "message": "no readable text found (OCR): nothing to extract",
+            "value": None,
+        },
+    ]
+
+    # A forced re-run that finds nothing to doubt clears both the text and the structured reasons.
+    with unit_of_work(db_url) as s:
+        _claim(ObjectRepository(s), [row.id], "run-2", force=True)
+    _record(db_url, row.id, _classified(()), run_id="run-2")
+    with unit_of_work(db_url) as s:
+        obj = s.get_one(SourceObject, row.id)
+        assert (obj.status, obj.review_reason, obj.review_reasons) == ("done", None, None)
+        (document,) = StatusQuery(s).report(now=now, stale_after_s=60).documents
+        assert (document.status, document.review_reason, document.review_reasons) == ("done", None, [])
+
+
+def test_run_bookkeeping_goes_through_the_repository_and_reads_back_through_the_status_query(db_url: str) -> None:
+    migrate(db_url)
+    started = utcnow().replace(microsecond=0)
+    with unit_of_work(db_url) as s:
+        runs = RunRepository(s)
+        runs.start("run-1", "nightly", {})
+        runs.record_plan("run-1", listed=5, planned=3, warnings=["cannot list folder x"])
+        runs.add_counts("run-1", processed=3, failed=1)
+    with unit_of_work(db_url) as s:
+        progress = StatusQuery(s).progress(started_since=started)
+        assert progress is not None
+        assert progress.model_dump() == {
+            "id": "run-1",
+            "status": "running",
+            "listed": 5,
+            "planned": 3,
+            "processed": 3,
+            "failed": 1,
+        }
+        finished = RunRepository(s).finish("run-1", "completed", None)
+        assert finished.finished_at is not None
+    with unit_of_work(db_url) as s:
+        assert StatusQuery(s).progress(started_since=utcnow() + timedelta(hours=1)) is None
+        (run,) = StatusQuery(s).report(now=utcnow(), stale_after_s=60).model_dump(mode="json")["runs"]
+        with pytest.raises(LookupError, match="run never-started was never started"):
+            RunRepository(s).finish("never-started", "completed", None)
+    assert run == {
+        "id": "run-1",
+        "kind": "nightly",
+        "status": "completed",
+        "started_at": run["started_at"],
+        "finished_at": run["finished_at"],
+        "listed": 5,
+        "processed": 3,
+        "failed": 1,
+        "warnings": ["cannot list folder x"],
+    }
+    # Times are written as isoformat() writes them, as `docflow status --json` always did.
+    assert datetime.fromisoformat(run["started_at"]) >= started and run["finished_at"].endswith("+00:00")
+
+
+def test_migration_0007_keeps_earlier_review_text_as_one_reason(db_url: str) -> None:
+    from alembic import command
+
+    from storage.db import alembic_config
+
+    command.upgrade(alembic_config(db_url), "0006")
+    text = "little speech: 1% of the recording; 1 segment(s) look like a repetition loop"
+    with get_engine(db_url).begin() as connection:
+        connection.execute(
+            insert(SourceObject).values(
+                source="s3://bucket",
+                key="old.wav",
+                version="v1",
+                size=1,
+                last_modified=T0,
+                status="review",
+                attempts=1,
+                review_reason=text,
+                created_at=T0,
+                updated_at=T0,
+            )
+        )
+    migrate(db_url)
+    with unit_of_work(db_url) as s:
+        (obj,) = s.scalars(select(SourceObject)).all()
+        assert obj.review_reason == text
+        assert obj.review_reasons == [{"stage": "unknown", "code": "unstructured", "message": text, "value": None}]

@@ -50,9 +50,11 @@ def test_low_probability_and_small_margin_go_to_review() -> None:
     assert review_reasons(confident, config) == []
     unsure = summarise(np.array([[0.45, 0.35, 0.2]]), LABELS, [1], config, "m", 1)
     reasons = review_reasons(unsure, config)
-    assert len(reasons) == 2
-    assert reasons[0].startswith("uncertain document class: 'invoice' at probability 0.45")
-    assert "'invoice' 0.45 vs 'receipt' 0.35, margin 0.10" in reasons[1]
+    assert [(r.stage, r.code) for r in reasons] == [("classify", "uncertain_class"), ("classify", "ambiguous_class")]
+    assert reasons[0].message.startswith("uncertain document class: 'invoice' at probability 0.45")
+    assert "'invoice' 0.45 vs 'receipt' 0.35, margin 0.10" in reasons[1].message
+    assert reasons[0].value == pytest.approx(0.45) and reasons[1].value == pytest.approx(0.10)
+    assert str(reasons[0]) == reasons[0].message
 
 
 def test_checkpoint_keys_from_another_implementation_are_matched_in_order() -> None:

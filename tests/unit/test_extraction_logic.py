@@ -112,7 +112,9 @@ def test_merged_cross_field_errors_make_it_invalid() -> None:
     merged = merge_pages(Invoice, pages, "text", "m")
     assert not merged.valid and "total 50 != subtotal 10 + tax 1" in merged.errors[0]
     config = ExtractionConfig(spec=GeneratorSpec("text", "m"))
-    assert review_reasons(merged, config)[0].startswith("extraction not valid after 1 attempt(s)")
+    (reason,) = review_reasons(merged, config)
+    assert (reason.stage, reason.code, reason.value) == ("extract", "invalid_extraction", 1)
+    assert reason.message.startswith("extraction not valid after 1 attempt(s)")
 
 
 def test_low_confidence_review_is_optional() -> None:
@@ -127,7 +129,9 @@ def test_low_confidence_review_is_optional() -> None:
     )
     assert review_reasons(ok, ExtractionConfig(spec=GeneratorSpec("text", "m"))) == []
     strict = ExtractionConfig(spec=GeneratorSpec("text", "m"), review_min_confidence=0.5)
-    assert "low extraction confidence" in review_reasons(ok, strict)[0]
+    (reason,) = review_reasons(ok, strict)
+    assert (reason.stage, reason.code) == ("extract", "low_confidence") and reason.value == pytest.approx(0.2)
+    assert "low extraction confidence" in reason.message
 
 
 def test_keyword_routing() -> None:

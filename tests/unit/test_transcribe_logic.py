@@ -118,12 +118,15 @@ def test_mean_logprob_is_duration_weighted() -> None:
 
 def test_review_reasons() -> None:
     assert review_reasons(transcript(tseg(0, 5, -0.2)), 0.5, CONFIG) == []
-    low = review_reasons(transcript(tseg(0, 5, -1.2)), 0.5, CONFIG)
-    assert len(low) == 1 and "low transcription confidence" in low[0]
-    little = review_reasons(transcript(tseg(0, 1, -0.2)), 0.01, CONFIG)
-    assert len(little) == 1 and "little speech: 1%" in little[0]
+    (low,) = review_reasons(transcript(tseg(0, 5, -1.2)), 0.5, CONFIG)
+    assert (low.stage, low.code) == ("transcribe", "low_transcript_confidence") and low.value == pytest.approx(-1.2)
+    assert "low transcription confidence" in low.message
+    (little,) = review_reasons(transcript(tseg(0, 1, -0.2)), 0.01, CONFIG)
+    assert (little.code, little.value) == ("little_speech", 0.01) and "little speech: 1%" in little.message
     flagged = review_reasons(transcript(tseg(0, 5, -0.2, "repetition suspected")), 0.5, CONFIG)
-    assert flagged == ["1 segment(s) look like a repetition loop"]
+    assert [(r.code, r.value, r.message) for r in flagged] == [
+        ("repetition", 1, "1 segment(s) look like a repetition loop")
+    ]
     assert review_reasons(transcript(), 0.0, CONFIG) == []  # silence is "no speech", not review
 
 

@@ -1,0 +1,97 @@
+"""What `docflow status` reports: a typed snapshot of the database, read by `storage.status.StatusQuery`.
+
+`StatusReport.model_dump(mode="json")` is the `docflow status --json` document: field names are its keys, and
+times are written as Python's `isoformat()` writes them (`+00:00`, not pydantic's `Z`)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+
+from schemas.records import ReviewReason
+
+IsoTime = Annotated[datetime, PlainSerializer(lambda t: t.isoformat(), return_type=str, when_used="json")]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class LabelCounts(_Frozen):
+    """Documents of one kind with one class label."""
+
+    objects: int
+    by_status: dict[str, int]
+    mean_probability: float | None = Field(description="Mean top-label probability; None when none is classified")
+    min_margin: float | None = Field(description="Least margin over the runner-up; None when none is classified")
+
+
+class DocumentStatus(_Frozen):
+    """A recently processed document with its classification, and why it is in review (if it is)."""
+
+    key: str
+    source: str
+    kind: str | None
+    status: str
+    label: str
+    probability: float
+    margin: float
+    runner_up: str | None
+    route: str | None
+    review_reason: str | None = Field(description="The review reasons' messages joined with '; '")
+    review_reasons: list[ReviewReason] = Field(default_factory=list)
+
+
+class ClaimStatus(_Frozen):
+    """An object claimed by a run right now."""
+
+    key: str
+    source: str
+    run_id: str
+    attempts: int
+    claimed_at: IsoTime | None
+    claim_age_s: float | None
+    stale: bool = Field(description="Its run stopped renewing the claim (it crashed); the next run takes it over")
+
+
+class FailureStatus(_Frozen):
+    key: str
+    source: str
+    kind: str | None
+    code: str | None
+    error: str | None
+
+
+class RunStatus(_Frozen):
+    id: str
+    kind: str
+    status: str
+    started_at: IsoTime
+    finished_at: IsoTime | None
+    listed: int
+    processed: int
+    failed: int
+    warnings: list[str]
+
+
+class RunProgress(_Frozen):
+    """How far a run has got, for a progress bar."""
+
+    id: str
+    status: str
+    listed: int
+    planned: int
+    processed: int
+    failed: int
+
+
+class StatusReport(_Frozen):
+    objects: dict[str, int] = Field(description="Current objects per status")
+    by_kind: dict[str, dict[str, int]] = Field(description="kind -> status -> objects")
+    by_label: dict[str, dict[str, LabelCounts]] = Field(description="Documents: kind -> class label -> counts")
+    documents: list[DocumentStatus] = Field(description="Recently classified documents, newest first")
+    in_progress: list[ClaimStatus] = Field(description="Claimed objects, oldest claim first")
+    failures: list[FailureStatus] = Field(description="Recent failures, newest first")
+    runs: list[RunStatus] = Field(description="Recent runs, newest first")

@@ -1,0 +1,118 @@
+"""The status query: one read of where every object and run stands, as a typed report (`docflow status`)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from schemas.records import ReviewReason
+from schemas.status import (
+    ClaimStatus,
+    DocumentStatus,
+    FailureStatus,
+    LabelCounts,
+    RunProgress,
+    RunStatus,
+    StatusReport,
+)
+from storage.repositories import ObjectRepository, RunRepository
+from storage.tables import SourceObject
+
+
+def review_reasons(row: SourceObject) -> list[ReviewReason]:
+    """An object's structured review reasons, as `ObjectRepository.record_result` stored them."""
+    return [ReviewReason.model_validate(r) for r in row.review_reasons or []]
+
+
+class StatusQuery:
+    """Reads only; the caller owns the session (and its transaction)."""
+
+    def __init__(self, session: Session) -> None:
+        self.objects = ObjectRepository(session)
+        self.runs = RunRepository(session)
+
+    def report(
+        self,
+        now: datetime,
+        stale_after_s: float,
+        failures_limit: int = 50,
+        runs_limit: int = 10,
+        documents_limit: int = 50,
+    ) -> StatusReport:
+        """Counts per status, kind and class label; recent documents, claims, failures and runs. A claim not
+        renewed for `stale_after_s` seconds before `now` is stale."""
+        stale_after = timedelta(seconds=stale_after_s)
+        return StatusReport(
+            objects=self.objects.count_by_status(),
+            by_kind=self.objects.count_by_kind(),
+            by_label={
+                kind: {label: LabelCounts.model_validate(entry) for label, entry in labels.items()}
+                for kind, labels in self.objects.count_by_label().items()
+            },
+            documents=[
+                DocumentStatus(
+                    key=o.key,
+                    source=o.source,
+                    kind=o.kind,
+                    status=o.status,
+                    label=c.label,
+                    probability=round(c.probability, 4),
+                    margin=round(c.margin, 4),
+                    runner_up=c.runner_up,
+                    route=c.route,
+                    review_reason=o.review_reason,
+                    review_reasons=review_reasons(o),
+                )
+                for o, c in self.objects.classified(limit=documents_limit)
+            ],
+            in_progress=[
+                ClaimStatus(
+                    key=o.key,
+                    source=o.source,
+                    run_id=o.run_id or "",
+                    attempts=o.attempts,
+                    claimed_at=o.claimed_at,
+                    claim_age_s=round((now - o.claimed_at).total_seconds(), 1) if o.claimed_at else None,
+                    stale=o.claimed_at is not None and now - o.claimed_at > stale_after,
+                )
+                for o in self.objects.in_progress()
+            ],
+            failures=[
+                FailureStatus(key=o.key, source=o.source, kind=o.kind, code=o.error_code, error=o.error_message)
+                for o in self.objects.failures(limit=failures_limit)
+            ],
+            runs=[
+                RunStatus(
+                    id=r.id,
+                    kind=r.kind,
+                    status=r.status,
+                    started_at=r.started_at,
+                    finished_at=r.finished_at,
+                    listed=r.discovered,
+                    processed=r.processed,
+                    failed=r.failed,
+                    warnings=_strings(r.warnings),
+                )
+                for r in self.runs.recent(runs_limit)
+            ],
+        )
+
+    def progress(self, started_since: datetime) -> RunProgress | None:
+        """The newest run started at or after `started_since`, as far as it has got (None: not started yet)."""
+        run = self.runs.newest_since(started_since)
+        if run is None:
+            return None
+        return RunProgress(
+            id=run.id,
+            status=run.status,
+            listed=run.discovered,
+            planned=run.planned,
+            processed=run.processed,
+            failed=run.failed,
+        )
+
+
+def _strings(values: list[Any] | None) -> list[str]:
+    return [str(v) for v in values or []]
