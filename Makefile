@@ -10,7 +10,7 @@ PIPQ   := 2>&1 | { grep -v 'is ignored: it is neither a file nor a directory' ||
 
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: help setup system-deps test-deps run lint test bench clean
+.PHONY: help setup system-deps test-deps run lint test bench clean readme-settings
 
 help:
 	@echo "make run    set up .venv and process the sample inbox (SQLite, ./inbox, offline)"
@@ -48,6 +48,10 @@ lint: $(STAMP)
 
 test: setup test-deps lint
 	$(BIN)/python -m pytest
+
+readme-settings: $(STAMP)
+	$(BIN)/python -c "from pathlib import Path; from schemas.settings import readme_with_settings_table as t; \
+	p = Path('README.md'); p.write_text(t(p.read_text()))"
 
 bench: setup
 	$(BIN)/python bench/render.py

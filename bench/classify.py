@@ -26,29 +26,28 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from schemas.errors import InputError  # noqa: E402
-from schemas.settings import Settings  # noqa: E402
+from schemas.settings import RenderSettings, load_settings  # noqa: E402
 from tasks.classify import (  # noqa: E402
-    ClassifierConfig,
     MemoryEmbeddingCache,
     build_prototypes,
     embed_files,
+    embedder_spec,
     example_images,
 )
 from tasks.models.embedders import load_embedder  # noqa: E402
 from tasks.preprocess.image import normalise_image  # noqa: E402
 from tasks.preprocess.pdf import render_pdf  # noqa: E402
-from tasks.stages.config import PipelineConfig  # noqa: E402
 
 KINDS = ("invoice", "receipt", "form", "other", "photo")
 KIND_OF_LABEL = {"letter": "other"}
 
 
-def first_page(path: Path, config: PipelineConfig, out: Path) -> Path:
+def first_page(path: Path, render: RenderSettings, out: Path) -> Path:
     out.mkdir(parents=True)
     if path.suffix.lower() == ".pdf":
-        page = render_pdf(path, out, replace(config.render, max_pages=1)).pages[0]
+        page = render_pdf(path, out, render.model_copy(update={"max_pages": 1})).pages[0]
     else:
-        page = normalise_image(path, out, replace(config.image, max_pages=1)).pages[0]
+        page = normalise_image(path, out, render.model_copy(update={"max_pages": 1})).pages[0]
     assert page.path is not None  # rendering and normalising write a file per page
     return page.path
 
@@ -67,23 +66,23 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     args = parser.parse_args()
 
-    settings = Settings(classify_batch_size=args.batch_size)
-    pipeline = PipelineConfig.from_settings(settings)
-    config = ClassifierConfig.from_settings(settings)
+    settings = load_settings(classify_batch_size=args.batch_size)
+    config = settings.classifier
     truth: dict[str, str] = {
         k: v
         for k, v in json.loads((REPO / "bench" / "classify_truth.json").read_text()).items()
         if not k.startswith("_")
     }
-    embedder = load_embedder(config.spec)
+    spec = embedder_spec(config, settings.device)
+    embedder = load_embedder(spec)
     cache = MemoryEmbeddingCache()
-    shipped = example_images(config.examples_dir, config.label_names)
+    shipped = example_images(config.examples, config.label_names)
 
     with tempfile.TemporaryDirectory() as tmp:
         pages: dict[str, Path] = {}
         for i, name in enumerate(truth):
             try:
-                pages[name] = first_page(args.corpus / name, pipeline, Path(tmp) / str(i))
+                pages[name] = first_page(args.corpus / name, settings.render, Path(tmp) / str(i))
             except InputError as exc:
                 print(f"skipped {name}: {exc}")
         names = list(pages)
@@ -111,9 +110,7 @@ def main() -> None:
         print(f"\n{'input':52s} {'truth':8s} {'shipped':8s} {'p':>5s} {'margin':>6s} {'loo':8s}")
         for name, (t, s), (p, m), (_, loo) in zip(names, shipped_pairs, shipped_conf, loo_pairs, strict=True):
             print(f"{name:52s} {t:8s} {s:8s} {p:5.2f} {m:6.2f} {loo:8s}{'' if s == t else '  <- shipped wrong'}")
-        review = [
-            p < settings.review_min_class_probability or m < settings.review_min_class_margin for p, m in shipped_conf
-        ]
+        review = [p < config.review_min_probability or m < config.review_min_margin for p, m in shipped_conf]
         right = [t == p for t, p in shipped_pairs]
         print(
             f"\nreview (shipped, default thresholds): {sum(review)} of {len(names)}; wrong and not sent to review: "
@@ -130,7 +127,7 @@ def main() -> None:
         timings: dict[int, float] = {}
         for _ in range(3):  # alternate and keep each one's best: the two share the machine's noise
             for batch_size in (1, args.batch_size):
-                timed = load_embedder(replace(config.spec, batch_size=batch_size))
+                timed = load_embedder(replace(spec, batch_size=batch_size))
                 timed.embed_images(images[:2])  # warm-up
                 start = time.perf_counter()
                 timed.embed_images(images)

@@ -23,8 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from schemas.normalise import parse_amount, parse_currency, parse_date  # noqa: E402
-from schemas.settings import Settings  # noqa: E402
-from tasks.stages.config import PipelineConfig  # noqa: E402
+from schemas.settings import load_settings  # noqa: E402
 from tasks.stages.pipeline import process_local_file  # noqa: E402
 
 INVOICE_FIELDS = {  # docflow field <- invoice2data expected-output key
@@ -84,12 +83,12 @@ def main() -> None:
     parser.add_argument("--corpus", type=Path, default=REPO.parent / "shared" / "corpus")
     parser.add_argument("--model", default="pkg:smollm2-135m")
     args = parser.parse_args()
-    config = PipelineConfig.from_settings(Settings(text_llm_model=args.model, transcribe=False))
-    assert config.extraction is not None
+    config = load_settings(text_llm_model=args.model, transcribe=False)
 
     from tasks.models.generators import load_generator
+    from tasks.stages.extract import generator_spec
 
-    load_generator(config.extraction.spec)  # load outside the timings
+    load_generator(generator_spec(config.extraction, config.device, config.render.max_pixels))  # outside the timings
     per_field: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     valid = review = pages = routed = 0
     seconds = 0.0

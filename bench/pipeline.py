@@ -49,12 +49,6 @@ from pathlib import Path
 sys.path.insert(0, os.getcwd())
 from flows.pipeline import nightly
 flow = nightly
-try:
-    from flows.pipeline import task_runner
-    from schemas.settings import load_settings
-    flow = nightly.with_options(task_runner=task_runner(load_settings()))  # as the CLI runs it
-except ImportError:
-    pass  # the old order: its flow ran batches on the decorator's runner
 inbox = os.environ["DOCFLOW_SOURCE"]
 os.environ["DOCFLOW_SOURCE"] = os.environ["BENCH_EMPTY"]
 flow()
@@ -146,6 +140,7 @@ def main() -> None:
     parser.add_argument("--copies", type=int, default=3, help="copies of the mixed document set (7 pages each)")
     parser.add_argument("--batch-size", type=int, default=4, help="DOCFLOW_EXTRACT_BATCH_SIZE for (b)")
     parser.add_argument("--old-ref", default=OLD_REF, help="git ref of the old per-object order")
+    parser.add_argument("--new-ref", help="git ref of the staged flow (default: this checkout, as it is)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args()
 
@@ -154,6 +149,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="docflow-bench-pipeline-"))
     try:
         old_tree = export_tree(args.old_ref, tmp / "old")
+        new_tree = export_tree(args.new_ref, tmp / "new") if args.new_ref else REPO
         images = tmp / "images"
         small_images(images, args.images)
         documents = tmp / "documents"
@@ -163,15 +159,24 @@ def main() -> None:
 
         print(f"(a) {args.images} small images, extraction off")
         overhead: dict[str, float] = {}
-        for shape, tree in (("old", old_tree), ("new", REPO)):
-            result = run_shape(tree, tmp / f"a-{shape}", {"DOCFLOW_SOURCE": str(images), "DOCFLOW_EXTRACT": "false"})
+        plain = {"DOCFLOW_SOURCE": str(images), "DOCFLOW_EXTRACT": "false"}
+        shapes = [
+            ("old", old_tree, plain, "defaults: 4 objects per task"),
+            ("new", new_tree, plain, "defaults: 8 objects per preprocessing task"),
+            ("new_same_tasks", new_tree, {**plain, "DOCFLOW_BATCH_SIZE": "4"}, "4 objects per task, as the old"),
+        ]
+        for shape, tree, env, what in shapes:
+            result = run_shape(tree, tmp / f"a-{shape}", env)
             overhead[shape] = result["processed"] / result["seconds"]
-            print(f"  {shape}: {result['processed']} objects in {result['seconds']:.1f} s = {overhead[shape]:.2f}/s")
+            print(
+                f"  {shape}: {result['processed']} objects in {result['seconds']:.1f} s = {overhead[shape]:.2f}/s "
+                f"({what})"
+            )
 
         print(f"(b) {len(page_counts)} documents, {pages} pages, tiny random Qwen2-VL on CPU")
         batching: dict[str, float] = {}
         new_fill = 0.0
-        for shape, tree in (("old", old_tree), ("new", REPO)):
+        for shape, tree in (("old", old_tree), ("new", new_tree)):
             result = run_shape(tree, tmp / f"b-{shape}", vlm_env(model, documents, args.batch_size))
             batching[shape] = pages / result["seconds"]
             if shape == "new":
@@ -190,6 +195,7 @@ def main() -> None:
         print(
             f"images_objects_per_s_old={overhead['old']:.2f} images_objects_per_s_new={overhead['new']:.2f} "
             f"overhead_speedup={overhead['new'] / overhead['old']:.2f} "
+            f"overhead_speedup_same_tasks={overhead['new_same_tasks'] / overhead['old']:.2f} "
             f"vlm_pages_per_s_old={batching['old']:.3f} vlm_pages_per_s_new={batching['new']:.3f} "
             f"vlm_speedup={batching['new'] / batching['old']:.2f} batch_fill_old={old_fill:.2f} "
             f"batch_fill_new={new_fill:.2f}"

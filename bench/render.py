@@ -23,16 +23,15 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from schemas.settings import Settings  # noqa: E402
+from schemas.settings import RenderSettings, Settings, load_settings  # noqa: E402
 from tasks.preprocess.pdf import read_geometry  # noqa: E402
-from tasks.stages.config import PipelineConfig  # noqa: E402
 from tasks.stages.pipeline import process_local_file  # noqa: E402
 
 # The later stages are not what this measures.
 RENDER_ONLY: dict[str, Any] = {"extract": False, "classifier": "keywords"}
 
 
-def docflow_render(path: Path, config: PipelineConfig, work: Path) -> int:
+def docflow_render(path: Path, config: Settings, work: Path) -> int:
     result = process_local_file(path, config, work)
     return len(result.pages)
 
@@ -70,8 +69,8 @@ def measure_memory(path: Path, dpi: int) -> dict[str, float]:
     """Render one document in a fresh process; report that process's and its children's peak RSS."""
     code = (
         "import json,resource,sys,tempfile; from pathlib import Path; sys.path.insert(0, %r);"
-        "from bench.render import docflow_render, Settings, PipelineConfig, RENDER_ONLY;"
-        "c = PipelineConfig.from_settings(Settings(pdf_dpi=%d, **RENDER_ONLY));"
+        "from bench.render import docflow_render, load_settings, RENDER_ONLY;"
+        "c = load_settings(pdf_dpi=%d, **RENDER_ONLY);"
         "t = tempfile.mkdtemp(); n = docflow_render(Path(%r), c, Path(t));"
         "print(json.dumps({'pages': n, 'self_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,"
         " 'child_mb': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))"
@@ -85,25 +84,24 @@ def main() -> None:
     parser.add_argument("--corpus", type=Path, default=REPO.parent / "shared" / "corpus")
     parser.add_argument("--dpi", type=int, default=150)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--chunk", type=int, default=Settings().render_chunk_pages, help="pages per poppler call")
+    parser.add_argument("--chunk", type=int, default=RenderSettings().chunk_pages, help="pages per poppler call")
     args = parser.parse_args()
     if not shutil.which("pdftoppm"):
         sys.exit("pdftoppm not found: install poppler-utils (make setup does)")
 
-    settings = Settings(pdf_dpi=args.dpi, render_chunk_pages=args.chunk, **RENDER_ONLY)
-    config = PipelineConfig.from_settings(settings)
+    settings = load_settings(pdf_dpi=args.dpi, render_chunk_pages=args.chunk, **RENDER_ONLY)
     pdfs = sorted((args.corpus / "pdf").glob("*.pdf"))
     print(f"{'document':45s} {'pages':>5s} {'docflow s':>10s} {'pdftoppm s':>10s} {'ratio':>6s}")
     total_ours = total_bare = 0.0
     total_pages = 0
     for pdf in pdfs:
-        count, _ = read_geometry(pdf, settings.max_pages, 60)
-        last = min(count, settings.max_pages)
+        count, _ = read_geometry(pdf, settings.render.max_pages, 60)
+        last = min(count, settings.render.max_pages)
         ours, bare = [], []
         for _ in range(args.repeat):  # alternate so both sides see the same machine state
-            t, n_ours = timed(docflow_render, pdf, config)
+            t, n_ours = timed(docflow_render, pdf, settings)
             ours.append(t)
-            t, n_bare = timed(bare_pdftoppm, pdf, args.dpi, settings.jpeg_quality, last)
+            t, n_bare = timed(bare_pdftoppm, pdf, args.dpi, settings.render.jpeg_quality, last)
             bare.append(t)
         if n_ours != n_bare:
             sys.exit(f"{pdf.name}: docflow rendered {n_ours} pages, pdftoppm {n_bare}")

@@ -209,10 +209,9 @@ def run(source: SourceOpt = None, limit: LimitOpt = None, retry_failed: RetryFai
     failed after retries (store or database outage), 2 for bad settings."""
     settings = _settings(source)
     _prepare(settings)
-    from flows.pipeline import nightly, task_runner
+    from flows.pipeline import nightly
 
-    flow = nightly.with_options(task_runner=task_runner(settings))
-    _print_summary(_run_flow(settings, lambda: flow(source=source or None, limit=limit, retry_failed=retry_failed)))
+    _print_summary(_run_flow(settings, lambda: nightly(source=source or None, limit=limit, retry_failed=retry_failed)))
 
 
 def _parse_when(value: str, option: str) -> datetime:
@@ -259,12 +258,10 @@ def backfill(
     settings = _settings(source)
     _prepare(settings)
     from flows.pipeline import backfill as backfill_flow
-    from flows.pipeline import task_runner
 
-    flow = backfill_flow.with_options(task_runner=task_runner(settings))
     summary = _run_flow(
         settings,
-        lambda: flow(
+        lambda: backfill_flow(
             since=since_dt,
             until=until_dt,
             prefixes=prefix or None,

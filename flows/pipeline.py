@@ -42,13 +42,13 @@ class RunFailed(RuntimeError):
         self.window_errors = tuple(window_errors)
 
 
-def task_runner(settings: Settings) -> TaskRunner[Any]:
-    """DOCFLOW_TASK_RUNNER with a pool of DOCFLOW_WORKERS, plus one worker per window in flight for its model
-    stage, which mostly waits for the device's slot."""
-    size = settings.workers + settings.windows_in_flight
-    if settings.task_runner == "processes":
-        return ProcessPoolTaskRunner(max_workers=size)
-    return ThreadPoolTaskRunner(max_workers=size)
+def preprocessing_runner(settings: Settings) -> TaskRunner[Any]:
+    """The preprocessing tasks' own pool: DOCFLOW_TASK_RUNNER with DOCFLOW_WORKERS workers, so CPU work (and its
+    database writes) run exactly that wide, while the model stages, which mostly wait for the device's slot, run
+    on the flow's task runner beside it."""
+    if settings.runner.task_runner == "processes":
+        return ProcessPoolTaskRunner(max_workers=settings.runner.workers)
+    return ThreadPoolTaskRunner(max_workers=settings.runner.workers)
 
 
 def _chunks(items: Sequence[T], size: int) -> Iterator[list[T]]:
@@ -85,34 +85,44 @@ def run_pipeline(settings: Settings, kind: RunKind, request: DiscoveryRequest) -
         raise
 
     retry: dict[str, Any] = {
-        "retries": settings.retries,
-        "retry_delay_seconds": exponential_backoff(backoff_factor=settings.retry_delay_s),
+        "retries": settings.runner.retries,
+        "retry_delay_seconds": exponential_backoff(backoff_factor=settings.runner.retry_delay_s),
     }
-    preprocess = t.preprocess.with_options(timeout_seconds=settings.preprocess_timeout_s, **retry)
-    model_stage = t.model_stage.with_options(timeout_seconds=settings.model_timeout_s, **retry)
+    preprocess = t.preprocess.with_options(timeout_seconds=settings.runner.preprocess_timeout_s, **retry)
+    model_stage = t.model_stage.with_options(timeout_seconds=settings.runner.model_timeout_s, **retry)
     stage_names = steps.model_stages(settings)
     planned = len(plan.object_ids)
     # Typed as "UUID or coroutine" (it also works in async flows); in this sync flow it is the artifact's id.
     progress = cast(UUID, create_progress_artifact(progress=0.0 if planned else 100.0, description="objects finished"))
-    windows = enumerate(_chunks(plan.object_ids, settings.window_size))
+    windows = enumerate(_chunks(plan.object_ids, settings.runner.window_size))
     in_flight: list[_Window] = []
     window_errors: list[tuple[int, str]] = []
     settled = 0
 
-    with ClaimHeartbeat(settings, run_id), run_work_dir(settings.temp_dir) as work_dir:
+    with (
+        ClaimHeartbeat(settings, run_id),
+        run_work_dir(settings.temp_dir) as work_dir,
+        preprocessing_runner(settings) as cpu,
+    ):
 
         def start_next_window() -> bool:
             if (item := next(windows, None)) is None:
                 return False
             index, ids = item
-            refs = t.claim(settings, run_id, ids, request.force, request.retry_failed)
-            chunks = list(_chunks(refs, settings.batch_size))
-            futures = preprocess.map(unmapped(settings), unmapped(run_id), index, chunks, unmapped(work_dir))
+            parameters = {
+                "settings": unmapped(settings),
+                "run_id": unmapped(run_id),
+                "window": unmapped(index),
+                "object_ids": list(_chunks(ids, settings.runner.batch_size)),
+                "force": unmapped(request.force),
+                "retry_failed": unmapped(request.retry_failed),
+                "work_dir": unmapped(work_dir),
+            }
+            # TaskRunner.map's signature expects a task that may return a coroutine; a sync task is one of those.
+            futures: list[PrefectFuture[list[WorkItem]]] = list(cpu.map(preprocess, parameters))  # type: ignore[arg-type]
             window = _Window(index, ids, [])
-            window.start(list(futures))
+            window.start(futures)
             in_flight.append(window)
-            if not window.running:  # another run holds all of them
-                advance(window)
             return True
 
         def advance(window: _Window) -> None:
@@ -133,7 +143,7 @@ def run_pipeline(settings: Settings, kind: RunKind, request: DiscoveryRequest) -
             settled += len(window.object_ids)
             update_progress_artifact(progress, progress=100.0 * settled / max(planned, 1))
 
-        while len(in_flight) < settings.windows_in_flight and start_next_window():
+        while len(in_flight) < settings.runner.windows_in_flight and start_next_window():
             pass
         while in_flight:
             done = next(as_completed([f for w in in_flight for f in w.futures if f.task_run_id in w.running]))
@@ -141,7 +151,7 @@ def run_pipeline(settings: Settings, kind: RunKind, request: DiscoveryRequest) -
             window.running.discard(done.task_run_id)
             if not window.running:
                 advance(window)
-            while len(in_flight) < settings.windows_in_flight and start_next_window():
+            while len(in_flight) < settings.runner.windows_in_flight and start_next_window():
                 pass
 
     distinct = dict.fromkeys(error for _, error in window_errors)

@@ -15,7 +15,7 @@ def collect_status(
     with unit_of_work(settings.database_url) as session:
         return StatusQuery(session).report(
             now=utcnow(),
-            stale_after_s=settings.claim_stale_after_s,
+            stale_after_s=settings.runner.claim_stale_after_s,
             failures_limit=failures_limit,
             runs_limit=runs_limit,
             documents_limit=documents_limit,

@@ -1,15 +1,23 @@
-"""The one settings class. Read from the environment (prefix DOCFLOW_) by the CLI and deployment entry points only;
-everything else receives a Settings object."""
+"""docflow's settings: one frozen Settings object made of frozen groups (render, audio, whisper, classifier,
+extraction, device, runner), each passed straight to the stages that use it.
+
+Read from the environment by the CLI and deployment entry points only; everything else receives a Settings object.
+Every field has one environment variable, DOCFLOW_<NAME>, where NAME is the field's alias (its name before the
+settings were grouped, e.g. DOCFLOW_PDF_DPI for render.dpi) or else the group's prefix plus the field name. The
+README's settings table is generated from these declarations (`settings_table()`); a test keeps them in step."""
 
 from __future__ import annotations
 
-import re
+import json
+import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, ClassVar, Literal, get_args, get_origin
 from urllib.parse import urlparse
 
-from pydantic import Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from schemas.errors import ConfigError
 
@@ -34,12 +42,6 @@ DEFAULT_CLASS_ROUTES = {
 }
 
 
-def _split_sources(value: object) -> object:
-    if isinstance(value, str):
-        return [part.strip() for part in value.replace("\n", ",").split(",") if part.strip()]
-    return value
-
-
 def _check_location(value: str) -> str:
     """A store location is either s3://bucket[/prefix] or a local directory path (optionally file://)."""
     parsed = urlparse(value)
@@ -51,43 +53,46 @@ def _check_location(value: str) -> str:
     return value
 
 
-class Settings(BaseSettings):
-    """docflow configuration. Each field maps to the environment variable DOCFLOW_<FIELD NAME IN CAPITALS>."""
+def _empty_is_none(value: object) -> object:
+    return None if isinstance(value, str) and value.strip().lower() in ("", "none") else value
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
 
-    database_url: str = Field(
-        default="sqlite:///docflow.db",
-        description="SQLAlchemy URL. SQLite file by default; postgresql+psycopg://user:pw@host/db for real use.",
-    )
-    source: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: ["./inbox"],
-        description="Where inputs come from: s3://bucket/prefix or a local directory; several, comma-separated.",
-    )
-    derived_store: str = Field(
-        default=".docflow/derived",
-        description="Where rendered pages and other derived files go: a local directory or s3://bucket/prefix.",
-    )
-    temp_dir: Path | None = Field(default=None, description="Scratch space for downloads; system temp if unset.")
+class _Group(BaseModel):
+    """A frozen group of settings. ENV_PREFIX + field name is a field's variable unless the field has an alias."""
 
-    pdf_dpi: int = Field(default=150, ge=36, le=600, description="PDF render resolution (dots per inch).")
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_by_name=True, validate_by_alias=True)
+    ENV_PREFIX: ClassVar[str] = ""
+
+
+class RenderSettings(_Group):
+    """Page images: PDF rendering and image normalisation."""
+
+    dpi: int = Field(default=150, ge=36, le=600, alias="pdf_dpi", description="PDF render resolution (dots per inch).")
     max_pixels: int = Field(
-        default=4_000_000, ge=10_000, description="Pixel budget per page image (width x height) after resizing."
+        default=4_000_000,
+        ge=10_000,
+        description="Pixel budget per page image (width x height): a page that would exceed it at the configured "
+        "DPI is rendered at a lower DPI; images are resized.",
     )
     max_side: int = Field(default=4096, ge=64, description="Longest side of a page image in pixels after resizing.")
     max_pages: int = Field(
-        default=200, ge=1, description="Pages rendered per PDF; later pages are recorded, not rendered."
+        default=200,
+        ge=1,
+        description="Pages rendered per PDF (frames per image); the page count is still recorded, with a warning.",
     )
-    render_chunk_pages: int = Field(
+    chunk_pages: int = Field(
         default=50,
         ge=1,
+        alias="render_chunk_pages",
         description="Pages per poppler call. Pages go straight to disk, so memory is bounded either way; smaller "
         "ranges mean shorter calls, larger ones parse the PDF fewer times (bench/render.py measures it).",
     )
-    render_timeout_s: int = Field(default=120, ge=1, description="Time limit for one poppler call.")
+    timeout_s: int = Field(default=120, ge=1, alias="render_timeout_s", description="Time limit for one poppler call.")
     jpeg_quality: int = Field(default=90, ge=30, le=100, description="Quality of stored page images.")
     max_file_mb: float = Field(
-        default=512.0, gt=0, description="Objects larger than this many MiB fail without download."
+        default=512.0,
+        gt=0,
+        description="Larger objects (MiB: 512 x 1024 x 1024 bytes) fail as 'file too large' without being downloaded.",
     )
     max_decode_pixels: int = Field(
         default=150_000_000,
@@ -95,153 +100,302 @@ class Settings(BaseSettings):
         description="Raster images declaring more pixels than this are rejected before decoding (bomb guard).",
     )
 
-    max_audio_s: float = Field(
+    @property
+    def max_file_bytes(self) -> int:
+        return int(self.max_file_mb * 1024 * 1024)
+
+
+class AudioSettings(_Group):
+    """Recordings: decoding limits and voice-activity detection (Silero VAD)."""
+
+    ENV_PREFIX: ClassVar[str] = "vad_"
+    max_duration_s: float = Field(
         default=4 * 3600.0,
         gt=0,
-        description="Longest recording decoded, in seconds; longer ones fail before decoding (memory guard).",
+        alias="max_audio_s",
+        description="Longest recording decoded, in seconds (4 h); a longer one, or one whose header declares an "
+        "absurd sample rate, fails before decoding (memory guard).",
     )
-    vad_threshold: float = Field(default=0.5, gt=0, lt=1, description="Silero VAD speech probability threshold.")
-    vad_min_speech_ms: int = Field(default=250, ge=0, description="Shortest speech segment kept.")
-    vad_min_silence_ms: int = Field(default=2000, ge=0, description="Silence needed to split two segments.")
-    vad_speech_pad_ms: int = Field(default=400, ge=0, description="Padding added around each speech segment.")
-
-    vad_max_speech_s: float = Field(
+    threshold: float = Field(default=0.5, gt=0, lt=1, description="Silero VAD speech probability threshold.")
+    min_speech_ms: int = Field(default=250, ge=0, description="Shortest speech segment kept.")
+    min_silence_ms: int = Field(default=2000, ge=0, description="Silence needed to split two segments.")
+    speech_pad_ms: int = Field(default=400, ge=0, description="Padding added around each speech segment.")
+    max_speech_s: float = Field(
         default=30.0, gt=1, description="Longer speech is split (at a pause when possible) so chunks fit Whisper."
     )
 
-    transcribe: bool = Field(default=True, description="Transcribe recordings after VAD (false: preprocessing only).")
-    whisper_model: str = Field(
+
+class WhisperSettings(_Group):
+    """Transcription with faster-whisper (CTranslate2)."""
+
+    ENV_PREFIX: ClassVar[str] = "whisper_"
+    enabled: bool = Field(
+        default=True, alias="transcribe", description="Transcribe recordings after VAD (false: preprocessing only)."
+    )
+    model: str = Field(
         default="pkg:whisper-base",
         description="Whisper (CTranslate2) model: a local directory, a hub id such as Systran/faster-whisper-small, "
         "or pkg:whisper-base / pkg:whisper-tiny.en for the weights installed from Python packages (offline).",
     )
-    whisper_device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="auto: CUDA when present.")
-    whisper_compute_type: str = Field(
+    device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="auto: CUDA when present.")
+    compute_type: str = Field(
         default="auto", description="CTranslate2 compute type; auto = float16 on CUDA, int8 on CPU."
     )
-    whisper_cpu_threads: int = Field(default=0, ge=0, description="CPU threads for Whisper (0: CTranslate2 default).")
-    whisper_language: str | None = Field(default=None, description="Force a language code (e.g. en); unset: detect.")
-    whisper_batch_size: int = Field(
+    cpu_threads: int = Field(default=0, ge=0, description="CPU threads for Whisper (0: CTranslate2 default).")
+    language: str | None = Field(default=None, description="Force a language code (e.g. en); unset: detect.")
+    batch_size: int = Field(
         default=8, ge=1, le=128, description="Speech chunks decoded together (batched pipeline); 1 = sequential."
     )
-    whisper_beam_size: int = Field(default=5, ge=1, le=20, description="Beam width (1 = greedy, fastest).")
-    whisper_word_timestamps: bool = Field(default=False, description="Store word-level timestamps with segments.")
-    whisper_condition_on_previous_text: bool = Field(
+    beam_size: int = Field(default=5, ge=1, le=20, description="Beam width (1 = greedy, fastest).")
+    word_timestamps: bool = Field(default=False, description="Store word-level timestamps with segments.")
+    condition_on_previous_text: bool = Field(
         default=False, description="Feed previous text as a prompt (off: avoids repetition loops)."
     )
-    whisper_no_speech_threshold: float = Field(
+    no_speech_threshold: float = Field(
         default=0.6,
         ge=0,
         le=1,
-        description="Segments above this no-speech probability AND below the log-prob "
-        "threshold are dropped as hallucinations.",
+        description="Segments above this no-speech probability AND below the log-prob threshold are dropped as "
+        "hallucinations.",
     )
-    whisper_log_prob_threshold: float = Field(default=-1.0, description="See DOCFLOW_WHISPER_NO_SPEECH_THRESHOLD.")
-    whisper_compression_ratio_threshold: float = Field(
+    log_prob_threshold: float = Field(default=-1.0, description="See DOCFLOW_WHISPER_NO_SPEECH_THRESHOLD.")
+    compression_ratio_threshold: float = Field(
         default=2.4, gt=0, description="Segments whose text compresses better than this (repetition loops) are flagged."
     )
     split_stereo: Literal["auto", "on", "off"] = Field(
         default="auto",
+        alias="split_stereo",
         description="Transcribe the two channels of a stereo call separately (agent/customer); auto: when they differ.",
     )
     review_min_avg_logprob: float = Field(
-        default=-0.8, description="Recordings whose mean log-probability is lower go to review."
+        default=-0.8,
+        alias="review_min_avg_logprob",
+        description="Recordings whose mean log-probability is lower go to review.",
     )
     review_min_speech_ratio: float = Field(
-        default=0.05, ge=0, le=1, description="Recordings with some speech but a lower speech ratio go to review."
+        default=0.05,
+        ge=0,
+        le=1,
+        alias="review_min_speech_ratio",
+        description="Recordings with some speech but a lower speech ratio go to review.",
     )
-    extract: bool = Field(default=True, description="Extract structured JSON from documents after preprocessing.")
-    vlm_model: str | None = Field(
-        default=None,
-        description="Vision-language model (Qwen2-VL / Qwen2.5-VL) by hub id or local path; when set, documents are "
-        "read from their page images. Unset: the offline OCR + text LLM backend.",
-    )
-    text_llm_model: str = Field(
-        default="pkg:smollm2-135m",
-        description="Instruction LLM for the OCR backend: pkg:smollm2-135m (offline) or any causal LM id or path.",
-    )
-    model_device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="Device for the extraction model.")
-    model_dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
-        default="auto", description="auto: bfloat16 (or float16) on CUDA, float32 on CPU."
-    )
-    vlm_min_pixels: int = Field(default=28 * 28 * 16, ge=28 * 28, description="Smallest page image the VLM sees.")
-    extract_batch_size: int = Field(default=4, ge=1, le=64, description="Pages generated together.")
-    extract_max_attempts: int = Field(default=2, ge=1, le=10, description="Tries per page before review.")
-    extract_max_new_tokens: int = Field(default=640, ge=32, description="Longest answer per page, in tokens.")
-    extract_max_items: int = Field(
-        default=6, ge=1, description="Most list entries (line items...) per page the grammar allows; bounds time."
-    )
-    extract_max_string: int = Field(default=100, ge=8, description="Longest string value the grammar allows.")
-    extract_max_pages: int = Field(default=5, ge=1, description="Pages of a document that extraction reads.")
-    review_min_confidence: float = Field(
-        default=0.0, ge=0, le=1, description="Valid extractions whose mean field confidence is lower go to review."
-    )
-    classifier: Literal["embedder", "clip", "keywords"] = Field(
+
+
+class ClassifierSettings(_Group):
+    """Document classification before extraction, and the route from a class to an extraction schema."""
+
+    ENV_PREFIX: ClassVar[str] = "class_"
+    kind: Literal["embedder", "clip", "keywords"] = Field(
         default="embedder",
+        alias="classifier",
         description="How documents are classified before extraction: embedder (an image backbone with example images "
         "per label; offline default), clip (open_clip zero-shot prompts, plus examples if any), or keywords (a rule "
         "on the page text, no model).",
     )
     clip_model: str = Field(
         default="ViT-B-32",
+        alias="clip_model",
         description="open_clip architecture (e.g. ViT-B-32), hf-hub:org/repo, local-dir:/path, or a model config "
         ".json file.",
     )
     clip_pretrained: str | None = Field(
         default="laion2b_s34b_b79k",
+        alias="clip_pretrained",
         description="open_clip weights: a pretrained tag or a checkpoint file. Empty: random weights (tests only).",
     )
     image_embedder: str = Field(
-        default="efficientnet_lite0", description="timm architecture for DOCFLOW_CLASSIFIER=embedder."
+        default="efficientnet_lite0",
+        alias="image_embedder",
+        description="timm architecture for DOCFLOW_CLASSIFIER=embedder.",
     )
     image_embedder_weights: str | None = Field(
         default="pkg:efficientnet-lite0",
+        alias="image_embedder_weights",
         description="Its weights: pkg:efficientnet-lite0 (installed from a package, offline), a checkpoint file, or "
         "hub (timm's pretrained download). Empty: random weights (tests only).",
     )
-    class_labels: dict[str, list[str]] = Field(
+    labels: dict[str, list[str]] = Field(
         default_factory=lambda: dict(DEFAULT_CLASS_LABELS),
         description="JSON: label -> descriptions used in the zero-shot prompts, e.g. "
         '{"invoice": ["an invoice", "a bill"], "photo": ["a photo"]}.',
     )
-    class_templates: list[str] = Field(
+    templates: list[str] = Field(
         default_factory=lambda: list(DEFAULT_CLASS_TEMPLATES),
         description="JSON list of prompt templates; {} becomes each description (prompt ensembling).",
     )
-    class_routes: dict[str, str] = Field(
+    routes: dict[str, str] = Field(
         default_factory=lambda: dict(DEFAULT_CLASS_ROUTES),
         description="JSON: label -> extraction schema (invoice, receipt, generic) or none (no extraction).",
     )
-    class_examples: Path | None = Field(
+    examples: Path | None = Field(
         default_factory=lambda: SHIPPED_CLASS_EXAMPLES,
         description="Folder with a subfolder of example images per label (few-shot prototypes). Default: "
         "infra/class-examples of this checkout. Empty: none.",
     )
-    class_example_weight: float = Field(
+    example_weight: float = Field(
         default=0.5, ge=0, le=1, description="With clip, the share of the example prototype in a label's prototype."
     )
-    class_logit_scale: float | None = Field(
+    logit_scale: float | None = Field(
         default=None, gt=0, description="Softmax sharpness; unset: the CLIP model's own, or 20 for an embedder."
     )
-    classify_pages: Literal["first", "all"] = Field(
-        default="first", description="Classify a PDF by its first page, or by all pages (mean probability)."
+    pages: Literal["first", "all"] = Field(
+        default="first",
+        alias="classify_pages",
+        description="Classify a PDF by its first page, or by all pages (mean probability).",
     )
-    classify_batch_size: int = Field(default=16, ge=1, le=1024, description="Images encoded together.")
-    review_min_class_probability: float = Field(
-        default=0.5, ge=0, le=1, description="Documents whose top label is less probable go to review."
+    batch_size: int = Field(
+        default=16, ge=1, le=1024, alias="classify_batch_size", description="Images encoded together."
     )
-    review_min_class_margin: float = Field(
-        default=0.1, ge=0, le=1, description="Documents whose top two labels are closer than this go to review."
+    review_min_probability: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        alias="review_min_class_probability",
+        description="Documents whose top label is less probable go to review.",
     )
-    model_cache_dir: Path = Field(
+    review_min_margin: float = Field(
+        default=0.1,
+        ge=0,
+        le=1,
+        alias="review_min_class_margin",
+        description="Documents whose top two labels are closer than this go to review.",
+    )
+
+    @field_validator("clip_pretrained", "image_embedder_weights", "examples", mode="before")
+    @classmethod
+    def _empty(cls, value: object) -> object:
+        return _empty_is_none(value)
+
+    @field_validator("templates")
+    @classmethod
+    def _check_templates(cls, value: list[str]) -> list[str]:
+        if not value or any("{}" not in t for t in value):
+            raise ValueError("give at least one template, each with {} where the description goes")
+        return value
+
+    @model_validator(mode="after")
+    def _check_routes(self) -> ClassifierSettings:
+        from schemas.documents import SCHEMAS
+
+        if len(self.labels) < 2:
+            raise ValueError("DOCFLOW_CLASS_LABELS needs at least two labels")
+        unrouted = [label for label in self.labels if label not in self.routes]
+        if unrouted:
+            raise ValueError(f"DOCFLOW_CLASS_ROUTES has no route for {', '.join(unrouted)}")
+        known = {*SCHEMAS, "none"}
+        bad = {label: r for label, r in self.routes.items() if r not in known}
+        if bad:
+            raise ValueError(f"DOCFLOW_CLASS_ROUTES: unknown schema(s) {bad}; use one of {', '.join(sorted(known))}")
+        return self
+
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        return tuple(self.labels)
+
+    def route(self, label: str) -> str | None:
+        """The extraction schema a label goes to; None: no extraction (e.g. photos)."""
+        schema = self.routes.get(label, "none")
+        return None if schema == "none" else schema
+
+
+class ExtractionSettings(_Group):
+    """Structured JSON extraction with a constrained generator."""
+
+    ENV_PREFIX: ClassVar[str] = "extract_"
+    enabled: bool = Field(
+        default=True, alias="extract", description="Extract structured JSON from documents after preprocessing."
+    )
+    backend: Literal["auto", "vlm", "text"] = Field(
+        default="auto",
+        description="vlm (a vision-language model reads the page images), text (OCR, then a text LLM), or auto: vlm "
+        "when DOCFLOW_VLM_MODEL is set, text otherwise.",
+    )
+    vlm_model: str | None = Field(
+        default=None,
+        alias="vlm_model",
+        description="Vision-language model (Qwen2-VL / Qwen2.5-VL) by hub id or local path, for the vlm backend.",
+    )
+    text_llm_model: str = Field(
+        default="pkg:smollm2-135m",
+        alias="text_llm_model",
+        description="Instruction LLM for the text backend: pkg:smollm2-135m (offline) or any causal LM id or path.",
+    )
+    vlm_min_pixels: int = Field(
+        default=28 * 28 * 16, ge=28 * 28, alias="vlm_min_pixels", description="Smallest page image the VLM sees."
+    )
+    batch_size: int = Field(default=4, ge=1, le=64, description="Pages generated together (across documents).")
+    max_attempts: int = Field(default=2, ge=1, le=10, description="Tries per page before review.")
+    max_new_tokens: int = Field(default=640, ge=32, description="Longest answer per page, in tokens.")
+    max_items: int = Field(
+        default=6, ge=1, description="Most list entries (line items...) per page the grammar allows; bounds time."
+    )
+    max_string: int = Field(default=100, ge=8, description="Longest string value the grammar allows.")
+    max_pages: int = Field(default=5, ge=1, description="Pages of a document that extraction reads.")
+    review_min_confidence: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        alias="review_min_confidence",
+        description="Valid extractions whose mean field confidence is lower go to review.",
+    )
+
+    @model_validator(mode="after")
+    def _check_backend(self) -> ExtractionSettings:
+        if self.backend == "vlm" and not self.vlm_model:
+            raise ValueError("DOCFLOW_EXTRACT_BACKEND=vlm needs DOCFLOW_VLM_MODEL (a hub id or a local path)")
+        return self
+
+    @property
+    def resolved_backend(self) -> Literal["vlm", "text"]:
+        if self.backend == "auto":
+            return "vlm" if self.vlm_model else "text"
+        return self.backend
+
+    @property
+    def model(self) -> str:
+        """The model the chosen backend loads."""
+        if self.resolved_backend == "vlm":
+            assert self.vlm_model is not None  # checked above
+            return self.vlm_model
+        return self.text_llm_model
+
+
+class DeviceSettings(_Group):
+    """Where the torch models (classification, extraction) run, and the concurrency limit they share."""
+
+    ENV_PREFIX: ClassVar[str] = "model_"
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto", alias="model_device", description="Device for the torch models; auto: CUDA when present."
+    )
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        default="auto", alias="model_dtype", description="auto: bfloat16 (or float16) on CUDA, float32 on CPU."
+    )
+    cache_dir: Path = Field(
         default_factory=lambda: Path.home() / ".cache" / "docflow",
+        alias="model_cache_dir",
         description="Where package-installed weights are unpacked once (e.g. the joined Whisper base model).",
     )
+    concurrency_limit: str | None = Field(
+        default=None,
+        description="Prefect global concurrency limit every model stage holds a slot of; unset: named after the "
+        "device (docflow-gpu-0, docflow-cpu), so runs sharing a machine never run models at once on one device.",
+    )
+    slots: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Slots of that limit when docflow creates it (first use); an existing limit is left as set "
+        "(prefect gcl update).",
+    )
+
+
+class RunnerSettings(_Group):
+    """How a run is carried out: windows, tasks, retries, claims."""
 
     task_runner: Literal["threads", "processes"] = Field(
         default="threads",
-        description="Prefect task runner for a run's tasks: threads (default; one model copy per run) or processes "
-        "(preprocessing in separate processes; each process that runs a model stage loads its own model).",
+        description="Prefect task runner of the preprocessing tasks: threads (default) or processes (CPU work "
+        "outside the flow's process). Model stages always run in the flow's process: one model copy per run.",
     )
     window_size: int = Field(
         default=16,
@@ -257,46 +411,182 @@ class Settings(BaseSettings):
         description="Windows in progress at once: the next window is preprocessed while the models work on this one.",
     )
     batch_size: int = Field(
-        default=4, ge=1, le=1000, description="Objects per preprocessing task (one Prefect task run, one transaction)."
+        default=8,
+        ge=1,
+        le=1000,
+        description="Objects per preprocessing task (one Prefect task run, one transaction); bench/pipeline.py "
+        "measures the per-task overhead this amortises.",
     )
-    workers: int = Field(default=2, ge=1, le=64, description="Preprocessing tasks running at once.")
-    model_concurrency_limit: str | None = Field(
-        default=None,
-        description="Prefect global concurrency limit every model stage holds a slot of; unset: named after the "
-        "device (docflow-gpu-0, docflow-cpu), so runs sharing a machine never run models at once on one device.",
-    )
-    model_slots: int = Field(
-        default=1,
+    workers: int = Field(
+        default=2,
         ge=1,
         le=64,
-        description="Slots of that limit when docflow creates it (first use); an existing limit is left as set "
-        "(prefect gcl update).",
+        description="Preprocessing tasks running at once (the size of their task runner's pool).",
     )
+    retries: int = Field(
+        default=3,
+        ge=0,
+        le=20,
+        description="Retries of a task after a store or database fault (never for a broken file).",
+    )
+    retry_delay_s: float = Field(default=2.0, ge=0, description="First retry delay; doubles on each retry.")
     preprocess_timeout_s: float = Field(
         default=1800.0, gt=0, description="Time limit of one preprocessing task (Prefect timeout_seconds)."
     )
     model_timeout_s: float = Field(
         default=3600.0, gt=0, description="Time limit of one model stage task, waiting for its slot included."
     )
-    retries: int = Field(default=3, ge=0, le=20, description="Retries of a batch after a store or database fault.")
-    retry_delay_s: float = Field(default=2.0, ge=0, description="First retry delay; doubles on each retry.")
     claim_ttl_s: int = Field(
         default=900,
         ge=1,
-        description="A 'processing' claim not renewed for this long is abandoned and retaken (live runs renew "
-        "theirs every third of it).",
+        description="A 'processing' claim not renewed for this long is abandoned (crashed worker) and retaken. A "
+        "working run renews its claims every third of it (at most every 60 s).",
     )
     max_attempts: int = Field(
         default=3,
         ge=1,
         le=100,
-        description="Attempts at one object whose processing never finished (the worker died); then it fails.",
+        description="Tries at one object whose processing never finished (the worker was killed, ran out of "
+        "memory...); the next run then fails it as 'gave up after N attempts'.",
     )
+
+    @property
+    def claim_heartbeat_s(self) -> float:
+        """How often a working run renews its claims."""
+        return max(0.5, min(self.claim_ttl_s / 3, 60.0))
+
+    @property
+    def claim_stale_after_s(self) -> float:
+        """A claim not renewed for two renewal periods belongs to a run that died."""
+        return 2 * self.claim_heartbeat_s
+
+
+GROUPS: dict[str, type[_Group]] = {
+    "render": RenderSettings,
+    "audio": AudioSettings,
+    "whisper": WhisperSettings,
+    "classifier": ClassifierSettings,
+    "extraction": ExtractionSettings,
+    "device": DeviceSettings,
+    "runner": RunnerSettings,
+}
+
+
+def _env_key(group: type[_Group], name: str, info: FieldInfo) -> str:
+    return info.alias or f"{group.ENV_PREFIX}{name}"
+
+
+def _group_fields() -> Iterator[tuple[str, str, str, FieldInfo]]:
+    """(flat key, group, field name, field) for every grouped setting."""
+    for group_name, group in GROUPS.items():
+        for name, info in group.model_fields.items():
+            yield _env_key(group, name, info), group_name, name, info
+
+
+_COMMA_SEPARATED = {"source"}
+
+
+def _parses_json(key: str, info: FieldInfo) -> bool:
+    """dict/list settings come as JSON, except the comma-separated ones."""
+    if key in _COMMA_SEPARATED:
+        return False
+    origin = get_origin(info.annotation)
+    return origin in (dict, list) or any(get_origin(a) in (dict, list) for a in get_args(info.annotation))
+
+
+class _FlatEnvironment(PydanticBaseSettingsSource):
+    """DOCFLOW_<KEY> variables as flat keys (JSON decoded where the field is a dict or list); Settings routes each
+    key into its group."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
+        raise NotImplementedError  # __call__ does all the work
+
+    def __call__(self) -> dict[str, Any]:
+        env = {k.upper(): v for k, v in os.environ.items() if k.upper().startswith(ENV_PREFIX)}
+        fields: list[tuple[str, FieldInfo]] = [(key, info) for key, _, _, info in _group_fields()]
+        fields += [(name, info) for name, info in Settings.model_fields.items() if name not in GROUPS]
+        values: dict[str, Any] = {}
+        for key, info in fields:
+            raw = env.get(env_name(key))
+            if raw is None:
+                continue
+            if _parses_json(key, info):
+                try:
+                    values[key] = json.loads(raw)
+                except json.JSONDecodeError as exc:
+                    raise ConfigError(f"invalid settings: {env_name(key)}: not valid JSON: {exc}") from None
+            else:
+                values[key] = raw
+        return values
+
+
+_ROUTES = {key: (group, name) for key, group, name, _ in _group_fields()}
+_KEYS = {route: key for key, route in _ROUTES.items()}
+
+
+class Settings(BaseSettings):
+    """docflow configuration: where objects come from and go, and one frozen group per concern."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+
+    database_url: str = Field(
+        default="sqlite:///docflow.db",
+        description="SQLAlchemy URL. SQLite file by default; postgresql+psycopg://user:pw@host/db for real use.",
+    )
+    source: list[str] = Field(
+        default_factory=lambda: ["./inbox"],
+        description="Where inputs come from: s3://bucket/prefix or a local directory; several, comma-separated.",
+    )
+    derived_store: str = Field(
+        default=".docflow/derived",
+        description="Where rendered pages and other derived files go: a local directory or s3://bucket/prefix.",
+    )
+    temp_dir: Path | None = Field(default=None, description="Scratch space for downloads; system temp if unset.")
+
+    render: RenderSettings = Field(default_factory=RenderSettings)
+    audio: AudioSettings = Field(default_factory=AudioSettings)
+    whisper: WhisperSettings = Field(default_factory=WhisperSettings)
+    classifier: ClassifierSettings = Field(default_factory=ClassifierSettings)
+    extraction: ExtractionSettings = Field(default_factory=ExtractionSettings)
+    device: DeviceSettings = Field(default_factory=DeviceSettings)
+    runner: RunnerSettings = Field(default_factory=RunnerSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, _FlatEnvironment(settings_cls)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _route_flat_keys(cls, data: Any) -> Any:
+        """`pdf_dpi=100` (a keyword or DOCFLOW_PDF_DPI) lands in render; explicit groups are merged under it."""
+        if not isinstance(data, dict):
+            return data
+        routed: dict[str, Any] = {}
+        for key, value in data.items():
+            if key in _ROUTES:
+                group, name = _ROUTES[key]
+                existing = routed.setdefault(group, {})
+                if isinstance(existing, dict):
+                    existing[name] = value
+            elif key in GROUPS and isinstance(value, dict):
+                routed.setdefault(key, {}).update(value)
+            else:
+                routed[key] = value
+        return routed
 
     @field_validator("source", mode="before")
     @classmethod
     def _parse_sources(cls, value: object) -> object:
-        return _split_sources(value)
+        if isinstance(value, str):
+            return [part.strip() for part in value.replace("\n", ",").split(",") if part.strip()]
+        return value
 
     @field_validator("source")
     @classmethod
@@ -304,33 +594,6 @@ class Settings(BaseSettings):
         if not value:
             raise ValueError("at least one source is required")
         return [_check_location(v) for v in value]
-
-    @field_validator("clip_pretrained", "image_embedder_weights", "class_examples", mode="before")
-    @classmethod
-    def _empty_is_none(cls, value: object) -> object:
-        return None if isinstance(value, str) and value.strip().lower() in ("", "none") else value
-
-    @field_validator("class_templates")
-    @classmethod
-    def _check_templates(cls, value: list[str]) -> list[str]:
-        if not value or any("{}" not in t for t in value):
-            raise ValueError("give at least one template, each with {} where the description goes")
-        return value
-
-    @model_validator(mode="after")
-    def _check_classes(self) -> Settings:
-        from schemas.documents import SCHEMAS
-
-        if len(self.class_labels) < 2:
-            raise ValueError("DOCFLOW_CLASS_LABELS needs at least two labels")
-        unrouted = [label for label in self.class_labels if label not in self.class_routes]
-        if unrouted:
-            raise ValueError(f"DOCFLOW_CLASS_ROUTES has no route for {', '.join(unrouted)}")
-        known = {*SCHEMAS, "none"}
-        bad = {label: r for label, r in self.class_routes.items() if r not in known}
-        if bad:
-            raise ValueError(f"DOCFLOW_CLASS_ROUTES: unknown schema(s) {bad}; use one of {', '.join(sorted(known))}")
-        return self
 
     @field_validator("derived_store")
     @classmethod
@@ -345,50 +608,77 @@ class Settings(BaseSettings):
             raise ValueError(f"{scheme!r} is not supported: use sqlite:///path.db or postgresql+psycopg://...")
         return value
 
-    @model_validator(mode="after")
-    def _check_budget(self) -> Settings:
-        if self.max_side * self.max_side < 64 * 64:
-            raise ValueError("max_side too small")
-        return self
 
-    @property
-    def max_file_bytes(self) -> int:
-        return int(self.max_file_mb * 1024 * 1024)
-
-    @property
-    def claim_heartbeat_s(self) -> float:
-        """How often a working run renews its claims."""
-        return max(0.5, min(self.claim_ttl_s / 3, 60.0))
-
-    @property
-    def claim_stale_after_s(self) -> float:
-        """A claim not renewed for two renewal periods belongs to a run that died."""
-        return 2 * self.claim_heartbeat_s
-
-
-def env_name(field: str) -> str:
-    return f"{ENV_PREFIX}{field.upper()}"
-
-
-_UNPARSABLE_FIELD = re.compile(r'field "(\w+)"')
+def env_name(key: str) -> str:
+    return f"{ENV_PREFIX}{key.upper()}"
 
 
 def load_settings(**overrides: object) -> Settings:
-    """Build Settings from the environment plus explicit overrides; turn validation errors into one clear message."""
+    """Build Settings from the environment plus explicit overrides (flat keys, as the environment names them);
+    turn validation errors into one clear message."""
     # Any, not object: the values are whatever the caller had, and Settings validates (and coerces) each one.
     values: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
     try:
         return Settings(**values)
-    except SettingsError as exc:  # a JSON-valued variable that does not parse, before any validation ran
-        field = _UNPARSABLE_FIELD.search(str(exc))
-        name = env_name(field.group(1)) if field else "a DOCFLOW_ variable"
-        cause = f": {exc.__cause__}" if exc.__cause__ else ""
-        raise ConfigError(f"invalid settings: {name}: not valid JSON{cause}") from None
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
             message = err["msg"].removeprefix("Value error, ")
-            problems.append(f"{env_name(str(err['loc'][0]))}: {message}" if err["loc"] else message)
+            loc = [str(part) for part in err["loc"]]
+            key = loc[0] if loc else None
+            if len(loc) > 1 and loc[0] in GROUPS:  # a grouped field: name it by its variable
+                key = _KEYS.get((loc[0], loc[1]), loc[0])
+            problems.append(f"{env_name(key)}: {message}" if key and key not in GROUPS else message)
         if len(problems) == 1:
             raise ConfigError(f"invalid settings: {problems[0]}") from None
         raise ConfigError("invalid settings:\n  " + "\n  ".join(problems)) from None
+
+
+def _default_text(key: str, info: FieldInfo) -> str:
+    if info.default_factory is not None:
+        value: Any = info.default_factory()  # type: ignore[call-arg]
+    else:
+        value = info.default
+    if isinstance(value, Path) and value == SHIPPED_CLASS_EXAMPLES:
+        return "infra/class-examples"
+    if isinstance(value, Path) and str(value).startswith(str(Path.home())):
+        return "~/" + str(value.relative_to(Path.home()))
+    if key in _COMMA_SEPARATED and isinstance(value, list):
+        return ",".join(value)
+    if isinstance(value, dict | list):
+        return json.dumps(value)
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def settings_table() -> str:
+    """The README's settings table, from the declarations above (tests/unit/test_readme.py keeps it in step)."""
+    lines = ["| variable | default | meaning |", "|---|---|---|"]
+
+    def row(key: str, info: FieldInfo) -> str:
+        text = (info.description or "").replace("|", "\\|")
+        return f"| `{env_name(key)}` | `{_default_text(key, info)}` | {text} |"
+
+    for name, info in Settings.model_fields.items():
+        if name not in GROUPS:
+            lines.append(row(name, info))
+    for group_name, group in GROUPS.items():
+        lines.append(f"| **{group_name}** | | {group.__doc__ or ''} |")
+        for name, info in group.model_fields.items():
+            lines.append(row(_env_key(group, name, info), info))
+    return "\n".join(lines)
+
+
+_TABLE_START = "<!-- settings-table:start"
+_TABLE_END = "<!-- settings-table:end -->"
+
+
+def readme_with_settings_table(readme: str) -> str:
+    """`readme` with the generated table between its settings-table markers."""
+    head, _, rest = readme.partition(_TABLE_START)
+    marker_line, _, rest = rest.partition("\n")
+    _, _, tail = rest.partition(_TABLE_END)
+    return f"{head}{_TABLE_START}{marker_line}\n{settings_table()}\n{_TABLE_END}{tail}"

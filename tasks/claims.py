@@ -6,9 +6,11 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from types import TracebackType
+
+from sqlalchemy.orm import Session
 
 from schemas.records import ObjectResult, RecordOutcome
 from schemas.settings import Settings
@@ -25,16 +27,16 @@ def claim(
     settings: Settings, run_id: str, object_ids: Sequence[int], *, force: bool, retry_failed: bool
 ) -> list[ObjectRef]:
     """Claim what is still eligible; objects that already killed `max_attempts` workers are failed instead."""
-    stale_before = utcnow() - timedelta(seconds=settings.claim_ttl_s)
+    stale_before = utcnow() - timedelta(seconds=settings.runner.claim_ttl_s)
     condition = eligible(force=force, retry_failed=retry_failed, stale_before=stale_before, run_id=run_id)
     with unit_of_work(settings.database_url) as session:
-        claimed, given_up = ObjectRepository(session).claim(object_ids, run_id, condition, settings.max_attempts)
+        claimed, given_up = ObjectRepository(session).claim(object_ids, run_id, condition, settings.runner.max_attempts)
         RunRepository(session).add_counts(run_id, processed=len(given_up), failed=len(given_up))
         return [ObjectRef(id=r.id, source=r.source, key=r.key, size=r.size) for r in claimed]
 
 
 class ClaimHeartbeat:
-    """Renews every claim of a run every `settings.claim_heartbeat_s`, in a thread of its own, while the run
+    """Renews every claim of a run every `settings.runner.claim_heartbeat_s`, in a thread of its own, while the run
     works, so a slow object is never taken over by another run. A failed renewal is only logged: the claims then
     expire, and the fenced final write keeps a second run's result from being overwritten."""
 
@@ -54,7 +56,7 @@ class ClaimHeartbeat:
         self._thread.join()
 
     def _beat(self) -> None:
-        while not self._stop.wait(self.settings.claim_heartbeat_s):
+        while not self._stop.wait(self.settings.runner.claim_heartbeat_s):
             try:
                 with unit_of_work(self.settings.database_url) as session:
                     ObjectRepository(session).renew_run(self.run_id)
@@ -62,12 +64,18 @@ class ClaimHeartbeat:
                 log.warning("could not renew claims of run %s: %s", self.run_id, exc)
 
 
-def record(settings: Settings, run_id: str, results: Sequence[tuple[int, ObjectResult]]) -> RecordOutcome:
-    """Store every outcome whose claim is still ours, in one transaction."""
+def record(
+    settings: Settings,
+    run_id: str,
+    results: Sequence[tuple[int, ObjectResult]],
+    also: Callable[[Session], None] | None = None,
+) -> RecordOutcome:
+    """Store every outcome whose claim is still ours, in one transaction (with `also`'s writes, e.g. the step's
+    timings: one commit per step)."""
+    if not results and also is None:
+        return RecordOutcome(recorded=0, by_status={})
     lost = 0
     by_status: Counter[str] = Counter()
-    if not results:
-        return RecordOutcome(recorded=0, by_status={})
     with unit_of_work(settings.database_url) as session:
         repo = ObjectRepository(session)
         for object_id, result in results:
@@ -80,6 +88,8 @@ def record(settings: Settings, run_id: str, results: Sequence[tuple[int, ObjectR
                 )
         recorded = sum(by_status.values())
         RunRepository(session).add_counts(run_id, processed=recorded, failed=by_status.get("failed", 0))
+        if also is not None:
+            also(session)
     return RecordOutcome(recorded=recorded, by_status=dict(by_status), lost_claims=lost)
 
 

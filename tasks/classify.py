@@ -12,13 +12,13 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 
 from schemas.errors import ConfigError
 from schemas.records import Classification, DocumentPage, PageLabel, ReviewReason
-from schemas.settings import Settings
+from schemas.settings import ClassifierSettings, DeviceSettings
 from tasks.models.cache import load_cached
 from tasks.models.embedders import Embedder, EmbedderSpec, load_embedder
 
@@ -29,7 +29,6 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".g
 # all alike (cosines 0.6-0.95), so small gaps must count: 20 turns a 0.1 cosine gap into a ~7x odds ratio. On the
 # corpus (bench/classify.py) this sends 6 of 23 documents to review, 4 of the 6 misclassified among them.
 PROTOTYPE_LOGIT_SCALE = 20.0
-NO_EXTRACTION = "none"
 
 
 class EmbeddingCache(Protocol):
@@ -38,61 +37,14 @@ class EmbeddingCache(Protocol):
     def put(self, model_id: str, vectors: dict[str, np.ndarray]) -> None: ...
 
 
-@dataclass(frozen=True)
-class ClassifierConfig:
-    spec: EmbedderSpec
-    labels: tuple[tuple[str, tuple[str, ...]], ...]  # label -> descriptions for the prompts
-    templates: tuple[str, ...]
-    routes: tuple[tuple[str, str], ...]  # label -> schema name or 'none'
-    examples_dir: Path | None = None
-    example_weight: float = 0.5
-    all_pages: bool = False
-    min_probability: float = 0.5
-    min_margin: float = 0.1
-    logit_scale: float | None = None
-
-    @classmethod
-    def from_settings(cls, s: Settings) -> ClassifierConfig:
-        if s.classifier == "clip":
-            spec = EmbedderSpec(
-                "clip",
-                s.clip_model,
-                s.clip_pretrained,
-                s.model_device,
-                s.model_dtype,
-                s.classify_batch_size,
-                s.model_cache_dir,
-            )
-        else:
-            spec = EmbedderSpec(
-                "timm",
-                s.image_embedder,
-                s.image_embedder_weights,
-                s.model_device,
-                s.model_dtype,
-                s.classify_batch_size,
-                s.model_cache_dir,
-            )
-        return cls(
-            spec=spec,
-            labels=tuple((label, tuple(d)) for label, d in s.class_labels.items()),
-            templates=tuple(s.class_templates),
-            routes=tuple(s.class_routes.items()),
-            examples_dir=s.class_examples,
-            example_weight=s.class_example_weight,
-            all_pages=s.classify_pages == "all",
-            min_probability=s.review_min_class_probability,
-            min_margin=s.review_min_class_margin,
-            logit_scale=s.class_logit_scale,
-        )
-
-    @property
-    def label_names(self) -> tuple[str, ...]:
-        return tuple(label for label, _ in self.labels)
-
-    def route(self, label: str) -> str | None:
-        schema = dict(self.routes).get(label, NO_EXTRACTION)
-        return None if schema == NO_EXTRACTION else schema
+def embedder_spec(classifier: ClassifierSettings, device: DeviceSettings) -> EmbedderSpec:
+    """The model cache key of the configured classifier's embedder (clip, or a timm image backbone)."""
+    if classifier.kind == "clip":
+        model, weights = classifier.clip_model, classifier.clip_pretrained
+    else:
+        model, weights = classifier.image_embedder, classifier.image_embedder_weights
+    kind: Literal["clip", "timm"] = "clip" if classifier.kind == "clip" else "timm"
+    return EmbedderSpec(kind, model, weights, device.device, device.dtype, classifier.batch_size, device.cache_dir)
 
 
 @dataclass(frozen=True)
@@ -154,7 +106,7 @@ def example_images(examples_dir: Path | None, labels: Sequence[str]) -> dict[str
 
 
 def build_prototypes(
-    embedder: Embedder, config: ClassifierConfig, examples: dict[str, list[Path]], cache: EmbeddingCache | None
+    embedder: Embedder, config: ClassifierSettings, examples: dict[str, list[Path]], cache: EmbeddingCache | None
 ) -> Prototypes:
     labels = config.label_names
     if not embedder.supports_text:
@@ -168,7 +120,7 @@ def build_prototypes(
         label: _normalise(embed_files(embedder, files, cache)[0].mean(axis=0)) for label, files in examples.items()
     }
     rows, origin = [], []
-    for label, descriptions in config.labels:
+    for label, descriptions in config.labels.items():
         text = _text_prototype(embedder, descriptions, config.templates) if embedder.supports_text else None
         image = example_means.get(label)
         if text is not None and image is not None:
@@ -190,17 +142,19 @@ def _text_prototype(embedder: Embedder, descriptions: Sequence[str], templates: 
     return _normalise(embedder.embed_texts(prompts).mean(axis=0))
 
 
-def load_prototypes(config: ClassifierConfig, cache: EmbeddingCache | None) -> tuple[Embedder, Prototypes]:
+def load_prototypes(
+    config: ClassifierSettings, spec: EmbedderSpec, cache: EmbeddingCache | None
+) -> tuple[Embedder, Prototypes]:
     """The embedder and its prototypes, built once per worker for a label configuration (and example files)."""
-    embedder = load_embedder(config.spec)
-    examples = example_images(config.examples_dir, config.label_names)
+    embedder = load_embedder(spec)
+    examples = example_images(config.examples, config.label_names)
     stamp = tuple(
         (label, tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files))
         for label, files in sorted(examples.items())
     )
     prototypes = load_cached(
         "prototypes",
-        (config, stamp),
+        (spec, config.model_dump_json(), stamp),  # the settings hold dicts: their JSON is the hashable key
         lambda: build_prototypes(embedder, config, examples, cache),
         f"label prototypes for {embedder.model_id}",
     )
@@ -208,13 +162,16 @@ def load_prototypes(config: ClassifierConfig, cache: EmbeddingCache | None) -> t
 
 
 def classify_documents(
-    documents: Sequence[Sequence[DocumentPage]], config: ClassifierConfig, cache: EmbeddingCache | None
+    documents: Sequence[Sequence[DocumentPage]],
+    config: ClassifierSettings,
+    spec: EmbedderSpec,
+    cache: EmbeddingCache | None,
 ) -> tuple[list[Classification], list[list[int]]]:
     """Classify documents from their page images (the first page, or every page: mean of page probabilities).
     The pages of all documents go to the model together, so forward batches are filled across documents.
     Returns the classifications and, per forward batch, the index of the document of each encoded row."""
-    embedder, prototypes = load_prototypes(config, cache)
-    chosen = [list(pages if config.all_pages else pages[:1]) for pages in documents]
+    embedder, prototypes = load_prototypes(config, spec, cache)
+    chosen = [list(pages if config.pages == "all" else pages[:1]) for pages in documents]
     owners = [index for index, pages in enumerate(chosen) for _ in pages]
     files = [page.path for pages in chosen for page in pages]
     if any(f is None for f in files):
@@ -232,23 +189,23 @@ def classify_documents(
                 probs[rows], prototypes.labels, numbers, config, embedder.model_id, encoded_by_owner.get(index, 0)
             )
         )
-    size = config.spec.batch_size
+    size = spec.batch_size
     batches = [[owners[i] for i in encoded[start : start + size]] for start in range(0, len(encoded), size)]
     return results, batches
 
 
 def classify_pages(
-    pages: Sequence[DocumentPage], config: ClassifierConfig, cache: EmbeddingCache | None
+    pages: Sequence[DocumentPage], config: ClassifierSettings, spec: EmbedderSpec, cache: EmbeddingCache | None
 ) -> Classification:
     """One document's classification (see classify_documents)."""
-    return classify_documents([pages], config, cache)[0][0]
+    return classify_documents([pages], config, spec, cache)[0][0]
 
 
 def summarise(
     page_probs: np.ndarray,
     labels: Sequence[str],
     page_numbers: Sequence[int],
-    config: ClassifierConfig,
+    config: ClassifierSettings,
     model_id: str,
     encoded: int,
 ) -> Classification:
@@ -273,28 +230,28 @@ def summarise(
     )
 
 
-def review_reasons(c: Classification, config: ClassifierConfig) -> list[ReviewReason]:
+def review_reasons(c: Classification, config: ClassifierSettings) -> list[ReviewReason]:
     """Why a person should check the class (empty: it can be trusted). `uncertain_class` carries the top label's
     probability, `ambiguous_class` the margin over the runner-up."""
     reasons = []
-    if c.probability < config.min_probability:
+    if c.probability < config.review_min_probability:
         reasons.append(
             ReviewReason(
                 stage="classify",
                 code="uncertain_class",
                 message=f"uncertain document class: {c.label!r} at probability {c.probability:.2f} "
-                f"(below DOCFLOW_REVIEW_MIN_CLASS_PROBABILITY={config.min_probability})",
+                f"(below DOCFLOW_REVIEW_MIN_CLASS_PROBABILITY={config.review_min_probability})",
                 value=c.probability,
             )
         )
-    if c.runner_up is not None and c.margin < config.min_margin:
+    if c.runner_up is not None and c.margin < config.review_min_margin:
         reasons.append(
             ReviewReason(
                 stage="classify",
                 code="ambiguous_class",
                 message=f"ambiguous document class: {c.label!r} {c.probability:.2f} vs {c.runner_up!r} "
                 f"{c.probability - c.margin:.2f}, margin {c.margin:.2f} (below DOCFLOW_REVIEW_MIN_CLASS_MARGIN="
-                f"{config.min_margin})",
+                f"{config.review_min_margin})",
                 value=c.margin,
             )
         )

@@ -11,9 +11,9 @@ from tasks.models.devices import torch_device
 
 def model_limit_name(settings: Settings) -> str:
     """DOCFLOW_MODEL_CONCURRENCY_LIMIT, else docflow-gpu-<index> for CUDA devices and docflow-cpu otherwise."""
-    if settings.model_concurrency_limit:
-        return settings.model_concurrency_limit
-    device = torch_device(settings.model_device)
+    if settings.device.concurrency_limit:
+        return settings.device.concurrency_limit
+    device = torch_device(settings.device.device)
     if device.startswith("cuda"):
         index = device.partition(":")[2] or "0"
         return f"docflow-gpu-{index}"

@@ -49,7 +49,7 @@ def discover(settings: Settings, request: DiscoveryRequest, run_id: str | None =
             f"skipped {len(too_long)} object(s) whose key is longer than {MAX_KEY_LENGTH} characters, "
             f"e.g. {too_long[0][:60]!r}..."
         )
-    stale_before = utcnow() - timedelta(seconds=settings.claim_ttl_s)
+    stale_before = utcnow() - timedelta(seconds=settings.runner.claim_ttl_s)
     condition = eligible(force=request.force, retry_failed=request.retry_failed, stale_before=stale_before)
     new = 0
     for i in range(0, len(blobs), _REGISTER_CHUNK):

@@ -13,27 +13,12 @@ from pydantic import ValidationError
 
 from schemas.documents import DocumentSchema
 from schemas.records import DocumentPage, Extraction, ReviewReason
+from schemas.settings import ExtractionSettings
 from tasks.models.constrained import TokenScore, schema_json
-from tasks.models.generators import Generation, GenerationRequest, GeneratorSpec, StructuredGenerator
+from tasks.models.generators import Generation, GenerationRequest, StructuredGenerator
 
 # Long pages are cut: a small model's attention degrades long before its context ends, and prompts cost time.
 MAX_PROMPT_CHARS = 4000
-
-
-@dataclass(frozen=True)
-class ExtractionConfig:
-    spec: GeneratorSpec
-    max_attempts: int = 2
-    max_new_tokens: int = 640
-    max_pages: int = 5
-    max_string: int = 100
-    max_items: int = 6
-    batch_size: int = 4
-    review_min_confidence: float = 0.0
-
-    @property
-    def backend(self) -> str:
-        return self.spec.kind
 
 
 @dataclass
@@ -158,7 +143,7 @@ class DocumentsExtraction:
 
 
 def extract_pages(
-    generator: StructuredGenerator, documents: Sequence[DocumentPages], config: ExtractionConfig
+    generator: StructuredGenerator, documents: Sequence[DocumentPages], config: ExtractionSettings
 ) -> DocumentsExtraction:
     """Extract every page of every document. Forward batches are filled across documents (a one-page receipt
     rides with the pages of an invoice), each row under its own document's grammar; pages whose answer fails
@@ -252,7 +237,7 @@ def merge_pages(schema: type[DocumentSchema], outcomes: list[PageOutcome], backe
     )
 
 
-def review_reasons(extraction: Extraction, config: ExtractionConfig) -> list[ReviewReason]:
+def review_reasons(extraction: Extraction, config: ExtractionSettings) -> list[ReviewReason]:
     """Why a person should check the extracted data (empty: it can be trusted). `invalid_extraction` carries the
     attempts made, `low_confidence` the mean field confidence."""
     if not extraction.valid:

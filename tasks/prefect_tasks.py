@@ -20,7 +20,7 @@ from storage.db import migrate
 from tasks import claims, discovery, runs, steps
 from tasks.concurrency import ensure_limit, model_limit_name
 from tasks.faults import is_infrastructure_fault
-from tasks.stages.base import ObjectRef, WorkItem
+from tasks.stages.base import WorkItem
 from tasks.system_tools import check_tools
 from tasks.workdirs import clean_stale_work_dirs
 
@@ -45,7 +45,7 @@ def prepare(settings: Settings) -> str:
     if removed:
         logger.info("removed %d scratch folder(s) left by runs that were killed", removed)
     name = model_limit_name(settings)
-    slots = ensure_limit(name, settings.model_slots)
+    slots = ensure_limit(name, settings.device.slots)
     logger.info("model stages hold a slot of the global concurrency limit %r (%d slot(s))", name, slots)
     return name
 
@@ -69,18 +69,19 @@ def discover(settings: Settings, request: DiscoveryRequest, run_id: str) -> Disc
     return result
 
 
-@task(name="claim", retries=2, retry_delay_seconds=1, **_COMMON)
-def claim(
-    settings: Settings, run_id: str, object_ids: Sequence[int], force: bool, retry_failed: bool
-) -> list[ObjectRef]:
-    return claims.claim(settings, run_id, object_ids, force=force, retry_failed=retry_failed)
-
-
 @task(name="preprocess", task_run_name="preprocess-{window}", **_COMMON)
 def preprocess(
-    settings: Settings, run_id: str, window: int, refs: Sequence[ObjectRef], work_dir: Path
+    settings: Settings,
+    run_id: str,
+    window: int,
+    object_ids: Sequence[int],
+    force: bool,
+    retry_failed: bool,
+    work_dir: Path,
 ) -> list[WorkItem]:
-    """CPU: download, detect, render/normalise or decode + VAD. Objects that end here are recorded here."""
+    """CPU: claim the objects still eligible, then download, detect, render/normalise or decode + VAD. Objects
+    that end here are recorded here."""
+    refs = claims.claim(settings, run_id, object_ids, force=force, retry_failed=retry_failed)
     step = steps.preprocess(settings, run_id, window, refs, work_dir)
     _log_step(step, window)
     return step.remaining

@@ -29,7 +29,7 @@ def finish_run(settings: Settings, run_id: str, failed_windows: int, error: str 
     with unit_of_work(settings.database_url) as session:
         run = RunRepository(session).finish(run_id, "failed" if (failed_windows or error) else "completed", error)
         objects = ObjectRepository(session)
-        stale_before = utcnow() - timedelta(seconds=settings.claim_stale_after_s)
+        stale_before = utcnow() - timedelta(seconds=settings.runner.claim_stale_after_s)
         stale = objects.stale_claims(stale_before, exclude_run=run_id)
         warnings = list(run.warnings or [])
         if stale:
@@ -37,7 +37,7 @@ def finish_run(settings: Settings, run_id: str, failed_windows: int, error: str 
             warnings.append(
                 f"{len(stale)} object(s) are still claimed by a run that stopped without finishing (claim last "
                 f"renewed {oldest:%Y-%m-%d %H:%M:%S} UTC); the next run after the claim expires "
-                f"(DOCFLOW_CLAIM_TTL_S={settings.claim_ttl_s}) takes them over"
+                f"(DOCFLOW_CLAIM_TTL_S={settings.runner.claim_ttl_s}) takes them over"
             )
         failures = tuple(
             FailureRecord(key=o.key, source=o.source, kind=o.kind, code=o.error_code, error=o.error_message or "")

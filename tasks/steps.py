@@ -14,13 +14,11 @@ from pathlib import Path
 from schemas.records import RecordOutcome
 from schemas.settings import Settings
 from storage.blobstore import open_store
-from storage.db import unit_of_work
 from storage.embeddings import SqlEmbeddingCache
 from storage.repositories import RunRepository
 from storage.tables import StageRun, utcnow
 from tasks import claims
 from tasks.stages.base import ObjectRef, Stage, StageReport, WorkItem
-from tasks.stages.config import PipelineConfig
 from tasks.stages.pipeline import StageContext, build_stages, finished, model_stage_names, run_stage
 from tasks.stages.preprocess import item_dir
 
@@ -28,7 +26,7 @@ from tasks.stages.preprocess import item_dir
 def build(settings: Settings, work_dir: Path) -> list[Stage]:
     """The run's stages. Cheap: models load on first use, once per worker process (tasks/models/cache.py)."""
     context = StageContext(open_store(settings.derived_store), work_dir, SqlEmbeddingCache(settings.database_url))
-    return build_stages(PipelineConfig.from_settings(settings), context)
+    return build_stages(settings, context)
 
 
 @dataclass(frozen=True)
@@ -62,10 +60,14 @@ def run_step(
         started = utcnow()
         report = run_stage(stage, items, prepared=True)
         ended = utcnow()
-    if report.items:
-        _record_step(settings, run_id, window, stage_name, started, ended, report)
     done = finished(items, later)
-    recorded = claims.record(settings, run_id, [(item.ref.id, item.result()) for item in done])
+    row = _stage_row(run_id, window, stage_name, started, ended, report) if report.items else None
+    recorded = claims.record(
+        settings,
+        run_id,
+        [(item.ref.id, item.result()) for item in done],
+        also=(lambda session: RunRepository(session).record_stage(row)) if row is not None else None,
+    )
     for item in done:
         shutil.rmtree(item_dir(work_dir, item.ref.id), ignore_errors=True)
     finished_ids = {item.ref.id for item in done}
@@ -77,10 +79,10 @@ def preprocess(settings: Settings, run_id: str, window: int, refs: Sequence[Obje
     return run_step(settings, run_id, window, "preprocess", [WorkItem(ref) for ref in refs], work_dir)
 
 
-def _record_step(
-    settings: Settings, run_id: str, window: int, stage: str, started: datetime, ended: datetime, report: StageReport
-) -> None:
-    row = StageRun(
+def _stage_row(
+    run_id: str, window: int, stage: str, started: datetime, ended: datetime, report: StageReport
+) -> StageRun:
+    return StageRun(
         run_id=run_id,
         stage=stage,
         window=window,
@@ -94,10 +96,8 @@ def _record_step(
         batch_capacity=report.batch_capacity,
         max_batch_owners=max(report.batch_owners, default=0),
     )
-    with unit_of_work(settings.database_url) as session:
-        RunRepository(session).record_stage(row)
 
 
 def model_stages(settings: Settings) -> list[str]:
     """Names of the model stages the settings turn on, in order."""
-    return model_stage_names(PipelineConfig.from_settings(settings))
+    return model_stage_names(settings)

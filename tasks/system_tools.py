@@ -20,7 +20,7 @@ _PACKAGES = {
 
 def required_tools(settings: Settings) -> tuple[str, ...]:
     """PDFs always need poppler; the OCR + text-LLM extraction backend also needs tesseract."""
-    ocr = settings.extract and not settings.vlm_model
+    ocr = settings.extraction.enabled and settings.extraction.resolved_backend == "text"
     return POPPLER + (TESSERACT if ocr else ())
 
 

@@ -5,53 +5,17 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
 from schemas.records import ReviewReason, SpeechSegment, Transcript, TranscriptSegment, Word
-from schemas.settings import Settings
-from tasks.models.whisper import DecodeOptions, RawSegment, WhisperSpec, WhisperTranscriber
-from tasks.preprocess.audio import SAMPLE_RATE, VadParams, detect_speech
+from schemas.settings import AudioSettings, WhisperSettings
+from tasks.models.whisper import RawSegment, WhisperTranscriber
+from tasks.preprocess.audio import SAMPLE_RATE, detect_speech
 
 MAX_CLIP_S = 30.0  # Whisper's window
 WINDOWS_PER_CALL = 32
-
-
-@dataclass(frozen=True)
-class TranscriptionConfig:
-    spec: WhisperSpec
-    decode: DecodeOptions
-    vad: VadParams
-    split_stereo: str = "auto"
-    review_min_avg_logprob: float = -0.8
-    review_min_speech_ratio: float = 0.05
-
-    @classmethod
-    def from_settings(cls, s: Settings, vad: VadParams) -> TranscriptionConfig:
-        return cls(
-            spec=WhisperSpec(
-                model=s.whisper_model,
-                device=s.whisper_device,
-                compute_type=s.whisper_compute_type,
-                cpu_threads=s.whisper_cpu_threads,
-                cache_dir=s.model_cache_dir,
-            ),
-            decode=DecodeOptions(
-                language=s.whisper_language,
-                beam_size=s.whisper_beam_size,
-                batch_size=s.whisper_batch_size,
-                word_timestamps=s.whisper_word_timestamps,
-                condition_on_previous_text=s.whisper_condition_on_previous_text,
-                no_speech_threshold=s.whisper_no_speech_threshold,
-                log_prob_threshold=s.whisper_log_prob_threshold,
-                compression_ratio_threshold=s.whisper_compression_ratio_threshold,
-            ),
-            vad=vad,
-            split_stereo=s.split_stereo,
-            review_min_avg_logprob=s.review_min_avg_logprob,
-            review_min_speech_ratio=s.review_min_speech_ratio,
-        )
 
 
 @dataclass(frozen=True)
@@ -107,7 +71,7 @@ def channels_differ(left: np.ndarray, right: np.ndarray, tolerance: float = 0.02
     return float(np.abs(left - right).mean()) / scale > tolerance
 
 
-def guard(raw: RawSegment, options: DecodeOptions) -> tuple[bool, str | None]:
+def guard(raw: RawSegment, options: WhisperSettings) -> tuple[bool, str | None]:
     """(keep, flag): Whisper's own no-speech rule drops invented text over silence; a high compression ratio
     (the same words again and again) is kept but flagged for a person to check."""
     if raw.no_speech_prob > options.no_speech_threshold and raw.avg_logprob < options.log_prob_threshold:
@@ -158,7 +122,8 @@ def mean_logprob(segments: Sequence[TranscriptSegment]) -> float | None:
 
 def transcribe_recording(
     transcriber: WhisperTranscriber,
-    config: TranscriptionConfig,
+    config: WhisperSettings,
+    vad: AudioSettings,
     mix: np.ndarray,
     speech: Sequence[SpeechSegment],
     stereo: tuple[np.ndarray, np.ndarray] | None = None,
@@ -169,25 +134,25 @@ def transcribe_recording(
     tracks: list[tuple[np.ndarray, str, int | None, list[SpeechSegment]]]
     if split:
         assert stereo is not None
-        tracks = [(channel, f"SPEAKER_{i}", i, detect_speech(channel, config.vad)) for i, channel in enumerate(stereo)]
+        tracks = [(channel, f"SPEAKER_{i}", i, detect_speech(channel, vad)) for i, channel in enumerate(stereo)]
     else:
         tracks = [(mix, "SPEAKER_0", None, list(speech))]
     segments: list[TranscriptSegment] = []
     dropped = 0
-    language, language_probability = config.decode.language, None
+    language, language_probability = config.language, None
     for samples, speaker, channel, track_speech in tracks:
         layout = layout_speech(track_speech)
         speech_samples = speech_only(samples, layout)
-        options = config.decode
+        options = config
         # Windows go to the model a group at a time, so features for an hours-long call never exist all at once.
         for first in range(0, len(layout.windows), WINDOWS_PER_CALL):
             raw = transcriber.transcribe(speech_samples, layout.windows[first : first + WINDOWS_PER_CALL], options)
             if raw.language_probability is not None and (language_probability or 0) < raw.language_probability:
                 language, language_probability = raw.language, raw.language_probability
             if options.language is None and raw.language:  # detect once per track, then keep it
-                options = replace(options, language=raw.language)
+                options = options.model_copy(update={"language": raw.language})
             for item in raw.segments:
-                keep, flag = guard(item, config.decode)
+                keep, flag = guard(item, config)
                 if keep:
                     segments.append(_segment(item, layout, speaker, channel, flag))
                 else:
@@ -208,7 +173,7 @@ def transcribe_recording(
     )
 
 
-def review_reasons(transcript: Transcript, speech_ratio: float, config: TranscriptionConfig) -> list[ReviewReason]:
+def review_reasons(transcript: Transcript, speech_ratio: float, config: WhisperSettings) -> list[ReviewReason]:
     """Why a person should look at this transcript (empty: it can be trusted as is). The values: the mean
     log-probability (`low_transcript_confidence`), the speech ratio (`little_speech`), the number of flagged
     segments (`repetition`)."""

@@ -4,6 +4,7 @@ Both take prompts plus a JSON Schema and return constrained JSON with per-token 
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -189,8 +190,17 @@ class TextLLMGenerator(_HFGenerator):
         return self._generate(dict(inputs), requests, max_new_tokens)
 
 
+# The extraction backends (DOCFLOW_EXTRACT_BACKEND): a new backend is a class with the StructuredGenerator shape,
+# registered here under its name, with the setting that names its model.
+BACKENDS: dict[str, tuple[Callable[[GeneratorSpec], StructuredGenerator], str]] = {
+    "vlm": (VisionLanguageGenerator, "DOCFLOW_VLM_MODEL"),
+    "text": (TextLLMGenerator, "DOCFLOW_TEXT_LLM_MODEL"),
+}
+
+
 def load_generator(spec: GeneratorSpec) -> StructuredGenerator:
     """One model per spec per worker process."""
-    setting = "DOCFLOW_VLM_MODEL" if spec.kind == "vlm" else "DOCFLOW_TEXT_LLM_MODEL"
-    factory = VisionLanguageGenerator if spec.kind == "vlm" else TextLLMGenerator
+    if spec.kind not in BACKENDS:
+        raise ConfigError(f"unknown extraction backend {spec.kind!r}; known: {', '.join(BACKENDS)}")
+    factory, setting = BACKENDS[spec.kind]
     return load_cached("generator", spec, lambda: factory(spec), f"model {spec.model!r} ({setting})")

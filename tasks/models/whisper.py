@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from schemas.settings import WhisperSettings
 from tasks.models import bundled
 from tasks.models.cache import load_cached
 
@@ -25,18 +26,6 @@ class WhisperSpec:
     compute_type: str = "auto"
     cpu_threads: int = 0
     cache_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "docflow")
-
-
-@dataclass(frozen=True)
-class DecodeOptions:
-    language: str | None = None
-    beam_size: int = 5
-    batch_size: int = 8
-    word_timestamps: bool = False
-    condition_on_previous_text: bool = False
-    no_speech_threshold: float = 0.6
-    log_prob_threshold: float = -1.0
-    compression_ratio_threshold: float = 2.4
 
 
 @dataclass(frozen=True)
@@ -99,7 +88,7 @@ class WhisperTranscriber:
         return bool(self._model.model.is_multilingual)
 
     def transcribe(
-        self, samples: np.ndarray, clips: Sequence[tuple[float, float]], options: DecodeOptions
+        self, samples: np.ndarray, clips: Sequence[tuple[float, float]], options: WhisperSettings
     ) -> RawTranscription:
         """Transcribe the given speech clips (seconds; each at most 30 s) of 16 kHz mono samples."""
         if not clips:
@@ -140,6 +129,17 @@ class WhisperTranscriber:
             for s in segments  # a generator: decoding happens here
         ]
         return RawTranscription(out, info.language, info.language_probability)
+
+
+def whisper_spec(whisper: WhisperSettings, cache_dir: Path) -> WhisperSpec:
+    """The model cache key of the configured Whisper model."""
+    return WhisperSpec(
+        model=whisper.model,
+        device=whisper.device,
+        compute_type=whisper.compute_type,
+        cpu_threads=whisper.cpu_threads,
+        cache_dir=cache_dir,
+    )
 
 
 def load_transcriber(spec: WhisperSpec) -> WhisperTranscriber:

@@ -14,6 +14,7 @@ import numpy as np
 
 from schemas.errors import InputError
 from schemas.records import AudioSummary, SpeechSegment
+from schemas.settings import AudioSettings
 
 STAGE = "audio"
 SAMPLE_RATE = 16_000
@@ -21,15 +22,6 @@ SAMPLE_RATE = 16_000
 # samples by 16,000 (a 32 KB WAV became 5.8 GB).
 MIN_SOURCE_RATE = 2_000
 MAX_SOURCE_RATE = 768_000
-
-
-@dataclass(frozen=True)
-class VadParams:
-    threshold: float = 0.5
-    min_speech_ms: int = 250
-    min_silence_ms: int = 2000
-    speech_pad_ms: int = 400
-    max_speech_s: float = 30.0  # Whisper's window: longer speech is split, at a pause where there is one
 
 
 @dataclass(frozen=True)
@@ -197,7 +189,7 @@ def _to_float(chunks: list[np.ndarray], total: int) -> np.ndarray:
 VAD_BLOCK_S = 600
 
 
-def detect_speech(samples: np.ndarray, params: VadParams, block_s: int = VAD_BLOCK_S) -> list[SpeechSegment]:
+def detect_speech(samples: np.ndarray, params: AudioSettings, block_s: int = VAD_BLOCK_S) -> list[SpeechSegment]:
     """Speech segments (seconds) by Silero VAD, run over blocks of `block_s` and stitched at the seams."""
     from faster_whisper.vad import VadOptions, get_speech_timestamps
 

@@ -12,17 +12,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from schemas.errors import InputError
 from schemas.records import DocumentPage
+from schemas.settings import RenderSettings
 
 STAGE = "image"
-
-
-@dataclass(frozen=True)
-class ImageLimits:
-    max_pixels: int
-    max_side: int
-    max_decode_pixels: int
-    max_pages: int = 200
-    jpeg_quality: int = 90
 
 
 @dataclass(frozen=True)
@@ -42,7 +34,7 @@ def fit_to_budget(width: int, height: int, max_pixels: int, max_side: int) -> tu
     return new_w, new_h
 
 
-def _open(path: Path, limits: ImageLimits) -> Image.Image:
+def _open(path: Path, limits: RenderSettings) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # we apply our own limit below
@@ -67,7 +59,7 @@ def _open(path: Path, limits: ImageLimits) -> Image.Image:
     return img
 
 
-def _normalise_frame(img: Image.Image, limits: ImageLimits) -> Image.Image:
+def _normalise_frame(img: Image.Image, limits: RenderSettings) -> Image.Image:
     target = fit_to_budget(*img.size, limits.max_pixels, limits.max_side)
     if img.format == "JPEG" and target != img.size:
         img.draft("RGB", target)  # let libjpeg decode at a reduced scale: much faster for big photos
@@ -80,7 +72,7 @@ def _normalise_frame(img: Image.Image, limits: ImageLimits) -> Image.Image:
     return img
 
 
-def normalise_image(path: Path, out_dir: Path, limits: ImageLimits) -> NormalisedDocument:
+def normalise_image(path: Path, out_dir: Path, limits: RenderSettings) -> NormalisedDocument:
     """Write an upright RGB JPEG per frame (multi-page TIFFs give several pages) for up to `max_pages` frames.
     Raises InputError."""
     img = _open(path, limits)

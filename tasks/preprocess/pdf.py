@@ -14,22 +14,12 @@ from PIL import Image
 
 from schemas.errors import InputError
 from schemas.records import DocumentPage
+from schemas.settings import RenderSettings
 from tasks.system_tools import missing_tool
 
 STAGE = "render"
 # pdftoppm rounds sizes up; staying this fraction under the budget keeps every page inside it.
 _BUDGET_MARGIN = 0.995
-
-
-@dataclass(frozen=True)
-class RenderLimits:
-    dpi: int
-    max_pixels: int
-    max_side: int
-    max_pages: int
-    chunk_pages: int = 50
-    timeout_s: int = 120
-    jpeg_quality: int = 90
 
 
 @dataclass(frozen=True)
@@ -105,7 +95,7 @@ def read_geometry(path: Path, max_pages: int, timeout_s: int) -> tuple[int, list
     return page_count, geometry
 
 
-def page_dpi(page: PageGeometry, limits: RenderLimits) -> float:
+def page_dpi(page: PageGeometry, limits: RenderSettings) -> float:
     """The configured DPI, lowered for this page just enough to fit the pixel budget and the longest-side cap."""
     width_px = page.width_pt * limits.dpi / 72
     height_px = page.height_pt * limits.dpi / 72
@@ -119,7 +109,7 @@ def page_dpi(page: PageGeometry, limits: RenderLimits) -> float:
     return round(limits.dpi * scale * _BUDGET_MARGIN, 3)
 
 
-def plan_ranges(pages: list[PageGeometry], limits: RenderLimits) -> list[RenderRange]:
+def plan_ranges(pages: list[PageGeometry], limits: RenderSettings) -> list[RenderRange]:
     """Group consecutive pages that share a DPI into ranges of at most `chunk_pages` pages."""
     ranges: list[RenderRange] = []
     for page in pages[: limits.max_pages]:
@@ -137,7 +127,7 @@ def plan_ranges(pages: list[PageGeometry], limits: RenderLimits) -> list[RenderR
     return ranges
 
 
-def _render_range(path: Path, out_dir: Path, rng: RenderRange, limits: RenderLimits) -> list[DocumentPage]:
+def _render_range(path: Path, out_dir: Path, rng: RenderRange, limits: RenderSettings) -> list[DocumentPage]:
     from pdf2image import convert_from_path
     from pdf2image.exceptions import (
         PDFInfoNotInstalledError,
@@ -186,7 +176,7 @@ def _render_range(path: Path, out_dir: Path, rng: RenderRange, limits: RenderLim
     return rendered
 
 
-def render_pdf(path: Path, out_dir: Path, limits: RenderLimits) -> PdfRender:
+def render_pdf(path: Path, out_dir: Path, limits: RenderSettings) -> PdfRender:
     """Render up to `max_pages` pages as JPEG files in `out_dir`. Raises InputError for a bad PDF."""
     page_count, geometry = read_geometry(path, limits.max_pages, limits.timeout_s)
     warnings = []

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from tasks.classify import ClassifierConfig, EmbeddingCache, classify_documents, review_reasons
+from schemas.settings import ClassifierSettings
+from tasks.classify import EmbeddingCache, classify_documents, review_reasons
+from tasks.models.embedders import EmbedderSpec
 from tasks.stages.base import ItemUpdate, StageReport, WorkItem
 
 
@@ -13,8 +15,8 @@ class ClassifyStage:
     name = "classify"
     uses_model = True
 
-    def __init__(self, config: ClassifierConfig, cache: EmbeddingCache | None) -> None:
-        self.config, self.cache = config, cache
+    def __init__(self, config: ClassifierSettings, spec: EmbedderSpec, cache: EmbeddingCache | None) -> None:
+        self.config, self.spec, self.cache = config, spec, cache
 
     def wants(self, item: WorkItem) -> bool:
         return item.is_document
@@ -23,10 +25,12 @@ class ClassifyStage:
         pass
 
     def __call__(self, items: Sequence[WorkItem], report: StageReport) -> list[ItemUpdate]:
-        classifications, batches = classify_documents([item.pages for item in items], self.config, self.cache)
+        classifications, batches = classify_documents(
+            [item.pages for item in items], self.config, self.spec, self.cache
+        )
         report.items += len(items)
         report.pages += sum(len(c.pages) for c in classifications)
-        report.batch_capacity = self.config.spec.batch_size
+        report.batch_capacity = self.spec.batch_size
         report.batch_rows += [len(batch) for batch in batches]
         report.batch_owners += [len(set(batch)) for batch in batches]
         return [

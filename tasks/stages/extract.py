@@ -7,8 +7,9 @@ from collections.abc import Sequence
 
 from schemas.documents import SCHEMAS, DocumentSchema
 from schemas.records import ReviewReason
-from tasks.extraction import DocumentPages, ExtractionConfig, extract_pages, merge_pages, review_reasons
-from tasks.models.generators import load_generator
+from schemas.settings import DeviceSettings, ExtractionSettings
+from tasks.extraction import DocumentPages, extract_pages, merge_pages, review_reasons
+from tasks.models.generators import GeneratorSpec, load_generator
 from tasks.ocr import has_text, ocr_image
 from tasks.routing import schema_for_text
 from tasks.stages.base import ItemUpdate, StageReport, WorkItem
@@ -18,16 +19,29 @@ NOTHING_TO_READ = ReviewReason(
 )
 
 
+def generator_spec(extraction: ExtractionSettings, device: DeviceSettings, max_pixels: int) -> GeneratorSpec:
+    """The model cache key of the configured extraction backend. A VLM sees pages at most as large as
+    preprocessing made them (`max_pixels`)."""
+    return GeneratorSpec(
+        kind=extraction.resolved_backend,
+        model=extraction.model,
+        device=device.device,
+        dtype=device.dtype,
+        min_pixels=extraction.vlm_min_pixels,
+        max_pixels=max_pixels,
+    )
+
+
 class ExtractStage:
     name = "extract"
     uses_model = True
 
-    def __init__(self, config: ExtractionConfig) -> None:
-        self.config = config
+    def __init__(self, config: ExtractionSettings, spec: GeneratorSpec) -> None:
+        self.config, self.spec = config, spec
 
     @property
     def reads_text(self) -> bool:
-        return self.config.backend == "text"
+        return self.config.resolved_backend == "text"
 
     def wants(self, item: WorkItem) -> bool:
         # A classified document routed to no schema (a photo) has nothing to extract.
@@ -59,11 +73,11 @@ class ExtractStage:
             else:
                 documents.append(DocumentPages(item.ref.id, self._schema(item), pages))
         if documents:
-            generator = load_generator(self.config.spec)
+            generator = load_generator(self.spec)
             result = extract_pages(generator, documents, self.config)
             for document in documents:
                 extraction = merge_pages(
-                    document.schema, result.outcomes[document.owner], self.config.backend, generator.model_id
+                    document.schema, result.outcomes[document.owner], self.config.resolved_backend, generator.model_id
                 )
                 reasons = tuple(review_reasons(extraction, self.config))
                 updates[document.owner] = ItemUpdate(extraction=extraction, review_reasons=reasons)

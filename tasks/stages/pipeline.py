@@ -11,14 +11,15 @@ from pathlib import Path
 
 from schemas.errors import ConfigError, TransientError
 from schemas.records import ObjectResult, StageError
+from schemas.settings import Settings
 from storage.blobstore import BlobStore, LocalDirStore
-from tasks.classify import EmbeddingCache
+from tasks.classify import EmbeddingCache, embedder_spec
 from tasks.display import printable
 from tasks.faults import is_infrastructure_fault
+from tasks.models.whisper import whisper_spec
 from tasks.stages.base import ItemUpdate, ObjectRef, Stage, StageReport, WorkItem
 from tasks.stages.classify import ClassifyStage
-from tasks.stages.config import PipelineConfig
-from tasks.stages.extract import ExtractStage
+from tasks.stages.extract import ExtractStage, generator_spec
 from tasks.stages.preprocess import PreprocessStage
 from tasks.stages.transcribe import TranscribeStage
 
@@ -34,28 +35,28 @@ class StageContext:
     embeddings: EmbeddingCache | None = None
 
 
-def build_stages(config: PipelineConfig, context: StageContext) -> list[Stage]:
-    """Every stage the configuration turns on, in order: CPU preprocessing first, then the model stages."""
-    stages: list[Stage] = [PreprocessStage(config, context.derived, context.work_dir)]
-    if config.classification is not None:
-        stages.append(ClassifyStage(config.classification, context.embeddings))
-    if config.extraction is not None:
-        stages.append(ExtractStage(config.extraction))
-    if config.transcription is not None:
-        stages.append(TranscribeStage(config.transcription))
+def build_stages(settings: Settings, context: StageContext) -> list[Stage]:
+    """Every stage the settings turn on, in order: CPU preprocessing first, then the model stages. Cheap: models
+    load on first use, once per worker process (tasks/models/cache.py)."""
+    device = settings.device
+    stages: list[Stage] = [PreprocessStage(settings, context.derived, context.work_dir)]
+    if settings.classifier.kind != "keywords":
+        spec = embedder_spec(settings.classifier, device)
+        stages.append(ClassifyStage(settings.classifier, spec, context.embeddings))
+    if settings.extraction.enabled:
+        generator = generator_spec(settings.extraction, device, settings.render.max_pixels)
+        stages.append(ExtractStage(settings.extraction, generator))
+    if settings.whisper.enabled:
+        whisper = whisper_spec(settings.whisper, device.cache_dir)
+        stages.append(TranscribeStage(settings.whisper, settings.audio, whisper))
     return stages
 
 
-def model_stage_names(config: PipelineConfig) -> list[str]:
-    """The model stages in order, without building them (no model is loaded)."""
-    names = []
-    if config.classification is not None:
-        names.append(ClassifyStage.name)
-    if config.extraction is not None:
-        names.append(ExtractStage.name)
-    if config.transcription is not None:
-        names.append(TranscribeStage.name)
-    return names
+def model_stage_names(settings: Settings) -> list[str]:
+    """The model stages the settings turn on, in order."""
+    # Building touches neither the store nor the folder: an unused local store stands in.
+    unused = StageContext(LocalDirStore(Path.cwd()), Path.cwd())
+    return [stage.name for stage in build_stages(settings, unused) if stage.uses_model]
 
 
 def run_stage(stage: Stage, items: Sequence[WorkItem], *, prepared: bool = False) -> StageReport:
@@ -105,12 +106,12 @@ def run_all(stages: Sequence[Stage], items: Sequence[WorkItem]) -> dict[str, Sta
 
 
 def process_local_file(
-    path: Path, config: PipelineConfig, work_dir: Path, embeddings: EmbeddingCache | None = None
+    path: Path, settings: Settings, work_dir: Path, embeddings: EmbeddingCache | None = None
 ) -> ObjectResult:
     """Every stage over one local file, in this process, without a database (benchmarks, scripts). Derived
     files go under `work_dir`."""
     ref = ObjectRef(id=0, source=str(path.parent.resolve()), key=path.name, size=path.stat().st_size)
-    stages = build_stages(config, StageContext(LocalDirStore(work_dir / "derived"), work_dir, embeddings))
+    stages = build_stages(settings, StageContext(LocalDirStore(work_dir / "derived"), work_dir, embeddings))
     item = WorkItem(ref)
     run_all(stages, [item])
     return item.result()

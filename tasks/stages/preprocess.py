@@ -10,6 +10,7 @@ from pathlib import Path
 
 from schemas.errors import ConfigError, InputError, TransientError
 from schemas.records import DocumentPage, ObjectKind, PdfSummary, StageError
+from schemas.settings import RenderSettings, Settings
 from storage.blobstore import BlobStore, open_store, safe_suffix, too_large
 from tasks.display import printable
 from tasks.faults import is_infrastructure_fault
@@ -18,7 +19,6 @@ from tasks.preprocess import audio, sniff
 from tasks.preprocess.image import normalise_image
 from tasks.preprocess.pdf import render_pdf
 from tasks.stages.base import DecodedAudio, ItemUpdate, Preprocessed, StageReport, WorkItem
-from tasks.stages.config import PipelineConfig
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,12 @@ def detect_file(path: Path) -> sniff.Detection:
     return sniff.detect(head, path)
 
 
+def page_tag(kind: ObjectKind, render: RenderSettings) -> str:
+    """Names the render parameters in derived keys, so different settings never overwrite each other."""
+    base = f"{render.max_pixels}px-{render.max_side}side-q{render.jpeg_quality}"
+    return f"{render.dpi}dpi-{base}" if kind is ObjectKind.PDF else base
+
+
 def item_dir(work_dir: Path, object_id: int) -> Path:
     """Scratch space of one object (its download, its pages), removed once the object is recorded."""
     return work_dir / f"object-{object_id}"
@@ -39,8 +45,8 @@ class PreprocessStage:
     name = "preprocess"
     uses_model = False
 
-    def __init__(self, config: PipelineConfig, derived: BlobStore, work_dir: Path) -> None:
-        self.config, self.derived, self.work_dir = config, derived, work_dir
+    def __init__(self, settings: Settings, derived: BlobStore, work_dir: Path) -> None:
+        self.settings, self.derived, self.work_dir = settings, derived, work_dir
         self._stores: dict[str, BlobStore] = {}
 
     def wants(self, item: WorkItem) -> bool:
@@ -65,13 +71,13 @@ class PreprocessStage:
         ref, sha256 = item.ref, ""
         detection: sniff.Detection | None = None
         try:
-            if ref.size > self.config.max_file_bytes:
-                raise too_large(ref.size, self.config.max_file_bytes)
+            if ref.size > self.settings.render.max_file_bytes:
+                raise too_large(ref.size, self.settings.render.max_file_bytes)
             out_dir = item_dir(self.work_dir, item.ref.id)
             out_dir.mkdir(parents=True, exist_ok=True)
             # The local name comes from the row id, never from the key: keys like '../x' cannot escape work_dir.
             local = out_dir / f"source{safe_suffix(ref.key)}"
-            sha256 = self._store(ref.source).download(ref.key, local, self.config.max_file_bytes)
+            sha256 = self._store(ref.source).download(ref.key, local, self.settings.render.max_file_bytes)
             try:
                 detection = detect_file(local)
                 if detection.kind is ObjectKind.UNKNOWN:
@@ -103,18 +109,18 @@ class PreprocessStage:
             return self._audio(path, detection, sha256)
         pdf = None
         if kind is ObjectKind.PDF:
-            rendered = render_pdf(path, out_dir, self.config.render)
+            rendered = render_pdf(path, out_dir, self.settings.render)
             pages, warnings, page_count = rendered.pages, rendered.warnings, rendered.page_count
             pdf = PdfSummary(page_count=rendered.page_count, pages_rendered=len(rendered.pages))
-            if self.config.extraction is not None and pages:  # the text layer needs the PDF, which goes now
-                texts = pdf_text_layer(path, min(len(pages), self.config.extraction.max_pages))
+            if self.settings.extraction.enabled and pages:  # the text layer needs the PDF, which goes now
+                texts = pdf_text_layer(path, min(len(pages), self.settings.extraction.max_pages))
                 pages = [p.model_copy(update={"text": t}) for p, t in zip(pages, texts, strict=False)] + pages[
                     len(texts) :
                 ]
         else:
-            normalised = normalise_image(path, out_dir, self.config.image)
+            normalised = normalise_image(path, out_dir, self.settings.render)
             pages, warnings, page_count = normalised.pages, normalised.warnings, normalised.page_count
-        published = tuple(self._publish(sha256, self.config.page_tag(kind), page) for page in pages)
+        published = tuple(self._publish(sha256, page_tag(kind, self.settings.render), page) for page in pages)
         return ItemUpdate(
             preprocessed=Preprocessed(
                 kind=kind,
@@ -133,17 +139,16 @@ class PreprocessStage:
         return page.model_copy(update={"uri": self.derived.put_file(key, page.path, "image/jpeg")})
 
     def _audio(self, path: Path, detection: sniff.Detection, sha256: str) -> ItemUpdate:
-        config = self.config
+        limits, whisper = self.settings.audio, self.settings.whisper
         info = audio.probe(path)
-        audio.check_limits(info, config.max_audio_s)
-        tc = config.transcription
+        audio.check_limits(info, limits.max_duration_s)
         stereo = None
-        if info.channels == 2 and tc is not None and tc.split_stereo != "off":
-            stereo = audio.decode_stereo(path, max_duration_s=config.max_audio_s)
+        if info.channels == 2 and whisper.enabled and whisper.split_stereo != "off":
+            stereo = audio.decode_stereo(path, max_duration_s=limits.max_duration_s)
             mix = (stereo[0] + stereo[1]) / 2
         else:
-            mix = audio.decode(path, max_duration_s=config.max_audio_s)
-        speech = audio.detect_speech(mix, config.vad)
+            mix = audio.decode(path, max_duration_s=limits.max_duration_s)
+        speech = audio.detect_speech(mix, limits)
         summary = audio.summarise(mix, speech, info)
         no_speech = not speech
         return ItemUpdate(
@@ -153,9 +158,9 @@ class PreprocessStage:
                 detected_type=detection.description,
                 audio=summary,
                 segments=tuple(speech),
-                decoded=DecodedAudio(mix, stereo) if tc is not None else None,
+                decoded=DecodedAudio(mix, stereo) if whisper.enabled else None,
             ),
-            warnings=("no speech detected",) if no_speech and tc is None else (),
+            warnings=("no speech detected",) if no_speech and not whisper.enabled else (),
         )
 
 

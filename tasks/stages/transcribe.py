@@ -5,17 +5,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from tasks.models.whisper import load_transcriber
+from schemas.settings import AudioSettings, WhisperSettings
+from tasks.models.whisper import WhisperSpec, load_transcriber
 from tasks.stages.base import ItemUpdate, StageReport, WorkItem
-from tasks.transcribe import TranscriptionConfig, review_reasons, transcribe_recording
+from tasks.transcribe import review_reasons, transcribe_recording
 
 
 class TranscribeStage:
     name = "transcribe"
     uses_model = True
 
-    def __init__(self, config: TranscriptionConfig) -> None:
-        self.config = config
+    def __init__(self, config: WhisperSettings, vad: AudioSettings, spec: WhisperSpec) -> None:
+        self.config, self.vad, self.spec = config, vad, spec
 
     def wants(self, item: WorkItem) -> bool:
         return item.error is None and item.decoded is not None
@@ -24,12 +25,12 @@ class TranscribeStage:
         pass
 
     def __call__(self, items: Sequence[WorkItem], report: StageReport) -> list[ItemUpdate]:
-        transcriber = load_transcriber(self.config.spec)
+        transcriber = load_transcriber(self.spec)
         updates = []
         for item in items:
             assert item.decoded is not None and item.audio is not None  # wants() holds
             transcript = transcribe_recording(
-                transcriber, self.config, item.decoded.mix, item.segments, item.decoded.stereo
+                transcriber, self.config, self.vad, item.decoded.mix, item.segments, item.decoded.stereo
             )
             reasons = review_reasons(transcript, item.audio.speech_ratio, self.config)
             warnings = ("no speech detected",) if transcript.no_speech else ()

@@ -5,7 +5,6 @@ examples, and the embedding cache in real SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import shutil
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,18 +17,26 @@ from sqlalchemy import select
 from flows.pipeline import backfill, nightly
 from schemas.errors import ConfigError
 from schemas.records import DocumentPage
-from schemas.settings import Settings, load_settings
+from schemas.settings import ClassifierSettings, load_settings
 from storage.db import migrate, unit_of_work
 from storage.embeddings import SqlEmbeddingCache
 from storage.tables import ClassificationRow, ExtractionRow, Page, SourceObject
-from tasks.classify import ClassifierConfig, classify_documents, classify_pages, load_prototypes, review_reasons
-from tasks.models.embedders import ClipEmbedder, load_embedder
+from tasks.classify import classify_documents, classify_pages, embedder_spec, load_prototypes, review_reasons
+from tasks.models.embedders import ClipEmbedder, EmbedderSpec, load_embedder
 from tests.integration.conftest import Configure
 
+Classifier = tuple[ClassifierSettings, EmbedderSpec]
 
-def _clip_config(tiny_clip: Path, **kw: object) -> ClassifierConfig:
-    settings = Settings(classifier="clip", clip_model=str(tiny_clip), clip_pretrained="", class_examples="")
-    return replace(ClassifierConfig.from_settings(settings), **kw)  # type: ignore[arg-type]
+
+def _classifier(**settings: object) -> Classifier:
+    """The classifier's settings and its model key, from settings as the environment names them."""
+    loaded = load_settings(**settings)
+    return loaded.classifier, embedder_spec(loaded.classifier, loaded.device)
+
+
+def _clip_config(tiny_clip: Path, **settings: object) -> Classifier:
+    defaults = {"classifier": "clip", "clip_model": str(tiny_clip), "clip_pretrained": "", "class_examples": ""}
+    return _classifier(**{**defaults, **settings})
 
 
 def _file_page(number: int, path: Path) -> DocumentPage:
@@ -44,10 +51,10 @@ def _page(sample_inbox: Path, name: str) -> list[DocumentPage]:
 def test_zero_shot_scores_are_softmax_of_scaled_similarity_to_prompt_ensembles(
     tiny_clip: Path, sample_inbox: Path
 ) -> None:
-    config = _clip_config(tiny_clip)
-    embedder, prototypes = load_prototypes(config, None)
+    config, spec = _clip_config(tiny_clip)
+    embedder, prototypes = load_prototypes(config, spec, None)
     assert prototypes.origin == ("text",) * len(config.labels)
-    result = classify_pages(_page(sample_inbox, "photo_donut_coffee_122.jpg"), config, None)
+    result = classify_pages(_page(sample_inbox, "photo_donut_coffee_122.jpg"), config, spec, None)
 
     # The same numbers from open_clip's text tower: mean of normalised prompt embeddings per label, softmax.
     assert isinstance(embedder, ClipEmbedder)
@@ -56,7 +63,7 @@ def test_zero_shot_scores_are_softmax_of_scaled_similarity_to_prompt_ensembles(
     assert torch.linalg.norm(img, dim=-1).item() == pytest.approx(1.0, abs=1e-5)
     with torch.no_grad():
         rows = []
-        for _, descriptions in config.labels:
+        for descriptions in config.labels.values():
             prompts = [t.format(d) for d in descriptions for t in config.templates]
             text = torch.nn.functional.normalize(model.encode_text(tokenizer(prompts)), dim=-1).mean(0)
             rows.append(torch.nn.functional.normalize(text, dim=0))
@@ -73,33 +80,32 @@ def test_example_images_join_the_text_prototype_by_weight(tiny_clip: Path, sampl
     photo = sample_inbox / "images" / "photo_donut_coffee_122.jpg"
     shutil.copy(photo, examples / "receipt" / "mislabelled.jpg")
     text_only = _clip_config(tiny_clip)
-    fused = _clip_config(tiny_clip, examples_dir=examples, example_weight=0.5)
-    embedder, text_protos = load_prototypes(text_only, None)
-    _, fused_protos = load_prototypes(fused, None)
-    i = fused.label_names.index("receipt")
+    fused = _clip_config(tiny_clip, class_examples=examples, class_example_weight=0.5)
+    embedder, text_protos = load_prototypes(*text_only, None)
+    _, fused_protos = load_prototypes(*fused, None)
+    i = fused[0].label_names.index("receipt")
     assert fused_protos.origin[i] == "text+examples"
-    assert fused_protos.origin.count("text") == len(fused.labels) - 1
+    assert fused_protos.origin.count("text") == len(fused[0].labels) - 1
     example = embedder.embed_images([photo])[0]
     expected = 0.5 * text_protos.matrix[i] + 0.5 * example
     np.testing.assert_allclose(fused_protos.matrix[i], expected / np.linalg.norm(expected), atol=1e-5)
     # An example prototype alone (weight 1) pulls that very image to its label: how users fix a wrong label.
-    only_examples = _clip_config(tiny_clip, examples_dir=examples, example_weight=1.0)
-    assert classify_pages([_file_page(1, photo)], only_examples, None).label == "receipt"
+    only_examples = _clip_config(tiny_clip, class_examples=examples, class_example_weight=1.0)
+    assert classify_pages([_file_page(1, photo)], *only_examples, None).label == "receipt"
 
 
 def test_documents_share_forward_batches_and_score_as_if_alone(tiny_clip: Path, sample_inbox: Path) -> None:
-    config = _clip_config(tiny_clip)
-    config = replace(config, spec=replace(config.spec, batch_size=2))
+    config = _clip_config(tiny_clip, classify_batch_size=2)
     names = (
         "photo_donut_coffee_122.jpg",
         "invoice2data_AmazonWebServices.png",
         "photo_pillow_hopper_exif-orientation-6.jpg",
     )
     documents = [_page(sample_inbox, name) for name in names]
-    together, batches = classify_documents(documents, config, None)
+    together, batches = classify_documents(documents, *config, None)
     assert batches == [[0, 1], [2]]  # one forward batch held the first pages of two documents
     for document, result in zip(documents, together, strict=True):
-        alone = classify_pages(document, config, None)
+        alone = classify_pages(document, *config, None)
         assert result.label == alone.label
         assert result.scores == pytest.approx(alone.scores, abs=1e-4)
 
@@ -107,49 +113,52 @@ def test_documents_share_forward_batches_and_score_as_if_alone(tiny_clip: Path, 
 def test_identical_labels_have_no_margin_and_go_to_review(tiny_clip: Path, sample_inbox: Path) -> None:
     config = _clip_config(
         tiny_clip,
-        labels=(("invoice", ("an invoice",)), ("bill", ("an invoice",))),
-        routes=(("invoice", "invoice"), ("bill", "invoice")),
+        class_labels={"invoice": ["an invoice"], "bill": ["an invoice"]},
+        class_routes={"invoice": "invoice", "bill": "invoice"},
     )
-    result = classify_pages(_page(sample_inbox, "invoice2data_AmazonWebServices.png"), config, None)
+    result = classify_pages(_page(sample_inbox, "invoice2data_AmazonWebServices.png"), *config, None)
     assert result.margin == pytest.approx(0.0, abs=1e-6)
-    (ambiguous,) = [r for r in review_reasons(result, config) if r.code == "ambiguous_class"]
+    (ambiguous,) = [r for r in review_reasons(result, config[0]) if r.code == "ambiguous_class"]
     assert ambiguous.message.startswith("ambiguous document class") and ambiguous.value == pytest.approx(0, abs=1e-6)
 
 
 def test_offline_embedder_with_shipped_examples_tells_a_photo_from_an_invoice(sample_inbox: Path) -> None:
-    config = ClassifierConfig.from_settings(Settings())
-    photo = classify_pages(_page(sample_inbox, "photo_donut_coffee_122.jpg"), config, None)
+    config = _classifier()
+    photo = classify_pages(_page(sample_inbox, "photo_donut_coffee_122.jpg"), *config, None)
     assert (photo.label, photo.route) == ("photo", None) and photo.probability > 0.8
     assert photo.model_id == "timm:efficientnet_lite0:pkg:efficientnet-lite0"
-    invoice = classify_pages(_page(sample_inbox, "invoice2data_AmazonWebServices.png"), config, None)
+    invoice = classify_pages(_page(sample_inbox, "invoice2data_AmazonWebServices.png"), *config, None)
     assert invoice.label != "photo" and invoice.scores["photo"] < 0.05
 
 
 def test_image_only_embedder_needs_examples_for_every_label(tmp_path: Path, sample_inbox: Path) -> None:
     (tmp_path / "invoice").mkdir()
     shutil.copy(sample_inbox / "images" / "invoice2data_AmazonWebServices.png", tmp_path / "invoice")
-    config = replace(ClassifierConfig.from_settings(Settings()), examples_dir=tmp_path)
+    config = _classifier(class_examples=tmp_path)
     with pytest.raises(ConfigError, match="none found for receipt, form, letter, other, photo"):
-        classify_pages(_page(sample_inbox, "photo_donut_coffee_122.jpg"), config, None)
+        classify_pages(_page(sample_inbox, "photo_donut_coffee_122.jpg"), *config, None)
 
 
 def test_embedding_cache_means_a_second_pass_encodes_nothing(db_url: str, tiny_clip: Path, sample_inbox: Path) -> None:
     migrate(db_url)
     cache = SqlEmbeddingCache(db_url)
-    config = _clip_config(tiny_clip, all_pages=True)
+    config = _clip_config(tiny_clip, classify_pages="all")
     pages = [
         _file_page(1, sample_inbox / "images" / "photo_donut_coffee_122.jpg"),
         _file_page(2, sample_inbox / "images" / "invoice2data_AmazonWebServices.png"),
     ]
-    embedder = load_embedder(config.spec)
-    first = classify_pages(pages, config, cache)
+    embedder = load_embedder(config[1])
+    first = classify_pages(pages, *config, cache)
     assert first.encoded == 2 and cache.count(embedder.model_id) == 2
     calls = embedder.calls
-    again = classify_pages(pages, config, cache)
-    other_labels = replace(
-        config, labels=(("doc", ("a document",)), ("pic", ("a picture",))), routes=(("doc", "generic"), ("pic", "none"))
+    again = classify_pages(pages, *config, cache)
+    other_labels = _clip_config(
+        tiny_clip,
+        classify_pages="all",
+        class_labels={"doc": ["a document"], "pic": ["a picture"]},
+        class_routes={"doc": "generic", "pic": "none"},
     )
-    relabelled = classify_pages(pages, other_labels, cache)
+    relabelled = classify_pages(pages, *other_labels, cache)
     assert again.encoded == relabelled.encoded == 0 and embedder.calls == calls
     assert again.scores == first.scores and set(relabelled.scores) == {"doc", "pic"}
 
@@ -197,7 +206,8 @@ def test_run_classifies_routes_and_reports_per_label(configure: Configure, sampl
         assert document.review_reason == ("; ".join(r.message for r in document.review_reasons) or None)
 
     # A forced re-run reclassifies every page from the embedding cache: nothing is encoded again.
-    embedder = load_embedder(ClassifierConfig.from_settings(load_settings()).spec)
+    settings = load_settings()
+    embedder = load_embedder(embedder_spec(settings.classifier, settings.device))
     calls = embedder.calls
     assert backfill(since=datetime(2000, 1, 1, tzinfo=UTC), force=True).processed == 3
     assert embedder.calls == calls
@@ -217,10 +227,13 @@ def test_a_database_outage_while_prototypes_load_is_an_infrastructure_fault(
     shutil.copy(next(sample_inbox.rglob("photo_donut_coffee_122.jpg")), examples / "photo" / "a.jpg")
     shutil.copy(next(sample_inbox.rglob("*.png")), examples / "invoice" / "a.png")
     config = _clip_config(
-        tiny_clip, examples_dir=examples, labels=(("invoice", ("an invoice",)), ("photo", ("a photo",)))
+        tiny_clip,
+        class_examples=examples,
+        class_labels={"invoice": ["an invoice"], "photo": ["a photo"]},
+        class_routes={"invoice": "invoice", "photo": "none"},
     )
     nobody_listening = SqlEmbeddingCache(f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/gone")
     with pytest.raises(Exception) as excinfo:
-        load_prototypes(config, nobody_listening)
+        load_prototypes(*config, nobody_listening)
     assert not isinstance(excinfo.value, ConfigError)
     assert is_infrastructure_fault(excinfo.value)

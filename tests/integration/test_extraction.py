@@ -16,9 +16,10 @@ from sqlalchemy import func, select
 from flows.pipeline import backfill, nightly
 from schemas.documents import Invoice, Receipt
 from schemas.records import DocumentPage
+from schemas.settings import ExtractionSettings
 from storage.db import unit_of_work
 from storage.tables import ExtractionRow, SourceObject
-from tasks.extraction import DocumentPages, ExtractionConfig, extract_pages, merge_pages, review_reasons
+from tasks.extraction import DocumentPages, extract_pages, merge_pages, review_reasons
 from tasks.models.constrained import generation_schema, schema_json
 from tasks.models.generators import GenerationRequest, GeneratorSpec, load_generator
 from tests.integration.conftest import Configure
@@ -63,7 +64,7 @@ def _image_page(path: Path, number: int = 1) -> DocumentPage:
 
 def test_invalid_answers_are_retried_then_sent_to_review(tiny_vlm: Path, sample_inbox: Path) -> None:
     generator = load_generator(_vlm_spec(tiny_vlm))
-    config = ExtractionConfig(spec=_vlm_spec(tiny_vlm), max_attempts=2, max_string=8, max_items=2, max_new_tokens=600)
+    config = ExtractionSettings(max_attempts=2, max_string=8, max_items=2, max_new_tokens=600)
     page = _image_page(sample_inbox / "images" / "photo_donut_coffee_122.jpg")
     result = extract_pages(generator, [DocumentPages(7, Receipt, (page,))], config)
     (outcome,) = result.outcomes[7]
@@ -79,9 +80,7 @@ def test_invalid_answers_are_retried_then_sent_to_review(tiny_vlm: Path, sample_
 
 def test_forward_batches_are_filled_across_documents(tiny_vlm: Path, sample_inbox: Path) -> None:
     generator = load_generator(_vlm_spec(tiny_vlm))
-    config = ExtractionConfig(
-        spec=_vlm_spec(tiny_vlm), max_attempts=1, max_string=8, max_items=2, max_new_tokens=64, batch_size=4
-    )
+    config = ExtractionSettings(max_attempts=1, max_string=8, max_items=2, max_new_tokens=64, batch_size=4)
     images = sample_inbox / "images"
     receipt = DocumentPages(1, Receipt, (_image_page(images / "photo_donut_coffee_122.jpg"),))
     invoice = DocumentPages(

@@ -11,10 +11,11 @@ import pytest
 from sqlalchemy import func, select
 
 from flows.pipeline import RunFailed, backfill, nightly
+from schemas.settings import WhisperSettings
 from storage.db import unit_of_work
 from storage.tables import SourceObject, TranscriptRow, TranscriptSegmentRow
 from tasks.evaluation import wer
-from tasks.models.whisper import DecodeOptions, WhisperSpec, load_transcriber
+from tasks.models.whisper import WhisperSpec, load_transcriber
 from tasks.preprocess.audio import decode
 from tests.integration.conftest import Configure
 
@@ -132,8 +133,8 @@ def test_unloadable_model_fails_the_run_not_the_files(configure: Configure, samp
 def test_batched_and_sequential_decoding_agree(sample_inbox: Path) -> None:
     transcriber = load_transcriber(WhisperSpec("pkg:whisper-tiny.en"))
     samples = decode(sample_inbox / "calls" / "fasterwhisper_jfk.flac", max_duration_s=MAX_S)
-    batched = transcriber.transcribe(samples, [(0.0, 11.0)], DecodeOptions(batch_size=8))
-    sequential = transcriber.transcribe(samples, [(0.0, 11.0)], DecodeOptions(batch_size=1))
+    batched = transcriber.transcribe(samples, [(0.0, 11.0)], WhisperSettings(batch_size=8))
+    sequential = transcriber.transcribe(samples, [(0.0, 11.0)], WhisperSettings(batch_size=1))
     text = lambda r: " ".join(s.text for s in r.segments)  # noqa: E731
     assert wer(JFK, text(batched)) <= 0.1 and wer(JFK, text(sequential)) <= 0.1
     assert load_transcriber(WhisperSpec("pkg:whisper-tiny.en")) is transcriber  # loaded once per process

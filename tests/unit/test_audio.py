@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from schemas.errors import InputError
+from schemas.settings import AudioSettings
 from tasks.preprocess.audio import (
     StreamInfo,
-    VadParams,
     check_limits,
     decode,
     decode_stereo,
@@ -104,7 +104,7 @@ def test_speech_is_found_in_a_real_recording(sample_inbox: Path) -> None:
     path = sample_inbox / "calls" / "fasterwhisper_jfk.flac"
     info = probe(path)
     samples = decode(path, max_duration_s=MAX_S)
-    segments = detect_speech(samples, VadParams())
+    segments = detect_speech(samples, AudioSettings())
     summary = summarise(samples, segments, info)
     assert (info.sample_rate, info.channels) == (44100, 2)
     assert info.duration_s == pytest.approx(11.0, abs=0.01)
@@ -140,7 +140,7 @@ def test_vad_splits_on_silence_with_short_min_silence(tmp_path: Path) -> None:
     rate = 16000
     speech = np.concatenate([decode_jfk_seconds(2.5), np.zeros(rate * 3, np.float32), decode_jfk_seconds(2.5)])
     path = _write_wav(tmp_path / "gap.wav", speech)
-    segments = detect_speech(decode(path, max_duration_s=MAX_S), VadParams(min_silence_ms=500, speech_pad_ms=100))
+    segments = detect_speech(decode(path, max_duration_s=MAX_S), AudioSettings(min_silence_ms=500, speech_pad_ms=100))
     assert len(segments) == 2
     assert segments[0].end_s < 3.0 and segments[1].start_s > 5.5 - 0.2
 
@@ -153,14 +153,14 @@ def decode_jfk_seconds(seconds: float) -> np.ndarray:
 def test_digital_silence_has_no_speech(tmp_path: Path) -> None:
     path = _write_wav(tmp_path / "silence.wav", np.zeros(32000, np.float32))
     samples = decode(path, max_duration_s=MAX_S)
-    segments = detect_speech(samples, VadParams())
+    segments = detect_speech(samples, AudioSettings())
     assert segments == []
     assert summarise(samples, segments, probe(path)).speech_ratio == 0.0
 
 
 def test_white_noise_has_no_speech(tmp_path: Path) -> None:
     noise = np.random.default_rng(0).uniform(-0.3, 0.3, 16000 * 3).astype(np.float32)
-    assert detect_speech(decode(_write_wav(tmp_path / "noise.wav", noise), max_duration_s=MAX_S), VadParams()) == []
+    assert detect_speech(decode(_write_wav(tmp_path / "noise.wav", noise), max_duration_s=MAX_S), AudioSettings()) == []
 
 
 def test_zero_sample_file_is_rejected(tmp_path: Path) -> None:
@@ -181,8 +181,8 @@ def test_garbage_with_audio_header_is_rejected(tmp_path: Path) -> None:
 
 def test_vad_blocks_are_stitched_at_the_seams(sample_inbox: Path) -> None:
     samples = decode(sample_inbox / "calls" / "fasterwhisper_jfk.flac", max_duration_s=MAX_S)
-    whole = detect_speech(samples, VadParams())
-    blocked = detect_speech(samples, VadParams(), block_s=4)  # seams at 4 s and 8 s, inside speech
+    whole = detect_speech(samples, AudioSettings())
+    blocked = detect_speech(samples, AudioSettings(), block_s=4)  # seams at 4 s and 8 s, inside speech
     assert len(blocked) == len(whole) == 1
     assert blocked[0].start_s == pytest.approx(whole[0].start_s, abs=0.1)
     assert blocked[0].end_s == pytest.approx(whole[0].end_s, abs=0.1)

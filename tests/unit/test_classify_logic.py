@@ -9,21 +9,20 @@ import pytest
 import torch
 
 from schemas.errors import ConfigError
-from schemas.settings import load_settings
-from tasks.classify import ClassifierConfig, Prototypes, review_reasons, summarise
-from tasks.models.embedders import EmbedderSpec, match_state_dict
+from schemas.settings import ClassifierSettings, load_settings
+from tasks.classify import Prototypes, review_reasons, summarise
+from tasks.models.embedders import match_state_dict
 
 LABELS = ("invoice", "receipt", "photo")
 
 
-def _config(**kw: object) -> ClassifierConfig:
-    base = dict(
-        spec=EmbedderSpec("clip", "tiny.json", None),
-        labels=tuple((label, (label,)) for label in LABELS),
-        templates=("{}",),
-        routes=(("invoice", "invoice"), ("receipt", "receipt"), ("photo", "none")),
+def _config(**kw: float) -> ClassifierSettings:
+    return ClassifierSettings(
+        labels={label: [label] for label in LABELS},
+        templates=["{}"],
+        routes={"invoice": "invoice", "receipt": "receipt", "photo": "none"},
+        **kw,
     )
-    return ClassifierConfig(**{**base, **kw})  # type: ignore[arg-type]
 
 
 def test_probabilities_are_a_softmax_over_scaled_cosines() -> None:
@@ -45,7 +44,7 @@ def test_summary_takes_the_mean_over_pages_and_routes_the_label() -> None:
 
 
 def test_low_probability_and_small_margin_go_to_review() -> None:
-    config = _config(min_probability=0.6, min_margin=0.2)
+    config = _config(review_min_probability=0.6, review_min_margin=0.2)
     confident = summarise(np.array([[0.9, 0.05, 0.05]]), LABELS, [1], config, "m", 1)
     assert review_reasons(confident, config) == []
     unsure = summarise(np.array([[0.45, 0.35, 0.2]]), LABELS, [1], config, "m", 1)
@@ -82,5 +81,5 @@ def test_classification_settings_are_checked(monkeypatch: pytest.MonkeyPatch) ->
         load_settings()
     monkeypatch.setenv("DOCFLOW_CLASS_TEMPLATES", '["a scan of {}."]')
     monkeypatch.setenv("DOCFLOW_CLASS_EXAMPLES", "")
-    config = ClassifierConfig.from_settings(load_settings())
-    assert config.examples_dir is None and config.route("b") is None and config.route("a") == "invoice"
+    config = load_settings().classifier
+    assert config.examples is None and config.route("b") is None and config.route("a") == "invoice"

@@ -5,8 +5,8 @@ import pytest
 
 from schemas.documents import SCHEMAS, GenericDocument, Invoice, Receipt
 from schemas.records import Extraction
+from schemas.settings import ExtractionSettings
 from tasks.extraction import (
-    ExtractionConfig,
     PageOutcome,
     build_prompt,
     field_confidences,
@@ -14,7 +14,6 @@ from tasks.extraction import (
     review_reasons,
 )
 from tasks.models.constrained import TokenScore, generation_schema
-from tasks.models.generators import GeneratorSpec
 from tasks.routing import schema_for_text
 
 
@@ -111,7 +110,7 @@ def test_merged_cross_field_errors_make_it_invalid() -> None:
     pages = [PageOutcome(1, data={"subtotal": "10", "tax": "1", "total": "50"}, attempts=1)]
     merged = merge_pages(Invoice, pages, "text", "m")
     assert not merged.valid and "total 50 != subtotal 10 + tax 1" in merged.errors[0]
-    config = ExtractionConfig(spec=GeneratorSpec("text", "m"))
+    config = ExtractionSettings()
     (reason,) = review_reasons(merged, config)
     assert (reason.stage, reason.code, reason.value) == ("extract", "invalid_extraction", 1)
     assert reason.message.startswith("extraction not valid after 1 attempt(s)")
@@ -127,8 +126,8 @@ def test_low_confidence_review_is_optional() -> None:
         attempts=1,
         field_confidence={"total": 0.2},
     )
-    assert review_reasons(ok, ExtractionConfig(spec=GeneratorSpec("text", "m"))) == []
-    strict = ExtractionConfig(spec=GeneratorSpec("text", "m"), review_min_confidence=0.5)
+    assert review_reasons(ok, ExtractionSettings()) == []
+    strict = ExtractionSettings(review_min_confidence=0.5)
     (reason,) = review_reasons(ok, strict)
     assert (reason.stage, reason.code) == ("extract", "low_confidence") and reason.value == pytest.approx(0.2)
     assert "low extraction confidence" in reason.message

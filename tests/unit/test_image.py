@@ -5,14 +5,14 @@ from PIL import Image
 
 from schemas.errors import InputError
 from schemas.records import DocumentPage
+from schemas.settings import RenderSettings
 from tasks.preprocess.image import (
-    ImageLimits,
     NormalisedDocument,
     fit_to_budget,
     normalise_image,
 )
 
-LIMITS = ImageLimits(max_pixels=1_000_000, max_side=2048, max_decode_pixels=50_000_000)
+LIMITS = RenderSettings(max_pixels=1_000_000, max_side=2048, max_decode_pixels=50_000_000)
 
 
 def _file(page: DocumentPage) -> Path:
@@ -66,7 +66,7 @@ def test_our_decode_limit_applies_below_pillows(tmp_path: Path) -> None:
     big = tmp_path / "big.png"
     Image.new("L", (3000, 3000)).save(big)
     with pytest.raises(InputError, match=r"3000x3000 = 9 Mpx, limit 5 Mpx"):
-        normalise_image(big, tmp_path, ImageLimits(1_000_000, 2048, max_decode_pixels=5_000_000))
+        normalise_image(big, tmp_path, RenderSettings(max_pixels=1_000_000, max_side=2048, max_decode_pixels=5_000_000))
 
 
 def test_truncated_jpeg_is_a_clear_failure(sample_inbox: Path, tmp_path: Path) -> None:
@@ -90,7 +90,7 @@ def test_tiff_past_the_page_limit_keeps_its_page_count_and_warns(tmp_path: Path)
     frames[0].save(tiff, save_all=True, append_images=frames[1:])
     out = tmp_path / "out"
     out.mkdir()
-    limits = ImageLimits(max_pixels=1_000_000, max_side=2048, max_decode_pixels=50_000_000, max_pages=5)
+    limits = RenderSettings(max_pixels=1_000_000, max_side=2048, max_decode_pixels=50_000_000, max_pages=5)
     result = normalise_image(tiff, out, limits)
     assert isinstance(result, NormalisedDocument)
     assert result.page_count == 30

@@ -5,9 +5,9 @@ from PIL import Image
 
 from schemas.errors import InputError
 from schemas.records import DocumentPage
+from schemas.settings import RenderSettings
 from tasks.preprocess.pdf import (
     PageGeometry,
-    RenderLimits,
     explain_poppler_error,
     page_dpi,
     plan_ranges,
@@ -17,7 +17,7 @@ from tasks.preprocess.pdf import (
 from tests.support import hostile
 
 LETTER = PageGeometry(1, 612, 792)
-LIMITS = RenderLimits(dpi=150, max_pixels=4_000_000, max_side=4096, max_pages=200, chunk_pages=4)
+LIMITS = RenderSettings(dpi=150, max_pixels=4_000_000, max_side=4096, max_pages=200, chunk_pages=4)
 
 
 def _file(page: DocumentPage) -> Path:
@@ -40,7 +40,7 @@ def test_oversized_page_is_rendered_at_lower_dpi_within_budget() -> None:
 
 def test_longest_side_cap_applies_to_thin_pages() -> None:
     strip = PageGeometry(1, 72 * 100, 72)  # 100 in x 1 in: few pixels, very long
-    dpi = page_dpi(strip, RenderLimits(dpi=150, max_pixels=10**9, max_side=2000, max_pages=1))
+    dpi = page_dpi(strip, RenderSettings(dpi=150, max_pixels=10**9, max_side=2000, max_pages=1))
     assert 100 * dpi <= 2000
 
 
@@ -53,7 +53,7 @@ def test_ranges_split_by_chunk_size_and_dpi() -> None:
 
 def test_page_limit_stops_planning() -> None:
     pages = [PageGeometry(n, 612, 792) for n in range(1, 11)]
-    limits = RenderLimits(dpi=72, max_pixels=10**7, max_side=9999, max_pages=3, chunk_pages=16)
+    limits = RenderSettings(dpi=72, max_pixels=10**7, max_side=9999, max_pages=3, chunk_pages=16)
     assert [(r.first, r.last) for r in plan_ranges(pages, limits)] == [(1, 3)]
 
 
@@ -68,13 +68,13 @@ def test_renders_mixed_page_sizes_at_requested_dpi(sample_inbox: Path, tmp_path:
 
 
 def test_dpi_setting_changes_resolution(sample_inbox: Path, tmp_path: Path) -> None:
-    limits = RenderLimits(dpi=72, max_pixels=4_000_000, max_side=4096, max_pages=10)
+    limits = RenderSettings(dpi=72, max_pixels=4_000_000, max_side=4096, max_pages=10)
     result = render_pdf(sample_inbox / "documents" / "invoice2data_AzureInterior.pdf", tmp_path, limits)
     assert [(p.width, p.height) for p in result.pages] == [(595, 842)]
 
 
 def test_page_limit_renders_first_pages_and_warns(sample_inbox: Path, tmp_path: Path) -> None:
-    limits = RenderLimits(dpi=50, max_pixels=4_000_000, max_side=4096, max_pages=2)
+    limits = RenderSettings(dpi=50, max_pixels=4_000_000, max_side=4096, max_pages=2)
     result = render_pdf(sample_inbox / "documents" / "pdfjs_sizes-mixed-page-sizes.pdf", tmp_path, limits)
     assert result.page_count == 3
     assert [p.page_number for p in result.pages] == [1, 2]
@@ -94,7 +94,7 @@ def test_encrypted_pdf_is_reported_as_such(sample_inbox: Path) -> None:
 
 
 def test_long_document_renders_in_ranges_with_bounded_pages(corpus: Path, tmp_path: Path) -> None:
-    limits = RenderLimits(dpi=36, max_pixels=4_000_000, max_side=4096, max_pages=40, chunk_pages=8)
+    limits = RenderSettings(dpi=36, max_pixels=4_000_000, max_side=4096, max_pages=40, chunk_pages=8)
     result = render_pdf(corpus / "pdf" / "pypdfsf_GeoTopo-117pages.pdf", tmp_path, limits)
     assert result.page_count == 117
     assert [p.page_number for p in result.pages] == list(range(1, 41))
@@ -125,7 +125,7 @@ def test_slow_page_is_a_render_timeout(tmp_path: Path) -> None:
     pdf = hostile.slow_page_pdf(tmp_path / "slow.pdf")
     out = tmp_path / "out"
     out.mkdir()
-    limits = RenderLimits(dpi=150, max_pixels=4_000_000, max_side=4096, max_pages=1, timeout_s=1)
+    limits = RenderSettings(dpi=150, max_pixels=4_000_000, max_side=4096, max_pages=1, timeout_s=1)
     with pytest.raises(InputError) as excinfo:
         render_pdf(pdf, out, limits)
     assert excinfo.value.error.code == "render_timeout"

@@ -9,7 +9,7 @@ def test_defaults_are_the_embedded_setup() -> None:
     s = load_settings()
     assert s.database_url.startswith("sqlite:///")
     assert s.source == ["./inbox"]
-    assert s.pdf_dpi == 150
+    assert s.render.dpi == 150
 
 
 def test_several_sources_from_one_variable(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -50,4 +50,32 @@ def test_overrides_win_over_environment(monkeypatch: pytest.MonkeyPatch) -> None
 def test_settings_are_immutable() -> None:
     s = Settings()
     with pytest.raises(ValidationError, match="frozen"):
-        s.pdf_dpi = 300  # type: ignore[misc]
+        s.database_url = "sqlite:///other.db"  # type: ignore[misc]
+    with pytest.raises(ValidationError, match="frozen"):
+        s.render.dpi = 300  # type: ignore[misc]
+
+
+def test_flat_variables_land_in_their_groups(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCFLOW_PDF_DPI", "200")
+    monkeypatch.setenv("DOCFLOW_WHISPER_BEAM_SIZE", "1")
+    monkeypatch.setenv("DOCFLOW_CLASSIFY_PAGES", "all")
+    monkeypatch.setenv("DOCFLOW_MODEL_DEVICE", "cpu")
+    s = load_settings(window_size=3, transcribe=False)  # keyword overrides use the same flat names
+    assert (s.render.dpi, s.whisper.beam_size, s.classifier.pages, s.device.device) == (200, 1, "all", "cpu")
+    assert (s.runner.window_size, s.whisper.enabled) == (3, False)
+
+
+def test_extraction_backend_is_explicit_or_follows_the_vlm_model() -> None:
+    assert load_settings().extraction.resolved_backend == "text"
+    assert load_settings(vlm_model="Qwen/Qwen2-VL-2B-Instruct").extraction.resolved_backend == "vlm"
+    forced = load_settings(vlm_model="Qwen/Qwen2-VL-2B-Instruct", extract_backend="text").extraction
+    assert (forced.resolved_backend, forced.model) == ("text", "pkg:smollm2-135m")
+    with pytest.raises(ConfigError, match="DOCFLOW_EXTRACT_BACKEND=vlm needs DOCFLOW_VLM_MODEL"):
+        load_settings(extract_backend="vlm")
+    with pytest.raises(ConfigError, match="DOCFLOW_EXTRACT_BACKEND"):
+        load_settings(extract_backend="ocr")
+
+
+def test_an_unknown_override_is_refused_by_its_variable_name() -> None:
+    with pytest.raises(ConfigError, match="DOCFLOW_PDF_DPII"):
+        load_settings(pdf_dpii=100)

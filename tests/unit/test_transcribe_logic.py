@@ -8,12 +8,11 @@ import pytest
 
 from schemas.errors import ConfigError
 from schemas.records import SpeechSegment, Transcript, TranscriptSegment
+from schemas.settings import WhisperSettings
 from tasks.evaluation import normalise, wer
 from tasks.models import bundled
-from tasks.models.whisper import DecodeOptions, RawSegment, WhisperSpec
-from tasks.preprocess.audio import VadParams
+from tasks.models.whisper import RawSegment
 from tasks.transcribe import (
-    TranscriptionConfig,
     channels_differ,
     guard,
     layout_speech,
@@ -70,14 +69,14 @@ def raw(text: str = "hello there", logprob: float = -0.2, no_speech: float = 0.1
 
 
 def test_guard_drops_confident_no_speech_with_low_logprob() -> None:
-    options = DecodeOptions()
+    options = WhisperSettings()
     assert guard(raw(no_speech=0.9, logprob=-1.5), options) == (False, None)
     assert guard(raw(no_speech=0.9, logprob=-0.3), options) == (True, None)  # sure of its words: keep
     assert guard(raw(text="  "), options) == (False, None)
 
 
 def test_guard_flags_repetition_loops() -> None:
-    keep, flag = guard(raw(text="thank you " * 20, ratio=6.0), DecodeOptions())
+    keep, flag = guard(raw(text="thank you " * 20, ratio=6.0), WhisperSettings())
     assert keep and flag and "repetition" in flag
 
 
@@ -109,7 +108,7 @@ def transcript(*segments: TranscriptSegment) -> Transcript:
     )
 
 
-CONFIG = TranscriptionConfig(spec=WhisperSpec("m"), decode=DecodeOptions(), vad=VadParams())
+CONFIG = WhisperSettings()
 
 
 def test_mean_logprob_is_duration_weighted() -> None:
