@@ -150,3 +150,13 @@ def test_flow_run_logs_in_the_api_carry_per_stage_counts(
     assert any(
         m.startswith("stage extract: 2 object(s), 2 page(s), 1 forward batch(es), mean fill 50%") for m in messages
     )
+
+
+def test_preprocessing_can_run_in_worker_processes(configure: Configure, sample_inbox: Path, tmp_path: Path) -> None:
+    inbox = _inbox(tmp_path / "inbox", sample_inbox, copies=1)
+    db = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    configure(database_url=db, source=str(inbox), task_runner="processes", classifier="keywords", transcribe=False)
+    summary = nightly()
+    assert summary.processed == 2 and summary.by_status == {"done": 2}
+    (preprocess,) = [s for s in summary.stages if s.stage == "preprocess"]
+    assert (preprocess.items, preprocess.pages) == (2, 2)
