@@ -21,6 +21,7 @@ from schemas.records import ObjectKind, RunSummary
 from schemas.settings import Settings, load_settings
 from schemas.status import StatusReport
 from tasks.display import first_line, printable
+from tasks.report import stage_lines
 
 app = typer.Typer(
     name="docflow",
@@ -49,10 +50,12 @@ class KindOption(StrEnum):
 def _prefect_defaults() -> None:
     # Telemetry cannot leave this network, and its failures only add noise to logs.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    # The terminal gets one line per fault from this CLI; Prefect's tracebacks go to the flow run's logs (the
-    # UI). PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL=INFO shows them here too.
+    # INFO reaches the flow run's logs (the UI): the per-stage counts are logged at INFO. The terminal gets one line
+    # per fault from this CLI instead; PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL=INFO shows the run's logs here too.
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
+    # docflow's own module loggers (a stage retrying a batch item by item, a claim taken over) join the run's logs.
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "tasks,storage,flows")
     # A first temporary server migrates a fresh database: measured 23-26 s here, over Prefect's 20 s default.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
@@ -183,6 +186,8 @@ def _print_summary(summary: RunSummary) -> None:
         console.print(f"  ... {len(summary.failures) - 20} more (docflow status --json)")
     for warning in summary.warnings:
         console.print(f"  [yellow]warning:[/yellow] {_t(warning)}", soft_wrap=True)
+    for line in stage_lines(summary):
+        console.print(f"  {_t(line)}", soft_wrap=True)
 
 
 @app.callback()

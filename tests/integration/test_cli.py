@@ -47,6 +47,9 @@ def test_run_then_status_json(configure: Configure, sample_inbox: Path, tmp_path
     result = runner.invoke(app, ["run", "--source", str(inbox)])
     assert result.exit_code == 0, result.output
     assert "encrypted PDF: password required" in result.output
+    # Both PDFs were preprocessed, the readable one (one page) classified: the summary gives each stage's counts.
+    assert "stage preprocess: 2 object(s), 1 page(s) in " in result.output
+    assert "stage classify: 1 object(s), 1 page(s), 1 forward batch(es), mean fill 6% in " in result.output
 
     status = runner.invoke(app, ["status", "--json"])
     assert status.exit_code == 0
