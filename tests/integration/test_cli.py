@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from tests.integration.conftest import Configure
+from tests.support.prefect_logs import flow_run_logs
 
 runner = CliRunner()
 
@@ -61,6 +62,8 @@ def test_run_then_status_json(configure: Configure, sample_inbox: Path, tmp_path
     (run,) = report["runs"]
     assert (run["kind"], run["processed"], run["failed"], run["status"]) == ("nightly", 2, 1, "completed")
     assert run["started_at"] and run["id"]
+    # The CLI's Prefect defaults still send the per-stage counts to the flow run's logs (what the UI shows).
+    assert any(m.startswith("stage preprocess: 2 object(s)") for m in flow_run_logs(run["id"], "stage classify:"))
 
     again = runner.invoke(
         app, ["backfill", "--since", "2000-01-01", "--source", str(inbox), "--force", "--kind", "pdf"]

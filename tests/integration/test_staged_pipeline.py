@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from concurrent.futures import ThreadPoolExecutor
 from itertools import pairwise
 from pathlib import Path
-from uuid import UUID
 
 import pytest
 from sqlalchemy import select
@@ -21,6 +19,7 @@ from schemas.settings import DEFAULT_CLASS_LABELS
 from storage.db import unit_of_work
 from storage.tables import SourceObject, StageRun
 from tests.integration.conftest import Configure
+from tests.support.prefect_logs import flow_run_logs
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -113,23 +112,6 @@ def test_concurrent_runs_never_overlap_model_stages_and_batches_span_documents(
     assert limit.limit == 1 and limit.active
 
 
-def _flow_run_logs(flow_run_id: str, expect: str, timeout_s: float = 20.0) -> list[str]:
-    """The run's log lines as the Prefect API serves them to the UI (they are shipped in the background)."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
-
-    deadline = time.monotonic() + timeout_s
-    messages: list[str] = []
-    while time.monotonic() < deadline:
-        with get_client(sync_client=True) as client:
-            logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[UUID(flow_run_id)])), limit=200)
-        messages = [log.message for log in logs]
-        if any(expect in m for m in messages):
-            break
-        time.sleep(0.5)
-    return messages
-
-
 def test_flow_run_logs_in_the_api_carry_per_stage_counts(
     configure: Configure, tiny_clip: Path, tiny_vlm: Path, sample_inbox: Path, tmp_path: Path
 ) -> None:
@@ -139,7 +121,7 @@ def test_flow_run_logs_in_the_api_carry_per_stage_counts(
     summary = nightly(source=[str(inbox)])
     assert summary.processed == 3
 
-    messages = _flow_run_logs(summary.run_id, expect="stage extract:")
+    messages = flow_run_logs(summary.run_id, expect="stage extract:")
     assert "discovery: 3 listed, 3 new, 3 to process, 0 failed without processing" in messages
     assert any(
         m.startswith("preprocess window 0: 3 object(s), 2 page(s)") and "recorded 1 failed" in m for m in messages
