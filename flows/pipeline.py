@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import math
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -51,6 +53,26 @@ def preprocessing_runner(settings: Settings) -> TaskRunner[Any]:
     return ThreadPoolTaskRunner(max_workers=settings.runner.workers)
 
 
+def _task_size(window: int, settings: Settings) -> int:
+    """Objects per preprocessing task: DOCFLOW_BATCH_SIZE, or fewer when a small window would leave workers idle."""
+    return max(1, min(settings.runner.batch_size, math.ceil(window / settings.runner.workers)))
+
+
+class _ThreadTimeoutNotice(logging.Filter):
+    """Drops Prefect's per-task notice that a timeout cannot interrupt a blocking call in a worker thread: said once
+    in the README (the poppler and decoder limits are the guards; timeout_seconds is the backstop that fails the
+    task once a call returns), it would otherwise be a warning on every task run in the UI."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "running in a worker thread" not in record.getMessage()
+
+
+def _quiet_thread_timeout_notice() -> None:
+    task_logger = logging.getLogger("prefect.task_runs")
+    if not any(isinstance(f, _ThreadTimeoutNotice) for f in task_logger.filters):
+        task_logger.addFilter(_ThreadTimeoutNotice())
+
+
 def _chunks(items: Sequence[T], size: int) -> Iterator[list[T]]:
     it = iter(items)
     while chunk := list(islice(it, size)):
@@ -75,6 +97,7 @@ def run_pipeline(settings: Settings, kind: RunKind, request: DiscoveryRequest) -
     then handed to each model stage in turn (one task per stage and window, holding the device's concurrency
     slot). While the models work on one window, the next ones are preprocessed."""
     logger = get_run_logger()
+    _quiet_thread_timeout_notice()
     run_id = str(flow_run.get_id() or uuid.uuid4())
     limit = t.prepare(settings)
     t.start_run(settings, run_id, kind, request.model_dump(mode="json"))
@@ -113,7 +136,7 @@ def run_pipeline(settings: Settings, kind: RunKind, request: DiscoveryRequest) -
                 "settings": unmapped(settings),
                 "run_id": unmapped(run_id),
                 "window": unmapped(index),
-                "object_ids": list(_chunks(ids, settings.runner.batch_size)),
+                "object_ids": list(_chunks(ids, _task_size(len(ids), settings))),
                 "force": unmapped(request.force),
                 "retry_failed": unmapped(request.retry_failed),
                 "work_dir": unmapped(work_dir),

@@ -55,8 +55,10 @@ def run_step(
         raise ValueError(f"stage {stage_name!r} is not configured (stages: {', '.join(names)})")
     position = names.index(stage_name)
     stage, later = stages[position], stages[position + 1 :]
-    stage.prepare([item for item in items if stage.wants(item)])
-    with slot():
+    wanted = [item for item in items if stage.wants(item)]
+    stage.prepare(wanted)
+    # No work, no slot: taking one costs a round trip to the server (and, measured, sometimes a 2 s back-off).
+    with slot() if wanted else nullcontext():
         started = utcnow()
         report = run_stage(stage, items, prepared=True)
         ended = utcnow()
