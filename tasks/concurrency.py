@@ -3,7 +3,9 @@ which every model stage holds a slot of, so runs sharing a machine never load or
 
 from __future__ import annotations
 
+import sys
 from contextlib import suppress
+from pathlib import Path
 
 from schemas.settings import Settings
 from tasks.models.devices import torch_device
@@ -13,11 +15,21 @@ def model_limit_name(settings: Settings) -> str:
     """DOCFLOW_MODEL_CONCURRENCY_LIMIT, else docflow-gpu-<index> for CUDA devices and docflow-cpu otherwise."""
     if settings.device.concurrency_limit:
         return settings.device.concurrency_limit
-    device = torch_device(settings.device.device)
+    device = settings.device.device
+    if device == "auto":
+        device = "cuda" if _has_cuda() else "cpu"
     if device.startswith("cuda"):
         index = device.partition(":")[2] or "0"
         return f"docflow-gpu-{index}"
     return f"docflow-{device.split(':')[0]}"
+
+
+def _has_cuda() -> bool:
+    """Whether the models will find a GPU, asked of torch only if something already imported it: importing torch
+    just to name the limit costs a run that uses no torch model (transcription only) half a gigabyte."""
+    if "torch" in sys.modules:
+        return torch_device("auto") == "cuda"
+    return Path("/proc/driver/nvidia/gpus").is_dir() and any(Path("/proc/driver/nvidia/gpus").iterdir())
 
 
 def ensure_limit(name: str, slots: int) -> int:

@@ -119,12 +119,14 @@ def _log_step(step: steps.StepResult, window: int) -> None:
         fill = sum(report.batch_rows) / (len(report.batch_rows) * report.batch_capacity)
         parts.append(f"{len(report.batch_rows)} forward batch(es), mean fill {fill:.0%}")
     recorded = ", ".join(f"{n} {status}" for status, n in sorted(step.recorded.by_status.items()))
+    waited = f" (after {step.slot_wait_s:.2f} s waiting for the device)" if step.slot_wait_s >= 0.01 else ""
     get_run_logger().info(
-        "%s window %d: %s in %.2f s%s",
+        "%s window %d: %s in %.2f s%s%s",
         step.stage,
         window,
         ", ".join(parts),
         step.seconds,
+        waited,
         f"; recorded {recorded}" if recorded else "",
     )
 

@@ -36,6 +36,7 @@ class StepResult:
     recorded: RecordOutcome
     remaining: list[WorkItem]
     seconds: float
+    slot_wait_s: float = 0.0  # time spent waiting for the device's concurrency slot
 
 
 def run_step(
@@ -58,6 +59,7 @@ def run_step(
     wanted = [item for item in items if stage.wants(item)]
     stage.prepare(wanted)
     # No work, no slot: taking one costs a round trip to the server (and, measured, sometimes a 2 s back-off).
+    asked = utcnow()
     with slot() if wanted else nullcontext():
         started = utcnow()
         report = run_stage(stage, items, prepared=True)
@@ -74,7 +76,8 @@ def run_step(
         shutil.rmtree(item_dir(work_dir, item.ref.id), ignore_errors=True)
     finished_ids = {item.ref.id for item in done}
     remaining = [item for item in items if item.ref.id not in finished_ids]
-    return StepResult(stage_name, report, recorded, remaining, (ended - started).total_seconds())
+    seconds, waited = (ended - started).total_seconds(), (started - asked).total_seconds()
+    return StepResult(stage_name, report, recorded, remaining, seconds, waited)
 
 
 def preprocess(settings: Settings, run_id: str, window: int, refs: Sequence[ObjectRef], work_dir: Path) -> StepResult:
