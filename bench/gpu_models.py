@@ -76,7 +76,7 @@ PAGE_SIZE = (1240, 1754)  # A4 at 150 dpi, DOCFLOW_PDF_DPI's default
 JPEG_QUALITY = 90  # DOCFLOW_JPEG_QUALITY's default
 VLM_MIN_PIXELS = 28 * 28 * 16  # DOCFLOW_VLM_MIN_PIXELS's default
 VLM_MAX_PIXELS = 1280 * 28 * 28
-MAX_STRING, MAX_ITEMS = 100, 6  # ExtractionConfig's grammar bounds
+MAX_STRING, MAX_ITEMS = 100, 6  # extraction's default grammar bounds (DOCFLOW_EXTRACT_MAX_STRING, _MAX_ITEMS)
 SCHEMAS: tuple[type[DocumentSchema], ...] = (Invoice, Receipt)
 DTYPES = {"cpu": "float32", "cuda": "bfloat16"}
 

@@ -148,10 +148,11 @@ def measure_long(corpus: Path, minutes: int, model: str) -> dict[str, float]:
         _write_wav(path, np.tile(one, int(minutes * 60 * SAMPLE_RATE / one.size) + 1)[: minutes * 60 * SAMPLE_RATE])
         code = (
             "import json,resource,sys,time; from pathlib import Path; sys.path.insert(0, %r);"
-            "from schemas.settings import Settings;"
-            "from tasks.stages.config import PipelineConfig; from tasks.stages.pipeline import process_local_file;"
-            "p = Path(%r); c = PipelineConfig.from_settings(Settings(whisper_model=%r));"
-            "from tasks.models.whisper import load_transcriber; load_transcriber(c.transcription.spec);"
+            "from schemas.settings import load_settings;"
+            "from tasks.stages.pipeline import process_local_file;"
+            "p = Path(%r); c = load_settings(whisper_model=%r);"
+            "from tasks.models.whisper import load_transcriber, whisper_spec;"
+            "load_transcriber(whisper_spec(c.whisper, c.device.cache_dir));"
             "t = time.perf_counter(); r = process_local_file(p, c, p.parent / 'work');"
             "print(json.dumps({'seconds': time.perf_counter() - t, 'segments': len(r.transcript.segments),"
             " 'peak_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))"
