@@ -5,15 +5,34 @@ from __future__ import annotations
 
 from datetime import date
 from decimal import Decimal
+from enum import StrEnum
 from typing import Annotated, ClassVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic.fields import FieldInfo
 
+from schemas.degenerate import degenerate_values
 from schemas.normalise import parse_amount, parse_currency, parse_date
 
-Amount = Annotated[Decimal | None, BeforeValidator(parse_amount)]
-Day = Annotated[date | None, BeforeValidator(parse_date)]
-Currency = Annotated[str | None, BeforeValidator(parse_currency)]
+
+class ValueKind(StrEnum):
+    """How a value is checked against the page it came from (see tasks/grounding.py): identifiers character for
+    character, amounts by value, dates in any printed format, currency codes by code, symbol or name, text
+    case-, spacing- and OCR-noise-tolerant; free text (a summary the model writes) is not checked."""
+
+    IDENTIFIER = "identifier"
+    AMOUNT = "amount"
+    DATE = "date"
+    CURRENCY = "currency"
+    TEXT = "text"
+    FREE = "free"
+
+
+Amount = Annotated[Decimal | None, BeforeValidator(parse_amount), ValueKind.AMOUNT]
+Day = Annotated[date | None, BeforeValidator(parse_date), ValueKind.DATE]
+Currency = Annotated[str | None, BeforeValidator(parse_currency), ValueKind.CURRENCY]
+Identifier = Annotated[str | None, ValueKind.IDENTIFIER]
+FreeText = Annotated[str | None, ValueKind.FREE]
 
 # Two cents per line item, at least one cent: printed amounts are rounded line by line.
 _ROUNDING = Decimal("0.02")
@@ -29,6 +48,12 @@ class DocumentSchema(BaseModel):
     @classmethod
     def schema_id(cls) -> str:
         return f"{cls.schema_name}/v{cls.schema_version}"
+
+    @model_validator(mode="after")
+    def _not_degenerate(self) -> DocumentSchema:
+        if problems := degenerate_values(self):
+            raise ValueError("; ".join(problems))
+        return self
 
 
 class LineItem(BaseModel):
@@ -47,7 +72,7 @@ class Invoice(DocumentSchema):
 
     vendor_name: str | None = Field(default=None, description="Company that issued the invoice")
     customer_name: str | None = Field(default=None, description="Company or person billed")
-    invoice_number: str | None = Field(default=None, description="The invoice's identifier, as printed")
+    invoice_number: Identifier = Field(default=None, description="The invoice's identifier, as printed")
     invoice_date: Day = Field(default=None, description="Date of issue, YYYY-MM-DD")
     due_date: Day = Field(default=None, description="Payment due date, YYYY-MM-DD")
     currency: Currency = Field(default=None, description="ISO 4217 code such as USD or EUR")
@@ -109,7 +134,25 @@ class GenericDocument(DocumentSchema):
     date: Day = Field(default=None, description="Main date, YYYY-MM-DD")
     parties: list[str] = Field(default_factory=list, description="People or organisations named as parties")
     fields: list[KeyValue] = Field(default_factory=list, description="Labelled values, e.g. form fields")
-    summary: str | None = Field(default=None, description="One or two sentences on what the document is")
+    summary: FreeText = Field(default=None, description="One or two sentences on what the document is")
+
+
+def value_kind(field: FieldInfo) -> ValueKind:
+    """The kind a field's annotation declares (plain strings are text)."""
+    return next((m for m in field.metadata if isinstance(m, ValueKind)), ValueKind.TEXT)
+
+
+def field_kinds(model: type[BaseModel], prefix: str = "") -> dict[str, ValueKind]:
+    """The kind of every field of `model` and of the models nested in it, by path without list indices
+    (`total`, `line_items.amount`)."""
+    kinds = {}
+    for name, field in model.model_fields.items():
+        path = f"{prefix}{name}"
+        kinds[path] = value_kind(field)
+        for arg in getattr(field.annotation, "__args__", ()):
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                kinds |= field_kinds(arg, f"{path}.")
+    return kinds
 
 
 SCHEMAS: dict[str, type[DocumentSchema]] = {s.schema_name: s for s in (Invoice, Receipt, GenericDocument)}

@@ -28,6 +28,8 @@ _MONTHS = {
     for name in names
 }
 
+MONTH_NAMES = frozenset(_MONTHS)
+
 _CURRENCY_SYMBOLS = {
     "$": "USD",
     "US$": "USD",
@@ -120,3 +122,28 @@ def parse_currency(value: object) -> str | None:
         if symbol in text:
             return iso
     raise ValueError(f"not a currency code: {value!r}")
+
+
+_CURRENCY_NAMES = {
+    "us dollar": "USD",
+    "u s dollar": "USD",
+    "euro": "EUR",
+    "pound sterling": "GBP",
+    "ringgit": "MYR",
+    "yen": "JPY",
+    "swiss franc": "CHF",
+    "rupee": "INR",
+}
+
+
+def currencies_in(text: str) -> frozenset[str]:
+    """The currencies a text prints: ISO codes as words, symbols ($, €, RM...) and names ("US dollars")."""
+    found = {word for word in re.findall(r"\b[A-Z]{3}\b", text) if word in ISO_CURRENCIES}
+    for symbol, iso in _CURRENCY_SYMBOLS.items():
+        # Letter symbols only as words ("RM 12.00", not the RM of FORM); sign symbols anywhere.
+        pattern = rf"(?<![A-Za-z]){re.escape(symbol)}(?![A-Za-z])" if symbol[0].isalpha() else re.escape(symbol)
+        if re.search(pattern, text):
+            found.add(iso)
+    lowered = " ".join(re.findall(r"[a-z]+", text.lower()))
+    found.update(iso for name, iso in _CURRENCY_NAMES.items() if name in lowered)
+    return frozenset(found)

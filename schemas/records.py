@@ -58,6 +58,7 @@ class ReviewReason(_Frozen):
     code: str
     message: str
     value: float | str | None = None
+    field: str | None = None  # the value's path (total, line_items[0].amount) when the doubt is about one value
 
     def __str__(self) -> str:
         return self.message
@@ -157,6 +158,11 @@ class Extraction(_Frozen):
     errors: tuple[str, ...] = ()
     field_confidence: dict[str, float] = Field(default_factory=dict)
     field_pages: dict[str, list[int]] = Field(default_factory=dict)
+    field_grounding: dict[str, str] = Field(
+        default_factory=dict,
+        description="Per value path (total, line_items[0].amount): grounded (printed on the page), derived "
+        "(sum or difference of printed amounts), ungrounded (not found: read wrong or invented) or unchecked",
+    )
     pages: tuple[int, ...] = ()
     raw_output: str = ""
 

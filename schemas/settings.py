@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from schemas.documents import ValueKind
 from schemas.errors import ConfigError
 
 ENV_PREFIX = "DOCFLOW_"
@@ -338,6 +339,19 @@ class ExtractionSettings(_Group):
         alias="review_min_confidence",
         description="Valid extractions whose mean field confidence is lower go to review.",
     )
+    grounding_review: list[ValueKind] = Field(
+        default_factory=lambda: list[ValueKind](k for k in ValueKind if k is not ValueKind.FREE),
+        description="Kinds of value sent to review when not found on the page (comma-separated, from: "
+        + ", ".join(k for k in ValueKind if k is not ValueKind.FREE)
+        + "); empty: ungrounded values only lower the confidence.",
+    )
+
+    @field_validator("grounding_review", mode="before")
+    @classmethod
+    def _split_kinds(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     @model_validator(mode="after")
     def _check_backend(self) -> ExtractionSettings:
@@ -483,7 +497,7 @@ def _group_fields() -> Iterator[tuple[str, str, str, FieldInfo]]:
             yield _env_key(group, name, info), group_name, name, info
 
 
-_COMMA_SEPARATED = {"source"}
+_COMMA_SEPARATED = {"source", "extract_grounding_review"}
 
 
 def _parses_json(key: str, info: FieldInfo) -> bool:

@@ -358,6 +358,7 @@ class ObjectRepository:
                 errors=list(extraction.errors) or None,
                 field_confidence=extraction.field_confidence or None,
                 field_pages=extraction.field_pages or None,
+                field_grounding=extraction.field_grounding or None,
                 pages=list(extraction.pages),
                 raw_output=extraction.raw_output,
             ),

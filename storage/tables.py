@@ -208,6 +208,7 @@ class ExtractionRow(Base):
     errors: Mapped[list[Any] | None]
     field_confidence: Mapped[dict[str, Any] | None]
     field_pages: Mapped[dict[str, Any] | None]
+    field_grounding: Mapped[dict[str, Any] | None]
     pages: Mapped[list[Any] | None]
     raw_output: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -5,20 +5,24 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 
-from schemas.documents import DocumentSchema
+from schemas.documents import SCHEMAS, DocumentSchema, field_kinds
 from schemas.records import DocumentPage, Extraction, ReviewReason
 from schemas.settings import ExtractionSettings
+from tasks.grounding import Grounding, ground
 from tasks.models.constrained import TokenScore, schema_json
 from tasks.models.generators import Generation, GenerationRequest, StructuredGenerator
 
 # Long pages are cut: a small model's attention degrades long before its context ends, and prompts cost time.
 MAX_PROMPT_CHARS = 4000
+# The confidence of a field whose value the page does not print: the model's probability says nothing then.
+UNGROUNDED_CONFIDENCE = 0.1
 
 
 @dataclass
@@ -237,9 +241,54 @@ def merge_pages(schema: type[DocumentSchema], outcomes: list[PageOutcome], backe
     )
 
 
+def with_grounding(extraction: Extraction, schema: type[DocumentSchema], page_texts: list[str]) -> Extraction:
+    """The extraction with each value's grounding in the pages' text; a field holding an ungrounded value gets at
+    most UNGROUNDED_CONFIDENCE, whatever the model's own probability said."""
+    if not extraction.valid or extraction.data is None:
+        return extraction
+    grounding = ground(schema.model_validate(extraction.data), page_texts)
+    confidence = dict(extraction.field_confidence)
+    for path, state in grounding.items():
+        field = re.split(r"[.\[]", path, maxsplit=1)[0]
+        if state is Grounding.UNGROUNDED:
+            confidence[field] = min(confidence.get(field, 1.0), UNGROUNDED_CONFIDENCE)
+    return extraction.model_copy(
+        update={"field_grounding": {p: str(s) for p, s in grounding.items()}, "field_confidence": confidence}
+    )
+
+
+def _value_at(data: Any, path: str) -> Any:
+    for part in re.findall(r"[^.\[\]]+", path):
+        data = data[int(part)] if isinstance(data, list) else data.get(part)
+    return data
+
+
+def _ungrounded_reasons(
+    extraction: Extraction, schema: type[DocumentSchema], config: ExtractionSettings
+) -> list[ReviewReason]:
+    kinds = field_kinds(schema)
+    reasons = []
+    for path, state in extraction.field_grounding.items():
+        kind = kinds.get(re.sub(r"\[\d+\]", "", path))
+        if state != Grounding.UNGROUNDED or kind not in config.grounding_review:
+            continue
+        value = _value_at(extraction.data, path)
+        reasons.append(
+            ReviewReason(
+                stage="extract",
+                code="ungrounded_value",
+                message=f"{path} {value!r} is not printed on the document",
+                value=str(value),
+                field=path,
+            )
+        )
+    return reasons
+
+
 def review_reasons(extraction: Extraction, config: ExtractionSettings) -> list[ReviewReason]:
     """Why a person should check the extracted data (empty: it can be trusted). `invalid_extraction` carries the
-    attempts made, `low_confidence` the mean field confidence."""
+    attempts made, `ungrounded_value` names each value the page does not print (of the kinds
+    DOCFLOW_EXTRACT_GROUNDING_REVIEW lists), `low_confidence` carries the mean field confidence."""
     if not extraction.valid:
         return [
             ReviewReason(
@@ -250,6 +299,9 @@ def review_reasons(extraction: Extraction, config: ExtractionSettings) -> list[R
                 value=extraction.attempts,
             )
         ]
+    schema = SCHEMAS[extraction.schema_id.split("/")[0]]
+    if ungrounded := _ungrounded_reasons(extraction, schema, config):
+        return ungrounded
     if extraction.field_confidence and config.review_min_confidence > 0:
         mean = sum(extraction.field_confidence.values()) / len(extraction.field_confidence)
         if mean < config.review_min_confidence:

@@ -1,5 +1,6 @@
-"""The extraction stage: a schema per document (its class's route, or the keyword rule), page texts for a text
-model (OCR, before the device slot is taken), then the pages of every document in shared forward batches."""
+"""The extraction stage: a schema per document (its class's route, or the keyword rule), page texts (OCR, before
+the device slot is taken) for a text model to read and for every value to be checked against, then the pages of
+every document in shared forward batches."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Sequence
 from schemas.documents import SCHEMAS, DocumentSchema
 from schemas.records import ReviewReason
 from schemas.settings import DeviceSettings, ExtractionSettings
-from tasks.extraction import DocumentPages, extract_pages, merge_pages, review_reasons
+from tasks.extraction import DocumentPages, extract_pages, merge_pages, review_reasons, with_grounding
 from tasks.models.generators import GeneratorSpec, load_generator
 from tasks.ocr import has_text, ocr_image
 from tasks.routing import schema_for_text
@@ -48,9 +49,8 @@ class ExtractStage:
         return item.is_document and (item.classification is None or item.classification.route is not None)
 
     def prepare(self, items: Sequence[WorkItem]) -> None:
-        """A text model reads the text layer, or tesseract's reading of pages without one."""
-        if not self.reads_text:
-            return
+        """Page text: the text layer, or OCR of pages without one. A text model reads it; every backend's values
+        are checked against it (grounding)."""
         for item in items:
             pages = list(item.pages)
             for index, page in enumerate(pages[: self.config.max_pages]):
@@ -79,6 +79,7 @@ class ExtractStage:
                 extraction = merge_pages(
                     document.schema, result.outcomes[document.owner], self.config.resolved_backend, generator.model_id
                 )
+                extraction = with_grounding(extraction, document.schema, [p.text for p in document.pages])
                 reasons = tuple(review_reasons(extraction, self.config))
                 updates[document.owner] = ItemUpdate(extraction=extraction, review_reasons=reasons)
             report.pages += sum(len(d.pages) for d in documents)
