@@ -13,8 +13,9 @@ from typing import Any
 from pydantic import BaseModel
 from rapidfuzz import fuzz
 
-# A unit of two or more characters written four or more times in a row ("KongKongKongKong", "ab ab ab ab").
-_LOOP = re.compile(r"(\S.+?)(?:\s*\1){3,}", re.DOTALL)
+# A unit of two or more characters, a letter or digit among them, written four or more times in a row
+# ("KongKongKongKong", "ab ab ab ab"); dot leaders ("ROUNDING ADJ..........") are print.
+_LOOP = re.compile(r"(\S.*?\w.*?|\w.+?)(?:\s*\1){3,}", re.DOTALL)
 # Near-duplicate list entries: the similarity (0-100, case- and spacing-blind) at or above which two are one.
 NEAR_DUPLICATE = 92
 # Rows of a list of objects (line items) repeated this often are padding, not purchases of the same thing.

@@ -8,7 +8,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, ClassVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
 from pydantic.fields import FieldInfo
 
 from schemas.degenerate import degenerate_values
@@ -28,10 +28,16 @@ class ValueKind(StrEnum):
     FREE = "free"
 
 
-Amount = Annotated[Decimal | None, BeforeValidator(parse_amount), ValueKind.AMOUNT]
-Day = Annotated[date | None, BeforeValidator(parse_date), ValueKind.DATE]
-Currency = Annotated[str | None, BeforeValidator(parse_currency), ValueKind.CURRENCY]
-Identifier = Annotated[str | None, ValueKind.IDENTIFIER]
+def _printed(max_length: int) -> WithJsonSchema:
+    """What a model writes for a value: the string the document prints, nullable. The validators parse it; a short
+    bound stops a model that keeps writing digits."""
+    return WithJsonSchema({"anyOf": [{"type": "string", "maxLength": max_length}, {"type": "null"}]})
+
+
+Amount = Annotated[Decimal | None, BeforeValidator(parse_amount), ValueKind.AMOUNT, _printed(24)]
+Day = Annotated[date | None, BeforeValidator(parse_date), ValueKind.DATE, _printed(40)]
+Currency = Annotated[str | None, BeforeValidator(parse_currency), ValueKind.CURRENCY, _printed(12)]
+Identifier = Annotated[str | None, ValueKind.IDENTIFIER, _printed(40)]
 FreeText = Annotated[str | None, ValueKind.FREE]
 
 # Two cents per line item, at least one cent: printed amounts are rounded line by line.
@@ -73,8 +79,8 @@ class Invoice(DocumentSchema):
     vendor_name: str | None = Field(default=None, description="Company that issued the invoice")
     customer_name: str | None = Field(default=None, description="Company or person billed")
     invoice_number: Identifier = Field(default=None, description="The invoice's identifier, as printed")
-    invoice_date: Day = Field(default=None, description="Date of issue, YYYY-MM-DD")
-    due_date: Day = Field(default=None, description="Payment due date, YYYY-MM-DD")
+    invoice_date: Day = Field(default=None, description="Date of issue")
+    due_date: Day = Field(default=None, description="Payment due date")
     currency: Currency = Field(default=None, description="ISO 4217 code such as USD or EUR")
     subtotal: Amount = Field(default=None, description="Total before tax")
     tax: Amount = Field(default=None, description="Tax amount")
@@ -112,7 +118,7 @@ class Receipt(DocumentSchema):
 
     merchant_name: str | None = Field(default=None, description="Shop or company name at the top")
     merchant_address: str | None = Field(default=None, description="Shop address")
-    date: Day = Field(default=None, description="Date of purchase, YYYY-MM-DD")
+    date: Day = Field(default=None, description="Date of purchase")
     currency: Currency = Field(default=None, description="ISO 4217 code such as MYR or EUR")
     total: Amount = Field(default=None, description="Total paid")
     items: list[ReceiptItem] = Field(default_factory=list, description="Purchased items")
@@ -131,7 +137,7 @@ class GenericDocument(DocumentSchema):
     description: ClassVar[str] = "any document: form, letter, report"
 
     title: str | None = Field(default=None, description="Title or subject of the document")
-    date: Day = Field(default=None, description="Main date, YYYY-MM-DD")
+    date: Day = Field(default=None, description="Main date")
     parties: list[str] = Field(default_factory=list, description="People or organisations named as parties")
     fields: list[KeyValue] = Field(default_factory=list, description="Labelled values, e.g. form fields")
     summary: FreeText = Field(default=None, description="One or two sentences on what the document is")

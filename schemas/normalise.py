@@ -58,7 +58,7 @@ def parse_date(value: object) -> date | None:
     """ISO dates, day-first numeric dates (18/03/18, 03.08.2014), and dates with month names."""
     if value is None or isinstance(value, date):
         return value
-    text = str(value).strip().lower()
+    text = re.sub(r"\s+\d{1,2}:\d{2}(?::\d{2})?\s*(?:[ap]\.?m\.?)?$", "", str(value).strip().lower())  # a time after it
     if not text:
         return None
     if m := re.fullmatch(r"(\d{4})[-/.](\d{1,2})[-/.](\d{1,2})", text):

