@@ -69,11 +69,17 @@ def cases(corpus: Path) -> list[Case]:
     out = []
     for line in (extraction / "truth.jsonl").read_text().splitlines():
         record = json.loads(line)
-        fields = {k: v for k, v in record["fields"].items() if k != "date_raw"}  # date is scored, date_raw is its source
+        fields = {
+            k: v for k, v in record["fields"].items() if k != "date_raw"
+        }  # date is scored, date_raw is its source
         out.append(Case(extraction / record["file"], record["schema"], fields))
     truth = corpus / "ground_truth" / "pdf"
     for path in sorted((corpus / "pdf").glob("invoice2data_*.pdf")):
-        out.append(Case(path, "invoice", _invoice2data_fields(json.loads((truth / f"{path.stem}.expected.json").read_text())[0])))
+        out.append(
+            Case(
+                path, "invoice", _invoice2data_fields(json.loads((truth / f"{path.stem}.expected.json").read_text())[0])
+            )
+        )
     png = corpus / "image" / "invoice2data_AmazonWebServices.png"  # the same invoice as a raster scan
     aws = json.loads((truth / "invoice2data_AmazonWebServices.expected.json").read_text())[0]
     out.append(Case(png, "invoice", _invoice2data_fields(aws)))
@@ -160,18 +166,27 @@ def main() -> None:
         done_wrong += status == "done" and bool(wrong)
         pages += len(extraction.pages) if extraction else 1
         seconds += elapsed
-        right = f"{len(case.fields) - len(wrong)}/{len(case.fields)}"
-        print(f"{case.path.name[:40]:40s} {schema:8s} {status:7s} {right:>8s} {elapsed:6.1f}  {'; '.join(wrong)[:160]}")
+        score = f"{len(case.fields) - len(wrong)}/{len(case.fields)}"
+        print(f"{case.path.name[:40]:40s} {schema:8s} {status:7s} {score:>8s} {elapsed:6.1f}  {'; '.join(wrong)[:160]}")
         if out:
-            reasons = [r.message for r in result.review_reasons]
-            out.write(json.dumps({"file": case.path.name, "status": status, "data": data, "wrong": wrong, "reasons": reasons}) + "\n")
+            record = {
+                "file": case.path.name,
+                "status": status,
+                "data": data,
+                "wrong": wrong,
+                "reasons": [r.message for r in result.review_reasons],
+                "confidence": extraction.field_confidence if extraction else {},
+                "grounding": extraction.field_grounding if extraction else {},
+                "seconds": round(elapsed, 2),
+            }
+            out.write(json.dumps(record) + "\n")
     print(f"\n{'field':28s} {'right':>5s} {'of':>3s} {'accuracy':>8s}")
     by_schema: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    for field in sorted(per_field):
-        right, n = per_field[field]
-        by_schema[field.split(".")[0]][0] += right
-        by_schema[field.split(".")[0]][1] += n
-        print(f"{field:28s} {right:5d} {n:3d} {right / n:8.2f}")
+    for name in sorted(per_field):
+        right, n = per_field[name]
+        by_schema[name.split(".")[0]][0] += right
+        by_schema[name.split(".")[0]][1] += n
+        print(f"{name:28s} {right:5d} {n:3d} {right / n:8.2f}")
     for schema_name, (right, n) in sorted(by_schema.items()):
         print(f"{'ALL ' + schema_name.upper() + ' FIELDS':28s} {right:5d} {n:3d} {right / n:8.2f}")
     total_right = sum(r for r, _ in per_field.values())

@@ -89,4 +89,20 @@ def degenerate_values(document: BaseModel) -> list[str]:
         value = getattr(document, name)
         if isinstance(value, list) and len(value) > 1 and (problem := _duplicate_problem(name, value)):
             problems.append(problem)
+    problems += _copied_between_fields(document)
+    return problems
+
+
+def _copied_between_fields(document: BaseModel) -> list[str]:
+    """Two different top-level fields holding the same text (a merchant name given as the address too): one of
+    them was filled from the wrong line."""
+    seen: dict[str, str] = {}
+    problems = []
+    for name in type(document).model_fields:
+        value = getattr(document, name)
+        if not isinstance(value, str) or not (plain := _plain(value)):
+            continue
+        if plain in seen:
+            problems.append(f"{name}: {value!r} is the value of {seen[plain]} too")
+        seen.setdefault(plain, name)
     return problems

@@ -28,14 +28,26 @@ class ValueKind(StrEnum):
     FREE = "free"
 
 
-def _printed(max_length: int) -> WithJsonSchema:
-    """What a model writes for a value: the string the document prints, nullable. The validators parse it; a short
-    bound stops a model that keeps writing digits."""
-    return WithJsonSchema({"anyOf": [{"type": "string", "maxLength": max_length}, {"type": "null"}]})
+def _printed(max_length: int, pattern: str | None = None) -> WithJsonSchema:
+    """What a model writes for a value: the string the document prints, nullable. The validators parse it; the
+    shape and a short bound stop a model that keeps writing digits or wanders into the next line."""
+    string: dict[str, object] = {"type": "string", "pattern": pattern} if pattern else {"type": "string"}
+    string["maxLength"] = max_length
+    return WithJsonSchema({"anyOf": [string, {"type": "null"}]})
 
 
-Amount = Annotated[Decimal | None, BeforeValidator(parse_amount), ValueKind.AMOUNT, _printed(24)]
-Day = Annotated[date | None, BeforeValidator(parse_date), ValueKind.DATE, _printed(40)]
+# A printed amount: an optional sign or currency, digits (thousands set off by a comma, space or apostrophe), at
+# most two decimals. Dots as thousands separators ("1.234,56") are left out on purpose: they let a model that means
+# 60.31 keep writing "60.310,00"; such an amount comes back wrong, is not found on the page and goes to review.
+_AMOUNT_SHAPE = r"^-?([A-Z]{1,3}|[$€£¥])? ?(\d{1,7}|\d{1,3}([,' ]\d{3}){1,3})([.,]\d{1,2})?$"
+# A printed date: numeric (19/10/2018, 2018-10-19, 12.01.19) or with a month name (05 MAR 2018, August 3, 2014).
+_DATE_SHAPE = (
+    r"^(\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}|\d{1,2}[ -]?[A-Za-z]{3,9}\.?[ -,]{0,2}\d{2,4}"
+    r"|[A-Za-z]{3,9}\.? ?\d{1,2}(st|nd|rd|th)? ?, ?\d{4})$"
+)
+
+Amount = Annotated[Decimal | None, BeforeValidator(parse_amount), ValueKind.AMOUNT, _printed(24, _AMOUNT_SHAPE)]
+Day = Annotated[date | None, BeforeValidator(parse_date), ValueKind.DATE, _printed(32, _DATE_SHAPE)]
 Currency = Annotated[str | None, BeforeValidator(parse_currency), ValueKind.CURRENCY, _printed(12)]
 Identifier = Annotated[str | None, ValueKind.IDENTIFIER, _printed(40)]
 FreeText = Annotated[str | None, ValueKind.FREE]
@@ -116,8 +128,10 @@ class Receipt(DocumentSchema):
     schema_version: ClassVar[int] = 1
     description: ClassVar[str] = "a till receipt from a shop, restaurant or petrol station"
 
-    merchant_name: str | None = Field(default=None, description="Shop or company name at the top")
-    merchant_address: str | None = Field(default=None, description="Shop address")
+    merchant_name: str | None = Field(
+        default=None, description="Business name of the shop or company that issued the receipt"
+    )
+    merchant_address: str | None = Field(default=None, description="Street address of the shop")
     date: Day = Field(default=None, description="Date of purchase")
     currency: Currency = Field(default=None, description="ISO 4217 code such as MYR or EUR")
     total: Amount = Field(default=None, description="Total paid")

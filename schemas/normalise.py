@@ -71,7 +71,8 @@ def parse_date(value: object) -> date | None:
     numbers = [int(w) for w in words if w.isdigit()]
     months = [_MONTHS[w] for w in words if w in _MONTHS]
     if months and len(numbers) == 2:
-        day, year = (numbers[0], numbers[1]) if numbers[1] > 31 else (numbers[1], numbers[0])
+        # "28 Jan 15", "05 MAR 2018", "August 3, 2014": the day comes before the year; "2018 Mar 05": the year first.
+        day, year = (numbers[1], numbers[0]) if numbers[0] > 31 else (numbers[0], numbers[1])
         return date(_year(year), months[0], day)
     raise ValueError(f"not a date: {value!r}")
 

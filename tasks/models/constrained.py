@@ -41,6 +41,8 @@ def generation_schema(schema: dict[str, Any], max_string: int = 300, max_items: 
         if node.get("type") == "string":
             node.pop("format", None)
             node["maxLength"] = min(node.get("maxLength", max_string), max_string)
+            if "pattern" in node:  # xgrammar takes the pattern alone (it bounds the length itself)
+                del node["maxLength"]
         if node.get("type") == "array":
             node["maxItems"] = max_items
         for key, value in node.items():

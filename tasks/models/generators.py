@@ -4,6 +4,7 @@ Both take prompts plus a JSON Schema and return constrained JSON with per-token 
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import shutil
 from collections.abc import Callable
@@ -16,6 +17,8 @@ from tasks.models import bundled
 from tasks.models.cache import load_cached
 from tasks.models.constrained import JsonConstraint, TokenScore, token_scores
 from tasks.models.devices import torch_device, torch_dtype
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -177,6 +180,7 @@ def _converted_checkpoint(name: str, gguf: Path, cache_dir: Path) -> Path:
         return target
     staging = target.with_name(f".{target.name}.{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
+    logger.info("%s: converting %s once into %s (a minute or two; later loads take seconds)", name, gguf.name, target)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.bfloat16)
     # The tensors are dequantized already: what remains is a plain checkpoint, which save_pretrained refuses while

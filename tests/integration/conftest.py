@@ -21,6 +21,7 @@ class Configure:
             "batch_size": 4,
             "whisper_model": "pkg:whisper-tiny.en",  # real weights, small and fast
             "extract": False,  # extraction tests turn it on; a CPU LLM per page would slow every other test
+            "text_llm_model": "pkg:smollm2-135m",  # the smallest real text LLM, when a test turns extraction on
         }
         for name, value in {**defaults, **fields}.items():
             text = ",".join(value) if isinstance(value, list | tuple) else str(value)

@@ -52,7 +52,7 @@ def test_generic_documents_keep_their_title_field() -> None:
 
 def test_prompt_carries_fields_text_and_previous_errors() -> None:
     first = build_prompt(Receipt, "SHELL\nTOTAL 86.00")
-    assert "merchant_name: Shop or company name" in first and "SHELL\nTOTAL 86.00" in first
+    assert "merchant_name: Business name of the shop" in first and "SHELL\nTOTAL 86.00" in first
     retry = build_prompt(Receipt, "x" * 10, PageOutcome(1, errors=["total: not an amount"], raw='{"total": "?"}'))
     assert "total: not an amount" in retry and '{"total": "?"}' in retry
     assert "image" in build_prompt(Invoice, None)
