@@ -131,10 +131,12 @@ class Receipt(DocumentSchema):
     merchant_name: str | None = Field(
         default=None, description="Business name of the shop or company that issued the receipt"
     )
-    merchant_address: str | None = Field(default=None, description="Street address of the shop")
+    merchant_address: str | None = Field(
+        default=None, description="The shop's full address: every line of it (street, area, postcode, town)"
+    )
     date: Day = Field(default=None, description="Date of purchase")
     currency: Currency = Field(default=None, description="ISO 4217 code such as MYR or EUR")
-    total: Amount = Field(default=None, description="Total paid")
+    total: Amount = Field(default=None, description="Final total paid (after any rounding)")
     items: list[ReceiptItem] = Field(default_factory=list, description="Purchased items")
 
 

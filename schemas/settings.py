@@ -317,9 +317,10 @@ class ExtractionSettings(_Group):
         description="Vision-language model (Qwen2-VL / Qwen2.5-VL) by hub id or local path, for the vlm backend.",
     )
     text_llm_model: str = Field(
-        default="pkg:smollm2-135m",
+        default="pkg:qwen2.5-coder-0.5b",
         alias="text_llm_model",
-        description="Instruction LLM for the text backend: pkg:smollm2-135m (offline) or any causal LM id or path.",
+        description="Instruction LLM for the text backend: pkg:qwen2.5-coder-0.5b or pkg:smollm2-135m (offline, "
+        "from packages) or any causal LM by hub id or local path.",
     )
     schema_name: Literal["auto", "invoice", "receipt", "generic"] = Field(
         default="auto",

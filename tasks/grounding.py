@@ -29,7 +29,8 @@ FUZZY_MATCH = 90
 # Share of a long value's words that must be on the page when its words are spread over layout columns.
 WORD_COVERAGE = 0.85
 
-_NUMBER = re.compile(r"\d[\d.,]*\d|\d")
+# A number standing on its own: not part of a code (E8318), a time (20:49), a date (19/10/2018) or a longer number.
+_NUMBER = re.compile(r"(?<![\w.,/:])(?:\d[\d.,]*\d|\d)(?![\w/:]|[.,]\d)")
 _MONTH = "(?:" + "|".join(sorted(MONTH_NAMES, key=len, reverse=True)) + r")\.?"
 _SEP = r"[ \t\-/.,]*"  # within one line: a date never spans lines
 _DATES = re.compile(

@@ -69,7 +69,7 @@ def test_extraction_backend_is_explicit_or_follows_the_vlm_model() -> None:
     assert load_settings().extraction.resolved_backend == "text"
     assert load_settings(vlm_model="Qwen/Qwen2-VL-2B-Instruct").extraction.resolved_backend == "vlm"
     forced = load_settings(vlm_model="Qwen/Qwen2-VL-2B-Instruct", extract_backend="text").extraction
-    assert (forced.resolved_backend, forced.model) == ("text", "pkg:smollm2-135m")
+    assert (forced.resolved_backend, forced.model) == ("text", "pkg:qwen2.5-coder-0.5b")
     with pytest.raises(ConfigError, match="DOCFLOW_EXTRACT_BACKEND=vlm needs DOCFLOW_VLM_MODEL"):
         load_settings(extract_backend="vlm")
     with pytest.raises(ConfigError, match="DOCFLOW_EXTRACT_BACKEND"):
