@@ -89,7 +89,11 @@ def _descendants(pid: int) -> set[int]:
     todo = [pid]
     while todo:
         parent = todo.pop()
-        for task in Path(f"/proc/{parent}/task").glob("*"):
+        try:
+            tasks = list(Path(f"/proc/{parent}/task").glob("*"))
+        except FileNotFoundError:  # the process exited while we walked the tree
+            continue
+        for task in tasks:
             try:
                 children = (task / "children").read_text().split()
             except OSError:

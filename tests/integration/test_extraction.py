@@ -66,12 +66,14 @@ def test_invalid_answers_are_retried_then_sent_to_review(tiny_vlm: Path, sample_
     generator = load_generator(_vlm_spec(tiny_vlm))
     config = ExtractionSettings(max_attempts=2, max_string=8, max_items=2, max_new_tokens=600)
     page = _image_page(sample_inbox / "images" / "photo_donut_coffee_122.jpg")
-    result = extract_pages(generator, [DocumentPages(7, Receipt, (page,))], config)
+    result = extract_pages(generator, [DocumentPages(7, Invoice, (page,))], config)
     (outcome,) = result.outcomes[7]
-    assert outcome.errors, "random weights are expected to write amounts that do not validate"
+    # The grammar gives every amount a printed shape, so what fails is the schema's own checks (random amounts do
+    # not add up) or the degenerate-answer guards (random strings repeat across fields).
+    assert outcome.errors, "random weights are expected to write an invoice that does not validate"
     assert outcome.attempts == 2
     assert [b.owners for b in result.batches] == [(7,), (7,)]  # the first answer, then the retry
-    extraction = merge_pages(Receipt, [outcome], "vlm", generator.model_id)
+    extraction = merge_pages(Invoice, [outcome], "vlm", generator.model_id)
     assert not extraction.valid and extraction.raw_output.startswith("[page 1] {")
     (reason,) = review_reasons(extraction, config)
     assert (reason.code, reason.value) == ("invalid_extraction", 2)

@@ -219,13 +219,21 @@ def test_structured_review_reasons_round_trip_through_the_status_query(db_url: s
             "code": "uncertain_class",
             "message": "uncertain document class: 'invoice'",
             "value": 0.45,
+            "field": None,
         },
-        {"stage": "extract", "code": "invalid_extraction", "message": "extraction not valid; total", "value": 2.0},
+        {
+            "stage": "extract",
+            "code": "invalid_extraction",
+            "message": "extraction not valid; total",
+            "value": 2.0,
+            "field": None,
+        },
         {
             "stage": "extract",
             "code": "no_text",
             "message": "no readable text found (OCR): nothing to extract",
             "value": None,
+            "field": None,
         },
     ]
 
