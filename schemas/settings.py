@@ -356,10 +356,11 @@ class ExtractionSettings(_Group):
         description="Valid extractions whose mean field confidence is lower go to review.",
     )
     grounding_review: list[ValueKind] = Field(
-        default_factory=lambda: list[ValueKind](k for k in ValueKind if k is not ValueKind.FREE),
+        default_factory=lambda: list(ValueKind),
         description="Kinds of value sent to review when not found on the page (comma-separated, from: "
-        + ", ".join(k for k in ValueKind if k is not ValueKind.FREE)
-        + "); empty: ungrounded values only lower the confidence.",
+        + ", ".join(ValueKind)
+        + "; free text is only checked for letters the page never prints); empty: ungrounded values only lower "
+        "the confidence.",
     )
 
     @field_validator("grounding_review", mode="before")

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from schemas.documents import SCHEMAS, DocumentSchema, field_kinds
+from schemas.documents import SCHEMAS, DocumentSchema, ValueKind, field_kinds
 from schemas.records import DocumentPage, Extraction, ReviewReason
 from schemas.settings import ExtractionSettings
 from tasks.grounding import Grounding, ground
@@ -277,7 +277,12 @@ def _ungrounded_reasons(
             ReviewReason(
                 stage="extract",
                 code="ungrounded_value",
-                message=f"{path} {value!r} is not printed on the document",
+                message=f"{path} {value!r} "
+                + (
+                    "uses letters the document never prints"
+                    if kind is ValueKind.FREE
+                    else "is not printed on the document"
+                ),
                 value=str(value),
                 field=path,
             )

@@ -46,7 +46,7 @@ class Grounding(StrEnum):
     GROUNDED = "grounded"  # printed on the page
     DERIVED = "derived"  # not printed, but the sum or difference of two printed amounts
     UNGROUNDED = "ungrounded"  # not found on the page: read wrong or invented
-    UNCHECKED = "unchecked"  # free text the model writes (a summary)
+    UNCHECKED = "unchecked"  # free text the model writes (a summary): only its letters are checked
 
 
 def _plain(text: str) -> str:
@@ -63,6 +63,7 @@ class PageEvidence:
 
     plain: str
     compact: str
+    letters: frozenset[str]
     words: frozenset[str]
     amounts: frozenset[Decimal]
     dates: frozenset[date]
@@ -79,7 +80,13 @@ class PageEvidence:
                 continue
         plain = _plain(text)
         return cls(
-            plain, _compact(text), frozenset(plain.split()), frozenset(amounts), _dates_in(text), currencies_in(text)
+            plain,
+            _compact(text),
+            frozenset(c for c in text if c.isalpha()),
+            frozenset(plain.split()),
+            frozenset(amounts),
+            _dates_in(text),
+            currencies_in(text),
         )
 
 
@@ -146,7 +153,10 @@ def ground(document: DocumentSchema, page_texts: list[str]) -> dict[str, Groundi
     result: dict[str, Grounding] = {}
     for path, value, kind in _values(document, ValueKind.TEXT, ""):
         if kind is ValueKind.FREE:
-            result[path] = Grounding.UNCHECKED
+            # A summary is the model's own words, but not in letters the page never prints (a stray 您的 at the end
+            # of an English summary is a model going off the rails, not a reading of the page).
+            foreign = {c for c in str(value) if c.isalpha() and not c.isascii()} - set(evidence.letters)
+            result[path] = Grounding.UNGROUNDED if foreign else Grounding.UNCHECKED
         else:
             result[path] = Grounding.GROUNDED if is_printed(value, kind, evidence) else Grounding.UNGROUNDED
     _mark_derived(document, result)

@@ -61,7 +61,7 @@ def _rapidocr() -> Any:
     """One RapidOCR per process: its three ONNX sessions load once."""
     from rapidocr import RapidOCR
 
-    return RapidOCR(params={"Global.log_level": "warning"})
+    return RapidOCR(params={"Global.log_level": "error"})  # "no text detected" is an answer, not a warning
 
 
 def rapidocr_text(path: Path) -> str:

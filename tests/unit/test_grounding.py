@@ -121,3 +121,14 @@ def test_free_text_is_not_checked(aws_page: str) -> None:
 
     summary = GenericDocument(summary="An AWS bill for July 2014.")
     assert ground(summary, [aws_page]) == {"summary": Grounding.UNCHECKED}
+
+
+def test_free_text_in_letters_the_page_never_prints_is_ungrounded(aws_page: str) -> None:
+    from schemas.documents import GenericDocument
+
+    # What the 0.5B model wrote for the AWS invoice scan in `make run`, before this check.
+    drifted = GenericDocument(summary="This invoice is for the billing period July 1 - July 31, 2014 ... for您的")
+    extraction = with_grounding(_extraction("generic/v1", drifted.model_dump(mode="json")), GenericDocument, [aws_page])
+    assert extraction.field_grounding == {"summary": "ungrounded"}
+    (reason,) = review_reasons(extraction, ExtractionSettings())
+    assert reason.field == "summary"
