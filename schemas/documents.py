@@ -3,6 +3,7 @@ cross-field checks turn inconsistent extractions into validation errors (which s
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 from enum import StrEnum
@@ -25,7 +26,18 @@ class ValueKind(StrEnum):
     DATE = "date"
     CURRENCY = "currency"
     TEXT = "text"
+    ADDRESS = "address"  # text that must be whole: every printed line of it, postcode included
     FREE = "free"
+
+
+@dataclass(frozen=True)
+class PrintedLabel:
+    """How documents label a field's amount ("Total", "Amount due"): the value must be the amount printed beside
+    the last row so labelled (plus a rounding printed after it), not another figure of the page. `excluding`
+    matches labels that share the words but name other figures ("Sub total", "Total qty", "Total excl. tax")."""
+
+    label: str
+    excluding: str = ""
 
 
 def _printed(max_length: int, pattern: str | None = None) -> WithJsonSchema:
@@ -50,7 +62,14 @@ Amount = Annotated[Decimal | None, BeforeValidator(parse_amount), ValueKind.AMOU
 Day = Annotated[date | None, BeforeValidator(parse_date), ValueKind.DATE, _printed(32, _DATE_SHAPE)]
 Currency = Annotated[str | None, BeforeValidator(parse_currency), ValueKind.CURRENCY, _printed(12)]
 Identifier = Annotated[str | None, ValueKind.IDENTIFIER, _printed(40)]
+Address = Annotated[str | None, ValueKind.ADDRESS]
 FreeText = Annotated[str | None, ValueKind.FREE]
+
+# The amount a document finally asks for: printed beside "Total" (not a sub total, a count or a tax summary).
+TOTAL_LABEL = PrintedLabel(
+    label=r"\btotal\b|amount\s*due|balance\s*due|\bjumlah\b",
+    excluding=r"\d\s?%|sub|qty|quantity|\bitems?\b|disc|saving|excl|\(ex\)|\bht\b|point|^(?!.*\bincl).*\b(?:gst|tax|vat)\b",
+)
 
 # Two cents per line item, at least one cent: printed amounts are rounded line by line.
 _ROUNDING = Decimal("0.02")
@@ -62,6 +81,8 @@ class DocumentSchema(BaseModel):
     schema_name: ClassVar[str]
     schema_version: ClassVar[int]
     description: ClassVar[str]
+    # Fields every such document prints: a result without one is not trusted (the model missed it).
+    expected: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def schema_id(cls) -> str:
@@ -87,6 +108,7 @@ class Invoice(DocumentSchema):
     schema_name: ClassVar[str] = "invoice"
     schema_version: ClassVar[int] = 1
     description: ClassVar[str] = "an invoice: a bill from a vendor to a customer"
+    expected: ClassVar[tuple[str, ...]] = ("vendor_name", "invoice_number", "invoice_date", "total")
 
     vendor_name: str | None = Field(default=None, description="Company that issued the invoice")
     customer_name: str | None = Field(default=None, description="Company or person billed")
@@ -96,7 +118,7 @@ class Invoice(DocumentSchema):
     currency: Currency = Field(default=None, description="ISO 4217 code such as USD or EUR")
     subtotal: Amount = Field(default=None, description="Total before tax")
     tax: Amount = Field(default=None, description="Tax amount")
-    total: Amount = Field(default=None, description="Amount due, tax included")
+    total: Annotated[Amount, TOTAL_LABEL] = Field(default=None, description="Amount due, tax included")
     line_items: list[LineItem] = Field(default_factory=list, description="Billed lines, in order")
 
     @model_validator(mode="after")
@@ -127,16 +149,17 @@ class Receipt(DocumentSchema):
     schema_name: ClassVar[str] = "receipt"
     schema_version: ClassVar[int] = 1
     description: ClassVar[str] = "a till receipt from a shop, restaurant or petrol station"
+    expected: ClassVar[tuple[str, ...]] = ("merchant_name", "date", "total")
 
     merchant_name: str | None = Field(
         default=None, description="Business name of the shop or company that issued the receipt"
     )
-    merchant_address: str | None = Field(
+    merchant_address: Address = Field(
         default=None, description="The shop's full address: every line of it (street, area, postcode, town)"
     )
     date: Day = Field(default=None, description="Date of purchase")
     currency: Currency = Field(default=None, description="ISO 4217 code such as MYR or EUR")
-    total: Amount = Field(default=None, description="Final total paid (after any rounding)")
+    total: Annotated[Amount, TOTAL_LABEL] = Field(default=None, description="Final total paid (after any rounding)")
     items: list[ReceiptItem] = Field(default_factory=list, description="Purchased items")
 
 
@@ -162,6 +185,10 @@ class GenericDocument(DocumentSchema):
 def value_kind(field: FieldInfo) -> ValueKind:
     """The kind a field's annotation declares (plain strings are text)."""
     return next((m for m in field.metadata if isinstance(m, ValueKind)), ValueKind.TEXT)
+
+
+def printed_label(field: FieldInfo) -> PrintedLabel | None:
+    return next((m for m in field.metadata if isinstance(m, PrintedLabel)), None)
 
 
 def field_kinds(model: type[BaseModel], prefix: str = "") -> dict[str, ValueKind]:

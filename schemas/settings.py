@@ -357,9 +357,11 @@ class ExtractionSettings(_Group):
     )
     grounding_review: list[ValueKind] = Field(
         default_factory=lambda: list(ValueKind),
-        description="Kinds of value sent to review when not found on the page (comma-separated, from: "
+        description="Kinds of value sent to review when the page does not back them: not printed, only part of what "
+        "is printed (names, addresses), not the amount printed beside the field's label (totals), or empty though "
+        "such documents print it (comma-separated, from: "
         + ", ".join(ValueKind)
-        + "; free text is only checked for letters the page never prints); empty: ungrounded values only lower "
+        + "; free text is only checked for letters the page never prints); empty: such values only lower "
         "the confidence.",
     )
 

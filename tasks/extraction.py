@@ -242,15 +242,16 @@ def merge_pages(schema: type[DocumentSchema], outcomes: list[PageOutcome], backe
 
 
 def with_grounding(extraction: Extraction, schema: type[DocumentSchema], page_texts: list[str]) -> Extraction:
-    """The extraction with each value's grounding in the pages' text; a field holding an ungrounded value gets at
-    most UNGROUNDED_CONFIDENCE, whatever the model's own probability said."""
+    """The extraction with each value's grounding in the pages' text; a field holding a doubtful value (not
+    printed, only part of what is printed, off its label, missing) gets at most UNGROUNDED_CONFIDENCE, whatever
+    the model's own probability said."""
     if not extraction.valid or extraction.data is None:
         return extraction
     grounding = ground(schema.model_validate(extraction.data), page_texts)
     confidence = dict(extraction.field_confidence)
     for path, state in grounding.items():
         field = re.split(r"[.\[]", path, maxsplit=1)[0]
-        if state is Grounding.UNGROUNDED:
+        if state.doubtful:
             confidence[field] = min(confidence.get(field, 1.0), UNGROUNDED_CONFIDENCE)
     return extraction.model_copy(
         update={"field_grounding": {p: str(s) for p, s in grounding.items()}, "field_confidence": confidence}
@@ -263,28 +264,31 @@ def _value_at(data: Any, path: str) -> Any:
     return data
 
 
-def _ungrounded_reasons(
+# What each doubtful grounding means, as a review reason: (code, what is wrong with the value).
+_DOUBTS = {
+    Grounding.UNGROUNDED: ("ungrounded_value", "is not printed on the document"),
+    Grounding.PARTIAL: ("partial_value", "is only part of what the document prints there"),
+    Grounding.OFF_LABEL: ("off_label_value", "is not the amount the document prints beside its label"),
+    Grounding.MISSING: ("missing_value", "is empty, but such documents always print it"),
+}
+
+
+def _grounding_reasons(
     extraction: Extraction, schema: type[DocumentSchema], config: ExtractionSettings
 ) -> list[ReviewReason]:
     kinds = field_kinds(schema)
     reasons = []
     for path, state in extraction.field_grounding.items():
         kind = kinds.get(re.sub(r"\[\d+\]", "", path))
-        if state != Grounding.UNGROUNDED or kind not in config.grounding_review:
+        if state not in _DOUBTS or kind not in config.grounding_review:
             continue
+        code, problem = _DOUBTS[Grounding(state)]
+        if kind is ValueKind.FREE:
+            problem = "uses letters the document never prints"
         value = _value_at(extraction.data, path)
         reasons.append(
             ReviewReason(
-                stage="extract",
-                code="ungrounded_value",
-                message=f"{path} {value!r} "
-                + (
-                    "uses letters the document never prints"
-                    if kind is ValueKind.FREE
-                    else "is not printed on the document"
-                ),
-                value=str(value),
-                field=path,
+                stage="extract", code=code, message=f"{path} {value!r} {problem}", value=str(value), field=path
             )
         )
     return reasons
@@ -292,8 +296,9 @@ def _ungrounded_reasons(
 
 def review_reasons(extraction: Extraction, config: ExtractionSettings) -> list[ReviewReason]:
     """Why a person should check the extracted data (empty: it can be trusted). `invalid_extraction` carries the
-    attempts made, `ungrounded_value` names each value the page does not print (of the kinds
-    DOCFLOW_EXTRACT_GROUNDING_REVIEW lists), `low_confidence` carries the mean field confidence."""
+    attempts made, `ungrounded_value`, `partial_value`, `off_label_value` and `missing_value` name each
+    doubtful value (of the kinds DOCFLOW_EXTRACT_GROUNDING_REVIEW lists; see tasks/grounding.py),
+    `low_confidence` carries the mean field confidence."""
     if not extraction.valid:
         return [
             ReviewReason(
@@ -305,8 +310,8 @@ def review_reasons(extraction: Extraction, config: ExtractionSettings) -> list[R
             )
         ]
     schema = SCHEMAS[extraction.schema_id.split("/")[0]]
-    if ungrounded := _ungrounded_reasons(extraction, schema, config):
-        return ungrounded
+    if doubts := _grounding_reasons(extraction, schema, config):
+        return doubts
     if extraction.field_confidence and config.review_min_confidence > 0:
         mean = sum(extraction.field_confidence.values()) / len(extraction.field_confidence)
         if mean < config.review_min_confidence:

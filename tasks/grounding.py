@@ -5,7 +5,11 @@ validated document is looked up in the page text (the PDF's text layer, else OCR
 vary: case, spacing and punctuation for text (with a fuzzy margin for OCR noise), character for character for
 identifiers, by value for amounts (thousands separators, decimal commas, currency signs), by calendar date for
 dates in any printed format, by code, symbol or name for currencies. An amount that is not printed but equals
-the sum or difference of two printed ones (a tax computed as total minus subtotal) is `derived`."""
+the sum or difference of two printed ones (a tax computed as total minus subtotal) is `derived`.
+
+Printed is not always right: a name or address cut out of a longer printed line or block is `partial`, an amount
+that the page prints but not beside the field's own label (a subtotal given as the total) is `off_label`, and a
+field every such document prints, left empty, is `missing`."""
 
 from __future__ import annotations
 
@@ -21,16 +25,20 @@ from typing import Any
 from pydantic import BaseModel
 from rapidfuzz import fuzz
 
-from schemas.documents import DocumentSchema, ValueKind, value_kind
+from schemas.documents import DocumentSchema, PrintedLabel, ValueKind, printed_label, value_kind
 from schemas.normalise import MONTH_NAMES, currencies_in, parse_amount, parse_date
 
 # Similarity (0-100) at or above which a text value counts as printed: OCR drops and confuses a few characters.
 FUZZY_MATCH = 90
 # Share of a long value's words that must be on the page when its words are spread over layout columns.
 WORD_COVERAGE = 0.85
+# A text value is whole when it covers at least this share of the printed cells it was found in (label aside).
+CELL_COVERAGE = 0.75
+# Rows after an address in which a postcode shows that the address goes on.
+ADDRESS_TAIL_ROWS = 2
 
 # A number standing on its own: not part of a code (E8318), a time (20:49), a date (19/10/2018) or a longer number.
-_NUMBER = re.compile(r"(?<![\w.,/:])(?:\d[\d.,]*\d|\d)(?![\w/:]|[.,]\d)")
+_NUMBER = re.compile(r"(?<![\w.,/:])(?:\d[\d.,]*\d|\d)(?![\w/:%]|[.,]\d)")
 _MONTH = "(?:" + "|".join(sorted(MONTH_NAMES, key=len, reverse=True)) + r")\.?"
 _SEP = r"[ \t\-/.,]*"  # within one line: a date never spans lines
 _DATES = re.compile(
@@ -42,11 +50,36 @@ _DATES = re.compile(
 )
 
 
+# A postcode: 4-6 digits on their own (not a phone number, amount or date), a UK or a Canadian postcode.
+_POSTCODE = re.compile(
+    r"(?<![\w.,:/-])\d{4,6}(?![\w.,:/-]| ?\d)|\b[A-Z]{1,2}\d[A-Z\d]? ?\d[A-Z]{2}\b|\b[A-Z]\d[A-Z] ?\d[A-Z]\d\b"
+)
+# Rows that print contact or registration numbers (seven digits in a row), or a title: not an address.
+_NOT_ADDRESS = re.compile(
+    r"\b(?:tel|fax|phone|hp|e-?mail|www|gst|sst|vat|reg|company|co|bill|cash|cashier|order|table|member|date|"
+    r"time|welcome|thank)\b|tax|invoice|receipt|\d{7}",
+    re.I,
+)
+_TITLE_WORDS = frozenset({"invoice", "receipt", "tax", "statement", "simplified", "official", "bill", "order"})
+# A label in front of a value in the same cell ("Bill to:", "Customer:").
+_LABEL_PREFIX = re.compile(r"^[^\W\d][^:]{0,30}:")
+# A rounding adjustment: under one unit, with its sign ("ROUNDING ADJ ....... -0.01").
+_ROUNDING = re.compile(r"(-?)\s?(0[.]\d{1,2})(?!\d)")
+_CELL_GAP = re.compile(r"\s{2,}|\t")  # layout columns: pdftotext -layout and the OCR rows set cells apart so
+
+
 class Grounding(StrEnum):
     GROUNDED = "grounded"  # printed on the page
     DERIVED = "derived"  # not printed, but the sum or difference of two printed amounts
     UNGROUNDED = "ungrounded"  # not found on the page: read wrong or invented
     UNCHECKED = "unchecked"  # free text the model writes (a summary): only its letters are checked
+    PARTIAL = "partial"  # printed, but only as part of a longer name, line or address
+    OFF_LABEL = "off_label"  # printed, but the page's label for the field prints another amount
+    MISSING = "missing"  # empty, though every such document prints it
+
+    @property
+    def doubtful(self) -> bool:
+        return self in (Grounding.UNGROUNDED, Grounding.PARTIAL, Grounding.OFF_LABEL, Grounding.MISSING)
 
 
 def _plain(text: str) -> str:
@@ -68,26 +101,64 @@ class PageEvidence:
     amounts: frozenset[Decimal]
     dates: frozenset[date]
     currencies: frozenset[str]
+    rows: tuple[str, ...]
+    cells: tuple[_Cell, ...]
+
+    cell_text: str  # the cells' plain text, joined by single spaces
 
     @classmethod
     def of(cls, text: str) -> PageEvidence:
-        amounts = set()
-        for number in _NUMBER.findall(text):
-            try:
-                if (amount := parse_amount(number)) is not None:
-                    amounts.add(amount)
-            except ValueError:
-                continue
         plain = _plain(text)
+        rows = tuple(row for row in text.splitlines() if row.strip())
+        cells = tuple(_cells(rows))
         return cls(
             plain,
             _compact(text),
             frozenset(c for c in text if c.isalpha()),
             frozenset(plain.split()),
-            frozenset(amounts),
+            frozenset(_amounts_in(text)),
             _dates_in(text),
             currencies_in(text),
+            rows,
+            cells,
+            " ".join(cell.plain for cell in cells),
         )
+
+
+def _amounts_in(text: str) -> list[Decimal]:
+    """The stand-alone numbers of `text`, in order, by value."""
+    amounts = []
+    for number in _NUMBER.findall(text):
+        try:
+            if (amount := parse_amount(number)) is not None:
+                amounts.append(amount)
+        except ValueError:
+            continue
+    return amounts
+
+
+@dataclass(frozen=True)
+class _Cell:
+    """One layout cell of a row, in plain form, with where it starts in `PageEvidence.cell_text`."""
+
+    row: int
+    start: int
+    plain: str
+    label_length: int  # plain characters of a label in front of the value ("customer" of "Customer: Taylor")
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self.plain)
+
+
+def _cells(rows: tuple[str, ...]) -> Iterator[_Cell]:
+    start = 0
+    for index, row in enumerate(rows):
+        for raw in _CELL_GAP.split(row.strip()):
+            if plain := _plain(raw):
+                label = _LABEL_PREFIX.match(raw)
+                yield _Cell(index, start, plain, len(_plain(label[0])) + 1 if label else 0)
+                start += len(plain) + 1
 
 
 def _dates_in(text: str) -> frozenset[date]:
@@ -133,6 +204,70 @@ def is_printed(value: Any, kind: ValueKind, evidence: PageEvidence) -> bool:
     return _text_printed(str(value), evidence)
 
 
+def is_whole(value: str, kind: ValueKind, evidence: PageEvidence) -> bool:
+    """Whether a printed text value is all of what the page prints there: not a few words cut out of a longer
+    cell ("SAM TRADING" of "SAM SAM TRADING CO"), and for an address not a first line whose next rows carry on
+    to the postcode. A value only found word by word (spread over columns) is given the benefit of the doubt."""
+    plain = _plain(value)
+    if not plain or not evidence.cells:
+        return True
+    alignment = fuzz.partial_ratio_alignment(plain, evidence.cell_text)
+    if alignment is None or alignment.score < FUZZY_MATCH:
+        return True
+    start, end = alignment.dest_start, alignment.dest_end
+    touched = [cell for cell in evidence.cells if cell.start < end and start < cell.end]
+    if not touched:
+        return True
+    before = evidence.cell_text[touched[0].start + touched[0].label_length : start]
+    after = evidence.cell_text[end : touched[-1].end]
+    # Codes beside a name (a registration number) and a title ("Amazon Web Services Invoice") are not part of it.
+    extra = sum(
+        len(word)
+        for word in f"{before} {after}".split()
+        if word.isalpha() and len(word) > 1 and word not in _TITLE_WORDS
+    )
+    if extra >= 2 and (end - start) < CELL_COVERAGE * (end - start + extra):
+        return False
+    if kind is ValueKind.ADDRESS:
+        return not _address_goes_on(evidence.rows[touched[-1].row + 1 : touched[-1].row + 1 + ADDRESS_TAIL_ROWS])
+    return True
+
+
+def _address_goes_on(rows: tuple[str, ...]) -> bool:
+    """Whether the rows after an address value carry on with it (a street, town, postcode or region) before
+    anything else a header prints (a phone number, a tax id, the document's title)."""
+    for row in rows:
+        if _NOT_ADDRESS.search(row):
+            return False
+        if re.search(r"[^\W\d_]{3}", row):
+            return True
+    return False
+
+
+def labelled_amount(label: PrintedLabel, evidence: PageEvidence) -> Decimal | None:
+    """The amount the page prints beside the last row carrying `label` (on that row after the label, else on
+    the next row), plus a rounding adjustment printed after it; None when no row carries one amount so labelled.
+    A row with several different amounts (a tax summary: net, tax) says nothing about which is meant."""
+    label_re, excluding = re.compile(label.label, re.I), re.compile(label.excluding or r"(?!)", re.I)
+    found: Decimal | None = None
+    after = len(evidence.rows)
+    for index, row in enumerate(evidence.rows):
+        match = label_re.search(row)
+        if not match or excluding.search(row):
+            continue
+        amounts = set(_amounts_in(row[match.end() :]))
+        if not amounts and index + 1 < len(evidence.rows):
+            amounts = set(_amounts_in(evidence.rows[index + 1]))
+        if len(amounts) == 1:
+            found, after = amounts.pop(), index + 1
+    if found is None:
+        return None
+    for row in evidence.rows[after:]:
+        if re.search(r"\bround", row, re.I) and (adjustment := _ROUNDING.search(row)):
+            found += Decimal(adjustment[1] + adjustment[2])
+    return found
+
+
 def _values(value: Any, kind: ValueKind, path: str) -> Iterator[tuple[str, Any, ValueKind]]:
     """(path, value, kind) of every non-empty leaf value of a validated document."""
     if value is None or value == "":
@@ -148,19 +283,37 @@ def _values(value: Any, kind: ValueKind, path: str) -> Iterator[tuple[str, Any, 
 
 
 def ground(document: DocumentSchema, page_texts: list[str]) -> dict[str, Grounding]:
-    """The grounding of every non-empty value of `document`, by path (`total`, `line_items[0].amount`)."""
+    """The grounding of every non-empty value of `document`, by path (`total`, `line_items[0].amount`), and of
+    every empty field the schema expects."""
     evidence = PageEvidence.of("\n".join(page_texts))
     result: dict[str, Grounding] = {}
     for path, value, kind in _values(document, ValueKind.TEXT, ""):
-        if kind is ValueKind.FREE:
-            # A summary is the model's own words, but not in letters the page never prints (a stray 您的 at the end
-            # of an English summary is a model going off the rails, not a reading of the page).
-            foreign = {c for c in str(value) if c.isalpha() and not c.isascii()} - set(evidence.letters)
-            result[path] = Grounding.UNGROUNDED if foreign else Grounding.UNCHECKED
-        else:
-            result[path] = Grounding.GROUNDED if is_printed(value, kind, evidence) else Grounding.UNGROUNDED
+        result[path] = _grounding(value, kind, evidence)
     _mark_derived(document, result)
+    fields = type(document).model_fields
+    for name, field in fields.items():
+        label = printed_label(field)
+        if label and result.get(name) is Grounding.GROUNDED:
+            expected = labelled_amount(label, evidence)
+            if expected is not None and Decimal(str(getattr(document, name))) != expected:
+                result[name] = Grounding.OFF_LABEL
+    for name in type(document).expected:
+        if getattr(document, name) in (None, ""):
+            result[name] = Grounding.MISSING
     return result
+
+
+def _grounding(value: Any, kind: ValueKind, evidence: PageEvidence) -> Grounding:
+    if kind is ValueKind.FREE:
+        # A summary is the model's own words, but not in letters the page never prints (a stray 您的 at the end
+        # of an English summary is a model going off the rails, not a reading of the page).
+        foreign = {c for c in str(value) if c.isalpha() and not c.isascii()} - set(evidence.letters)
+        return Grounding.UNGROUNDED if foreign else Grounding.UNCHECKED
+    if not is_printed(value, kind, evidence):
+        return Grounding.UNGROUNDED
+    if kind in (ValueKind.TEXT, ValueKind.ADDRESS) and not is_whole(str(value), kind, evidence):
+        return Grounding.PARTIAL
+    return Grounding.GROUNDED
 
 
 def _mark_derived(document: DocumentSchema, result: dict[str, Grounding]) -> None:

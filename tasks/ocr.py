@@ -4,9 +4,10 @@ PP-OCRv6 ONNX models (Apache-2.0, bundled in the `rapidocr` package), whose line
 from __future__ import annotations
 
 import functools
+import itertools
 import subprocess
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from tasks.system_tools import missing_tool
 
@@ -65,25 +66,43 @@ def _rapidocr() -> Any:
 
 
 def rapidocr_text(path: Path) -> str:
-    """RapidOCR's text lines for one page image, rows rebuilt from the boxes (left to right, top to bottom)."""
+    """RapidOCR's text lines for one page image, rows rebuilt from the boxes (left to right, top to bottom).
+    Boxes of one phrase are joined by a space, boxes further apart than a character height (layout columns,
+    a label and its amount) by two, as `pdftotext -layout` sets columns apart."""
     result = _rapidocr()(str(path))
     if result.boxes is None or result.txts is None:
         return ""
     boxes = [
-        (float(box[:, 1].min()), float(box[:, 1].max()), float(box[:, 0].min()), text)
+        TextBox(float(box[:, 1].min()), float(box[:, 1].max()), float(box[:, 0].min()), float(box[:, 0].max()), text)
         for box, text in zip(result.boxes, result.txts, strict=True)
     ]
-    return "\n".join("  ".join(text for *_, text in row) for row in reading_rows(boxes))
+    return "\n".join(_joined(row) for row in reading_rows(boxes))
 
 
-def reading_rows(boxes: list[tuple[float, float, float, str]]) -> list[list[tuple[float, float, float, str]]]:
-    """Text boxes (top, bottom, left, text) grouped into rows: a box joins the current row when its vertical
-    centre lies within the row's first box; each row is sorted left to right."""
-    rows: list[list[tuple[float, float, float, str]]] = []
-    for box in sorted(boxes, key=lambda b: (b[0] + b[1]) / 2):
-        centre = (box[0] + box[1]) / 2
-        if rows and rows[-1][0][0] <= centre <= rows[-1][0][1]:
+class TextBox(NamedTuple):
+    top: float
+    bottom: float
+    left: float
+    right: float
+    text: str
+
+
+def _joined(row: list[TextBox]) -> str:
+    text = row[0].text
+    for before, box in itertools.pairwise(row):
+        gap = box.left - before.right
+        text += (" " if gap < min(box.bottom - box.top, before.bottom - before.top) else "  ") + box.text
+    return text
+
+
+def reading_rows(boxes: list[TextBox]) -> list[list[TextBox]]:
+    """Text boxes grouped into rows: a box joins the current row when its vertical centre lies within the row's
+    first box; each row is sorted left to right."""
+    rows: list[list[TextBox]] = []
+    for box in sorted(boxes, key=lambda b: (b.top + b.bottom) / 2):
+        centre = (box.top + box.bottom) / 2
+        if rows and rows[-1][0].top <= centre <= rows[-1][0].bottom:
             rows[-1].append(box)
         else:
             rows.append([box])
-    return [sorted(row, key=lambda b: b[2]) for row in rows]
+    return [sorted(row, key=lambda b: b.left) for row in rows]
