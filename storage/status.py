@@ -11,14 +11,18 @@ from schemas.records import ReviewReason
 from schemas.status import (
     ClaimStatus,
     DocumentStatus,
+    ExtractionView,
     FailureStatus,
     LabelCounts,
+    ObjectView,
     RunProgress,
     RunStatus,
+    SegmentView,
     StatusReport,
+    TranscriptView,
 )
 from storage.repositories import ObjectRepository, RunRepository
-from storage.tables import SourceObject
+from storage.tables import ExtractionRow, SourceObject, TranscriptRow
 
 
 def review_reasons(row: SourceObject) -> list[ReviewReason]:
@@ -116,3 +120,55 @@ class StatusQuery:
 
 def _strings(values: list[Any] | None) -> list[str]:
     return [str(v) for v in values or []]
+
+
+def object_view(session: Session, ref: str) -> ObjectView | None:
+    """The current object whose key is `ref` (or whose id is `ref`, when no key matches), with its newest
+    transcript and extraction."""
+    objects = ObjectRepository(session)
+    row = objects.get_by_key(ref)
+    if row is None and ref.isdigit():
+        row = session.get(SourceObject, int(ref))
+    if row is None:
+        return None
+    transcript = max(row.transcripts, key=lambda t: t.created_at, default=None)
+    extraction = max(row.extractions, key=lambda e: e.created_at, default=None)
+    return ObjectView(
+        id=row.id,
+        key=row.key,
+        source=row.source,
+        kind=row.kind,
+        detected_type=row.detected_type,
+        status=row.status,
+        error=row.error_message,
+        review_reasons=review_reasons(row),
+        warnings=list(row.warnings or []),
+        transcript=_transcript_view(transcript) if transcript else None,
+        extraction=_extraction_view(extraction) if extraction else None,
+    )
+
+
+def _transcript_view(row: TranscriptRow) -> TranscriptView:
+    return TranscriptView(
+        model_id=row.model_id,
+        language=row.language,
+        languages=list(row.languages or []),
+        duration_s=row.duration_s,
+        channels_split=row.channels_split,
+        speakers=list(row.speakers or []),
+        segments=[
+            SegmentView(start_s=s.start_s, end_s=s.end_s, speaker=s.speaker, channel=s.channel, text=s.text)
+            for s in row.segments
+        ],
+    )
+
+
+def _extraction_view(row: ExtractionRow) -> ExtractionView:
+    return ExtractionView(
+        schema_id=row.schema_id,
+        model_id=row.model_id,
+        valid=row.valid,
+        data=row.data,
+        field_confidence=dict(row.field_confidence or {}),
+        field_grounding=dict(row.field_grounding or {}),
+    )

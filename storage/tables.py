@@ -160,6 +160,8 @@ class TranscriptRow(Base):
     channels_split: Mapped[bool]
     dropped_segments: Mapped[int] = mapped_column(Integer, default=0)
     text: Mapped[str] = mapped_column(Text)
+    speakers: Mapped[list[Any] | None]  # per speaker: talk time, words, first and last time heard
+    languages: Mapped[list[Any] | None]  # every language spoken, most first
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     source_object: Mapped[SourceObject] = relationship(back_populates="transcripts")
@@ -179,6 +181,7 @@ class TranscriptSegmentRow(Base):
     end_s: Mapped[float] = mapped_column(Float)
     speaker: Mapped[str] = mapped_column(String(32))
     channel: Mapped[int | None] = mapped_column(Integer)
+    language: Mapped[str | None] = mapped_column(String(16))
     text: Mapped[str] = mapped_column(Text)
     avg_logprob: Mapped[float] = mapped_column(Float)
     no_speech_prob: Mapped[float] = mapped_column(Float)

@@ -4,13 +4,14 @@ guards, and the review signals. The model is reached only through WhisperTranscr
 from __future__ import annotations
 
 import bisect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from schemas.records import ReviewReason, SpeechSegment, Transcript, TranscriptSegment, Word
 from schemas.settings import AudioSettings, WhisperSettings
+from tasks.diarize import Turn, attribute
 from tasks.models.whisper import RawSegment, WhisperTranscriber
 from tasks.preprocess.audio import SAMPLE_RATE, detect_speech
 
@@ -29,12 +30,29 @@ class SpeechLayout:
     pieces: tuple[tuple[float, float, float], ...]
     windows: tuple[tuple[float, float], ...]
 
-    def to_original(self, t: float, is_end: bool = False) -> float:
-        starts = [p[0] for p in self.pieces]
-        index = max(bisect.bisect_right(starts, t) - 1, 0)
-        if is_end and index > 0 and t <= starts[index]:
-            index -= 1  # an end on a boundary belongs to the piece before it
-        concat_start, original_start, duration = self.pieces[index]
+    def piece_of(self, t: float) -> int:
+        """The piece holding time `t` of the speech-only timeline."""
+        return max(bisect.bisect_right([p[0] for p in self.pieces], t) - 1, 0)
+
+    def piece_end(self, piece: int) -> float:
+        """Where a piece ends in the speech-only timeline."""
+        return self.pieces[piece][0] + self.pieces[piece][2]
+
+    def pause_between(self, first: int | None, second: int) -> bool:
+        """Whether the recording pauses between two pieces (pieces of one long segment follow on without one)."""
+        if first is None or first == second:
+            return False
+        _, start, duration = self.pieces[first]
+        return self.pieces[second][1] - (start + duration) > 1e-3
+
+    def to_original(self, t: float, is_end: bool = False, piece: int | None = None) -> float:
+        """Time `t` of the speech-only timeline in the recording; with `piece`, kept within that piece."""
+        if piece is None:
+            starts = [p[0] for p in self.pieces]
+            piece = max(bisect.bisect_right(starts, t) - 1, 0)
+            if is_end and piece > 0 and t <= starts[piece]:
+                piece -= 1  # an end on a boundary belongs to the piece before it
+        concat_start, original_start, duration = self.pieces[piece]
         return original_start + min(max(t - concat_start, 0.0), duration)
 
 
@@ -83,33 +101,85 @@ def guard(raw: RawSegment, options: WhisperSettings) -> tuple[bool, str | None]:
     return True, None
 
 
-def _segment(
+def _utterances(
     raw: RawSegment, layout: SpeechLayout, speaker: str, channel: int | None, flag: str | None
-) -> TranscriptSegment:
-    """A model segment with its times mapped back from the speech-only timeline to the recording."""
-    words = None
-    if raw.words:
-        words = tuple(
-            Word(
-                start_s=round(layout.to_original(w.start), 3),
-                end_s=round(layout.to_original(w.end, True), 3),
-                word=w.word,
-                probability=w.probability,
+) -> list[TranscriptSegment]:
+    """A model segment as the utterances it holds, in recording time. Speech was packed end to end, so one model
+    segment can run across a pause that was cut out: its words are split where they fall into different speech
+    pieces that a pause separates, and each part is mapped back on its own."""
+    if not raw.words:
+        return [
+            TranscriptSegment(
+                start_s=round(layout.to_original(raw.start), 3),
+                end_s=round(layout.to_original(raw.end, True), 3),
+                text=raw.text.strip(),
+                speaker=speaker,
+                channel=channel,
+                language=raw.language,
+                avg_logprob=raw.avg_logprob,
+                no_speech_prob=raw.no_speech_prob,
+                compression_ratio=raw.compression_ratio,
+                flagged=flag,
             )
-            for w in raw.words
+        ]
+    parts: list[list[Word]] = []
+    last_piece = None
+    for w in raw.words:
+        piece = layout.piece_of((w.start + w.end) / 2)
+        if w.start >= layout.piece_end(piece):  # after the last speech of its window: a continuation Whisper made up
+            continue
+        word = Word(
+            start_s=round(layout.to_original(w.start, piece=piece), 3),
+            end_s=round(layout.to_original(w.end, True, piece=piece), 3),
+            word=w.word,
+            probability=w.probability,
         )
-    return TranscriptSegment(
-        start_s=round(layout.to_original(raw.start), 3),
-        end_s=round(layout.to_original(raw.end, True), 3),
-        text=raw.text.strip(),
-        speaker=speaker,
-        channel=channel,
-        avg_logprob=raw.avg_logprob,
-        no_speech_prob=raw.no_speech_prob,
-        compression_ratio=raw.compression_ratio,
-        flagged=flag,
-        words=words,
-    )
+        if parts and (piece == last_piece or not layout.pause_between(last_piece, piece)):
+            parts[-1].append(word)
+        else:
+            parts.append([word])
+        last_piece = piece
+    parts = [words for words in parts if "".join(w.word for w in words).strip()]
+    return [
+        TranscriptSegment(
+            start_s=words[0].start_s,
+            end_s=max(words[-1].end_s, words[0].start_s),
+            text="".join(w.word for w in words).strip(),
+            speaker=speaker,
+            channel=channel,
+            language=raw.language,
+            avg_logprob=raw.avg_logprob,
+            no_speech_prob=raw.no_speech_prob,
+            compression_ratio=raw.compression_ratio,
+            flagged=flag,
+            words=tuple(words),
+        )
+        for words in parts
+    ]
+
+
+def _tightened(segment: TranscriptSegment, samples: np.ndarray, frame_s: float = 0.02) -> TranscriptSegment:
+    """The segment without the quiet that Whisper's word timing lets its first and last word run into (the VAD's
+    padding around speech): start and end move in to the first and last 20 ms that are audible (a tenth of the
+    segment's loudest), never beyond the first or last word."""
+    if not segment.words:
+        return segment
+    frame = int(frame_s * SAMPLE_RATE)
+    offset = int(segment.start_s * SAMPLE_RATE) // frame * frame
+    clip = samples[offset : int(segment.end_s * SAMPLE_RATE)]
+    if clip.size < 2 * frame:
+        return segment
+    rms = np.sqrt(np.mean(clip[: clip.size // frame * frame].reshape(-1, frame) ** 2, axis=1))
+    audible = np.flatnonzero(rms > 0.1 * rms.max())
+    if audible.size == 0:
+        return segment
+    first, last = segment.words[0], segment.words[-1]
+    start = min(max(segment.start_s, (offset + audible[0] * frame) / SAMPLE_RATE), first.end_s)
+    end = max(min(segment.end_s, (offset + (audible[-1] + 1) * frame) / SAMPLE_RATE), last.start_s, start)
+    words = list(segment.words)
+    words[0] = first.model_copy(update={"start_s": round(start, 3)})
+    words[-1] = words[-1].model_copy(update={"end_s": round(max(end, words[-1].start_s), 3)})
+    return segment.model_copy(update={"start_s": round(start, 3), "end_s": round(end, 3), "words": tuple(words)})
 
 
 def mean_logprob(segments: Sequence[TranscriptSegment]) -> float | None:
@@ -120,6 +190,9 @@ def mean_logprob(segments: Sequence[TranscriptSegment]) -> float | None:
     return sum(s.avg_logprob * max(s.end_s - s.start_s, 1e-3) for s in segments) / total
 
 
+Diarizer = Callable[[np.ndarray, Sequence[SpeechSegment]], list[Turn]]
+
+
 def transcribe_recording(
     transcriber: WhisperTranscriber,
     config: WhisperSettings,
@@ -127,9 +200,11 @@ def transcribe_recording(
     mix: np.ndarray,
     speech: Sequence[SpeechSegment],
     stereo: tuple[np.ndarray, np.ndarray] | None = None,
+    diarizer: Diarizer | None = None,
 ) -> Transcript:
     """Transcribe a recording whose speech segments are known. With `stereo` (and channels that differ, or
-    split_stereo=on) each channel is transcribed on its own and the segments are merged by start time."""
+    split_stereo=on) each channel is transcribed on its own, one speaker per channel; otherwise `diarizer` (when
+    given) finds the speakers by voice. Segments come back as utterances in time order."""
     split = stereo is not None and (config.split_stereo == "on" or channels_differ(*stereo))
     tracks: list[tuple[np.ndarray, str, int | None, list[SpeechSegment]]]
     if split:
@@ -139,30 +214,34 @@ def transcribe_recording(
         tracks = [(mix, "SPEAKER_0", None, list(speech))]
     segments: list[TranscriptSegment] = []
     dropped = 0
-    language, language_probability = config.language, None
+    detected: list[tuple[str, float]] = []
     for samples, speaker, channel, track_speech in tracks:
         layout = layout_speech(track_speech)
         speech_samples = speech_only(samples, layout)
-        options = config
         # Windows go to the model a group at a time, so features for an hours-long call never exist all at once.
         for first in range(0, len(layout.windows), WINDOWS_PER_CALL):
-            raw = transcriber.transcribe(speech_samples, layout.windows[first : first + WINDOWS_PER_CALL], options)
-            if raw.language_probability is not None and (language_probability or 0) < raw.language_probability:
-                language, language_probability = raw.language, raw.language_probability
-            if options.language is None and raw.language:  # detect once per track, then keep it
-                options = options.model_copy(update={"language": raw.language})
+            raw = transcriber.transcribe(speech_samples, layout.windows[first : first + WINDOWS_PER_CALL], config)
+            if raw.language and raw.language_probability is not None:
+                detected.append((raw.language, raw.language_probability))
             for item in raw.segments:
                 keep, flag = guard(item, config)
                 if keep:
-                    segments.append(_segment(item, layout, speaker, channel, flag))
+                    segments += [_tightened(u, samples) for u in _utterances(item, layout, speaker, channel, flag)]
                 else:
                     dropped += 1
+    if diarizer is not None and not split and segments:
+        segments = attribute(segments, diarizer(mix, speech))
     segments.sort(key=lambda s: (s.start_s, s.channel or 0))
+    if not config.word_timestamps:  # words were needed to place utterances and speakers; storing them is optional
+        segments = [s.model_copy(update={"words": None}) for s in segments]
+    languages = _languages(segments)
+    best = max(detected, key=lambda d: d[1], default=(config.language, None))
     return Transcript(
         model_id=transcriber.model_id,
         model_version=transcriber.model_version,
-        language=language if segments else None,
-        language_probability=language_probability if segments else None,
+        language=(languages[0] if languages else best[0]) if segments else None,
+        language_probability=best[1] if segments else None,
+        languages=languages,
         duration_s=round(mix.size / SAMPLE_RATE, 3),
         speech_s=round(sum(s.end_s - s.start_s for s in speech), 3),
         no_speech=not segments,
@@ -171,6 +250,15 @@ def transcribe_recording(
         segments=tuple(segments),
         dropped_segments=dropped,
     )
+
+
+def _languages(segments: Sequence[TranscriptSegment]) -> tuple[str, ...]:
+    """The languages of the segments, most spoken (by time) first."""
+    spoken: dict[str, float] = {}
+    for seg in segments:
+        if seg.language:
+            spoken[seg.language] = spoken.get(seg.language, 0.0) + seg.end_s - seg.start_s
+    return tuple(sorted(spoken, key=lambda lang: -spoken[lang]))
 
 
 def review_reasons(transcript: Transcript, speech_ratio: float, config: WhisperSettings) -> list[ReviewReason]:

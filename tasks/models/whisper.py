@@ -3,6 +3,7 @@ speech clips, sequentially or through the batched pipeline, and return typed seg
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,7 @@ class RawSegment:
     no_speech_prob: float
     compression_ratio: float
     words: tuple[RawWord, ...] | None = None
+    language: str | None = None
 
 
 @dataclass(frozen=True)
@@ -93,29 +95,40 @@ class WhisperTranscriber:
         """Transcribe the given speech clips (seconds; each at most 30 s) of 16 kHz mono samples."""
         if not clips:
             return RawTranscription([], options.language, None)
+        language = options.language if self.multilingual else "en"
         common: dict[str, Any] = dict(
-            language=options.language if self.multilingual else "en",
+            language=language,
+            # Each window in its own language: a call that switches language is not forced into its first one.
+            multilingual=language is None,
             beam_size=options.beam_size,
-            word_timestamps=options.word_timestamps,
+            word_timestamps=True,  # utterances and speakers are placed by word (see tasks/transcribe.py)
             condition_on_previous_text=options.condition_on_previous_text,
             no_speech_threshold=options.no_speech_threshold,
             log_prob_threshold=options.log_prob_threshold,
             compression_ratio_threshold=options.compression_ratio_threshold,
             vad_filter=False,  # speech was already found by our own VAD pass
         )
-        if options.batch_size > 1:
-            from faster_whisper import BatchedInferencePipeline
+        detector = _LanguageLog(self._model.model)
+        self._model.model = detector
+        try:
+            if options.batch_size > 1:
+                from faster_whisper import BatchedInferencePipeline
 
-            # A pipeline per call: it keeps per-call state, and worker threads share the model.
-            segments, info = BatchedInferencePipeline(self._model).transcribe(
-                samples,
-                clip_timestamps=[{"start": s, "end": e} for s, e in clips],
-                batch_size=options.batch_size,
-                **common,
-            )
-        else:
-            flat = [t for clip in clips for t in clip]
-            segments, info = self._model.transcribe(samples, clip_timestamps=flat, **common)
+                # A pipeline per call: it keeps per-call state, and worker threads share the model.
+                segments, info = BatchedInferencePipeline(self._model).transcribe(
+                    samples,
+                    clip_timestamps=[{"start": s, "end": e} for s, e in clips],
+                    batch_size=options.batch_size,
+                    **common,
+                )
+            else:
+                flat = [t for clip in clips for t in clip]
+                segments, info = self._model.transcribe(samples, clip_timestamps=flat, **common)
+            decoded = list(segments)  # a generator: decoding happens here
+        finally:
+            self._model.model = detector.inner
+        languages = detector.per_window(len(clips), info.language)
+        starts = [start for start, _ in clips]
         out = [
             RawSegment(
                 start=s.start,
@@ -125,10 +138,35 @@ class WhisperTranscriber:
                 no_speech_prob=s.no_speech_prob,
                 compression_ratio=s.compression_ratio,
                 words=tuple(RawWord(w.start, w.end, w.word, w.probability) for w in s.words) if s.words else None,
+                language=languages[max(bisect.bisect_right(starts, s.start + 1e-3) - 1, 0)],
             )
-            for s in segments  # a generator: decoding happens here
+            for s in decoded
         ]
         return RawTranscription(out, info.language, info.language_probability)
+
+
+class _LanguageLog:
+    """CTranslate2's Whisper, noting the language it detects for each window in multilingual decoding (faster-
+    whisper decodes each window in its detected language but does not put it on the segments)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.detected: list[str] = []
+
+    def detect_language(self, *args: Any, **kwargs: Any) -> Any:
+        results = self.inner.detect_language(*args, **kwargs)
+        self.detected += [str(candidates[0][0])[2:-2] for candidates in results]  # "<|en|>" -> "en"
+        return results
+
+    def per_window(self, windows: int, fallback: str | None) -> list[str | None]:
+        """The language of each window: the last `windows` detections (the first ones, if more, were the
+        recording-level detection), or `fallback` when the language was fixed."""
+        if len(self.detected) < windows:
+            return [fallback] * windows
+        return list(self.detected[-windows:])
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
 
 
 def whisper_spec(whisper: WhisperSettings, cache_dir: Path) -> WhisperSpec:

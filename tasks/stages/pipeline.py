@@ -48,7 +48,7 @@ def build_stages(settings: Settings, context: StageContext) -> list[Stage]:
         stages.append(ExtractStage(settings.extraction, generator))
     if settings.whisper.enabled:
         whisper = whisper_spec(settings.whisper, device.cache_dir)
-        stages.append(TranscribeStage(settings.whisper, settings.audio, whisper))
+        stages.append(TranscribeStage(settings.whisper, settings.audio, whisper, settings.diarization, device.device))
     return stages
 
 

@@ -1,0 +1,181 @@
+"""Who spoke when in a mono recording, and which words each speaker said.
+
+The speech found by VAD is cut into short overlapping windows (a long segment holds several turns when people
+answer each other quickly); each window gets a voice embedding; the windows are clustered into speakers
+(agglomerative, average linkage on cosine distance: a distance threshold, or a known number of speakers); each
+window then speaks for the middle of its span, and neighbouring windows of one speaker join into turns.
+Transcript segments take their speakers from the turns word by word, and are split where the speaker changes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from schemas.records import SpeechSegment, TranscriptSegment, Word
+
+SAMPLE_RATE = 16_000
+WINDOW_S = 1.6  # the speaker encoder's window
+HOP_S = 0.4  # a speaker change is placed to within this
+MIN_CLUSTERED_S = 0.8  # shorter windows carry too little voice to shape the clusters; they join the nearest one
+
+
+@dataclass(frozen=True)
+class Turn:
+    start_s: float
+    end_s: float
+    speaker: str
+
+
+@dataclass(frozen=True)
+class _Window:
+    start_s: float  # what the encoder hears
+    end_s: float
+    own_start_s: float  # the span this window's speaker is given: its middle, up to the neighbouring windows
+    own_end_s: float
+    segment: int
+
+
+def speech_windows(
+    segments: Sequence[SpeechSegment], window_s: float = WINDOW_S, hop_s: float = HOP_S
+) -> list[_Window]:
+    """Windows over each speech segment, `hop_s` apart; together their own spans tile the segment exactly."""
+    windows = []
+    for index, seg in enumerate(segments):
+        length = seg.end_s - seg.start_s
+        if length <= window_s:
+            windows.append(_Window(seg.start_s, seg.end_s, seg.start_s, seg.end_s, index))
+            continue
+        count = int(np.ceil((length - window_s) / hop_s)) + 1
+        starts = np.linspace(seg.start_s, seg.end_s - window_s, count)
+        centres = starts + window_s / 2
+        bounds = [seg.start_s, *((centres[:-1] + centres[1:]) / 2), seg.end_s]
+        for i, start in enumerate(starts):
+            windows.append(_Window(float(start), float(start) + window_s, bounds[i], bounds[i + 1], index))
+    return windows
+
+
+def cluster_speakers(embeddings: np.ndarray, weights: np.ndarray, threshold: float, speakers: int | None) -> np.ndarray:
+    """A cluster label per embedding. Windows with weight (seconds) under MIN_CLUSTERED_S do not shape the
+    clusters, they are given the nearest one. `speakers` fixes the count; otherwise clusters merge while the mean
+    cosine distance between them stays under `threshold`."""
+    n = len(embeddings)
+    if n == 0:
+        return np.zeros(0, int)
+    core = np.flatnonzero(weights >= MIN_CLUSTERED_S)
+    if core.size == 0:
+        core = np.arange(n)
+    if core.size == 1 or speakers == 1:
+        labels = np.zeros(core.size, int)
+    else:
+        from scipy.cluster.hierarchy import fcluster, linkage
+
+        tree = linkage(embeddings[core], method="average", metric="cosine")
+        if speakers:
+            labels = fcluster(tree, t=min(speakers, core.size), criterion="maxclust") - 1
+        else:
+            labels = fcluster(tree, t=threshold, criterion="distance") - 1
+    centroids = np.stack([embeddings[core][labels == k].mean(axis=0) for k in range(labels.max() + 1)])
+    centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
+    # Every window (the core ones too) takes its nearest centroid: one refinement pass after the tree.
+    result: np.ndarray = np.argmax(embeddings @ centroids.T, axis=1)
+    return result
+
+
+def _smooth(labels: np.ndarray, windows: Sequence[_Window]) -> np.ndarray:
+    """A lone window between two windows of one other speaker, in one segment, is that speaker: a turn shorter
+    than a hop is more likely an unclear window than a real interjection."""
+    out = labels.copy()
+    for i in range(1, len(labels) - 1):
+        same_segment = windows[i - 1].segment == windows[i].segment == windows[i + 1].segment
+        if same_segment and labels[i - 1] == labels[i + 1] != labels[i]:
+            out[i] = labels[i - 1]
+    return out
+
+
+def diarize(
+    samples: np.ndarray,
+    segments: Sequence[SpeechSegment],
+    embed: Callable[[list[np.ndarray]], np.ndarray],
+    *,
+    threshold: float,
+    speakers: int | None = None,
+) -> list[Turn]:
+    """Speaker turns of a mono recording (16 kHz samples) from its speech segments. Speakers are named SPEAKER_0,
+    SPEAKER_1, ... in the order they first speak."""
+    windows = speech_windows(segments)
+    if not windows:
+        return []
+    clips = [samples[round(w.start_s * SAMPLE_RATE) : round(w.end_s * SAMPLE_RATE)] for w in windows]
+    weights = np.array([w.end_s - w.start_s for w in windows])
+    labels = _smooth(cluster_speakers(embed(clips), weights, threshold, speakers), windows)
+    names: dict[int, str] = {}
+    turns: list[Turn] = []
+    for window, label in zip(windows, labels, strict=True):
+        speaker = names.setdefault(int(label), f"SPEAKER_{len(names)}")
+        if turns and turns[-1].speaker == speaker and window.own_start_s - turns[-1].end_s < 1e-6:
+            turns[-1] = Turn(turns[-1].start_s, window.own_end_s, speaker)
+        else:
+            turns.append(Turn(window.own_start_s, window.own_end_s, speaker))
+    return turns
+
+
+def speaker_at(turns: Sequence[Turn], start_s: float, end_s: float) -> str | None:
+    """The speaker of the turn overlapping [start, end] most (the nearest turn when none overlaps)."""
+    if not turns:
+        return None
+    best = max(turns, key=lambda t: min(t.end_s, end_s) - max(t.start_s, start_s))
+    if min(best.end_s, end_s) - max(best.start_s, start_s) > 0:
+        return best.speaker
+    middle = (start_s + end_s) / 2
+    return min(turns, key=lambda t: min(abs(t.start_s - middle), abs(t.end_s - middle))).speaker
+
+
+def attribute(segments: Sequence[TranscriptSegment], turns: Sequence[Turn]) -> list[TranscriptSegment]:
+    """Each transcript segment with its speaker from the turns; a segment whose words belong to several speakers
+    is split between them at word boundaries."""
+    out: list[TranscriptSegment] = []
+    for segment in segments:
+        if not segment.words:
+            speaker = speaker_at(turns, segment.start_s, segment.end_s) or segment.speaker
+            out.append(segment.model_copy(update={"speaker": speaker}))
+            continue
+        runs: list[tuple[str, list[Word]]] = []
+        for word in segment.words:
+            speaker = speaker_at(turns, word.start_s, word.end_s) or segment.speaker
+            if runs and runs[-1][0] == speaker:
+                runs[-1][1].append(word)
+            else:
+                runs.append((speaker, [word]))
+        out += [_part(segment, speaker, words) for speaker, words in runs]
+    return out
+
+
+def _part(segment: TranscriptSegment, speaker: str, words: list[Word]) -> TranscriptSegment:
+    return segment.model_copy(
+        update={
+            "speaker": speaker,
+            "start_s": words[0].start_s,
+            "end_s": words[-1].end_s,
+            "text": "".join(w.word for w in words).strip(),
+            "words": tuple(words),
+        }
+    )
+
+
+def pyannote_turns(
+    pipeline: Any, samples: np.ndarray, segments: Sequence[SpeechSegment], speakers: int | None = None
+) -> list[Turn]:
+    """Turns from a pyannote.audio pipeline (it runs its own voice activity detection: `segments` are unused)."""
+    import torch
+
+    options = {"num_speakers": speakers} if speakers else {}
+    output = pipeline({"waveform": torch.from_numpy(samples)[None], "sample_rate": SAMPLE_RATE}, **options)
+    annotation = getattr(output, "speaker_diarization", output)  # pyannote.audio 4 wraps the annotation
+    names: dict[str, str] = {}
+    return [
+        Turn(float(span.start), float(span.end), names.setdefault(str(label), f"SPEAKER_{len(names)}"))
+        for span, _, label in annotation.itertracks(yield_label=True)
+    ]
