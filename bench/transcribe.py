@@ -20,6 +20,7 @@ import time
 import wave
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -161,6 +162,83 @@ def measure_long(corpus: Path, minutes: int, model: str) -> dict[str, float]:
     return json.loads(out.strip().splitlines()[-1])
 
 
+# Voices for the two-party calls: every speaker the corpus has (the stereo file holds two).
+VOICES = ("fasterwhisper_jfk.flac", "ljspeech_LJ001-0004.flac", "deepspeech_LDC93S1_8khz_mono.wav", "left", "right")
+
+
+def _voices(corpus: Path) -> dict[str, np.ndarray]:
+    """Each voice's speech with its pauses cut out, so that turns cut from it are speech end to end."""
+    from schemas.settings import AudioSettings
+    from tasks.preprocess.audio import decode_stereo, detect_speech
+
+    def speech_only(samples: np.ndarray) -> np.ndarray:
+        found = detect_speech(samples, AudioSettings(min_silence_ms=300, speech_pad_ms=50))
+        return np.concatenate([samples[int(s.start_s * SAMPLE_RATE) : int(s.end_s * SAMPLE_RATE)] for s in found])
+
+    left, right = decode_stereo(corpus / "audio" / STEREO, max_duration_s=MAX_S)
+    voices = {name: decode(corpus / "audio" / name, max_duration_s=MAX_S) for name in VOICES[:3]}
+    return {name: speech_only(samples) for name, samples in {**voices, "left": left, "right": right}.items()}
+
+
+def measure_speakers(corpus: Path, model: str) -> dict[str, float]:
+    """Synthetic two-party calls (12 alternating turns of 3-5 s, pauses of 0.3-0.9 s) for every pair of corpus
+    voices, stereo and mono: the share of words given to the right speaker (mono with the speaker count given,
+    and found from the voices), and the diarization error rate of the mono calls (pyannote.metrics, collar
+    0.25 s) with the count given."""
+    from itertools import combinations
+
+    from schemas.settings import AudioSettings, DiarizationSettings, WhisperSettings
+    from tasks.evaluation import speaker_accuracy, two_party_call
+    from tasks.models.whisper import WhisperSpec, load_transcriber
+    from tasks.preprocess.audio import detect_speech
+    from tasks.stages.transcribe import TranscribeStage
+    from tasks.transcribe import transcribe_recording
+
+    der: Any = None
+    try:
+        from pyannote.metrics.diarization import DiarizationErrorRate
+
+        der = DiarizationErrorRate(collar=0.25)
+    except ImportError:
+        print("pyannote.metrics is not installed (pip install -e '.[bench]'): no diarization error rate")
+    spec = WhisperSpec(model, cache_dir=Path.home() / ".cache" / "docflow")
+    transcriber = load_transcriber(spec)
+    whisper, vad = WhisperSettings(word_timestamps=True), AudioSettings()
+    diarizers = {
+        "given": TranscribeStage(whisper, vad, spec, DiarizationSettings(speakers=2)).diarizer(),
+        "found": TranscribeStage(whisper, vad, spec, DiarizationSettings()).diarizer(),
+    }
+    scores: dict[str, list[float]] = {"stereo": [], "mono_given": [], "mono_found": []}
+    print(f"\n{'call':34s} {'stereo':>7s} {'mono, 2 given':>14s} {'mono, found':>12s}")
+    for seed, (a, b) in enumerate(combinations(sorted(_voices(corpus).items()), 2)):
+        left, right, turns = two_party_call((a[1], b[1]), seed=seed)
+        mono = left + right
+        speech = detect_speech(mono, vad)
+        row = []
+        for name, stereo, diarizer in (
+            ("stereo", (left, right), None),
+            ("mono_given", None, diarizers["given"]),
+            ("mono_found", None, diarizers["found"]),
+        ):
+            transcript = transcribe_recording(transcriber, whisper, vad, mono, speech, stereo, diarizer)
+            words = [(w.start_s, w.end_s, s.speaker) for s in transcript.segments for w in s.words or ()]
+            scores[name].append(speaker_accuracy(words, turns))
+            row.append(scores[name][-1])
+            if name == "mono_given" and der is not None:
+                from pyannote.core import Annotation, Segment
+
+                reference, hypothesis = Annotation(), Annotation()
+                for turn in turns:
+                    reference[Segment(turn.start_s, turn.end_s)] = f"voice{turn.speaker}"
+                for s in transcript.segments:
+                    hypothesis[Segment(s.start_s, s.end_s)] = s.speaker
+                der(reference, hypothesis)
+        print(f"{a[0][:15] + ' + ' + b[0][:15]:34s} {row[0]:7.3f} {row[1]:14.3f} {row[2]:12.3f}")
+    figures = {name: float(np.mean(values)) for name, values in scores.items()}
+    figures["der"] = abs(der) if der is not None else float("nan")
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", type=Path, default=REPO.parent / "shared" / "corpus")
@@ -174,6 +252,7 @@ def main() -> None:
         help="also run docflow's audio stage on one recording this long and report peak memory",
     )
     parser.add_argument("--long-model", default="pkg:whisper-tiny.en", help="model for the long recording")
+    parser.add_argument("--no-speakers", action="store_true", help="skip the two-party call speaker benchmark")
     args = parser.parse_args()
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
@@ -220,10 +299,21 @@ def main() -> None:
             f"peak RSS {long['peak_mb']:.0f} MB"
         )
         long_figures = f" long_min={args.long_minutes} long_peak_rss_mb={long['peak_mb']:.0f}"
+    speakers = ""
+    if not args.no_speakers:
+        calls = measure_speakers(args.corpus, args.model)
+        print(
+            f"speaker accuracy: stereo {calls['stereo']:.3f}, mono (2 given) {calls['mono_given']:.3f}, "
+            f"mono (found) {calls['mono_found']:.3f}; DER (mono, 2 given) {calls['der']:.3f}"
+        )
+        speakers = (
+            f" mono_speaker_accuracy={calls['mono_given']:.3f} mono_found_speaker_accuracy={calls['mono_found']:.3f}"
+            f" stereo_speaker_accuracy={calls['stereo']:.3f} der={calls['der']:.3f}"
+        )
     print(
         f"wer_mean={wer_mean:.3f} wer_clean={wer_clean:.3f} rtf={rtf:.3f} rtf_bare={rtf_bare:.3f} "
         f"overhead={ours_t / bare_t:.2f} batch_speedup={ours_seq_t / ours_t:.2f} "
-        f"bare_batch_speedup={bare_seq_t / bare_t:.2f} peak_rss_mb={peak:.0f}{long_figures}"
+        f"bare_batch_speedup={bare_seq_t / bare_t:.2f} peak_rss_mb={peak:.0f}{speakers}{long_figures}"
     )
 
 

@@ -103,7 +103,7 @@ def two_party_call(
         silent = np.zeros(piece.size, np.float32)
         left += [piece if who == 0 else silent, pause]
         right += [silent if who == 0 else piece, pause]
-        start, end = (audible[0], audible[-1] + 1) if audible.size else (0, cut - first)
+        start, end = (int(audible[0]), int(audible[-1]) + 1) if audible.size else (0, cut - first)
         placed.append(CallTurn(who, (now + start * frame) / sample_rate, (now + end * frame) / sample_rate))
         now += piece.size + pause.size
     return np.concatenate(left), np.concatenate(right), placed

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import wave
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -142,3 +144,34 @@ def test_missing_poppler_stops_the_run_before_any_file_is_blamed(
     )
     report = json.loads(runner.invoke(app, ["status", "--json"]).stdout)
     assert report["failures"] == []
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_show_prints_a_call_as_a_dialogue(configure: Configure, corpus: Path, tmp_path: Path) -> None:
+    from tasks.evaluation import two_party_call
+    from tasks.preprocess.audio import decode
+
+    jfk = decode(corpus / "audio" / "fasterwhisper_jfk.flac", max_duration_s=60)
+    reader = decode(corpus / "audio" / "ljspeech_LJ001-0004.flac", max_duration_s=60)
+    left, right, _ = two_party_call((jfk, reader), turns=4)
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    with wave.open(str(inbox / "call.wav"), "wb") as out:
+        out.setnchannels(2)
+        out.setsampwidth(2)
+        out.setframerate(16000)
+        out.writeframes((np.stack([left, right], axis=1).clip(-1, 1) * 32767).astype("<i2").tobytes())
+    configure(database_url=f"sqlite:///{tmp_path / 'x.db'}", source=str(inbox))
+    assert runner.invoke(app, ["run"]).exit_code == 0
+
+    result = runner.invoke(app, ["show", "call.wav"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert any(line.strip().startswith("SPEAKER_0 (channel 0):") for line in lines)
+    dialogue = [line for line in lines if line.startswith("[00:00:")]
+    assert [line.split()[1] for line in dialogue] == ["SPEAKER_0:", "SPEAKER_1:", "SPEAKER_0:", "SPEAKER_1:"]
+    shown = json.loads(runner.invoke(app, ["show", "call.wav", "--json"]).output)
+    assert [s["speaker"] for s in shown["transcript"]["speakers"]] == ["SPEAKER_0", "SPEAKER_1"]
+    assert shown["transcript"]["languages"] == ["en"]
+    missing = runner.invoke(app, ["show", "no-such-key"])
+    assert missing.exit_code == 1 and "no object with key or id" in missing.output

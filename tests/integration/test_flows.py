@@ -52,7 +52,7 @@ def test_sample_inbox_end_to_end(configure: Configure, sample_inbox: Path, tmp_p
     summary = nightly()
 
     objects = _objects(db)
-    assert len(objects) == 13 == summary.processed
+    assert len(objects) == 14 == summary.processed
     assert all(o.status == "failed" or _done_or_class_review(o) for o in objects.values())
     for key, reason in SAMPLE_EXPECTED_FAILURES.items():
         assert objects[key].status == "failed", key
@@ -77,7 +77,7 @@ def test_sample_inbox_end_to_end(configure: Configure, sample_inbox: Path, tmp_p
     assert len(summary.failures) == 4
 
     again = nightly()
-    assert (again.listed, again.planned, again.processed) == (13, 0, 0)
+    assert (again.listed, again.planned, again.processed) == (14, 0, 0)
 
 
 def test_run_publishes_markdown_artifact(configure: Configure, sample_inbox: Path, tmp_path: Path) -> None:
@@ -190,7 +190,7 @@ def test_backfill_selects_by_window_prefix_and_kind(configure: Configure, sample
 
     since, until = datetime(2025, 1, 1), datetime(2025, 2, 1)
     audio_only = backfill(since=since, until=until, kinds=[ObjectKind.AUDIO])
-    assert audio_only.processed == 2 and set(audio_only.by_kind) == {"audio"}
+    assert audio_only.processed == 3 and set(audio_only.by_kind) == {"audio"}
 
     images = backfill(since=since, until=until, prefixes=["images/"])
     assert images.processed == 1

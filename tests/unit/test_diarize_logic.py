@@ -1,0 +1,102 @@
+"""The pure logic around speakers and utterances: windows, clustering, attribution, splitting at pauses, the
+dialogue view, and the wiring of the pyannote option."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from schemas.errors import ConfigError
+from schemas.records import SpeechSegment, TranscriptSegment, Word
+from schemas.settings import AudioSettings, DiarizationSettings, WhisperSettings
+from tasks.diarize import Turn, attribute, cluster_speakers, speech_windows
+from tasks.display import dialogue
+from tasks.models.whisper import RawSegment, RawWord, WhisperSpec
+from tasks.stages.transcribe import TranscribeStage
+from tasks.transcribe import _utterances, layout_speech
+
+
+def test_windows_tile_each_speech_segment_exactly() -> None:
+    windows = speech_windows([SpeechSegment(start_s=1.0, end_s=5.0), SpeechSegment(start_s=8.0, end_s=9.0)])
+    first = [w for w in windows if w.segment == 0]
+    assert first[0].own_start_s == 1.0 and first[-1].own_end_s == 5.0
+    assert all(a.own_end_s == pytest.approx(b.own_start_s) for a, b in itertools.pairwise(first))
+    assert all(w.end_s - w.start_s == pytest.approx(1.6) for w in first)
+    (short,) = [w for w in windows if w.segment == 1]  # shorter than one window: heard whole
+    assert (short.start_s, short.end_s, short.own_start_s, short.own_end_s) == (8.0, 9.0, 8.0, 9.0)
+
+
+def test_clusters_follow_the_voices_and_short_windows_join_the_nearest() -> None:
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=256), rng.normal(size=256)
+    voices = np.stack(
+        [a + 0.3 * rng.normal(size=256) for _ in range(6)] + [b + 0.3 * rng.normal(size=256) for _ in range(5)]
+    )
+    voices /= np.linalg.norm(voices, axis=1, keepdims=True)
+    weights = np.array([1.6] * 10 + [0.3])  # the last one is too short to shape a cluster
+    labels = cluster_speakers(voices, weights, threshold=0.5, speakers=None)
+    assert len(set(labels[:6])) == 1 and len(set(labels[6:])) == 1 and labels[0] != labels[6]
+    assert len(set(cluster_speakers(voices, weights, threshold=1.9, speakers=None))) == 1  # all one voice
+    assert len(set(cluster_speakers(voices[:6], weights[:6], threshold=0.5, speakers=2))) == 2  # the count wins
+
+
+def _segment(words: list[tuple[float, float, str]], speaker: str = "SPEAKER_0") -> TranscriptSegment:
+    return TranscriptSegment(
+        start_s=words[0][0],
+        end_s=words[-1][1],
+        text="".join(w for *_, w in words),
+        speaker=speaker,
+        avg_logprob=-0.2,
+        no_speech_prob=0.01,
+        compression_ratio=1.2,
+        words=tuple(Word(start_s=s, end_s=e, word=w, probability=0.9) for s, e, w in words),
+    )
+
+
+def test_a_segment_spanning_a_speaker_change_is_split_at_the_word() -> None:
+    segment = _segment([(0.0, 0.5, " Hello"), (0.6, 1.0, " there."), (1.2, 1.6, " Hi"), (1.7, 2.0, " back.")])
+    turns = [Turn(0.0, 1.1, "SPEAKER_0"), Turn(1.1, 2.5, "SPEAKER_1")]
+    first, second = attribute([segment], turns)
+    assert (first.speaker, first.text, first.start_s, first.end_s) == ("SPEAKER_0", "Hello there.", 0.0, 1.0)
+    assert (second.speaker, second.text, second.start_s, second.end_s) == ("SPEAKER_1", "Hi back.", 1.2, 2.0)
+
+
+def test_a_model_segment_across_a_cut_out_pause_becomes_two_utterances() -> None:
+    # Speech at 0-2 s and 10-12 s of the recording, packed end to end: 0-2 and 2-4 of the speech timeline.
+    layout = layout_speech([SpeechSegment(start_s=0.0, end_s=2.0), SpeechSegment(start_s=10.0, end_s=12.0)])
+    words = (RawWord(0.2, 0.8, " Yes,", 0.9), RawWord(0.9, 1.5, " please.", 0.9), RawWord(2.3, 3.0, " Thanks.", 0.9))
+    raw = RawSegment(0.2, 3.0, " Yes, please. Thanks.", -0.2, 0.01, 1.1, words, "en")
+    first, second = _utterances(raw, layout, "SPEAKER_0", None, None)
+    assert (first.text, first.start_s, first.end_s) == ("Yes, please.", 0.2, 1.5)
+    assert (second.text, second.start_s, second.end_s, second.language) == ("Thanks.", 10.3, 11.0, "en")
+    # A word placed after the last speech of its window is a continuation Whisper made up: dropped.
+    invented = RawSegment(0.2, 4.5, " Yes", -0.2, 0.01, 1.1, (words[0], RawWord(4.1, 4.5, " more", 0.5)), "en")
+    assert [u.text for u in _utterances(invented, layout, "SPEAKER_0", None, None)] == ["Yes,"]
+
+
+def test_the_dialogue_reads_one_line_per_turn() -> None:
+    segments = [
+        _segment([(62.0, 63.0, " Hello.")], "SPEAKER_0"),
+        _segment([(63.5, 64.0, " How can I help?")], "SPEAKER_0"),
+        _segment([(3725.0, 3726.0, " My order.")], "SPEAKER_1"),
+    ]
+    assert dialogue(segments) == ["[00:01:02] SPEAKER_0: Hello. How can I help?", "[01:02:05] SPEAKER_1: My order."]
+
+
+def test_a_pyannote_pipeline_without_pyannote_installed_is_a_clear_configuration_error() -> None:
+    stage = TranscribeStage(
+        WhisperSettings(),
+        AudioSettings(),
+        WhisperSpec("pkg:whisper-tiny.en"),
+        DiarizationSettings(model="pyannote/speaker-diarization-3.1"),
+    )
+    with pytest.raises(ConfigError, match=r"needs pyannote\.audio"):
+        stage.diarizer()
+    assert (
+        TranscribeStage(
+            WhisperSettings(), AudioSettings(), WhisperSpec("x"), DiarizationSettings(mode="off")
+        ).diarizer()
+        is None
+    )
