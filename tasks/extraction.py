@@ -267,8 +267,8 @@ def _value_at(data: Any, path: str) -> Any:
 # What each doubtful grounding means, as a review reason: (code, what is wrong with the value).
 _DOUBTS = {
     Grounding.UNGROUNDED: ("ungrounded_value", "is not printed on the document"),
-    Grounding.PARTIAL: ("partial_value", "is only part of what the document prints there"),
-    Grounding.OFF_LABEL: ("off_label_value", "is not the amount the document prints beside its label"),
+    Grounding.PARTIAL: ("partial_value", "is not a whole printed name or address (cut short, or run on)"),
+    Grounding.OFF_LABEL: ("off_label_value", "is not an amount the document prints beside a label for it"),
     Grounding.MISSING: ("missing_value", "is empty, but such documents always print it"),
 }
 

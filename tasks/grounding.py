@@ -7,9 +7,10 @@ identifiers, by value for amounts (thousands separators, decimal commas, currenc
 dates in any printed format, by code, symbol or name for currencies. An amount that is not printed but equals
 the sum or difference of two printed ones (a tax computed as total minus subtotal) is `derived`.
 
-Printed is not always right: a name or address cut out of a longer printed line or block is `partial`, an amount
-that the page prints but not beside the field's own label (a subtotal given as the total) is `off_label`, and a
-field every such document prints, left empty, is `missing`."""
+Printed is not always right: a name or address cut out of a longer printed line or block, or running on into the
+next one, is `partial`; an amount that the page does not print beside the field's own label (a subtotal given as
+the total, or a page whose label the OCR lost) is `off_label`; a field every such document prints, left empty, is
+`missing`."""
 
 from __future__ import annotations
 
@@ -73,8 +74,8 @@ class Grounding(StrEnum):
     DERIVED = "derived"  # not printed, but the sum or difference of two printed amounts
     UNGROUNDED = "ungrounded"  # not found on the page: read wrong or invented
     UNCHECKED = "unchecked"  # free text the model writes (a summary): only its letters are checked
-    PARTIAL = "partial"  # printed, but only as part of a longer name, line or address
-    OFF_LABEL = "off_label"  # printed, but the page's label for the field prints another amount
+    PARTIAL = "partial"  # printed, but not as a whole: part of a longer name or address, or running into the next
+    OFF_LABEL = "off_label"  # printed, but not beside the page's label for the field (which prints another or none)
     MISSING = "missing"  # empty, though every such document prints it
 
     @property
@@ -205,9 +206,10 @@ def is_printed(value: Any, kind: ValueKind, evidence: PageEvidence) -> bool:
 
 
 def is_whole(value: str, kind: ValueKind, evidence: PageEvidence) -> bool:
-    """Whether a printed text value is all of what the page prints there: not a few words cut out of a longer
-    cell ("SAM TRADING" of "SAM SAM TRADING CO"), and for an address not a first line whose next rows carry on
-    to the postcode. A value only found word by word (spread over columns) is given the benefit of the doubt."""
+    """Whether a printed text value is exactly what the page prints there: not a few words cut out of a longer
+    cell ("SAM TRADING" of "SAM SAM TRADING CO"), not a name running on into the next line; for an address, not
+    a first line whose next rows carry on, nor one running into the phone number printed under it. A value only
+    found word by word (spread over columns) is given the benefit of the doubt."""
     plain = _plain(value)
     if not plain or not evidence.cells:
         return True
@@ -228,6 +230,10 @@ def is_whole(value: str, kind: ValueKind, evidence: PageEvidence) -> bool:
     )
     if extra >= 2 and (end - start) < CELL_COVERAGE * (end - start + extra):
         return False
+    if kind is ValueKind.TEXT and any(c.row != touched[0].row and re.search(r"\d", c.plain) for c in touched):
+        return False  # a name runs on into the lines under it that carry numbers (its address)
+    if kind is ValueKind.ADDRESS and _NOT_ADDRESS.search(value):
+        return False  # an address runs on into the phone number or tax id printed under it
     if kind is ValueKind.ADDRESS:
         return not _address_goes_on(evidence.rows[touched[-1].row + 1 : touched[-1].row + 1 + ADDRESS_TAIL_ROWS])
     return True
@@ -293,10 +299,13 @@ def ground(document: DocumentSchema, page_texts: list[str]) -> dict[str, Groundi
     fields = type(document).model_fields
     for name, field in fields.items():
         label = printed_label(field)
-        if label and result.get(name) is Grounding.GROUNDED:
-            expected = labelled_amount(label, evidence)
-            if expected is not None and Decimal(str(getattr(document, name))) != expected:
-                result[name] = Grounding.OFF_LABEL
+        # No row labelled so with one amount is no confirmation either: the value stays unconfirmed.
+        if (
+            label is not None
+            and result.get(name) is Grounding.GROUNDED
+            and labelled_amount(label, evidence) != Decimal(str(getattr(document, name)))
+        ):
+            result[name] = Grounding.OFF_LABEL
     for name in type(document).expected:
         if getattr(document, name) in (None, ""):
             result[name] = Grounding.MISSING

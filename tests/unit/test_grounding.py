@@ -152,10 +152,10 @@ def test_free_text_in_letters_the_page_never_prints_is_ungrounded(aws_page: str)
 
 @pytest.fixture(scope="module")
 def receipt_rows(corpus: Path) -> dict[str, str]:
-    """RapidOCR's rows of four receipt scans: SAM SAM TRADING CO, TED HENG STATIONERY, PERNIAGAAN ZHENG HUI and
-    INDAH GIFT & HOME DECO."""
+    """RapidOCR's rows of six receipt scans: SAM SAM TRADING CO, TED HENG STATIONERY, PERNIAGAAN ZHENG HUI, INDAH
+    GIFT & HOME DECO, C W KHOO HARDWARE and LIGHTROOM GALLERY."""
     inputs = corpus / "extraction" / "inputs"
-    return {name: rapidocr_text(inputs / f"sroie_{name}.jpg") for name in ("010", "026", "034", "001")}
+    return {name: rapidocr_text(inputs / f"sroie_{name}.jpg") for name in ("010", "026", "034", "001", "029", "016")}
 
 
 def test_a_name_or_address_cut_short_is_partial(receipt_rows: dict[str, str]) -> None:
@@ -174,6 +174,18 @@ def test_a_name_or_address_cut_short_is_partial(receipt_rows: dict[str, str]) ->
     )
 
 
+def test_a_name_or_address_running_into_the_next_lines_is_partial(receipt_rows: dict[str, str]) -> None:
+    # C W KHOO prints its address on two rows, then "Tel:03-89410243 Fax : 03-89410243".
+    run_on = "NO.50, JALAN PBS 14/11, KAWASAN PERINDUSTRIAN BUKIT SERDANG, Tel:03-89410243 Fax : 03-89410243"
+    assert ground(Receipt(merchant_address=run_on), [receipt_rows["029"]])["merchant_address"] is Grounding.PARTIAL
+    whole = "NO.50, JALAN PBS 14/11, KAWASAN PERINDUSTRIAN BUKIT SERDANG,"
+    assert ground(Receipt(merchant_address=whole), [receipt_rows["029"]])["merchant_address"] is Grounding.GROUNDED
+    # LIGHTROOM's OCR puts the name and the address's first line on one row; a name running into the next rows
+    # (with their numbers) is not a name.
+    name_and_address = "LIGHTROOM GALLERY SDN BHD No: 28, JALAN ASTANA 1C, BANDAR BUKIT RAJA, 41050"
+    assert ground(Receipt(merchant_name=name_and_address), [receipt_rows["016"]])["merchant_name"] is Grounding.PARTIAL
+
+
 def test_an_amount_printed_under_another_label_is_off_label(receipt_rows: dict[str, str]) -> None:
     # ZHENG HUI prints "(Excluded GST) Sub Total (RM) : 313.50", "Total (RM) : 332.30" and a GST summary
     # "Total: 313.50 18.81" (net and tax: it says nothing about which is the total).
@@ -188,6 +200,8 @@ def test_an_amount_printed_under_another_label_is_off_label(receipt_rows: dict[s
     # INDAH GIFT prints "TOTAL AMT. RM 60.31", then "ROUNDING ADJ ... -0.01": the total paid is 60.30.
     assert ground(Receipt(total="60.31"), [receipt_rows["001"]])["total"] is Grounding.OFF_LABEL
     assert ground(Receipt(total="60.30"), [receipt_rows["001"]])["total"] is Grounding.GROUNDED
+    # TED HENG's only total row reads "CASH TOTAL 12 FER:20iU 153.35" (two amounts): no label confirms any total.
+    assert ground(Receipt(total="153.35"), [receipt_rows["026"]])["total"] is Grounding.OFF_LABEL
 
 
 def test_an_expected_field_left_empty_goes_to_review(receipt_rows: dict[str, str]) -> None:
