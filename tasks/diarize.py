@@ -15,10 +15,12 @@ from typing import Any
 import numpy as np
 
 from schemas.records import SpeechSegment, TranscriptSegment, Word
+from tasks.preprocess.audio import Recording
 
 SAMPLE_RATE = 16_000
 WINDOW_S = 1.6  # the speaker encoder's window
 HOP_S = 0.4  # a speaker change is placed to within this
+WINDOWS_PER_READ = 256  # windows embedded per read of the recording (a few minutes of speech)
 MIN_CLUSTERED_S = 0.8  # shorter windows carry too little voice to shape the clusters; they join the nearest one
 
 
@@ -96,21 +98,30 @@ def _smooth(labels: np.ndarray, windows: Sequence[_Window]) -> np.ndarray:
 
 
 def diarize(
-    samples: np.ndarray,
+    recording: Recording,
     segments: Sequence[SpeechSegment],
     embed: Callable[[list[np.ndarray]], np.ndarray],
     *,
     threshold: float,
     speakers: int | None = None,
 ) -> list[Turn]:
-    """Speaker turns of a mono recording (16 kHz samples) from its speech segments. Speakers are named SPEAKER_0,
-    SPEAKER_1, ... in the order they first speak."""
+    """Speaker turns of a recording (its mono mix) from its speech segments. The audio is read a span at a time
+    (only the embeddings are kept), so memory does not grow with the recording's length. Speakers are named
+    SPEAKER_0, SPEAKER_1, ... in the order they first speak."""
     windows = speech_windows(segments)
     if not windows:
         return []
-    clips = [samples[round(w.start_s * SAMPLE_RATE) : round(w.end_s * SAMPLE_RATE)] for w in windows]
+    embeddings = []
+    for first in range(0, len(windows), WINDOWS_PER_READ):
+        group = windows[first : first + WINDOWS_PER_READ]
+        start = group[0].start_s
+        samples = recording.read(start, group[-1].end_s)
+        clips = [
+            samples[round((w.start_s - start) * SAMPLE_RATE) : round((w.end_s - start) * SAMPLE_RATE)] for w in group
+        ]
+        embeddings.append(embed(clips))
     weights = np.array([w.end_s - w.start_s for w in windows])
-    labels = _smooth(cluster_speakers(embed(clips), weights, threshold, speakers), windows)
+    labels = _smooth(cluster_speakers(np.concatenate(embeddings), weights, threshold, speakers), windows)
     names: dict[int, str] = {}
     turns: list[Turn] = []
     for window, label in zip(windows, labels, strict=True):
@@ -166,11 +177,13 @@ def _part(segment: TranscriptSegment, speaker: str, words: list[Word]) -> Transc
 
 
 def pyannote_turns(
-    pipeline: Any, samples: np.ndarray, segments: Sequence[SpeechSegment], speakers: int | None = None
+    pipeline: Any, recording: Recording, segments: Sequence[SpeechSegment], speakers: int | None = None
 ) -> list[Turn]:
-    """Turns from a pyannote.audio pipeline (it runs its own voice activity detection: `segments` are unused)."""
+    """Turns from a pyannote.audio pipeline (it runs its own voice activity detection: `segments` are unused; it
+    takes the whole recording in memory)."""
     import torch
 
+    samples = recording.read(0.0, recording.samples / SAMPLE_RATE)
     options = {"num_speakers": speakers} if speakers else {}
     output = pipeline({"waveform": torch.from_numpy(samples)[None], "sample_rate": SAMPLE_RATE}, **options)
     annotation = getattr(output, "speaker_diarization", output)  # pyannote.audio 4 wraps the annotation

@@ -6,6 +6,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import overload
 
 import numpy as np
 
@@ -13,7 +14,7 @@ from schemas.records import ReviewReason, SpeechSegment, Transcript, TranscriptS
 from schemas.settings import AudioSettings, WhisperSettings
 from tasks.diarize import Turn, attribute
 from tasks.models.whisper import RawSegment, WhisperTranscriber
-from tasks.preprocess.audio import SAMPLE_RATE, detect_speech
+from tasks.preprocess.audio import SAMPLE_RATE, Recording, speech_of
 
 MAX_CLIP_S = 30.0  # Whisper's window
 WINDOWS_PER_CALL = 32
@@ -81,12 +82,6 @@ def speech_only(samples: np.ndarray, layout: SpeechLayout) -> np.ndarray:
         for _, orig, d in layout.pieces
     ]
     return np.concatenate(parts) if parts else np.zeros(0, np.float32)
-
-
-def channels_differ(left: np.ndarray, right: np.ndarray, tolerance: float = 0.02) -> bool:
-    """True when the two channels carry different signals (a call recorded one party per channel)."""
-    scale = max(float(np.abs(left).max(initial=0)), float(np.abs(right).max(initial=0)), 1e-9)
-    return float(np.abs(left - right).mean()) / scale > tolerance
 
 
 def guard(raw: RawSegment, options: WhisperSettings) -> tuple[bool, str | None]:
@@ -190,47 +185,65 @@ def mean_logprob(segments: Sequence[TranscriptSegment]) -> float | None:
     return sum(s.avg_logprob * max(s.end_s - s.start_s, 1e-3) for s in segments) / total
 
 
-Diarizer = Callable[[np.ndarray, Sequence[SpeechSegment]], list[Turn]]
+Diarizer = Callable[[Recording, Sequence[SpeechSegment]], list[Turn]]
+# Speech is transcribed a span of the recording at a time, so that memory never holds more than this much audio.
+SPAN_S = 600.0
+
+
+def speech_spans(
+    speech: Sequence[SpeechSegment], max_s: float = SPAN_S
+) -> list[tuple[float, float, list[SpeechSegment]]]:
+    """Consecutive speech segments grouped into spans of the recording at most `max_s` long: (start, end,
+    segments)."""
+    spans: list[tuple[float, float, list[SpeechSegment]]] = []
+    for segment in speech:
+        if spans and segment.end_s - spans[-1][0] <= max_s:
+            spans[-1] = (spans[-1][0], segment.end_s, [*spans[-1][2], segment])
+        else:
+            spans.append((segment.start_s, segment.end_s, [segment]))
+    return spans
 
 
 def transcribe_recording(
     transcriber: WhisperTranscriber,
     config: WhisperSettings,
     vad: AudioSettings,
-    mix: np.ndarray,
+    recording: Recording,
     speech: Sequence[SpeechSegment],
-    stereo: tuple[np.ndarray, np.ndarray] | None = None,
     diarizer: Diarizer | None = None,
 ) -> Transcript:
-    """Transcribe a recording whose speech segments are known. With `stereo` (and channels that differ, or
-    split_stereo=on) each channel is transcribed on its own, one speaker per channel; otherwise `diarizer` (when
-    given) finds the speakers by voice. Segments come back as utterances in time order."""
-    split = stereo is not None and (config.split_stereo == "on" or channels_differ(*stereo))
-    tracks: list[tuple[np.ndarray, str, int | None, list[SpeechSegment]]]
+    """Transcribe a recording whose speech segments (of the mix) are known. A stereo call whose channels differ
+    (or any stereo recording with split_stereo=on) is transcribed channel by channel, one speaker per channel;
+    otherwise `diarizer` (when given) finds the speakers by voice. The recording is read a span at a time, so
+    memory does not grow with its length. Segments come back as utterances in time order."""
+    split = recording.channels == 2 and (config.split_stereo == "on" or recording.channels_differ)
+    tracks: list[tuple[int | None, str, list[SpeechSegment]]]
     if split:
-        assert stereo is not None
-        tracks = [(channel, f"SPEAKER_{i}", i, detect_speech(channel, vad)) for i, channel in enumerate(stereo)]
+        tracks = [(i, f"SPEAKER_{i}", speech_of(recording, i, vad)) for i in (0, 1)]
     else:
-        tracks = [(mix, "SPEAKER_0", None, list(speech))]
+        tracks = [(None, "SPEAKER_0", list(speech))]
     segments: list[TranscriptSegment] = []
     dropped = 0
     detected: list[tuple[str, float]] = []
-    for samples, speaker, channel, track_speech in tracks:
-        layout = layout_speech(track_speech)
-        speech_samples = speech_only(samples, layout)
-        # Windows go to the model a group at a time, so features for an hours-long call never exist all at once.
-        for first in range(0, len(layout.windows), WINDOWS_PER_CALL):
-            raw = transcriber.transcribe(speech_samples, layout.windows[first : first + WINDOWS_PER_CALL], config)
-            if raw.language and raw.language_probability is not None:
-                detected.append((raw.language, raw.language_probability))
-            for item in raw.segments:
-                keep, flag = guard(item, config)
-                if keep:
-                    segments += [_tightened(u, samples) for u in _utterances(item, layout, speaker, channel, flag)]
-                else:
-                    dropped += 1
+    for channel, speaker, track_speech in tracks:
+        for span_start, span_end, span_speech in speech_spans(track_speech):
+            samples = recording.read(span_start, span_end, channel)
+            layout = layout_speech([_shift(s, -span_start) for s in span_speech])
+            speech_samples = speech_only(samples, layout)
+            # Windows go to the model a group at a time, so features never exist for a whole span at once.
+            for first in range(0, len(layout.windows), WINDOWS_PER_CALL):
+                raw = transcriber.transcribe(speech_samples, layout.windows[first : first + WINDOWS_PER_CALL], config)
+                if raw.language and raw.language_probability is not None:
+                    detected.append((raw.language, raw.language_probability))
+                for item in raw.segments:
+                    keep, flag = guard(item, config)
+                    if not keep:
+                        dropped += 1
+                        continue
+                    for utterance in _utterances(item, layout, speaker, channel, flag):
+                        segments.append(_shift(_tightened(utterance, samples), span_start))
     if diarizer is not None and not split and segments:
-        segments = attribute(segments, diarizer(mix, speech))
+        segments = attribute(segments, diarizer(recording, speech))
     segments.sort(key=lambda s: (s.start_s, s.channel or 0))
     if not config.word_timestamps:  # words were needed to place utterances and speakers; storing them is optional
         segments = [s.model_copy(update={"words": None}) for s in segments]
@@ -242,7 +255,7 @@ def transcribe_recording(
         language=(languages[0] if languages else best[0]) if segments else None,
         language_probability=best[1] if segments else None,
         languages=languages,
-        duration_s=round(mix.size / SAMPLE_RATE, 3),
+        duration_s=round(recording.samples / SAMPLE_RATE, 3),
         speech_s=round(sum(s.end_s - s.start_s for s in speech), 3),
         no_speech=not segments,
         avg_logprob=mean_logprob(segments),
@@ -250,6 +263,21 @@ def transcribe_recording(
         segments=tuple(segments),
         dropped_segments=dropped,
     )
+
+
+@overload
+def _shift(item: SpeechSegment, offset: float) -> SpeechSegment: ...
+@overload
+def _shift(item: TranscriptSegment, offset: float) -> TranscriptSegment: ...
+def _shift(item: SpeechSegment | TranscriptSegment, offset: float) -> SpeechSegment | TranscriptSegment:
+    """The same segment `offset` seconds later (its words too)."""
+    update: dict[str, object] = {"start_s": round(item.start_s + offset, 3), "end_s": round(item.end_s + offset, 3)}
+    if isinstance(item, TranscriptSegment) and item.words:
+        update["words"] = tuple(
+            w.model_copy(update={"start_s": round(w.start_s + offset, 3), "end_s": round(w.end_s + offset, 3)})
+            for w in item.words
+        )
+    return item.model_copy(update=update)
 
 
 def _languages(segments: Sequence[TranscriptSegment]) -> tuple[str, ...]:

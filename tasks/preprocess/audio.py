@@ -1,6 +1,6 @@
-"""Audio: decode to 16 kHz mono float32 with PyAV (bounded: absurd sample rates and recordings over the length cap
-are rejected, the cap enforced while decoding) and find speech with the Silero VAD model that ships inside
-faster-whisper."""
+"""Audio: decode to 16 kHz with PyAV, block by block (bounded: absurd sample rates and recordings over the length
+cap are rejected, the cap enforced while decoding), to local disk for the transcription stage to read back a span
+at a time, and find speech with the Silero VAD model that ships inside faster-whisper."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import gc
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -101,27 +101,30 @@ def _ffmpeg_reason(exc: Exception) -> str:
 def decode(path: Path, *, max_duration_s: float) -> np.ndarray:
     """16 kHz mono float32 samples in [-1, 1]. Raises InputError for unreadable or empty audio, an absurd sample
     rate, or more than `max_duration_s` of audio (declared or decoded)."""
-    (chunks,), total = _decode_s16(path, stereo=False, max_duration_s=max_duration_s)
-    return _to_float(chunks, total)
+    blocks = [b[:, 0] for b in iter_blocks(path, stereo=False, max_duration_s=max_duration_s)]
+    return _to_float(blocks)
 
 
 def decode_stereo(path: Path, *, max_duration_s: float) -> tuple[np.ndarray, np.ndarray]:
     """Left and right channels at 16 kHz (a mono file gives the same samples twice). Errors as decode()."""
-    (left, right), total = _decode_s16(path, stereo=True, max_duration_s=max_duration_s)
-    return _to_float(left, total), _to_float(right, total)
+    blocks = list(iter_blocks(path, stereo=True, max_duration_s=max_duration_s))
+    return _to_float([b[:, 0] for b in blocks]), _to_float([b[:, 1] for b in blocks])
 
 
-def _decode_s16(path: Path, stereo: bool, max_duration_s: float) -> tuple[tuple[list[np.ndarray], ...], int]:
-    """The stream resampled to 16 kHz int16, frame by frame, as per-channel lists of chunks and their total length.
+def iter_blocks(path: Path, *, stereo: bool, max_duration_s: float, block_s: float = 600.0) -> Iterator[np.ndarray]:
+    """The stream resampled to 16 kHz int16, `block_s` seconds at a time, as arrays of shape (samples, channels):
+    memory stays one block whatever the recording's length. Errors as decode().
 
-    Memory is bounded by the cap: the rate of every frame is checked before it is resampled (a frame at an absurd
-    rate can expand a thousand-fold), and decoding stops with `too_long` as soon as it passes `max_duration_s`."""
+    The rate of every frame is checked before it is resampled (a frame at an absurd rate can expand a
+    thousand-fold), and decoding stops with `too_long` as soon as it passes `max_duration_s`."""
     import av
     from av.audio.resampler import AudioResampler
 
-    channels: tuple[list[np.ndarray], ...] = ([], []) if stereo else ([],)
+    width = 2 if stereo else 1
+    block = int(block_s * SAMPLE_RATE)
     limit = int(max_duration_s * SAMPLE_RATE)
-    total = 0
+    pending: list[np.ndarray] = []
+    pending_samples = total = 0
     seen_s = 0.0
     resampler = AudioResampler(format="s16", layout="stereo" if stereo else "mono", rate=SAMPLE_RATE)
     try:
@@ -135,15 +138,14 @@ def _decode_s16(path: Path, stereo: bool, max_duration_s: float) -> tuple[tuple[
                         raise _too_long(max_duration_s)
                     frame.pts = None  # gaps or jumps in timestamps are not ours to judge (as faster-whisper does)
                 for out in resampler.resample(frame):
-                    data = out.to_ndarray().reshape(-1)  # s16 packed: interleaved L R L R ... for stereo
-                    if stereo:
-                        channels[0].append(data[0::2].copy())
-                        channels[1].append(data[1::2].copy())
-                    else:
-                        channels[0].append(data)
+                    pending.append(out.to_ndarray().reshape(-1, width))  # s16 packed: L R L R ... for stereo
+                    pending_samples += out.samples
                     total += out.samples
                     if total > limit + SAMPLE_RATE // 100:  # the resampler's few samples of delay are not a breach
                         raise _too_long(max_duration_s)
+                    if pending_samples >= block:
+                        yield np.concatenate(pending)
+                        pending, pending_samples = [], 0
     except av.error.FFmpegError as exc:
         raise InputError(STAGE, "unreadable", f"audio stream unreadable: {_ffmpeg_reason(exc)}") from None
     except (ValueError, IndexError) as exc:  # e.g. a decoder yielding frames the resampler cannot take
@@ -154,7 +156,8 @@ def _decode_s16(path: Path, stereo: bool, max_duration_s: float) -> tuple[tuple[
         gc.collect()
     if total == 0:
         raise InputError(STAGE, "no_samples", "audio stream unreadable: it decodes to zero samples")
-    return channels, total
+    if pending:
+        yield np.concatenate(pending)
 
 
 def _valid_frames(container: Any) -> Iterator[Any]:
@@ -173,9 +176,9 @@ def _valid_frames(container: Any) -> Iterator[Any]:
     yield None
 
 
-def _to_float(chunks: list[np.ndarray], total: int) -> np.ndarray:
+def _to_float(chunks: list[np.ndarray]) -> np.ndarray:
     """int16 chunks into one float32 array in [-1, 1), filled in place and emptying the list as it goes."""
-    out = np.empty(total, np.float32)
+    out = np.empty(sum(c.size for c in chunks), np.float32)
     pos = 0
     chunks.reverse()
     while chunks:
@@ -189,36 +192,167 @@ def _to_float(chunks: list[np.ndarray], total: int) -> np.ndarray:
 VAD_BLOCK_S = 600
 
 
+class SpeechFinder:
+    """Silero VAD over a recording fed a block at a time (its working memory grows with the input), the segments
+    stitched where speech runs across a seam."""
+
+    def __init__(self, params: AudioSettings) -> None:
+        from faster_whisper.vad import VadOptions
+
+        self.params = params
+        self.options = VadOptions(
+            threshold=params.threshold,
+            min_speech_duration_ms=params.min_speech_ms,
+            min_silence_duration_ms=params.min_silence_ms,
+            speech_pad_ms=params.speech_pad_ms,
+            max_speech_duration_s=params.max_speech_s,
+        )
+        self.segments: list[SpeechSegment] = []
+
+    def feed(self, samples: np.ndarray, offset_s: float) -> None:
+        from faster_whisper.vad import get_speech_timestamps
+
+        for stamp in get_speech_timestamps(samples, self.options, sampling_rate=SAMPLE_RATE):
+            start, end = offset_s + stamp["start"] / SAMPLE_RATE, offset_s + stamp["end"] / SAMPLE_RATE
+            last = self.segments[-1] if self.segments else None
+            if (
+                last is not None
+                and start - last.end_s < self.params.min_silence_ms / 1000
+                and end - last.start_s <= self.params.max_speech_s
+            ):  # speech running across a block seam is one segment
+                self.segments[-1] = SpeechSegment(start_s=last.start_s, end_s=end)
+            else:
+                self.segments.append(SpeechSegment(start_s=start, end_s=end))
+
+
 def detect_speech(samples: np.ndarray, params: AudioSettings, block_s: int = VAD_BLOCK_S) -> list[SpeechSegment]:
     """Speech segments (seconds) by Silero VAD, run over blocks of `block_s` and stitched at the seams."""
-    from faster_whisper.vad import VadOptions, get_speech_timestamps
-
-    options = VadOptions(
-        threshold=params.threshold,
-        min_speech_duration_ms=params.min_speech_ms,
-        min_silence_duration_ms=params.min_silence_ms,
-        speech_pad_ms=params.speech_pad_ms,
-        max_speech_duration_s=params.max_speech_s,
-    )
+    finder = SpeechFinder(params)
     block = block_s * SAMPLE_RATE
-    segments: list[SpeechSegment] = []
     for offset in range(0, max(samples.size, 1), block):
-        stamps = get_speech_timestamps(samples[offset : offset + block], options, sampling_rate=SAMPLE_RATE)
-        for stamp in stamps:
-            start, end = (offset + stamp["start"]) / SAMPLE_RATE, (offset + stamp["end"]) / SAMPLE_RATE
-            if (
-                segments
-                and start - segments[-1].end_s < params.min_silence_ms / 1000
-                and (end - segments[-1].start_s <= params.max_speech_s)
-            ):  # speech running across a block seam is one segment
-                segments[-1] = SpeechSegment(start_s=segments[-1].start_s, end_s=end)
-            else:
-                segments.append(SpeechSegment(start_s=start, end_s=end))
-    return segments
+        finder.feed(samples[offset : offset + block], offset / SAMPLE_RATE)
+    return finder.segments
 
 
-def summarise(samples: np.ndarray, segments: list[SpeechSegment], info: StreamInfo) -> AudioSummary:
-    duration = samples.size / SAMPLE_RATE
+class Recording(Protocol):
+    """A decoded recording (16 kHz), read back one span at a time."""
+
+    @property
+    def channels(self) -> int: ...
+
+    @property
+    def samples(self) -> int: ...
+
+    @property
+    def channels_differ(self) -> bool:
+        """A stereo call with one party per channel."""
+        ...
+
+    def read(self, start_s: float, end_s: float, channel: int | None = None) -> np.ndarray:
+        """float32 samples of [start_s, end_s): one channel, or the channels' mean (the mono mix)."""
+        ...
+
+
+@dataclass(frozen=True)
+class PcmRecording:
+    """A recording decoded to local disk (16 kHz int16, channels interleaved): hours of audio never sit in
+    memory, the transcription stage reads back the span it works on."""
+
+    path: Path
+    channels: int
+    samples: int
+    channels_differ: bool = False
+
+    def read(self, start_s: float, end_s: float, channel: int | None = None) -> np.ndarray:
+        first = min(max(int(start_s * SAMPLE_RATE), 0), self.samples)
+        last = min(max(int(end_s * SAMPLE_RATE), first), self.samples)
+        data = np.fromfile(
+            self.path, dtype="<i2", count=(last - first) * self.channels, offset=first * self.channels * 2
+        ).reshape(-1, self.channels)
+        picked = data[:, channel] if channel is not None else data.mean(axis=1, dtype=np.float32)
+        out: np.ndarray = picked.astype(np.float32) / np.float32(32768)
+        return out
+
+
+@dataclass(frozen=True)
+class ArrayRecording:
+    """A recording already in memory (tests, benchmarks): the mono mix, and both channels of a stereo call."""
+
+    mix: np.ndarray
+    stereo: tuple[np.ndarray, np.ndarray] | None = None
+
+    @property
+    def channels(self) -> int:
+        return 2 if self.stereo is not None else 1
+
+    @property
+    def samples(self) -> int:
+        return int(self.mix.size)
+
+    @property
+    def channels_differ(self) -> bool:
+        return self.stereo is not None and channels_differ(*self.stereo)
+
+    def read(self, start_s: float, end_s: float, channel: int | None = None) -> np.ndarray:
+        source = self.mix if channel is None or self.stereo is None else self.stereo[channel]
+        return source[max(int(start_s * SAMPLE_RATE), 0) : max(int(end_s * SAMPLE_RATE), 0)]
+
+
+def channels_differ(left: np.ndarray, right: np.ndarray, tolerance: float = 0.02) -> bool:
+    """True when the two channels carry different signals (a call recorded one party per channel)."""
+    scale = max(float(np.abs(left).max(initial=0)), float(np.abs(right).max(initial=0)), 1e-9)
+    return float(np.abs(left - right).mean()) / scale > tolerance
+
+
+@dataclass
+class _ChannelDifference:
+    """channels_differ() over a recording seen block by block."""
+
+    absolute_difference: float = 0.0
+    samples: int = 0
+    peak: float = 1e-9
+
+    def add(self, block: np.ndarray) -> None:
+        left, right = block[:, 0].astype(np.float32), block[:, 1].astype(np.float32)
+        self.absolute_difference += float(np.abs(left - right).sum())
+        self.samples += block.shape[0]
+        self.peak = max(self.peak, float(np.abs(left).max(initial=0)), float(np.abs(right).max(initial=0)))
+
+    def differ(self, tolerance: float = 0.02) -> bool:
+        return self.samples > 0 and self.absolute_difference / self.samples / self.peak > tolerance
+
+
+def decode_to_disk(
+    path: Path, out: Path, *, stereo: bool, params: AudioSettings
+) -> tuple[PcmRecording, list[SpeechSegment]]:
+    """Decode `path` block by block into `out` (16 kHz int16), finding the speech of the mono mix on the way:
+    peak memory is one block, whatever the recording's length. Errors as decode()."""
+    finder = SpeechFinder(params)
+    difference = _ChannelDifference()
+    samples = 0
+    with open(out, "wb") as sink:
+        for block in iter_blocks(path, stereo=stereo, max_duration_s=params.max_duration_s, block_s=VAD_BLOCK_S):
+            sink.write(block.astype("<i2", copy=False).tobytes())
+            if stereo:
+                difference.add(block)
+            mix = block.mean(axis=1, dtype=np.float32) / np.float32(32768)
+            finder.feed(mix, samples / SAMPLE_RATE)
+            samples += block.shape[0]
+    recording = PcmRecording(out, 2 if stereo else 1, samples, stereo and difference.differ())
+    return recording, finder.segments
+
+
+def speech_of(recording: Recording, channel: int | None, params: AudioSettings) -> list[SpeechSegment]:
+    """The speech of one channel (or of the mix), read back block by block."""
+    finder = SpeechFinder(params)
+    for start in range(0, recording.samples, VAD_BLOCK_S * SAMPLE_RATE):
+        start_s = start / SAMPLE_RATE
+        finder.feed(recording.read(start_s, start_s + VAD_BLOCK_S, channel), start_s)
+    return finder.segments
+
+
+def summarise(samples: int, segments: list[SpeechSegment], info: StreamInfo) -> AudioSummary:
+    duration = samples / SAMPLE_RATE
     speech = sum(s.end_s - s.start_s for s in segments)
     return AudioSummary(
         duration_s=round(duration, 3),

@@ -6,8 +6,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-import numpy as np
-
 from schemas.records import (
     AudioSummary,
     Classification,
@@ -21,6 +19,7 @@ from schemas.records import (
     StageError,
     Transcript,
 )
+from tasks.preprocess.audio import Recording
 
 
 @dataclass(frozen=True)
@@ -31,14 +30,6 @@ class ObjectRef:
     source: str
     key: str
     size: int
-
-
-@dataclass(frozen=True)
-class DecodedAudio:
-    """A recording's samples (16 kHz mono mix, and both channels of a stereo call), kept only until transcribed."""
-
-    mix: np.ndarray
-    stereo: tuple[np.ndarray, np.ndarray] | None = None
 
 
 @dataclass(frozen=True)
@@ -53,7 +44,7 @@ class Preprocessed:
     pdf: PdfSummary | None = None
     audio: AudioSummary | None = None
     segments: tuple[SpeechSegment, ...] = ()
-    decoded: DecodedAudio | None = None
+    decoded: Recording | None = None  # on local disk until transcribed
 
 
 @dataclass(frozen=True)
@@ -84,7 +75,7 @@ class WorkItem:
     pdf: PdfSummary | None = None
     audio: AudioSummary | None = None
     segments: tuple[SpeechSegment, ...] = ()
-    decoded: DecodedAudio | None = None
+    decoded: Recording | None = None  # on local disk until transcribed
     classification: Classification | None = None
     extraction: Extraction | None = None
     transcript: Transcript | None = None

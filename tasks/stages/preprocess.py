@@ -1,6 +1,6 @@
 """CPU preprocessing of one object: download, detect the type from the bytes, render or normalise pages (and read
 their text layer), or decode a recording and find its speech. Pages are published to the derived store and kept
-on local disk for the model stages; decoded audio stays in memory until transcribed."""
+on local disk for the model stages, and so is a decoded recording, until transcribed."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from tasks.ocr import pdf_text_layer
 from tasks.preprocess import audio, sniff
 from tasks.preprocess.image import normalise_image
 from tasks.preprocess.pdf import render_pdf
-from tasks.stages.base import DecodedAudio, ItemUpdate, Preprocessed, StageReport, WorkItem
+from tasks.stages.base import ItemUpdate, Preprocessed, StageReport, WorkItem
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ class PreprocessStage:
     def _preprocess(self, path: Path, detection: sniff.Detection, sha256: str, out_dir: Path) -> ItemUpdate:
         kind = detection.kind
         if kind is ObjectKind.AUDIO:
-            return self._audio(path, detection, sha256)
+            return self._audio(path, detection, sha256, out_dir)
         pdf = None
         if kind is ObjectKind.PDF:
             rendered = render_pdf(path, out_dir, self.settings.render)
@@ -138,18 +138,15 @@ class PreprocessStage:
         key = f"pages/{sha256[:2]}/{sha256}/{tag}/p{page.page_number:05d}.jpg"
         return page.model_copy(update={"uri": self.derived.put_file(key, page.path, "image/jpeg")})
 
-    def _audio(self, path: Path, detection: sniff.Detection, sha256: str) -> ItemUpdate:
+    def _audio(self, path: Path, detection: sniff.Detection, sha256: str, out_dir: Path) -> ItemUpdate:
         limits, whisper = self.settings.audio, self.settings.whisper
         info = audio.probe(path)
         audio.check_limits(info, limits.max_duration_s)
-        stereo = None
-        if info.channels == 2 and whisper.enabled and whisper.split_stereo != "off":
-            stereo = audio.decode_stereo(path, max_duration_s=limits.max_duration_s)
-            mix = (stereo[0] + stereo[1]) / 2
-        else:
-            mix = audio.decode(path, max_duration_s=limits.max_duration_s)
-        speech = audio.detect_speech(mix, limits)
-        summary = audio.summarise(mix, speech, info)
+        stereo = info.channels == 2 and whisper.enabled and whisper.split_stereo != "off"
+        recording, speech = audio.decode_to_disk(path, out_dir / "audio.pcm", stereo=stereo, params=limits)
+        summary = audio.summarise(recording.samples, speech, info)
+        if not whisper.enabled:
+            recording.path.unlink()
         no_speech = not speech
         return ItemUpdate(
             preprocessed=Preprocessed(
@@ -158,7 +155,7 @@ class PreprocessStage:
                 detected_type=detection.description,
                 audio=summary,
                 segments=tuple(speech),
-                decoded=DecodedAudio(mix, stereo) if whisper.enabled else None,
+                decoded=recording if whisper.enabled else None,
             ),
             warnings=("no speech detected",) if no_speech and not whisper.enabled else (),
         )

@@ -61,9 +61,7 @@ class TranscribeStage:
         updates = []
         for item in items:
             assert item.decoded is not None and item.audio is not None  # wants() holds
-            transcript = transcribe_recording(
-                transcriber, self.config, self.vad, item.decoded.mix, item.segments, item.decoded.stereo, diarizer
-            )
+            transcript = transcribe_recording(transcriber, self.config, self.vad, item.decoded, item.segments, diarizer)
             reasons = review_reasons(transcript, item.audio.speech_ratio, self.config)
             warnings = ("no speech detected",) if transcript.no_speech else ()
             updates.append(ItemUpdate(transcript=transcript, review_reasons=tuple(reasons), warnings=warnings))

@@ -13,7 +13,7 @@ from schemas.records import Transcript
 from schemas.settings import AudioSettings, DiarizationSettings, WhisperSettings
 from tasks.evaluation import CallTurn, speaker_accuracy, two_party_call
 from tasks.models.whisper import WhisperSpec, load_transcriber
-from tasks.preprocess.audio import decode, detect_speech
+from tasks.preprocess.audio import ArrayRecording, decode, detect_speech
 from tasks.stages.transcribe import TranscribeStage
 from tasks.transcribe import transcribe_recording
 
@@ -42,8 +42,9 @@ def _transcribe(
     )
     speech = detect_speech(mix, AudioSettings())
     whisper = WhisperSettings(word_timestamps=True)
+    recording = ArrayRecording(mix, stereo)
     return transcribe_recording(
-        load_transcriber(WHISPER), whisper, AudioSettings(), mix, speech, stereo, stage.diarizer()
+        load_transcriber(WHISPER), whisper, AudioSettings(), recording, speech, stage.diarizer()
     )
 
 

@@ -105,7 +105,7 @@ def test_speech_is_found_in_a_real_recording(sample_inbox: Path) -> None:
     info = probe(path)
     samples = decode(path, max_duration_s=MAX_S)
     segments = detect_speech(samples, AudioSettings())
-    summary = summarise(samples, segments, info)
+    summary = summarise(samples.size, segments, info)
     assert (info.sample_rate, info.channels) == (44100, 2)
     assert info.duration_s == pytest.approx(11.0, abs=0.01)
     assert samples.dtype == np.float32 and abs(samples.size / 16000 - 11.0) < 0.05
@@ -155,7 +155,7 @@ def test_digital_silence_has_no_speech(tmp_path: Path) -> None:
     samples = decode(path, max_duration_s=MAX_S)
     segments = detect_speech(samples, AudioSettings())
     assert segments == []
-    assert summarise(samples, segments, probe(path)).speech_ratio == 0.0
+    assert summarise(samples.size, segments, probe(path)).speech_ratio == 0.0
 
 
 def test_white_noise_has_no_speech(tmp_path: Path) -> None:
@@ -264,3 +264,21 @@ def test_two_hour_recording_decodes_in_bounded_memory(tmp_path: Path) -> None:
     print(f"2 h 16 kHz mono WAV: decode peak RSS {result['peak_mb']:.0f} MB")
     assert result.get("samples") == seconds * 16000, result
     assert result["peak_mb"] < 1500  # float32 output alone is 461 MB; int16 chunks another 230 MB
+
+
+def test_a_recording_decoded_to_disk_reads_back_as_decoded_in_memory(sample_inbox: Path, tmp_path: Path) -> None:
+    from tasks.preprocess.audio import decode_to_disk, iter_blocks, speech_of
+
+    path = sample_inbox / "calls" / "fasterwhisper_stereo_diarization.wav"
+    left, right = decode_stereo(path, max_duration_s=MAX_S)
+    recording, speech = decode_to_disk(path, tmp_path / "audio.pcm", stereo=True, params=AudioSettings())
+    assert (recording.channels, recording.samples, recording.channels_differ) == (2, left.size, True)
+    assert np.array_equal(recording.read(1.0, 2.5, 0), left[16000:40000])
+    assert np.array_equal(recording.read(1.0, 2.5, 1), right[16000:40000])
+    assert np.allclose(recording.read(0, 99), (left + right) / 2, atol=1e-4)  # the mix; reads stop at the end
+    assert speech == detect_speech((left + right) / 2, AudioSettings())
+    assert speech_of(recording, 1, AudioSettings()) == detect_speech(right, AudioSettings())
+    # Decoding goes a block at a time: what is in memory is one block, however long the recording.
+    blocks = list(iter_blocks(path, stereo=False, max_duration_s=MAX_S, block_s=2))
+    assert [b.shape[0] >= 2 * 16000 for b in blocks[:-1]] == [True] * (len(blocks) - 1)
+    assert sum(b.shape[0] for b in blocks) == left.size

@@ -12,8 +12,8 @@ from schemas.settings import WhisperSettings
 from tasks.evaluation import normalise, wer
 from tasks.models import bundled
 from tasks.models.whisper import RawSegment
+from tasks.preprocess.audio import channels_differ
 from tasks.transcribe import (
-    channels_differ,
     guard,
     layout_speech,
     mean_logprob,
