@@ -54,6 +54,7 @@ readme-settings: $(STAMP)
 	p = Path('README.md'); p.write_text(t(p.read_text()))"
 
 bench: setup
+	$(BIN)/pip install -q -e '.[dev,offline,bench]' $(PIPQ)
 	$(BIN)/python bench/render.py
 
 clean:

@@ -3,9 +3,12 @@
 Inputs are the corpus recordings that have reference transcripts, plus one long recording made by joining them
 (with pauses) so that batched decoding has several windows to batch. Prints WER per file against the references
 of ../shared/corpus/MANIFEST.md (normalised: case, punctuation, numbers), real-time factors, docflow's overhead
-over bare faster-whisper, batched vs sequential speedup and peak memory, then the key figures on the last line.
+over bare faster-whisper, batched vs sequential speedup and peak memory. Then who said what on synthetic
+two-party calls made from every pair of the corpus's voices (stereo, and mono with speakers found by voice), and
+with --long-minutes the peak memory of docflow's audio stage on long recordings; the key figures on the last line.
+The diarization error rate needs pyannote.metrics (`pip install -e '.[bench]'`, which `make bench` does).
 
-    .venv/bin/python bench/transcribe.py [--model pkg:whisper-base] [--copies 2]
+    .venv/bin/python bench/transcribe.py [--model pkg:whisper-base] [--copies 2] [--long-minutes 10,60,180]
 """
 
 from __future__ import annotations

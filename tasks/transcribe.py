@@ -77,10 +77,13 @@ def layout_speech(segments: Sequence[SpeechSegment], max_s: float = MAX_CLIP_S) 
 
 
 def speech_only(samples: np.ndarray, layout: SpeechLayout) -> np.ndarray:
-    parts = [
-        samples[round(orig * SAMPLE_RATE) : round(orig * SAMPLE_RATE) + round(d * SAMPLE_RATE)]
-        for _, orig, d in layout.pieces
-    ]
+    """The layout's pieces of `samples` end to end, each exactly as long as the layout says (a piece that runs a
+    few samples past the end of the recording, by rounding, is padded with silence)."""
+    parts = []
+    for _, orig, duration in layout.pieces:
+        length = round(duration * SAMPLE_RATE)
+        part = samples[round(orig * SAMPLE_RATE) : round(orig * SAMPLE_RATE) + length]
+        parts.append(np.pad(part, (0, length - part.size)) if part.size < length else part)
     return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
 

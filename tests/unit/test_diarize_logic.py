@@ -100,3 +100,20 @@ def test_a_pyannote_pipeline_without_pyannote_installed_is_a_clear_configuration
         ).diarizer()
         is None
     )
+
+
+def test_each_window_keeps_the_language_detected_for_it() -> None:
+    from tasks.models.whisper import _LanguageLog
+
+    class Detector:  # stands in for CTranslate2's Whisper: its detect_language answers per encoded window
+        def __init__(self, answers: list[str]) -> None:
+            self.answers = answers
+
+        def detect_language(self, batch: list[int]) -> list[list[tuple[str, float]]]:
+            return [[(f"<|{self.answers.pop(0)}|>", 0.9)] for _ in batch]
+
+    log = _LanguageLog(Detector(["en", "en", "de", "en"]))
+    log.detect_language([0])  # the recording-level detection on the first window
+    log.detect_language([1, 2, 3])  # one batch of three windows, decoded each in its own language
+    assert log.per_window(3, "en") == ["en", "de", "en"]
+    assert _LanguageLog(Detector([])).per_window(2, "fr") == ["fr", "fr"]  # language fixed: nothing detected
