@@ -233,9 +233,12 @@ def transcribe_recording(
             samples = recording.read(span_start, span_end, channel)
             layout = layout_speech([_shift(s, -span_start) for s in span_speech])
             speech_samples = speech_only(samples, layout)
+            # Word timings place utterances where a window packs several pieces of speech, and speakers by voice.
+            words = config.word_timestamps or len(layout.pieces) > len(layout.windows) or (diarizer and not split)
             # Windows go to the model a group at a time, so features never exist for a whole span at once.
             for first in range(0, len(layout.windows), WINDOWS_PER_CALL):
-                raw = transcriber.transcribe(speech_samples, layout.windows[first : first + WINDOWS_PER_CALL], config)
+                group = layout.windows[first : first + WINDOWS_PER_CALL]
+                raw = transcriber.transcribe(speech_samples, group, config, words=bool(words))
                 if raw.language and raw.language_probability is not None:
                     detected.append((raw.language, raw.language_probability))
                 for item in raw.segments:

@@ -4,6 +4,7 @@ speech clips, sequentially or through the batched pipeline, and return typed seg
 from __future__ import annotations
 
 import bisect
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,50 +85,60 @@ class WhisperTranscriber:
         )
         self.model_id = spec.model
         self.model_version = f"{self.compute_type}; faster-whisper {faster_whisper.__version__}"
+        self._lock = threading.Lock()
 
     @property
     def multilingual(self) -> bool:
         return bool(self._model.model.is_multilingual)
 
     def transcribe(
-        self, samples: np.ndarray, clips: Sequence[tuple[float, float]], options: WhisperSettings
+        self,
+        samples: np.ndarray,
+        clips: Sequence[tuple[float, float]],
+        options: WhisperSettings,
+        words: bool | None = None,
     ) -> RawTranscription:
-        """Transcribe the given speech clips (seconds; each at most 30 s) of 16 kHz mono samples."""
+        """Transcribe the given speech clips (seconds; each at most 30 s) of 16 kHz mono samples, with word
+        timestamps when `words` (default: the setting)."""
         if not clips:
             return RawTranscription([], options.language, None)
-        language = options.language if self.multilingual else "en"
+        detect = options.language is None and self.multilingual
         common: dict[str, Any] = dict(
-            language=language,
-            # Each window in its own language: a call that switches language is not forced into its first one.
-            multilingual=language is None,
+            # Each window is decoded in the language detected from its own encoding (multilingual): a call that
+            # switches language is not forced into its first one, and no separate detection pass is paid for.
+            # The language given is then only a placeholder the detected one replaces.
+            language="en" if detect or not self.multilingual else options.language,
+            multilingual=detect,
             beam_size=options.beam_size,
-            word_timestamps=True,  # utterances and speakers are placed by word (see tasks/transcribe.py)
+            word_timestamps=options.word_timestamps if words is None else words,
             condition_on_previous_text=options.condition_on_previous_text,
             no_speech_threshold=options.no_speech_threshold,
             log_prob_threshold=options.log_prob_threshold,
             compression_ratio_threshold=options.compression_ratio_threshold,
             vad_filter=False,  # speech was already found by our own VAD pass
         )
-        detector = _LanguageLog(self._model.model)
-        self._model.model = detector
-        try:
-            if options.batch_size > 1:
-                from faster_whisper import BatchedInferencePipeline
+        with self._lock:  # the language log wraps the shared model for the length of one call
+            detector = _LanguageLog(self._model.model)
+            self._model.model = detector
+            try:
+                if options.batch_size > 1:
+                    from faster_whisper import BatchedInferencePipeline
 
-                # A pipeline per call: it keeps per-call state, and worker threads share the model.
-                segments, info = BatchedInferencePipeline(self._model).transcribe(
-                    samples,
-                    clip_timestamps=[{"start": s, "end": e} for s, e in clips],
-                    batch_size=options.batch_size,
-                    **common,
-                )
-            else:
-                flat = [t for clip in clips for t in clip]
-                segments, info = self._model.transcribe(samples, clip_timestamps=flat, **common)
-            decoded = list(segments)  # a generator: decoding happens here
-        finally:
-            self._model.model = detector.inner
-        languages = detector.per_window(len(clips), info.language)
+                    # A pipeline per call: it keeps per-call state.
+                    segments, info = BatchedInferencePipeline(self._model).transcribe(
+                        samples,
+                        clip_timestamps=[{"start": s, "end": e} for s, e in clips],
+                        batch_size=options.batch_size,
+                        **common,
+                    )
+                else:
+                    flat = [t for clip in clips for t in clip]
+                    segments, info = self._model.transcribe(samples, clip_timestamps=flat, **common)
+                decoded = list(segments)  # a generator: decoding happens here
+            finally:
+                self._model.model = detector.inner
+        fixed = (info.language, info.language_probability)
+        languages = detector.per_window(len(clips), fixed) if detect else [fixed] * len(clips)
         starts = [start for start, _ in clips]
         out = [
             RawSegment(
@@ -138,11 +149,21 @@ class WhisperTranscriber:
                 no_speech_prob=s.no_speech_prob,
                 compression_ratio=s.compression_ratio,
                 words=tuple(RawWord(w.start, w.end, w.word, w.probability) for w in s.words) if s.words else None,
-                language=languages[max(bisect.bisect_right(starts, s.start + 1e-3) - 1, 0)],
+                language=languages[max(bisect.bisect_right(starts, s.start + 1e-3) - 1, 0)][0],
             )
             for s in decoded
         ]
-        return RawTranscription(out, info.language, info.language_probability)
+        return RawTranscription(out, *_most_spoken(languages))
+
+
+def _most_spoken(languages: list[tuple[str | None, float | None]]) -> tuple[str | None, float | None]:
+    """The language of most windows, with its mean detection probability."""
+    counts: dict[str | None, list[float]] = {}
+    for language, probability in languages:
+        counts.setdefault(language, []).append(probability if probability is not None else float("nan"))
+    language = max(counts, key=lambda lang: len(counts[lang]))
+    probabilities = [p for p in counts[language] if p == p]  # NaN: not known
+    return language, (sum(probabilities) / len(probabilities) if probabilities else None)
 
 
 class _LanguageLog:
@@ -151,16 +172,18 @@ class _LanguageLog:
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
-        self.detected: list[str] = []
+        self.detected: list[tuple[str | None, float | None]] = []
 
     def detect_language(self, *args: Any, **kwargs: Any) -> Any:
         results = self.inner.detect_language(*args, **kwargs)
-        self.detected += [str(candidates[0][0])[2:-2] for candidates in results]  # "<|en|>" -> "en"
+        self.detected += [(str(best[0][0])[2:-2], float(best[0][1])) for best in results]  # "<|en|>" -> "en"
         return results
 
-    def per_window(self, windows: int, fallback: str | None) -> list[str | None]:
-        """The language of each window: the last `windows` detections (the first ones, if more, were the
-        recording-level detection), or `fallback` when the language was fixed."""
+    def per_window(
+        self, windows: int, fallback: tuple[str | None, float | None]
+    ) -> list[tuple[str | None, float | None]]:
+        """(language, probability) of each window: the last `windows` detections, or `fallback` for all when
+        fewer were made (sequential decoding detects per 30 s of audio, not per window)."""
         if len(self.detected) < windows:
             return [fallback] * windows
         return list(self.detected[-windows:])

@@ -113,7 +113,8 @@ def test_each_window_keeps_the_language_detected_for_it() -> None:
             return [[(f"<|{self.answers.pop(0)}|>", 0.9)] for _ in batch]
 
     log = _LanguageLog(Detector(["en", "en", "de", "en"]))
-    log.detect_language([0])  # the recording-level detection on the first window
+    log.detect_language([0])  # an earlier call's window
     log.detect_language([1, 2, 3])  # one batch of three windows, decoded each in its own language
-    assert log.per_window(3, "en") == ["en", "de", "en"]
-    assert _LanguageLog(Detector([])).per_window(2, "fr") == ["fr", "fr"]  # language fixed: nothing detected
+    assert log.per_window(3, ("en", None)) == [("en", 0.9), ("de", 0.9), ("en", 0.9)]
+    fixed = _LanguageLog(Detector([])).per_window(2, ("fr", 1.0))  # language fixed: nothing detected
+    assert fixed == [("fr", 1.0), ("fr", 1.0)]
