@@ -139,7 +139,8 @@ def run_bare(inbox: Path, model_path: str, batch_size: int, beam_size: int) -> t
 
 def measure_long(corpus: Path, minutes: int, model: str, speech_share: float = 0.25) -> dict[str, float]:
     """docflow's audio stage (decode, VAD, transcription, diarization) on one long recording, in a fresh process:
-    wall time and peak RSS. The recording alternates the corpus's clean sentences with silence so that about
+    wall time and peak RSS (the process's own high-water mark, VmHWM: ru_maxrss would carry over the bench's
+    own peak across fork and exec). The recording alternates the corpus's clean sentences with silence so that about
     `speech_share` of it is speech; it is written a minute at a time."""
     import json
     import subprocess
@@ -164,15 +165,16 @@ def measure_long(corpus: Path, minutes: int, model: str, speech_share: float = 0
                 w.writeframes((np.clip(chunk, -1, 1) * 32767).astype("<i2").tobytes())
                 written += chunk.size
         code = (
-            "import json,resource,sys,time; from pathlib import Path; sys.path.insert(0, %r);"
+            "import json,sys,time; from pathlib import Path; sys.path.insert(0, %r);"
             "from schemas.settings import load_settings;"
             "from tasks.stages.pipeline import process_local_file;"
             "p = Path(%r); c = load_settings(whisper_model=%r);"
             "from tasks.models.whisper import load_transcriber, whisper_spec;"
             "load_transcriber(whisper_spec(c.whisper, c.device.cache_dir));"
             "t = time.perf_counter(); r = process_local_file(p, c, p.parent / 'work');"
+            "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM:')][0].split()[1];"
             "print(json.dumps({'seconds': time.perf_counter() - t, 'segments': len(r.transcript.segments),"
-            " 'peak_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))"
+            " 'peak_mb': int(hwm) / 1024}))"
         ) % (str(REPO), str(path), model)
         out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
