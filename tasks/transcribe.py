@@ -105,21 +105,25 @@ def _utterances(
     """A model segment as the utterances it holds, in recording time. Speech was packed end to end, so one model
     segment can run across a pause that was cut out: its words are split where they fall into different speech
     pieces that a pause separates, and each part is mapped back on its own."""
+
+    def segment(start_s: float, end_s: float, text: str, words: tuple[Word, ...] | None) -> TranscriptSegment:
+        return TranscriptSegment(
+            start_s=start_s,
+            end_s=end_s,
+            text=text,
+            speaker=speaker,
+            channel=channel,
+            language=raw.language,
+            avg_logprob=raw.avg_logprob,
+            no_speech_prob=raw.no_speech_prob,
+            compression_ratio=raw.compression_ratio,
+            flagged=flag,
+            words=words,
+        )
+
     if not raw.words:
-        return [
-            TranscriptSegment(
-                start_s=round(layout.to_original(raw.start), 3),
-                end_s=round(layout.to_original(raw.end, True), 3),
-                text=raw.text.strip(),
-                speaker=speaker,
-                channel=channel,
-                language=raw.language,
-                avg_logprob=raw.avg_logprob,
-                no_speech_prob=raw.no_speech_prob,
-                compression_ratio=raw.compression_ratio,
-                flagged=flag,
-            )
-        ]
+        start, end = layout.to_original(raw.start), layout.to_original(raw.end, True)
+        return [segment(round(start, 3), round(end, 3), raw.text.strip(), None)]
     parts: list[list[Word]] = []
     last_piece = None
     for w in raw.words:
@@ -139,18 +143,11 @@ def _utterances(
         last_piece = piece
     parts = [words for words in parts if "".join(w.word for w in words).strip()]
     return [
-        TranscriptSegment(
-            start_s=words[0].start_s,
-            end_s=max(words[-1].end_s, words[0].start_s),
-            text="".join(w.word for w in words).strip(),
-            speaker=speaker,
-            channel=channel,
-            language=raw.language,
-            avg_logprob=raw.avg_logprob,
-            no_speech_prob=raw.no_speech_prob,
-            compression_ratio=raw.compression_ratio,
-            flagged=flag,
-            words=tuple(words),
+        segment(
+            words[0].start_s,
+            max(words[-1].end_s, words[0].start_s),
+            "".join(w.word for w in words).strip(),
+            tuple(words),
         )
         for words in parts
     ]
