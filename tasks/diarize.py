@@ -15,10 +15,9 @@ from typing import Any
 import numpy as np
 
 from schemas.records import SpeechSegment, TranscriptSegment, Word
-from tasks.preprocess.audio import Recording
+from tasks.models.speakers import WINDOW_S  # the speaker encoder's window
+from tasks.preprocess.audio import SAMPLE_RATE, Recording
 
-SAMPLE_RATE = 16_000
-WINDOW_S = 1.6  # the speaker encoder's window
 HOP_S = 0.4  # a speaker change is placed to within this
 WINDOWS_PER_READ = 256  # windows embedded per read of the recording (a few minutes of speech)
 MIN_CLUSTERED_S = 0.8  # shorter windows carry too little voice to shape the clusters; they join the nearest one

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tasks.preprocess.audio import frame_loudness
+
 _NUMBER_WORDS = {
     "zero": "0",
     "one": "1",
@@ -83,9 +85,7 @@ def two_party_call(
     frame = sample_rate // 50  # 20 ms
     longest = int(turns * turn_s[1] * sample_rate)
     tracks = [np.tile(voice, longest // voice.size + 2) for voice in voices]
-    loudness = [
-        np.sqrt(np.mean(track[: track.size // frame * frame].reshape(-1, frame) ** 2, axis=1)) for track in tracks
-    ]
+    loudness = [frame_loudness(track, frame / sample_rate) for track in tracks]
     cursors = [0, 0]
     left: list[np.ndarray] = []
     right: list[np.ndarray] = []

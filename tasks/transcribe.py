@@ -14,7 +14,7 @@ from schemas.records import ReviewReason, SpeechSegment, Transcript, TranscriptS
 from schemas.settings import AudioSettings, WhisperSettings
 from tasks.diarize import Turn, attribute
 from tasks.models.whisper import RawSegment, WhisperTranscriber
-from tasks.preprocess.audio import SAMPLE_RATE, Recording, speech_of
+from tasks.preprocess.audio import SAMPLE_RATE, Recording, frame_loudness, speech_of
 
 MAX_CLIP_S = 30.0  # Whisper's window
 WINDOWS_PER_CALL = 32
@@ -164,7 +164,7 @@ def _tightened(segment: TranscriptSegment, samples: np.ndarray, frame_s: float =
     clip = samples[offset : int(segment.end_s * SAMPLE_RATE)]
     if clip.size < 2 * frame:
         return segment
-    rms = np.sqrt(np.mean(clip[: clip.size // frame * frame].reshape(-1, frame) ** 2, axis=1))
+    rms = frame_loudness(clip, frame_s)
     audible = np.flatnonzero(rms > 0.1 * rms.max())
     if audible.size == 0:
         return segment

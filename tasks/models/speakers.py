@@ -17,9 +17,9 @@ import numpy as np
 from schemas.errors import ConfigError
 from tasks.models.cache import load_cached
 from tasks.models.devices import torch_device
+from tasks.preprocess.audio import SAMPLE_RATE
 
 RESEMBLYZER = "pkg:resemblyzer"
-SAMPLE_RATE = 16_000
 WINDOW_S = 1.6  # the encoder's training window: 160 frames of 10 ms
 _N_FFT, _HOP, _N_MELS, _FRAMES = 400, 160, 40, 160
 _TARGET_DBFS = -30.0  # resemblyzer's volume normalisation (raising quiet speech only)

@@ -298,6 +298,13 @@ class ArrayRecording:
         return source[max(int(start_s * SAMPLE_RATE), 0) : max(int(end_s * SAMPLE_RATE), 0)]
 
 
+def frame_loudness(samples: np.ndarray, frame_s: float = 0.02) -> np.ndarray:
+    """RMS of each whole `frame_s` frame of `samples` (a trailing partial frame is left out)."""
+    frame = int(frame_s * SAMPLE_RATE)
+    whole = samples[: samples.size // frame * frame].reshape(-1, frame)
+    return np.sqrt(np.mean(whole.astype(np.float32) ** 2, axis=1))
+
+
 def channels_differ(left: np.ndarray, right: np.ndarray, tolerance: float = 0.02) -> bool:
     """True when the two channels carry different signals (a call recorded one party per channel)."""
     scale = max(float(np.abs(left).max(initial=0)), float(np.abs(right).max(initial=0)), 1e-9)
