@@ -258,6 +258,37 @@ def measure_speakers(corpus: Path, model: str) -> dict[str, float]:
     return figures
 
 
+def measure_languages(corpus: Path, model: str) -> dict[str, Any]:
+    """A recording that switches language three times (English from the corpus, then German, English, French from
+    espeak-ng's voices): the languages docflow stores, and the share of words transcribed in the language spoken."""
+    from schemas.settings import AudioSettings, WhisperSettings
+    from tasks.evaluation import SCRIPTS, LanguageSpan, language_accuracy, synthesized_speech
+    from tasks.models.whisper import WhisperSpec, load_transcriber
+    from tasks.preprocess.audio import ArrayRecording, detect_speech
+    from tasks.transcribe import transcribe_recording
+
+    english = [decode(corpus / "audio" / name, max_duration_s=MAX_S) for name in CLEAN[:2]]
+    parts = [("en", np.concatenate(english)), ("de", synthesized_speech(SCRIPTS["de"], "de"))]
+    parts += [("en", decode(corpus / "audio" / CLEAN[0], max_duration_s=MAX_S))]
+    parts += [("fr", synthesized_speech(SCRIPTS["fr"], "fr"))]
+    pause = np.zeros(SAMPLE_RATE, np.float32)
+    truth, at = [], 0.0
+    for language, samples in parts:
+        truth.append(LanguageSpan(at, at + samples.size / SAMPLE_RATE, language))
+        at += (samples.size + pause.size) / SAMPLE_RATE
+    mix = np.concatenate([x for _, samples in parts for x in (samples, pause)])
+    transcript = transcribe_recording(
+        load_transcriber(WhisperSpec(model)),
+        WhisperSettings(),
+        AudioSettings(),
+        ArrayRecording(mix),
+        detect_speech(mix, AudioSettings()),
+        None,
+    )
+    segments = [(s.start_s, s.end_s, s.language or "", s.text) for s in transcript.segments]
+    return {"accuracy": language_accuracy(segments, truth), "languages": transcript.languages, "seconds": at}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", type=Path, default=REPO.parent / "shared" / "corpus")
@@ -272,6 +303,7 @@ def main() -> None:
     )
     parser.add_argument("--long-model", default="pkg:whisper-tiny.en", help="model for the long recording")
     parser.add_argument("--no-speakers", action="store_true", help="skip the two-party call speaker benchmark")
+    parser.add_argument("--no-languages", action="store_true", help="skip the language switching benchmark")
     args = parser.parse_args()
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
@@ -329,10 +361,18 @@ def main() -> None:
             f" mono_speaker_accuracy={calls['mono_given']:.3f} mono_found_speaker_accuracy={calls['mono_found']:.3f}"
             f" stereo_speaker_accuracy={calls['stereo']:.3f} der={calls['der']:.3f}"
         )
+    languages = ""
+    if not args.no_languages and not args.model.endswith(".en"):
+        switching = measure_languages(args.corpus, args.model)
+        print(
+            f"language switching (en, de, en, fr; {switching['seconds']:.0f} s): languages "
+            f"{', '.join(switching['languages'])}, words in the language spoken {switching['accuracy']:.3f}"
+        )
+        languages = f" language_accuracy={switching['accuracy']:.3f}"
     print(
         f"wer_mean={wer_mean:.3f} wer_clean={wer_clean:.3f} rtf={rtf:.3f} rtf_bare={rtf_bare:.3f} "
         f"overhead={ours_t / bare_t:.2f} batch_speedup={ours_seq_t / ours_t:.2f} "
-        f"bare_batch_speedup={bare_seq_t / bare_t:.2f} peak_rss_mb={peak:.0f}{speakers}{long_figures}"
+        f"bare_batch_speedup={bare_seq_t / bare_t:.2f} peak_rss_mb={peak:.0f}{speakers}{languages}{long_figures}"
     )
 
 

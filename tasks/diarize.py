@@ -21,6 +21,10 @@ from tasks.preprocess.audio import SAMPLE_RATE, Recording
 HOP_S = 0.4  # a speaker change is placed to within this
 WINDOWS_PER_READ = 256  # windows embedded per read of the recording (a few minutes of speech)
 MIN_CLUSTERED_S = 0.8  # shorter windows carry too little voice to shape the clusters; they join the nearest one
+# The tree needs all pairwise distances (n^2 / 2 floats): past this many windows (13 minutes of speech) it is built
+# on windows spread evenly over the recording, and every window then takes the nearest centroid, so memory stays
+# flat on long calls (6,750 windows of a 3-hour recording would need 180 MB of distances).
+MAX_TREE_WINDOWS = 2000
 
 
 @dataclass(frozen=True)
@@ -60,14 +64,17 @@ def speech_windows(
 
 def cluster_speakers(embeddings: np.ndarray, weights: np.ndarray, threshold: float, speakers: int | None) -> np.ndarray:
     """A cluster label per embedding. Windows with weight (seconds) under MIN_CLUSTERED_S do not shape the
-    clusters, they are given the nearest one. `speakers` fixes the count; otherwise clusters merge while the mean
-    cosine distance between them stays under `threshold`."""
+    clusters, they are given the nearest one; so are the windows left out of a tree over MAX_TREE_WINDOWS.
+    `speakers` fixes the count; otherwise clusters merge while the mean cosine distance between them stays under
+    `threshold`."""
     n = len(embeddings)
     if n == 0:
         return np.zeros(0, int)
     core = np.flatnonzero(weights >= MIN_CLUSTERED_S)
     if core.size == 0:
         core = np.arange(n)
+    if core.size > MAX_TREE_WINDOWS:
+        core = core[np.linspace(0, core.size - 1, MAX_TREE_WINDOWS).round().astype(int)]
     if core.size == 1 or speakers == 1:
         labels = np.zeros(core.size, int)
     else:

@@ -4,8 +4,9 @@ guards, and the review signals. The model is reached only through WhisperTranscr
 from __future__ import annotations
 
 import bisect
+import itertools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import overload
 
 import numpy as np
@@ -13,11 +14,14 @@ import numpy as np
 from schemas.records import ReviewReason, SpeechSegment, Transcript, TranscriptSegment, Word
 from schemas.settings import AudioSettings, WhisperSettings
 from tasks.diarize import Turn, attribute
-from tasks.models.whisper import RawSegment, WhisperTranscriber
+from tasks.models.whisper import RawSegment, RawTranscription, WhisperTranscriber
 from tasks.preprocess.audio import SAMPLE_RATE, Recording, frame_loudness, speech_of
 
 MAX_CLIP_S = 30.0  # Whisper's window
 WINDOWS_PER_CALL = 32
+# A window detected with less confidence than this may hold two languages (speech packed end to end runs across
+# a switch): its language is checked again sentence by sentence.
+LANGUAGE_SURE = 0.8
 
 
 @dataclass(frozen=True)
@@ -236,6 +240,8 @@ def transcribe_recording(
             for first in range(0, len(layout.windows), WINDOWS_PER_CALL):
                 group = layout.windows[first : first + WINDOWS_PER_CALL]
                 raw = transcriber.transcribe(speech_samples, group, config, words=bool(words))
+                if config.language is None and transcriber.multilingual:
+                    raw = _relanguaged(transcriber, speech_samples, group, raw, config, bool(words))
                 if raw.language and raw.language_probability is not None:
                     detected.append((raw.language, raw.language_probability))
                 for item in raw.segments:
@@ -266,6 +272,53 @@ def transcribe_recording(
         segments=tuple(segments),
         dropped_segments=dropped,
     )
+
+
+def _relanguaged(
+    transcriber: WhisperTranscriber,
+    samples: np.ndarray,
+    windows: Sequence[tuple[float, float]],
+    raw: RawTranscription,
+    config: WhisperSettings,
+    words: bool,
+) -> RawTranscription:
+    """`raw` with every window whose language was unsure checked a few seconds at a time: when the parts are in
+    more than one language, the window is decoded again as one clip per run of parts in one language, each in its
+    own. Windows detected with confidence cost nothing more."""
+    segments = list(raw.segments)
+    for (start, end), (_, probability) in zip(windows, raw.windows, strict=False):
+        if probability is None or probability >= LANGUAGE_SURE:
+            continue
+        bounds = [start, *_quiet_cuts(samples, start, end), end]
+        found = transcriber.detect_languages(samples, list(itertools.pairwise(bounds)))
+        runs: list[tuple[str, float, float]] = []  # (language, start, end)
+        for (clip_start, clip_end), (language, _) in zip(itertools.pairwise(bounds), found, strict=True):
+            if runs and runs[-1][0] == language:
+                runs[-1] = (language, runs[-1][1], clip_end)
+            else:
+                runs.append((language, clip_start, clip_end))
+        if len(runs) < 2:
+            continue
+        segments = [s for s in segments if not start <= s.start < end]
+        for language in dict.fromkeys(language for language, *_ in runs):  # one call per language
+            clips = [(clip_start, clip_end) for lang, clip_start, clip_end in runs if lang == language]
+            forced = config.model_copy(update={"language": language})
+            segments += transcriber.transcribe(samples, clips, forced, words=words).segments
+    segments.sort(key=lambda s: s.start)
+    return replace(raw, segments=segments)
+
+
+def _quiet_cuts(samples: np.ndarray, start: float, end: float, every_s: float = 5.0) -> list[float]:
+    """Times inside [start, end] about `every_s` apart, each moved to the quietest 20 ms within a second of it,
+    so that a cut falls between words."""
+    frame_s = 0.02
+    cuts = []
+    for target in np.arange(start + every_s, end - every_s / 2, every_s):
+        lo = max(target - 1.0, start)
+        loudness = frame_loudness(samples[round(lo * SAMPLE_RATE) : round((target + 1.0) * SAMPLE_RATE)], frame_s)
+        if loudness.size:
+            cuts.append(round(float(lo) + (int(np.argmin(loudness)) + 0.5) * frame_s, 3))
+    return cuts
 
 
 @overload

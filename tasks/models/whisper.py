@@ -55,6 +55,7 @@ class RawTranscription:
     segments: list[RawSegment]
     language: str | None
     language_probability: float | None
+    windows: tuple[tuple[str | None, float | None], ...] = ()  # (language, probability) per clip given
 
 
 def resolve_device(device: str) -> str:
@@ -153,7 +154,18 @@ class WhisperTranscriber:
             )
             for s in decoded
         ]
-        return RawTranscription(out, *_most_spoken(languages))
+        return RawTranscription(out, *_most_spoken(languages), windows=tuple(languages))
+
+    def detect_languages(self, samples: np.ndarray, clips: Sequence[tuple[float, float]]) -> list[tuple[str, float]]:
+        """The language spoken in each clip (seconds) of 16 kHz samples, with its probability: one encoder pass
+        per clip."""
+        found = []
+        with self._lock:
+            for start, end in clips:
+                audio = samples[round(start * SAMPLE_RATE) : round(end * SAMPLE_RATE)]
+                language, probability, _ = self._model.detect_language(audio=audio)
+                found.append((language, float(probability)))
+        return found
 
 
 def _most_spoken(languages: list[tuple[str | None, float | None]]) -> tuple[str | None, float | None]:

@@ -11,7 +11,15 @@ import pytest
 
 from schemas.records import Transcript
 from schemas.settings import AudioSettings, DiarizationSettings, WhisperSettings
-from tasks.evaluation import CallTurn, speaker_accuracy, two_party_call
+from tasks.evaluation import (
+    SCRIPTS,
+    CallTurn,
+    LanguageSpan,
+    language_accuracy,
+    speaker_accuracy,
+    synthesized_speech,
+    two_party_call,
+)
 from tasks.models.whisper import WhisperSpec, load_transcriber
 from tasks.preprocess.audio import ArrayRecording, decode, detect_speech
 from tasks.stages.transcribe import TranscribeStage
@@ -35,17 +43,18 @@ def call(corpus: Path) -> tuple[np.ndarray, np.ndarray, list[CallTurn]]:
 
 
 def _transcribe(
-    mix: np.ndarray, stereo: tuple[np.ndarray, np.ndarray] | None = None, **diarization: object
+    mix: np.ndarray,
+    stereo: tuple[np.ndarray, np.ndarray] | None = None,
+    model: WhisperSpec = WHISPER,
+    **diarization: object,
 ) -> Transcript:
     stage = TranscribeStage(
-        WhisperSettings(), AudioSettings(), WHISPER, DiarizationSettings.model_validate(diarization), "cpu"
+        WhisperSettings(), AudioSettings(), model, DiarizationSettings.model_validate(diarization), "cpu"
     )
     speech = detect_speech(mix, AudioSettings())
     whisper = WhisperSettings(word_timestamps=True)
     recording = ArrayRecording(mix, stereo)
-    return transcribe_recording(
-        load_transcriber(WHISPER), whisper, AudioSettings(), recording, speech, stage.diarizer()
-    )
+    return transcribe_recording(load_transcriber(model), whisper, AudioSettings(), recording, speech, stage.diarizer())
 
 
 def _turns(transcript: Transcript) -> list[tuple[str, float, float]]:
@@ -103,3 +112,20 @@ def test_a_known_speaker_count_is_used(call: tuple[np.ndarray, np.ndarray, list[
     left, right, _truth = call
     transcript = _transcribe(left + right, call_speakers=2, threshold=0.01)  # the count wins
     assert {s.speaker for s in transcript.segments} == {"SPEAKER_0", "SPEAKER_1"}
+
+
+def test_a_call_that_switches_language_is_transcribed_in_each_language(corpus: Path) -> None:
+    """JFK and LJSpeech's reader in English, then a German speaker (espeak-ng: the corpus has no other language),
+    with the multilingual Whisper base model: each part keeps its own language."""
+    english = [decode(corpus / "audio" / name, max_duration_s=MAX_S) for name in ("fasterwhisper_jfk.flac",) * 2]
+    english.insert(1, decode(corpus / "audio" / "ljspeech_LJ001-0004.flac", max_duration_s=MAX_S))
+    pause = np.zeros(16000, np.float32)
+    parts = [x for part in english for x in (part, pause)] + [synthesized_speech(SCRIPTS["de"], "de")]
+    switch_s = sum(part.size for part in parts[:-1]) / 16000
+    transcript = _transcribe(np.concatenate(parts), model=WhisperSpec("pkg:whisper-base"), diarize="off")
+    assert transcript.languages == ("en", "de")
+    segments = [(s.start_s, s.end_s, s.language or "", s.text) for s in transcript.segments]
+    truth = [LanguageSpan(0.0, switch_s, "en"), LanguageSpan(switch_s, switch_s + 60, "de")]
+    assert language_accuracy(segments, truth) >= 0.9
+    german = " ".join(s.text for s in transcript.segments if s.language == "de")
+    assert "Oktober" in german and "Kundendienst" in german, german

@@ -42,6 +42,18 @@ def test_clusters_follow_the_voices_and_short_windows_join_the_nearest() -> None
     assert len(set(cluster_speakers(voices[:6], weights[:6], threshold=0.5, speakers=2))) == 2  # the count wins
 
 
+def test_a_long_call_is_clustered_from_a_spread_of_its_windows_and_every_window_gets_a_speaker() -> None:
+    rng = np.random.default_rng(1)
+    a, b, c = (rng.normal(size=256) for _ in range(3))
+    # Three hours of speech in turns of 20 windows; the third voice only speaks in the last hour.
+    truth = np.array([(i // 20) % 2 if i < 18_000 else 2 * ((i // 20) % 2) for i in range(27_000)])
+    voices = np.stack([(a, b, c)[k] for k in truth]) + 0.3 * rng.normal(size=(truth.size, 256))
+    voices /= np.linalg.norm(voices, axis=1, keepdims=True)
+    labels = cluster_speakers(voices, np.full(truth.size, 1.6), threshold=0.5, speakers=None)
+    assert len(set(labels)) == 3
+    assert all(len(set(labels[truth == k])) == 1 for k in range(3))  # one label per voice, over all windows
+
+
 def _segment(words: list[tuple[float, float, str]], speaker: str = "SPEAKER_0") -> TranscriptSegment:
     return TranscriptSegment(
         start_s=words[0][0],
