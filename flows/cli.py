@@ -12,15 +12,16 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from flows.cli_common import console, prepare_database, safe, settings_or_exit
+from flows.cli_review import export_app, review_app
 from schemas.errors import ConfigError, SourceError
 from schemas.records import ObjectKind, RunSummary
-from schemas.settings import Settings, load_settings
+from schemas.settings import Settings
 from schemas.status import ObjectView, StatusReport
-from tasks.display import clock, dialogue, first_line, printable
+from tasks.display import clock, dialogue, first_line
 from tasks.report import stage_lines
 
 app = typer.Typer(
@@ -33,12 +34,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-console = Console(stderr=True, emoji=False, highlight=False)
-
-
-def _t(text: object) -> str:
-    """Outside text (keys, error messages) for console.print: control characters and rich markup escaped."""
-    return escape(printable(str(text)))
+app.add_typer(review_app)
+app.add_typer(export_app)
 
 
 class KindOption(StrEnum):
@@ -58,35 +55,6 @@ def _prefect_defaults() -> None:
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "tasks,storage,flows")
     # A first temporary server migrates a fresh database: measured 23-26 s here, over Prefect's 20 s default.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-
-
-def _settings(source: list[str] | None = None) -> Settings:
-    try:
-        settings = load_settings(source=source or None)
-    except ConfigError as exc:
-        console.print(f"[red]error:[/red] {_t(exc)}", soft_wrap=True)
-        raise typer.Exit(2) from None
-    return settings
-
-
-def _prepare(settings: Settings) -> None:
-    from storage.db import migrate
-
-    try:
-        migrate(settings.database_url)
-    except Exception as exc:
-        console.print(
-            f"[red]error:[/red] cannot open the database {_t(_redact(settings.database_url))}: "
-            f"{_t(first_line(str(exc)))}",
-            soft_wrap=True,
-        )
-        raise typer.Exit(2) from None
-
-
-def _redact(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
 
 
 def _watch_progress(settings: Settings, started: datetime, stop: threading.Event) -> None:
@@ -144,16 +112,16 @@ def _run_flow(settings: Settings, call: Any) -> RunSummary:
         stop_watching()
         _print_summary(exc.summary)
         for index, error in exc.window_errors:
-            console.print(f"  [red]window {index} failed:[/red] {_t(first_line(error))}", soft_wrap=True)
-        console.print(f"[red]run failed:[/red] {_t(exc)}", soft_wrap=True)
+            console.print(f"  [red]window {index} failed:[/red] {safe(first_line(error))}", soft_wrap=True)
+        console.print(f"[red]run failed:[/red] {safe(exc)}", soft_wrap=True)
         raise typer.Exit(1) from None
     except (SourceError, ConfigError) as exc:  # a missing bucket or folder, bad credentials, a model that cannot load
         stop_watching()
-        console.print(f"[red]error:[/red] {_t(first_line(str(exc)))}", soft_wrap=True)
+        console.print(f"[red]error:[/red] {safe(first_line(str(exc)))}", soft_wrap=True)
         raise typer.Exit(2) from None
     except Exception as exc:  # the flow run is marked failed in Prefect with the traceback; say why here
         stop_watching()
-        console.print(f"[red]run failed:[/red] {type(exc).__name__}: {_t(first_line(str(exc)))}", soft_wrap=True)
+        console.print(f"[red]run failed:[/red] {type(exc).__name__}: {safe(first_line(str(exc)))}", soft_wrap=True)
         raise typer.Exit(1) from None
     stop_watching()
     return summary
@@ -168,7 +136,7 @@ def _kind_table(by_kind: dict[str, dict[str, int]], title: str) -> Table | None:
     for s in statuses:
         table.add_column(s, justify="right")
     for kind, counts in sorted(by_kind.items()):
-        table.add_row(_t(kind), *(str(counts.get(s, 0)) for s in statuses))
+        table.add_row(safe(kind), *(str(counts.get(s, 0)) for s in statuses))
     return table
 
 
@@ -181,13 +149,13 @@ def _print_summary(summary: RunSummary) -> None:
     if table:
         console.print(table)
     for failure in summary.failures[:20]:
-        console.print(f"  [red]failed[/red] {_t(failure.key)}: {_t(failure.error)}", soft_wrap=True)
+        console.print(f"  [red]failed[/red] {safe(failure.key)}: {safe(failure.error)}", soft_wrap=True)
     if len(summary.failures) > 20:
         console.print(f"  ... {len(summary.failures) - 20} more (docflow status --json)")
     for warning in summary.warnings:
-        console.print(f"  [yellow]warning:[/yellow] {_t(warning)}", soft_wrap=True)
+        console.print(f"  [yellow]warning:[/yellow] {safe(warning)}", soft_wrap=True)
     for line in stage_lines(summary):
-        console.print(f"  {_t(line)}", soft_wrap=True)
+        console.print(f"  {safe(line)}", soft_wrap=True)
 
 
 @app.callback()
@@ -212,8 +180,8 @@ def run(source: SourceOpt = None, limit: LimitOpt = None, retry_failed: RetryFai
     Objects already done, or failed for a reason in the file itself, are skipped (see --retry-failed).
     Exit status: 0 when every batch ran (individual files may have failed: see `docflow status`), 1 when a batch
     failed after retries (store or database outage), 2 for bad settings."""
-    settings = _settings(source)
-    _prepare(settings)
+    settings = settings_or_exit(source)
+    prepare_database(settings)
     from flows.pipeline import nightly
 
     _print_summary(_run_flow(settings, lambda: nightly(source=source or None, limit=limit, retry_failed=retry_failed)))
@@ -260,8 +228,8 @@ def backfill(
     until_dt = _parse_when(until, "--until") if until else None
     if until_dt and until_dt <= since_dt:
         raise typer.BadParameter("--until must be after --since", param_hint="--until")
-    settings = _settings(source)
-    _prepare(settings)
+    settings = settings_or_exit(source)
+    prepare_database(settings)
     from flows.pipeline import backfill as backfill_flow
 
     summary = _run_flow(
@@ -301,8 +269,8 @@ def status(
     "failures": [{"key", "error", ...}],
     "runs": [{"id", "kind", "status", "started_at", "finished_at", "processed", "failed", "warnings"}]}
     (newest first)."""
-    settings = _settings()
-    _prepare(settings)
+    settings = settings_or_exit()
+    prepare_database(settings)
     from flows.status import collect_status
 
     report = collect_status(settings, failures_limit=failures, runs_limit=runs, documents_limit=documents)
@@ -322,13 +290,13 @@ def show(
     """Show one object: its status and why, and what the models made of it. A recording prints as the dialogue,
     `[00:01:02] SPEAKER_1: ...`, after a line per speaker (talk time, words, first and last time heard); a
     document prints its extracted fields with their confidence and whether the page prints them."""
-    settings = _settings()
-    _prepare(settings)
+    settings = settings_or_exit()
+    prepare_database(settings)
     from flows.status import collect_object
 
     view = collect_object(settings, ref)
     if view is None:
-        console.print(f"[red]no object with key or id {_t(ref)!r}[/red] (see `docflow status`)")
+        console.print(f"[red]no object with key or id {safe(ref)!r}[/red] (see `docflow status`)")
         raise typer.Exit(1)
     if as_json:
         sys.stdout.write(json.dumps(view.model_dump(mode="json"), indent=2) + "\n")
@@ -338,16 +306,21 @@ def show(
 
 def _print_object(view: ObjectView) -> None:
     out = Console(emoji=False, highlight=False)
-    out.print(f"{_t(view.key)} (id {view.id}, {view.kind or 'unknown kind'}): {view.status}")
+    out.print(f"{safe(view.key)} (id {view.id}, {view.kind or 'unknown kind'}): {view.status}")
     if view.error:
-        out.print(f"  error: {_t(view.error)}")
+        out.print(f"  error: {safe(view.error)}")
     for reason in view.review_reasons:
-        out.print(f"  review: {_t(reason.message)}")
+        out.print(f"  review: {safe(reason.message)}")
     for warning in view.warnings:
-        out.print(f"  warning: {_t(warning)}")
+        out.print(f"  warning: {safe(warning)}")
+    if (cls := view.classification) is not None:
+        runner_up = f", runner-up {cls.runner_up}" if cls.runner_up else ""
+        corrected = f" -> {cls.corrected} (corrected by a reviewer)" if cls.corrected else ""
+        out.print(f"class: {cls.label} ({cls.probability:.2f}{runner_up}){corrected}")
     if (transcript := view.transcript) is not None:
         languages = ", ".join(transcript.languages) or transcript.language or "-"
-        out.print(f"transcript: {transcript.duration_s:.1f} s, language {languages}, {transcript.model_id}")
+        corrected = ", corrected by a reviewer" if transcript.corrected else ""
+        out.print(f"transcript: {transcript.duration_s:.1f} s, language {languages}, {transcript.model_id}{corrected}")
         for speaker in transcript.speakers:
             channel = f" (channel {speaker.channel})" if speaker.channel is not None else ""
             out.print(
@@ -355,14 +328,31 @@ def _print_object(view: ObjectView) -> None:
                 f"{clock(speaker.first_s)}-{clock(speaker.last_s)}"
             )
         for line in dialogue(transcript.segments):
-            out.print(_t(line))
+            out.print(safe(line))
     if (extraction := view.extraction) is not None:
-        out.print(f"extraction: {extraction.schema_id} by {_t(extraction.model_id)}, valid={extraction.valid}")
-        for name, value in (extraction.data or {}).items():
-            confidence = extraction.field_confidence.get(name)
-            grounding = extraction.field_grounding.get(name, "")
-            score = f"{confidence:.2f}" if confidence is not None else "-"
-            out.print(f"  {name}: {_t(json.dumps(value, ensure_ascii=False))}  (confidence {score} {grounding})")
+        corrected = ", corrected by a reviewer" if extraction.corrected is not None else ""
+        out.print(
+            f"extraction: {extraction.schema_id} by {safe(extraction.model_id)}, valid={extraction.valid}{corrected}"
+        )
+        model = extraction.data or {}
+        for name, value in (extraction.trusted or {}).items():
+            if extraction.corrected is not None and model.get(name) != value:
+                note = f"corrected; the model said {json.dumps(model.get(name), ensure_ascii=False)}"
+            else:
+                confidence = extraction.field_confidence.get(name)
+                pages = ",".join(str(p) for p in extraction.field_pages.get(name, []))
+                score = f"{confidence:.2f}" if confidence is not None else "-"
+                note = f"confidence {score} {extraction.field_grounding.get(name, '')}".rstrip()
+                note += f", page {pages}" if pages else ""
+            out.print(f"  {name}: {safe(json.dumps(value, ensure_ascii=False))}  ({safe(note)})")
+    for review in view.reviews:
+        why = "audit sample" if review.audit else ", ".join(review.reasons)
+        by = f" by {review.reviewer}" if review.reviewer else ""
+        note = f": {review.note}" if review.note else ""
+        out.print(
+            f"review #{review.id} {review.stage} ({why}): {review.status}{by}, opened "
+            f"{review.created_at:%Y-%m-%d %H:%M}{safe(note)}"
+        )
 
 
 def _print_status(report: StatusReport) -> None:
@@ -381,7 +371,7 @@ def _print_status(report: StatusReport) -> None:
                 statuses = ", ".join(f"{k}={v}" for k, v in sorted(e.by_status.items()))
                 p = f"{e.mean_probability:.2f}" if e.mean_probability is not None else "-"
                 m = f"{e.min_margin:.2f}" if e.min_margin is not None else "-"
-                table.add_row(_t(kind), _t(label), str(e.objects), _t(statuses), p, m)
+                table.add_row(safe(kind), safe(label), str(e.objects), safe(statuses), p, m)
         out.print(table)
     if report.in_progress:
         table = Table(title="in progress (claimed)")
@@ -390,17 +380,17 @@ def _print_status(report: StatusReport) -> None:
         for o in report.in_progress:
             state = "[yellow]stale: its run stopped renewing[/yellow]" if o.stale else "being processed"
             age = f"{o.claim_age_s:.0f} s" if o.claim_age_s is not None else "-"
-            table.add_row(_t(o.key), _t(o.run_id[:8]), age, str(o.attempts), state)
+            table.add_row(safe(o.key), safe(o.run_id[:8]), age, str(o.attempts), state)
         out.print(table)
     for failure in report.failures:
-        out.print(f"[red]failed[/red] {_t(failure.key)}: {_t(failure.error)}", soft_wrap=True)
+        out.print(f"[red]failed[/red] {safe(failure.key)}: {safe(failure.error)}", soft_wrap=True)
     if report.runs:
         table = Table(title="recent runs")
         for col in ("id", "kind", "status", "started_at", "processed", "failed"):
             table.add_column(col)
         for r in report.runs:
             table.add_row(
-                _t(r.id[:8]), r.kind, r.status, f"{r.started_at:%Y-%m-%dT%H:%M:%S}", str(r.processed), str(r.failed)
+                safe(r.id[:8]), r.kind, r.status, f"{r.started_at:%Y-%m-%dT%H:%M:%S}", str(r.processed), str(r.failed)
             )
         out.print(table)
 

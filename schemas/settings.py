@@ -275,6 +275,12 @@ class ClassifierSettings(_Group):
         description="Folder with a subfolder of example images per label (few-shot prototypes). Default: "
         "infra/class-examples of this checkout. Empty: none.",
     )
+    learned_examples: Path | None = Field(
+        default=Path(".docflow/class-examples"),
+        description="Folder where pages whose class a reviewer corrected are kept, a subfolder per label (with a "
+        ".json beside each image saying who, when and from which item): they join the label's examples on the next "
+        "run. Empty: corrections teach nothing.",
+    )
     example_weight: float = Field(
         default=0.5, ge=0, le=1, description="With clip, the share of the example prototype in a label's prototype."
     )
@@ -304,7 +310,7 @@ class ClassifierSettings(_Group):
         description="Documents whose top two labels are closer than this go to review.",
     )
 
-    @field_validator("clip_pretrained", "image_embedder_weights", "examples", mode="before")
+    @field_validator("clip_pretrained", "image_embedder_weights", "examples", "learned_examples", mode="before")
     @classmethod
     def _empty(cls, value: object) -> object:
         return _empty_is_none(value)
@@ -464,6 +470,47 @@ class DeviceSettings(_Group):
     )
 
 
+class ReviewSettings(_Group):
+    """The human-review queue: the audit sample of confident results, and where review items go."""
+
+    ENV_PREFIX: ClassVar[str] = "review_"
+    audit_rate: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="Share of confident results sent to review anyway, as a check on the checks (0.02 = 2%).",
+    )
+    audit_seed: int = Field(
+        default=0, description="Seed of the audit sample: the same seed picks the same objects, run after run."
+    )
+    url_expiry_s: int = Field(
+        default=7 * 24 * 3600,
+        ge=60,
+        le=7 * 24 * 3600,
+        description="Lifetime of the presigned S3 links in Label Studio tasks (S3 allows at most 7 days).",
+    )
+    export_to: str | None = Field(
+        default=None,
+        description="Where the review-export flow writes review files when Label Studio is not configured: a "
+        "directory or s3://bucket/prefix; unset: no file.",
+    )
+    local_files_root: Path | None = Field(
+        default=None,
+        description="Label Studio's LOCAL_FILES_DOCUMENT_ROOT, when it serves docflow's local derived files (pages) "
+        "and recordings to reviewers; unset: local files cannot be pushed (an S3 derived store needs nothing).",
+    )
+    label_studio_project: int | None = Field(
+        default=None,
+        description="Label Studio project the review-export flow pushes to and pulls from (with LABEL_STUDIO_URL "
+        "and LABEL_STUDIO_API_KEY).",
+    )
+
+    @field_validator("export_to", "local_files_root", "label_studio_project", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return _empty_is_none(value)
+
+
 class RunnerSettings(_Group):
     """How a run is carried out: windows, tasks, retries, claims."""
 
@@ -543,6 +590,7 @@ GROUPS: dict[str, type[_Group]] = {
     "diarization": DiarizationSettings,
     "classifier": ClassifierSettings,
     "extraction": ExtractionSettings,
+    "review": ReviewSettings,
     "device": DeviceSettings,
     "runner": RunnerSettings,
 }
@@ -625,6 +673,7 @@ class Settings(BaseSettings):
     diarization: DiarizationSettings = Field(default_factory=DiarizationSettings)
     classifier: ClassifierSettings = Field(default_factory=ClassifierSettings)
     extraction: ExtractionSettings = Field(default_factory=ExtractionSettings)
+    review: ReviewSettings = Field(default_factory=ReviewSettings)
     device: DeviceSettings = Field(default_factory=DeviceSettings)
     runner: RunnerSettings = Field(default_factory=RunnerSettings)
 

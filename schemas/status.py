@@ -112,16 +112,45 @@ class TranscriptView(_Frozen):
     duration_s: float
     channels_split: bool
     speakers: list[SpeakerSummary]
-    segments: list[SegmentView]
+    segments: list[SegmentView] = Field(description="The trusted dialogue: a reviewer's correction when there is one")
+    corrected: bool = Field(default=False, description="Whether the segments are a reviewer's correction")
 
 
 class ExtractionView(_Frozen):
     schema_id: str
     model_id: str
     valid: bool
-    data: dict[str, Any] | None
+    data: dict[str, Any] | None = Field(description="What the model extracted")
+    corrected: dict[str, Any] | None = Field(default=None, description="A reviewer's correction of `data`")
     field_confidence: dict[str, float]
     field_grounding: dict[str, str]
+    field_pages: dict[str, list[int]] = Field(default_factory=dict)
+
+    @property
+    def trusted(self) -> dict[str, Any] | None:
+        """The value results use: the reviewer's when corrected, else the model's."""
+        return self.corrected if self.corrected is not None else self.data
+
+
+class ClassificationView(_Frozen):
+    label: str = Field(description="The model's class")
+    probability: float
+    runner_up: str | None
+    corrected: str | None = Field(default=None, description="The class a reviewer gave, when corrected")
+
+
+class ReviewEntry(_Frozen):
+    """One review item of an object, as its history shows it."""
+
+    id: int
+    stage: str
+    status: str
+    audit: bool
+    reasons: list[str] = Field(description="The reasons' codes")
+    reviewer: str | None
+    created_at: IsoTime
+    resolved_at: IsoTime | None
+    note: str | None
 
 
 class ObjectView(_Frozen):
@@ -136,5 +165,7 @@ class ObjectView(_Frozen):
     error: str | None
     review_reasons: list[ReviewReason]
     warnings: list[str]
+    classification: ClassificationView | None = None
     transcript: TranscriptView | None
     extraction: ExtractionView | None
+    reviews: list[ReviewEntry] = Field(default_factory=list, description="Review items, oldest first")

@@ -8,13 +8,16 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from schemas.records import ReviewReason
+from schemas.review import ReviewStage
 from schemas.status import (
     ClaimStatus,
+    ClassificationView,
     DocumentStatus,
     ExtractionView,
     FailureStatus,
     LabelCounts,
     ObjectView,
+    ReviewEntry,
     RunProgress,
     RunStatus,
     SegmentView,
@@ -22,6 +25,7 @@ from schemas.status import (
     TranscriptView,
 )
 from storage.repositories import ObjectRepository, RunRepository
+from storage.review import ReviewRepository
 from storage.tables import ExtractionRow, SourceObject, TranscriptRow
 
 
@@ -124,15 +128,19 @@ def _strings(values: list[Any] | None) -> list[str]:
 
 def object_view(session: Session, ref: str) -> ObjectView | None:
     """The current object whose key is `ref` (or whose id is `ref`, when no key matches), with its newest
-    transcript and extraction."""
+    transcript and extraction, its class, the corrections reviewers made (beside the models' outputs) and its
+    review history."""
     objects = ObjectRepository(session)
     row = objects.get_by_key(ref)
     if row is None and ref.isdigit():
         row = session.get(SourceObject, int(ref))
     if row is None:
         return None
+    reviews = ReviewRepository(session)
+    corrections = reviews.corrections(row.id)
     transcript = max(row.transcripts, key=lambda t: t.created_at, default=None)
     extraction = max(row.extractions, key=lambda e: e.created_at, default=None)
+    classification = row.classification
     return ObjectView(
         id=row.id,
         key=row.key,
@@ -143,12 +151,41 @@ def object_view(session: Session, ref: str) -> ObjectView | None:
         error=row.error_message,
         review_reasons=review_reasons(row),
         warnings=list(row.warnings or []),
-        transcript=_transcript_view(transcript) if transcript else None,
-        extraction=_extraction_view(extraction) if extraction else None,
+        classification=ClassificationView(
+            label=classification.label,
+            probability=classification.probability,
+            runner_up=classification.runner_up,
+            corrected=corrections.get(ReviewStage.CLASSIFICATION, {}).get("label"),
+        )
+        if classification
+        else None,
+        transcript=_transcript_view(transcript, corrections.get(ReviewStage.TRANSCRIPTION)) if transcript else None,
+        extraction=_extraction_view(extraction, corrections.get(ReviewStage.EXTRACTION)) if extraction else None,
+        reviews=[
+            ReviewEntry(
+                id=item.id,
+                stage=item.stage,
+                status=item.status,
+                audit=item.audit,
+                reasons=[r["code"] for r in item.reasons],
+                reviewer=item.reviewer,
+                created_at=item.created_at,
+                resolved_at=item.resolved_at,
+                note=item.note,
+            )
+            for item in reviews.history(row.id)
+        ],
     )
 
 
-def _transcript_view(row: TranscriptRow) -> TranscriptView:
+def _transcript_view(row: TranscriptRow, corrected: dict[str, Any] | None) -> TranscriptView:
+    if corrected is not None:
+        segments = [SegmentView(channel=None, **s) for s in corrected["segments"]]
+    else:
+        segments = [
+            SegmentView(start_s=s.start_s, end_s=s.end_s, speaker=s.speaker, channel=s.channel, text=s.text)
+            for s in row.segments
+        ]
     return TranscriptView(
         model_id=row.model_id,
         language=row.language,
@@ -156,19 +193,19 @@ def _transcript_view(row: TranscriptRow) -> TranscriptView:
         duration_s=row.duration_s,
         channels_split=row.channels_split,
         speakers=list(row.speakers or []),
-        segments=[
-            SegmentView(start_s=s.start_s, end_s=s.end_s, speaker=s.speaker, channel=s.channel, text=s.text)
-            for s in row.segments
-        ],
+        segments=segments,
+        corrected=corrected is not None,
     )
 
 
-def _extraction_view(row: ExtractionRow) -> ExtractionView:
+def _extraction_view(row: ExtractionRow, corrected: dict[str, Any] | None) -> ExtractionView:
     return ExtractionView(
         schema_id=row.schema_id,
         model_id=row.model_id,
         valid=row.valid,
         data=row.data,
+        corrected=corrected,
         field_confidence=dict(row.field_confidence or {}),
         field_grounding=dict(row.field_grounding or {}),
+        field_pages=dict(row.field_pages or {}),
     )

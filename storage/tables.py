@@ -294,3 +294,37 @@ class StageRun(Base):
     batch_rows: Mapped[int] = mapped_column(Integer, default=0)
     batch_capacity: Mapped[int] = mapped_column(Integer, default=0)
     max_batch_owners: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class ReviewItem(Base):
+    """One stage's output of one object that a person should check: why (structured reasons, or an audit sample of
+    a confident result), what the model said, and what the reviewer made of it. The correction is stored beside
+    the model's output, never over it; results and exports use it from then on."""
+
+    __tablename__ = "review_items"
+    __table_args__ = (
+        Index("ix_review_items_status", "status"),
+        Index("ix_review_items_object", "object_id", "stage"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    object_id: Mapped[int] = mapped_column(ForeignKey("source_objects.id", ondelete="CASCADE"))
+    stage: Mapped[str] = mapped_column(String(16))  # classification, extraction, transcription
+    schema_id: Mapped[str] = mapped_column(String(64))  # what a correction is validated against
+    reasons: Mapped[list[Any]]  # [{stage, code, message, value, field}]; empty for an audit sample
+    audit: Mapped[bool] = mapped_column(default=False)
+    model_output: Mapped[dict[str, Any]]
+    model_id: Mapped[str] = mapped_column(String(512))
+    score: Mapped[float | None] = mapped_column(Float)  # the model's confidence in its output, when it has one
+    status: Mapped[str] = mapped_column(String(16), default="open")  # open, exported, resolved, dismissed
+    run_id: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    exported_at: Mapped[datetime | None]
+    external_project: Mapped[str | None] = mapped_column(String(64))  # Label Studio project id, once pushed
+    external_task: Mapped[str | None] = mapped_column(String(64))  # Label Studio task id, once pushed
+    corrected: Mapped[dict[str, Any] | None]  # the reviewer's value, valid against schema_id
+    reviewer: Mapped[str | None] = mapped_column(String(256))
+    resolved_at: Mapped[datetime | None]
+    note: Mapped[str | None] = mapped_column(Text)  # why an item was dismissed, or the last correction rejected
+
+    source_object: Mapped[SourceObject] = relationship()

@@ -16,7 +16,9 @@ from schemas.records import ObjectResult, RecordOutcome
 from schemas.settings import Settings
 from storage.db import unit_of_work
 from storage.repositories import ObjectRepository, RunRepository, eligible
+from storage.review import ReviewRepository
 from storage.tables import utcnow
+from tasks.review.items import AuditPolicy, review_drafts
 from tasks.stages.base import ObjectRef
 from tasks.version import PIPELINE_VERSION
 
@@ -76,11 +78,13 @@ def record(
         return RecordOutcome(recorded=0, by_status={})
     lost = 0
     by_status: Counter[str] = Counter()
+    audit = AuditPolicy(settings.review.audit_rate, settings.review.audit_seed)
     with unit_of_work(settings.database_url) as session:
-        repo = ObjectRepository(session)
+        repo, reviews = ObjectRepository(session), ReviewRepository(session)
         for object_id, result in results:
             if repo.record_result(object_id, result, PIPELINE_VERSION, run_id):
                 by_status[result.status.value] += 1
+                reviews.open(object_id, review_drafts(result, result.sha256, audit), run_id)
             else:
                 lost += 1
                 log.warning(

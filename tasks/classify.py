@@ -90,19 +90,24 @@ def embed_files(
     return np.stack([known[k] for k in keys]), list(missing.values())
 
 
-def example_images(examples_dir: Path | None, labels: Sequence[str]) -> dict[str, list[Path]]:
-    """Example image files per label: `<examples_dir>/<label>/*.png|jpg|...` (sorted, so prototypes are stable)."""
-    if examples_dir is None:
-        return {}
-    if not examples_dir.is_dir():
+def example_images(
+    examples_dir: Path | None, labels: Sequence[str], learned_dir: Path | None = None
+) -> dict[str, list[Path]]:
+    """Example image files per label: `<examples_dir>/<label>/*.png|jpg|...`, then the pages reviewers corrected
+    to that label under `learned_dir` (absent until the first correction); sorted, so prototypes are stable."""
+    if examples_dir is not None and not examples_dir.is_dir():
         raise ConfigError(f"DOCFLOW_CLASS_EXAMPLES: {examples_dir} is not a directory")
-    found = {}
-    for label in labels:
-        folder = examples_dir / label
-        files = sorted(p for p in folder.glob("*") if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
-        if files:
-            found[label] = files
-    return found
+    found: dict[str, list[Path]] = {}
+    for root in (examples_dir, learned_dir):
+        if root is None or not root.is_dir():
+            continue
+        for label in labels:
+            folder = root / label
+            if folder.is_dir():
+                found.setdefault(label, []).extend(
+                    sorted(p for p in folder.glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+                )
+    return {label: files for label, files in found.items() if files}
 
 
 def build_prototypes(
@@ -147,9 +152,9 @@ def load_prototypes(
 ) -> tuple[Embedder, Prototypes]:
     """The embedder and its prototypes, built once per worker for a label configuration (and example files)."""
     embedder = load_embedder(spec)
-    examples = example_images(config.examples, config.label_names)
+    examples = example_images(config.examples, config.label_names, config.learned_examples)
     stamp = tuple(
-        (label, tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files))
+        (label, tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files))
         for label, files in sorted(examples.items())
     )
     prototypes = load_cached(

@@ -1,0 +1,48 @@
+"""What every docflow command shares: the error console, settings loading with a clear message, and the database
+brought to the current schema."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from schemas.errors import ConfigError
+from schemas.settings import Settings, load_settings
+from tasks.display import first_line, printable
+
+console = Console(stderr=True, emoji=False, highlight=False)
+
+
+def safe(text: object) -> str:
+    """Outside text (keys, error messages) for console.print: control characters and rich markup escaped."""
+    return escape(printable(str(text)))
+
+
+def settings_or_exit(source: list[str] | None = None) -> Settings:
+    try:
+        settings = load_settings(source=source or None)
+    except ConfigError as exc:
+        console.print(f"[red]error:[/red] {safe(exc)}", soft_wrap=True)
+        raise typer.Exit(2) from None
+    return settings
+
+
+def prepare_database(settings: Settings) -> None:
+    from storage.db import migrate
+
+    try:
+        migrate(settings.database_url)
+    except Exception as exc:
+        console.print(
+            f"[red]error:[/red] cannot open the database {safe(redacted(settings.database_url))}: "
+            f"{safe(first_line(str(exc)))}",
+            soft_wrap=True,
+        )
+        raise typer.Exit(2) from None
+
+
+def redacted(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)

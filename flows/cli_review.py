@@ -1,0 +1,209 @@
+"""`docflow review ...` (the human-review queue: Label Studio or files) and `docflow export results`."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from flows.cli_common import console, prepare_database, safe, settings_or_exit
+from schemas.errors import ConfigError
+from schemas.review import ReviewStage
+from tasks.review.label_studio import Connection, LabelStudioError
+
+review_app = typer.Typer(
+    name="review",
+    help=(
+        "The human-review queue: what the models were unsure of (and an audit sample, DOCFLOW_REVIEW_AUDIT_RATE) "
+        "as review items. Send them to Label Studio (push, pull; LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY) or to "
+        "a file a reviewer edits (export, import). A correction is validated with the same schema as the model's "
+        "output, stored beside it, and used by `docflow show` and `docflow export results` from then on."
+    ),
+    no_args_is_help=True,
+)
+export_app = typer.Typer(name="export", help="Results out of the database, as files.", no_args_is_help=True)
+
+
+class SchemaChoice(StrEnum):
+    invoice = "invoice"
+    receipt = "receipt"
+    generic = "generic"
+    transcript = "transcript"
+    class_ = "class"
+
+
+class StageChoice(StrEnum):
+    classification = "classification"
+    extraction = "extraction"
+    transcription = "transcription"
+
+
+class FileFormat(StrEnum):
+    csv = "csv"
+    jsonl = "jsonl"
+    label_studio = "label-studio"
+
+
+class ResultFormat(StrEnum):
+    jsonl = "jsonl"
+    csv = "csv"
+    parquet = "parquet"
+
+
+def _connection() -> Connection:
+    url, key = os.environ.get("LABEL_STUDIO_URL"), os.environ.get("LABEL_STUDIO_API_KEY")
+    if not url or not key:
+        console.print(
+            "[red]error:[/red] set LABEL_STUDIO_URL (e.g. http://127.0.0.1:8080) and LABEL_STUDIO_API_KEY (a personal "
+            "access token from Label Studio's Account & Settings page)"
+        )
+        raise typer.Exit(2)
+    return Connection(url, key)
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    console.print(f"[red]error:[/red] {safe(exc)}", soft_wrap=True)
+    return typer.Exit(2 if isinstance(exc, ConfigError) else 1)
+
+
+def _report(report: object) -> None:
+    from tasks.review.queue import ApplyReport
+
+    assert isinstance(report, ApplyReport)
+    console.print(
+        f"{len(report.applied)} item(s) resolved, {len(report.unchanged)} unchanged (already stored), "
+        f"{len(report.rejected)} rejected"
+        + (f", {report.taught} page(s) added to class examples" if report.taught else ""),
+        soft_wrap=True,
+    )
+    for row in report.rejected:
+        console.print(f"  [yellow]rejected[/yellow] {safe(row.where)}: {safe(row.reason)}", soft_wrap=True)
+
+
+@review_app.command("label-config")
+def label_config(
+    schema: Annotated[SchemaChoice, typer.Option(help="What is reviewed: a document schema, a transcript, a class.")],
+) -> None:
+    """Print the Label Studio labeling config for one kind of review item (paste it in a project's Labeling
+    Interface, or let `review push --create` use it): the page image or the recording, and one field per schema
+    field (a list: one row per element, columns separated by ' | ')."""
+    from tasks.review.label_studio import label_config as config
+
+    settings = settings_or_exit()
+    typer.echo(config(schema.value, settings.classifier.label_names), nl=False)
+
+
+@review_app.command()
+def push(
+    project: Annotated[int | None, typer.Option(help="Label Studio project id to add tasks to.")] = None,
+    create: Annotated[str | None, typer.Option(help="Create a project of this name (with the right config).")] = None,
+) -> None:
+    """Send the review items not sent yet to Label Studio, one task each: the page image (a presigned S3 URL valid
+    DOCFLOW_REVIEW_URL_EXPIRY_S, or Label Studio's local-files serving under DOCFLOW_REVIEW_LOCAL_FILES_ROOT),
+    the model's output as a prediction with its model version and score, and the item id. An item is pushed once."""
+    settings = settings_or_exit()
+    prepare_database(settings)
+    from tasks.review.queue import push as push_items
+
+    try:
+        report = push_items(settings, _connection(), project or settings.review.label_studio_project, create)
+    except (ConfigError, LabelStudioError) as exc:
+        raise _fail(exc) from None
+    console.print(
+        f"pushed {report.pushed} item(s) to Label Studio project {report.project}"
+        + (f" ({report.already} pushed before, left as they are)" if report.already else "")
+    )
+
+
+@review_app.command()
+def pull(project: Annotated[int | None, typer.Option(help="Label Studio project id.")] = None) -> None:
+    """Read submitted annotations back from Label Studio: each is validated with the item's schema, stored as the
+    correction and resolves the item; an invalid one is reported with the reason. Pulling again changes nothing."""
+    settings = settings_or_exit()
+    prepare_database(settings)
+    from tasks.review.queue import pull as pull_answers
+
+    project = project or settings.review.label_studio_project
+    if project is None:
+        raise _fail(ConfigError("give --project ID (or set DOCFLOW_REVIEW_LABEL_STUDIO_PROJECT)"))
+    try:
+        report = pull_answers(settings, _connection(), project)
+    except (ConfigError, LabelStudioError) as exc:
+        raise _fail(exc) from None
+    _report(report)
+
+
+@review_app.command("export")
+def export_items(
+    fmt: Annotated[FileFormat, typer.Option("--format", help="csv, jsonl, or Label Studio tasks JSON.")],
+    out: Annotated[Path, typer.Option(help="File to write.")],
+    stage: Annotated[StageChoice | None, typer.Option(help="Only items of this stage.")] = None,
+) -> None:
+    """Write the waiting review items to a file: CSV (one row per item and field: value, confidence, page,
+    reason; fill `correction` where the model is wrong, `null` to clear a value, and `reviewer` on every item you
+    checked), JSONL (one item per line; set `correction` to the whole corrected value, or only `reviewer`), or Label
+    Studio tasks to import by hand. Read it back with `docflow review import`."""
+    settings = settings_or_exit()
+    prepare_database(settings)
+    from tasks.review.queue import export_file
+
+    try:
+        count = export_file(settings, fmt.value, out, ReviewStage(stage.value) if stage else None)
+    except ConfigError as exc:
+        raise _fail(exc) from None
+    console.print(f"wrote {count} review item(s) to {safe(out)}")
+
+
+@review_app.command("import")
+def import_items(
+    path: Annotated[Path, typer.Argument(help="An edited CSV or JSONL, or a Label Studio JSON export.")],
+) -> None:
+    """Apply a reviewer's file: every valid correction is stored and resolves its item, in one transaction;
+    malformed rows, unknown item ids and invalid corrections are listed with the reason and left out. Importing
+    the same file again changes nothing."""
+    settings = settings_or_exit()
+    prepare_database(settings)
+    from tasks.review.queue import import_file
+
+    try:
+        report = import_file(settings, path)
+    except ConfigError as exc:
+        raise _fail(exc) from None
+    _report(report)
+
+
+@export_app.command("results")
+def export_results(
+    fmt: Annotated[ResultFormat, typer.Option("--format", help="jsonl, csv or parquet.")],
+    out: Annotated[Path, typer.Option(help="File to write.")],
+    schema: Annotated[
+        str | None, typer.Option(help="Only documents extracted with this schema (invoice, ...).")
+    ] = None,
+    kind: Annotated[str | None, typer.Option(help="Only objects of this kind: pdf, image or audio.")] = None,
+    since: Annotated[str | None, typer.Option(help="Only objects processed since this date (YYYY-MM-DD).")] = None,
+) -> None:
+    """One record per object with its trusted result: status and reason, class, extracted data (a reviewer's
+    correction when there is one, else the model's), transcript text and speakers. Streamed: memory does not grow
+    with the number of rows. With --schema, each field of that schema also gets a column of its own."""
+    settings = settings_or_exit()
+    prepare_database(settings)
+    from tasks.results import ResultFilter
+    from tasks.results import export_results as write
+
+    when = None
+    if since:
+        try:
+            when = datetime.fromisoformat(since)
+        except ValueError:
+            raise typer.BadParameter(f"{since!r} is not a date: use YYYY-MM-DD", param_hint="--since") from None
+        when = when.replace(tzinfo=UTC) if when.tzinfo is None else when
+    try:
+        count = write(settings.database_url, fmt.value, out, ResultFilter(schema=schema, kind=kind, since=when))
+    except ConfigError as exc:
+        raise _fail(exc) from None
+    Console(stderr=True).print(f"wrote {count} result(s) to {safe(out)}")

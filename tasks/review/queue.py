@@ -1,0 +1,215 @@
+"""The review queue's operations, as the CLI and the review-export flow run them: items out (to Label Studio or a
+file), answers back in (validated, stored beside the model's output, idempotent), and a corrected class taught to
+the classifier."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TextIO
+from urllib.parse import quote, urlparse
+
+from schemas.errors import ConfigError
+from schemas.review import ReviewItemView, ReviewStage, ReviewStatus
+from schemas.settings import Settings
+from storage.blobstore import make_s3_client, open_store
+from storage.db import unit_of_work
+from storage.review import ReviewRepository, item_view
+from storage.tables import ReviewItem
+from tasks.review.corrections import CorrectionRejected, checked_correction
+from tasks.review.files import RejectedRow, ReviewAnswer, read_answers, write_csv, write_jsonl
+from tasks.review.items import model_value
+from tasks.review.label_studio import Connection, LabelStudio, config_schema, label_config, task
+
+FileFormat = Literal["csv", "jsonl", "label-studio"]
+WAITING = (ReviewStatus.OPEN, ReviewStatus.EXPORTED)
+
+
+@dataclass
+class ApplyReport:
+    """What reading reviewers' answers did."""
+
+    applied: list[int] = field(default_factory=list)  # items resolved (or given a new correction)
+    unchanged: list[int] = field(default_factory=list)  # the same answer was already stored
+    rejected: list[RejectedRow] = field(default_factory=list)
+    taught: int = 0  # pages added to the classifier's examples
+
+
+@dataclass(frozen=True)
+class PushReport:
+    project: int
+    pushed: int
+    already: int  # items pushed before, left as they are
+
+
+class MediaLinks:
+    """URLs Label Studio can load an item's page image or recording from: a presigned S3 URL, or Label Studio's
+    local-files serving for files under its LOCAL_FILES_DOCUMENT_ROOT (DOCFLOW_REVIEW_LOCAL_FILES_ROOT)."""
+
+    def __init__(self, expiry_s: int, local_root: Path | None) -> None:
+        self.expiry_s, self.local_root = expiry_s, local_root
+        self.local_dirs: set[str] = set()  # folders a project needs a local storage for
+        self._s3: Any = None
+
+    def url(self, uri: str) -> str:
+        parsed = urlparse(uri)
+        if parsed.scheme == "s3":
+            if self._s3 is None:
+                self._s3 = make_s3_client()
+            return str(
+                self._s3.generate_presigned_url(
+                    "get_object",
+                    Params={"Bucket": parsed.netloc, "Key": parsed.path.lstrip("/")},
+                    ExpiresIn=self.expiry_s,
+                )
+            )
+        path = Path(parsed.path if parsed.scheme == "file" else uri).resolve()
+        if self.local_root is None or not path.is_relative_to(self.local_root.resolve()):
+            raise ConfigError(
+                f"{path} is a local file: Label Studio can load it only through its local-files serving. Start it "
+                "with LOCAL_FILES_SERVING_ENABLED=true and LOCAL_FILES_DOCUMENT_ROOT set to a folder above it, and "
+                "set DOCFLOW_REVIEW_LOCAL_FILES_ROOT to the same folder (or keep derived files in S3: "
+                "DOCFLOW_DERIVED_STORE=s3://...)"
+            )
+        self.local_dirs.add(str(path.parent))
+        return "/data/local-files/?d=" + quote(str(path.relative_to(self.local_root.resolve())))
+
+
+def media_uri(item: ReviewItemView, source: str) -> str:
+    """The file a reviewer looks at: the first page image of a document, the recording itself for a call."""
+    if item.stage is ReviewStage.TRANSCRIPTION:
+        return open_store(source).uri_for(item.key)
+    if not item.pages:
+        raise ConfigError(f"review item {item.id} ({item.key}) has no page image to show")
+    return item.pages[0]
+
+
+def waiting_items(settings: Settings, stage: ReviewStage | None = None) -> Iterator[ReviewItemView]:
+    with unit_of_work(settings.database_url) as session:
+        for item in ReviewRepository(session).select(WAITING, stage):
+            yield item_view(item)
+
+
+def export_file(
+    settings: Settings, fmt: FileFormat, out: Path, stage: ReviewStage | None = None, mark: bool = True
+) -> int:
+    """Write the waiting items to `out` (a local path) in `fmt`; they become `exported`. Returns the count."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    links = MediaLinks(settings.review.url_expiry_s, settings.review.local_files_root)
+    with unit_of_work(settings.database_url) as session:
+        repo = ReviewRepository(session)
+        rows = list(repo.select(WAITING, stage))
+        views = [item_view(r) for r in rows]
+        with out.open("w", encoding="utf-8", newline="") as stream:
+            count = _write(fmt, views, stream, links, {r.id: r.source_object.source for r in rows})
+        if mark:
+            for row in rows:
+                repo.mark_exported(row)
+    return count
+
+
+def _write(
+    fmt: FileFormat, views: Sequence[ReviewItemView], stream: TextIO, links: MediaLinks, sources: dict[int, str]
+) -> int:
+    if fmt == "csv":
+        return write_csv(views, stream)
+    if fmt == "jsonl":
+        return write_jsonl(views, stream)
+    tasks = [task(view, links.url(media_uri(view, sources[view.id]))) for view in views]
+    json.dump(tasks, stream, ensure_ascii=False, indent=1)
+    return len(tasks)
+
+
+def import_file(settings: Settings, path: Path) -> ApplyReport:
+    """Apply a reviewer's file (CSV, JSONL or a Label Studio JSON export): every valid answer in one transaction;
+    malformed rows, unknown ids and invalid corrections are reported row by row."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such file")
+    with unit_of_work(settings.database_url) as session:
+        repo = ReviewRepository(session)
+        items = {r.id: r for r in repo.select((*WAITING, ReviewStatus.RESOLVED))}
+        answers, rejected = read_answers(path, {i: item_view(r) for i, r in items.items()})
+        report = apply_answers(settings, repo, items, answers)
+        report.rejected[:0] = rejected
+    return report
+
+
+def apply_answers(
+    settings: Settings, repo: ReviewRepository, items: dict[int, ReviewItem], answers: Sequence[ReviewAnswer]
+) -> ApplyReport:
+    """Validate and store each answer; a class correction also becomes an example image of that class."""
+    from tasks.review.teach import teach_class
+
+    report = ApplyReport()
+    labels = settings.classifier.label_names
+    for answer in answers:
+        item = items[answer.item_id]
+        stage = ReviewStage(item.stage)
+        if item.status == ReviewStatus.DISMISSED:
+            report.rejected.append(RejectedRow(answer.where, f"item {item.id} was dismissed: {item.note}"))
+            continue
+        view = item_view(item)
+        try:
+            value = answer.corrected if answer.corrected is not None else model_value(stage, item.model_output)
+            if value is None:
+                raise CorrectionRejected("the model gave no value: a correction is needed")
+            corrected = checked_correction(stage, item.schema_id, value, labels)
+        except CorrectionRejected as exc:
+            repo.reject(item, str(exc))
+            report.rejected.append(RejectedRow(answer.where, f"item {item.id} ({view.key}): {exc}"))
+            continue
+        if repo.resolve(item, corrected, answer.reviewer).changed:
+            report.applied.append(item.id)
+            if stage is ReviewStage.CLASSIFICATION and corrected["label"] != item.model_output.get("label"):
+                report.taught += teach_class(settings, view, corrected["label"], answer.reviewer)
+        else:
+            report.unchanged.append(item.id)
+    return report
+
+
+def push(settings: Settings, connection: Connection, project: int | None, create: str | None) -> PushReport:
+    """Send the waiting items not pushed yet to a Label Studio project (created with the config their schema
+    needs when `create` names it); each becomes `exported` with its task id, so it is never pushed twice."""
+    links = MediaLinks(settings.review.url_expiry_s, settings.review.local_files_root)
+    with unit_of_work(settings.database_url) as session, LabelStudio(connection) as studio:
+        repo = ReviewRepository(session)
+        rows = list(repo.select(WAITING, not_pushed=True))
+        already = sum(1 for _ in repo.select(WAITING)) - len(rows)
+        views = [item_view(r) for r in rows]
+        schemas = sorted({config_schema(v) for v in views})
+        if project is None:
+            if not create:
+                raise ConfigError("give --project ID or --create NAME")
+            if len(schemas) > 1:
+                raise ConfigError(
+                    f"the waiting items need {len(schemas)} labeling configs ({', '.join(schemas)}): push them to one "
+                    "project each, with --stage"
+                )
+            schema = schemas[0] if schemas else "generic"
+            project = studio.create_project(create, label_config(schema, settings.classifier.label_names))
+        bodies = [task(v, links.url(media_uri(v, r.source_object.source))) for v, r in zip(views, rows, strict=True)]
+        for local in sorted(links.local_dirs):
+            studio.add_local_storage(project, local)
+        for row, body in zip(rows, bodies, strict=True):
+            task_id = studio.add_task(project, body)
+            repo.mark_exported(row, str(project), str(task_id))
+            session.flush()
+    return PushReport(project, len(rows), already)
+
+
+def pull(settings: Settings, connection: Connection, project: int) -> ApplyReport:
+    """Read the project's submitted annotations back as corrections (the newest per task). Pulling again
+    changes nothing."""
+    from tasks.review.label_studio import read_export
+
+    with LabelStudio(connection) as studio:
+        exported = studio.export(project)
+    with unit_of_work(settings.database_url) as session:
+        repo = ReviewRepository(session)
+        items = {r.id: r for r in repo.select((*WAITING, ReviewStatus.RESOLVED, ReviewStatus.DISMISSED))}
+        answers, rejected = read_export(exported, {i: item_view(r) for i, r in items.items()})
+        report = apply_answers(settings, repo, items, answers)
+        report.rejected[:0] = rejected
+    return report
