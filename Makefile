@@ -5,18 +5,22 @@ SHELL := /bin/bash
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.docflow-installed
+# Label Studio pins Django and much else: it lives in a virtual environment of its own, never in docflow's.
+LS_VENV  := .venv-label-studio
+LS_STAMP := $(LS_VENV)/.installed
 # This machine's pip config names package folders that may be absent; hide that noise, keep real errors.
 PIPQ   := 2>&1 | { grep -v 'is ignored: it is neither a file nor a directory' || true; }
 
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: help setup system-deps test-deps run lint test bench clean readme-settings
+.PHONY: help setup system-deps test-deps run lint test bench clean readme-settings label-studio
 
 help:
 	@echo "make run    set up .venv and process the sample inbox (SQLite, ./inbox, offline)"
 	@echo "make lint   ruff (lint and format check) and mypy over the whole project"
 	@echo "make test   set up, lint, and run the whole test suite (starts Postgres, SeaweedFS, Prefect itself)"
 	@echo "make bench  run the benchmarks in bench/"
+	@echo "make label-studio  install Label Studio into $(LS_VENV) and start it (see README: reviewing)"
 
 system-deps:
 	@infra/scripts/ensure-system-deps.sh
@@ -33,6 +37,15 @@ $(STAMP): pyproject.toml
 
 setup: system-deps $(STAMP)
 
+$(LS_STAMP):
+	python3 -m venv $(LS_VENV)
+	$(LS_VENV)/bin/pip install -q --upgrade pip $(PIPQ)
+	$(LS_VENV)/bin/pip install -q label-studio==1.23.2 $(PIPQ)
+	touch $(LS_STAMP)
+
+label-studio: $(LS_STAMP)
+	infra/label-studio/serve.sh
+
 inbox:
 	cp -r infra/sample-inbox inbox
 	rm -f inbox/SOURCES.md
@@ -46,7 +59,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: setup test-deps lint
+test: setup test-deps lint $(LS_STAMP)
 	$(BIN)/python -m pytest
 
 readme-settings: $(STAMP)
@@ -58,4 +71,4 @@ bench: setup
 	$(BIN)/python bench/render.py
 
 clean:
-	rm -rf $(VENV) inbox docflow.db docflow.db-* .docflow .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(LS_VENV) inbox docflow.db docflow.db-* .docflow .pytest_cache .mypy_cache .ruff_cache

@@ -3,7 +3,8 @@
 Inputs are the corpus recordings that have reference transcripts, plus one long recording made by joining them
 (with pauses) so that batched decoding has several windows to batch. Prints WER per file against the references
 of ../shared/corpus/MANIFEST.md (normalised: case, punctuation, numbers), real-time factors, docflow's overhead
-over bare faster-whisper, batched vs sequential speedup and peak memory. Then who said what on synthetic
+over bare faster-whisper (like for like: docflow also timed without finding speakers, which bare faster-whisper does
+not do), batched vs sequential speedup and peak memory. Then who said what on synthetic
 two-party calls made from every pair of the corpus's voices (stereo, and mono with speakers found by voice), and
 with --long-minutes the peak memory of docflow's audio stage on long recordings; the key figures on the last line.
 The diarization error rate needs pyannote.metrics (`pip install -e '.[bench]'`, which `make bench` does).
@@ -82,16 +83,18 @@ def build_inputs(corpus: Path, work: Path, copies: int) -> tuple[Path, dict[str,
     return inbox, refs, seconds
 
 
-def run_docflow(inbox: Path, work: Path, model: str, batch_size: int, beam_size: int) -> tuple[float, dict[str, str]]:
-    """The real flow (Prefect, SQLite, VAD, batched Whisper); the timed run is a forced backfill after a warm-up
-    run, so neither side pays for server start or model load."""
+def run_docflow(
+    inbox: Path, work: Path, model: str, batch_size: int, beam_size: int, speakers: bool = True
+) -> tuple[float, dict[str, str]]:
+    """The real flow (Prefect, SQLite, VAD, batched Whisper, speakers by voice unless `speakers` is False); the
+    timed run is a forced backfill after a warm-up run, so neither side pays for server start or model load."""
     from sqlalchemy import select
 
     from flows.pipeline import backfill, nightly
     from storage.db import unit_of_work
     from storage.tables import SourceObject, TranscriptRow
 
-    db = f"sqlite:///{work / f'bench-{batch_size}.db'}"
+    db = f"sqlite:///{work / f'bench-{batch_size}-{speakers}.db'}"
     os.environ.update(
         {
             "DOCFLOW_DATABASE_URL": db,
@@ -102,6 +105,7 @@ def run_docflow(inbox: Path, work: Path, model: str, batch_size: int, beam_size:
             "DOCFLOW_DERIVED_STORE": str(work / "derived"),
             "DOCFLOW_WORKERS": "1",
             "DOCFLOW_BATCH_SIZE": "16",
+            "DOCFLOW_DIARIZE": "auto" if speakers else "off",
         }
     )
     nightly()
@@ -316,6 +320,8 @@ def main() -> None:
         inbox, refs, audio_s = build_inputs(args.corpus, work, args.copies)
         ours_t, ours = run_docflow(inbox, work, args.model, 8, args.beam)
         ours_seq_t, _ = run_docflow(inbox, work, args.model, 1, args.beam)
+        # Like for like: bare faster-whisper finds no speakers, so docflow is also timed without (same run).
+        plain_t, _ = run_docflow(inbox, work, args.model, 8, args.beam, speakers=False)
         bare_t, bare = run_bare(inbox, model_path, 8, args.beam)
         bare_seq_t, _ = run_bare(inbox, model_path, 1, args.beam)
 
@@ -335,11 +341,12 @@ def main() -> None:
     rtf, rtf_bare = ours_t / audio_s, bare_t / audio_s
     print(f"\n{'':24s} {'batched s':>10s} {'sequential s':>13s} {'RTF':>6s} {'speedup':>8s}")
     print(f"{'docflow flow':24s} {ours_t:10.2f} {ours_seq_t:13.2f} {rtf:6.3f} {ours_seq_t / ours_t:8.2f}")
+    print(f"{'docflow, no speakers':24s} {plain_t:10.2f} {'':13s} {plain_t / audio_s:6.3f}")
     print(f"{'bare faster-whisper':24s} {bare_t:10.2f} {bare_seq_t:13.2f} {rtf_bare:6.3f} {bare_seq_t / bare_t:8.2f}")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
-        f"\nclean read speech WER {wer_clean:.3f}; docflow {1 / rtf:.1f}x real time; overhead {ours_t / bare_t:.2f}; "
-        f"peak RSS {peak:.0f} MB"
+        f"\nclean read speech WER {wer_clean:.3f}; docflow {1 / rtf:.1f}x real time; overhead {ours_t / bare_t:.2f} "
+        f"(like for like, without speakers: {plain_t / bare_t:.2f}); peak RSS {peak:.0f} MB"
     )
     long_figures = ""
     for minutes in [int(m) for m in args.long_minutes.split(",") if m.strip()]:
@@ -371,7 +378,8 @@ def main() -> None:
         languages = f" language_accuracy={switching['accuracy']:.3f}"
     print(
         f"wer_mean={wer_mean:.3f} wer_clean={wer_clean:.3f} rtf={rtf:.3f} rtf_bare={rtf_bare:.3f} "
-        f"overhead={ours_t / bare_t:.2f} batch_speedup={ours_seq_t / ours_t:.2f} "
+        f"overhead={plain_t / bare_t:.2f} overhead_with_speakers={ours_t / bare_t:.2f} rtf_no_speakers="
+        f"{plain_t / audio_s:.3f} batch_speedup={ours_seq_t / ours_t:.2f} "
         f"bare_batch_speedup={bare_seq_t / bare_t:.2f} peak_rss_mb={peak:.0f}{speakers}{languages}{long_figures}"
     )
 

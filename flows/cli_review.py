@@ -102,6 +102,9 @@ def label_config(
 def push(
     project: Annotated[int | None, typer.Option(help="Label Studio project id to add tasks to.")] = None,
     create: Annotated[str | None, typer.Option(help="Create a project of this name (with the right config).")] = None,
+    stage: Annotated[
+        StageChoice | None, typer.Option(help="Only items of this stage (a project has one labeling config).")
+    ] = None,
 ) -> None:
     """Send the review items not sent yet to Label Studio, one task each: the page image (a presigned S3 URL valid
     DOCFLOW_REVIEW_URL_EXPIRY_S, or Label Studio's local-files serving under DOCFLOW_REVIEW_LOCAL_FILES_ROOT),
@@ -111,7 +114,13 @@ def push(
     from tasks.review.queue import push as push_items
 
     try:
-        report = push_items(settings, _connection(), project or settings.review.label_studio_project, create)
+        report = push_items(
+            settings,
+            _connection(),
+            project or settings.review.label_studio_project,
+            create,
+            ReviewStage(stage.value) if stage else None,
+        )
     except (ConfigError, LabelStudioError) as exc:
         raise _fail(exc) from None
     console.print(

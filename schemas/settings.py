@@ -278,8 +278,8 @@ class ClassifierSettings(_Group):
     learned_examples: Path | None = Field(
         default=Path(".docflow/class-examples"),
         description="Folder where pages whose class a reviewer corrected are kept, a subfolder per label (with a "
-        ".json beside each image saying who, when and from which item): they join the label's examples on the next "
-        "run. Empty: corrections teach nothing.",
+        ".json beside each image saying who, when and from which item): from the next run each is an exemplar of its "
+        "label (a page close to it is close to the label). Empty: corrections teach nothing.",
     )
     example_weight: float = Field(
         default=0.5, ge=0, le=1, description="With clip, the share of the example prototype in a label's prototype."

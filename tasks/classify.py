@@ -53,10 +53,22 @@ class Prototypes:
     matrix: np.ndarray  # (labels, dim), rows L2-normalised
     logit_scale: float
     origin: tuple[str, ...] = ()  # per label: 'text', 'examples' or 'text+examples'
+    # Pages reviewers corrected, each a prototype of its own (rows L2-normalised), and the label index of each: a
+    # page close to one counts as close to its label, so a corrected kind of page is classified right next time
+    # (averaged into the label's mean, one page among many would hardly move it).
+    exemplars: np.ndarray | None = None
+    exemplar_labels: np.ndarray | None = None
 
     def probabilities(self, embeddings: np.ndarray) -> np.ndarray:
-        """(n, labels) softmax over logit-scaled cosine similarities."""
-        logits = self.logit_scale * (_normalise(embeddings) @ self.matrix.T)
+        """(n, labels) softmax over logit-scaled cosine similarities (to the closer of a label's prototype and its
+        exemplars)."""
+        similarity = _normalise(embeddings) @ self.matrix.T
+        if self.exemplars is not None and self.exemplar_labels is not None and len(self.exemplars):
+            to_exemplars = _normalise(embeddings) @ self.exemplars.T
+            for label in np.unique(self.exemplar_labels):
+                closest = to_exemplars[:, self.exemplar_labels == label].max(axis=1)
+                similarity[:, label] = np.maximum(similarity[:, label], closest)
+        logits = self.logit_scale * similarity
         logits -= logits.max(axis=1, keepdims=True)
         exp = np.exp(logits)
         return exp / exp.sum(axis=1, keepdims=True)
@@ -90,28 +102,31 @@ def embed_files(
     return np.stack([known[k] for k in keys]), list(missing.values())
 
 
-def example_images(
-    examples_dir: Path | None, labels: Sequence[str], learned_dir: Path | None = None
-) -> dict[str, list[Path]]:
-    """Example image files per label: `<examples_dir>/<label>/*.png|jpg|...`, then the pages reviewers corrected
-    to that label under `learned_dir` (absent until the first correction); sorted, so prototypes are stable."""
-    if examples_dir is not None and not examples_dir.is_dir():
+def example_images(examples_dir: Path | None, labels: Sequence[str], required: bool = True) -> dict[str, list[Path]]:
+    """Example image files per label: `<examples_dir>/<label>/*.png|jpg|...` (sorted, so prototypes are stable).
+    A missing folder is a configuration error when `required` (the learned examples' folder only appears with the
+    first correction)."""
+    if examples_dir is None:
+        return {}
+    if not examples_dir.is_dir():
+        if not required:
+            return {}
         raise ConfigError(f"DOCFLOW_CLASS_EXAMPLES: {examples_dir} is not a directory")
-    found: dict[str, list[Path]] = {}
-    for root in (examples_dir, learned_dir):
-        if root is None or not root.is_dir():
-            continue
-        for label in labels:
-            folder = root / label
-            if folder.is_dir():
-                found.setdefault(label, []).extend(
-                    sorted(p for p in folder.glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-                )
-    return {label: files for label, files in found.items() if files}
+    found = {}
+    for label in labels:
+        folder = examples_dir / label
+        files = sorted(p for p in folder.glob("*") if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
+        if files:
+            found[label] = files
+    return found
 
 
 def build_prototypes(
-    embedder: Embedder, config: ClassifierSettings, examples: dict[str, list[Path]], cache: EmbeddingCache | None
+    embedder: Embedder,
+    config: ClassifierSettings,
+    examples: dict[str, list[Path]],
+    cache: EmbeddingCache | None,
+    learned: dict[str, list[Path]] | None = None,
 ) -> Prototypes:
     labels = config.label_names
     if not embedder.supports_text:
@@ -138,7 +153,19 @@ def build_prototypes(
             rows.append(vector)
             origin.append("text" if text is not None else "examples")
     scale = config.logit_scale or embedder.logit_scale or PROTOTYPE_LOGIT_SCALE
-    return Prototypes(labels=labels, matrix=np.stack(rows), logit_scale=scale, origin=tuple(origin))
+    exemplars, exemplar_labels = None, None
+    pages = [(labels.index(label), f) for label, files in (learned or {}).items() if label in labels for f in files]
+    if pages:
+        exemplars = _normalise(embed_files(embedder, [f for _, f in pages], cache)[0])
+        exemplar_labels = np.array([index for index, _ in pages])
+    return Prototypes(
+        labels=labels,
+        matrix=np.stack(rows),
+        logit_scale=scale,
+        origin=tuple(origin),
+        exemplars=exemplars,
+        exemplar_labels=exemplar_labels,
+    )
 
 
 def _text_prototype(embedder: Embedder, descriptions: Sequence[str], templates: Sequence[str]) -> np.ndarray:
@@ -152,15 +179,16 @@ def load_prototypes(
 ) -> tuple[Embedder, Prototypes]:
     """The embedder and its prototypes, built once per worker for a label configuration (and example files)."""
     embedder = load_embedder(spec)
-    examples = example_images(config.examples, config.label_names, config.learned_examples)
+    examples = example_images(config.examples, config.label_names)
+    learned = example_images(config.learned_examples, config.label_names, required=False)
     stamp = tuple(
         (label, tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files))
-        for label, files in sorted(examples.items())
+        for label, files in sorted(examples.items()) + sorted(learned.items())
     )
     prototypes = load_cached(
         "prototypes",
         (spec, config.model_dump_json(), stamp),  # the settings hold dicts: their JSON is the hashable key
-        lambda: build_prototypes(embedder, config, examples, cache),
+        lambda: build_prototypes(embedder, config, examples, cache, learned),
         f"label prototypes for {embedder.model_id}",
     )
     return embedder, prototypes

@@ -200,3 +200,84 @@ class SeaweedS3:
     def destroy(self) -> None:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+REPO = Path(__file__).resolve().parents[1]
+LABEL_STUDIO_VENV = REPO / ".venv-label-studio"
+
+
+class LabelStudioServer:
+    """Label Studio from its own virtual environment (make label-studio), on a free port with a fresh data dir: a
+    user made at start (LABEL_STUDIO_USERNAME) and a personal access token made from the command line. Files under
+    `files_root` are served to tasks through its local-files serving."""
+
+    EMAIL = "reviewer@example.com"
+    PASSWORD = "docflow-review-1"
+
+    def __init__(self) -> None:
+        self.bin = LABEL_STUDIO_VENV / "bin"
+        if not (self.bin / "label-studio").exists():
+            raise RuntimeError(f"Label Studio is not installed in {LABEL_STUDIO_VENV}: run `make label-studio`")
+        self.dir = Path(tempfile.mkdtemp(prefix="docflow-label-studio-"))
+        self.files_root = self.dir / "files"
+        self.files_root.mkdir()
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.token = ""
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "LABEL_STUDIO_BASE_DATA_DIR": str(self.dir / "data"),
+            "LABEL_STUDIO_USERNAME": self.EMAIL,
+            "LABEL_STUDIO_PASSWORD": self.PASSWORD,
+            "LOCAL_FILES_SERVING_ENABLED": "true",
+            "LOCAL_FILES_DOCUMENT_ROOT": str(self.files_root),
+            "LATEST_VERSION_CHECK": "false",  # no network here
+            "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true",
+        }
+
+    def start(self, timeout_s: float = 600) -> None:
+        import urllib.request
+
+        log = open(self.dir / "label-studio.log", "ab")  # noqa: SIM115 - lives as long as the process
+        self.proc = subprocess.Popen(
+            [str(self.bin / "label-studio"), "start", "--no-browser", "--host", "127.0.0.1", "--port", str(self.port)],
+            env=self.env(),
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+            cwd=self.dir,
+        )
+
+        def ready() -> bool:
+            if self.proc and self.proc.poll() is not None:
+                raise RuntimeError(f"label-studio exited: see {self.dir / 'label-studio.log'}")
+            with urllib.request.urlopen(f"{self.url}/health", timeout=5) as response:
+                return bool(response.status == 200)
+
+        _wait_for(ready, timeout_s, "Label Studio (a fresh data dir migrates first: minutes)")
+        made = subprocess.run(
+            [str(self.bin / "python"), str(REPO / "infra" / "label-studio" / "personal_token.py"), self.EMAIL],
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=self.dir,
+        )
+        self.token = made.stdout.strip().splitlines()[-1]
+
+    def destroy(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        self.proc = None
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages docflow needs when they are missing: poppler-utils (pdfinfo/pdftoppm) for PDF
-# rendering, tesseract for OCR and, with --test, a PostgreSQL server for the integration tests. Needs root for apt-get.
+# rendering, tesseract for OCR and, with --test, a PostgreSQL server and Chromium for the integration and browser
+# tests. Needs root for apt-get.
 set -euo pipefail
 
 need=()
@@ -8,6 +9,8 @@ command -v pdftoppm >/dev/null 2>&1 || need+=(poppler-utils)
 command -v tesseract >/dev/null 2>&1 || need+=(tesseract-ocr tesseract-ocr-eng)
 if [[ "${1:-}" == "--test" ]]; then
     ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+    # Headless browser tests: the review task in Label Studio, the Prefect UI.
+    command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || need+=(chromium)
 fi
 [[ ${#need[@]} -eq 0 ]] && exit 0
 

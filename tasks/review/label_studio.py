@@ -212,9 +212,11 @@ def _cell_value(text: str) -> Any:
     return text or None
 
 
-def read_export(text: str, items: dict[int, ReviewItemView]) -> tuple[list[ReviewAnswer], list[RejectedRow]]:
+def read_export(
+    text: str, items: dict[int, ReviewItemView], people: dict[int, str] | None = None
+) -> tuple[list[ReviewAnswer], list[RejectedRow]]:
     """Label Studio's JSON export (a list of tasks with their annotations) as answers: each task's newest
-    submitted annotation (a skipped or cancelled one is no answer)."""
+    submitted annotation (a skipped or cancelled one is no answer); `people` names annotators by user id."""
     try:
         tasks = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -240,7 +242,7 @@ def read_export(text: str, items: dict[int, ReviewItemView]) -> tuple[list[Revie
         except ValueError as exc:
             rejected.append(RejectedRow(where, str(exc)))
             continue
-        answers.append(ReviewAnswer(item_id, corrected, _annotator(newest), where))
+        answers.append(ReviewAnswer(item_id, corrected, _annotator(newest, people or {}), where))
     return answers, rejected
 
 
@@ -254,10 +256,12 @@ def _task_item(entry: dict[str, Any]) -> int | None:
     return None
 
 
-def _annotator(annotation: dict[str, Any]) -> str | None:
+def _annotator(annotation: dict[str, Any], people: dict[int, str]) -> str | None:
     who = annotation.get("completed_by")
     if isinstance(who, dict):
         return str(who.get("email") or who.get("username") or who.get("id") or "") or None
+    if isinstance(who, int) and who in people:
+        return people[who]
     return f"label-studio user {who}" if who is not None else None
 
 
@@ -349,6 +353,22 @@ class LabelStudio:
         """Submit an annotation (what a reviewer does in the UI; tests and scripts use it)."""
         return int(self._call("POST", f"/api/tasks/{task_id}/annotations", json={"result": results})["id"])
 
-    def task(self, task_id: int) -> dict[str, Any]:
-        found: dict[str, Any] = self._call("GET", f"/api/tasks/{task_id}")
-        return found
+    def tasks(self, project: int) -> list[dict[str, Any]]:
+        """Every task of a project (annotated or not)."""
+        found: list[dict[str, Any]] = []
+        page = 1
+        while True:
+            batch = self._call("GET", "/api/tasks", params={"project": project, "page": page, "page_size": 100})
+            tasks = batch.get("tasks", []) if isinstance(batch, dict) else batch
+            found += tasks
+            if len(tasks) < 100:
+                return found
+            page += 1
+
+    def people(self) -> dict[int, str]:
+        """User id -> email, to name who annotated."""
+        return {int(u["id"]): str(u.get("email") or u.get("username")) for u in self._call("GET", "/api/users") or []}
+
+    def access_header(self) -> dict[str, str]:
+        """The header that authenticates a GET of Label Studio's own URLs (local files)."""
+        return {"Authorization": self._http.headers["Authorization"]}

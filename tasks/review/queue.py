@@ -169,14 +169,20 @@ def apply_answers(
     return report
 
 
-def push(settings: Settings, connection: Connection, project: int | None, create: str | None) -> PushReport:
+def push(
+    settings: Settings,
+    connection: Connection,
+    project: int | None,
+    create: str | None,
+    stage: ReviewStage | None = None,
+) -> PushReport:
     """Send the waiting items not pushed yet to a Label Studio project (created with the config their schema
     needs when `create` names it); each becomes `exported` with its task id, so it is never pushed twice."""
     links = MediaLinks(settings.review.url_expiry_s, settings.review.local_files_root)
     with unit_of_work(settings.database_url) as session, LabelStudio(connection) as studio:
         repo = ReviewRepository(session)
-        rows = list(repo.select(WAITING, not_pushed=True))
-        already = sum(1 for _ in repo.select(WAITING)) - len(rows)
+        rows = list(repo.select(WAITING, stage, not_pushed=True))
+        already = sum(1 for _ in repo.select(WAITING, stage)) - len(rows)
         views = [item_view(r) for r in rows]
         schemas = sorted({config_schema(v) for v in views})
         if project is None:
@@ -205,11 +211,11 @@ def pull(settings: Settings, connection: Connection, project: int) -> ApplyRepor
     from tasks.review.label_studio import read_export
 
     with LabelStudio(connection) as studio:
-        exported = studio.export(project)
+        exported, people = studio.export(project), studio.people()
     with unit_of_work(settings.database_url) as session:
         repo = ReviewRepository(session)
         items = {r.id: r for r in repo.select((*WAITING, ReviewStatus.RESOLVED, ReviewStatus.DISMISSED))}
-        answers, rejected = read_export(exported, {i: item_view(r) for i, r in items.items()})
+        answers, rejected = read_export(exported, {i: item_view(r) for i, r in items.items()}, people)
         report = apply_answers(settings, repo, items, answers)
         report.rejected[:0] = rejected
     return report

@@ -1,6 +1,6 @@
-"""Corrections teach the next run: a page whose class a reviewer corrected becomes an example image of the right
-class, in the folder the classifier reads its few-shot examples from (DOCFLOW_CLASS_LEARNED_EXAMPLES), with a
-JSON file beside it saying where it came from."""
+"""Corrections teach the next run: a page whose class a reviewer corrected is kept as an exemplar of the right
+class, in the folder the classifier reads them from (DOCFLOW_CLASS_LEARNED_EXAMPLES), with a JSON file beside it
+saying where it came from."""
 
 from __future__ import annotations
 

@@ -33,6 +33,24 @@ def test_probabilities_are_a_softmax_over_scaled_cosines() -> None:
     np.testing.assert_allclose(prototypes.probabilities(query), expected, rtol=1e-5)
 
 
+def test_a_page_close_to_a_corrected_exemplar_takes_its_label() -> None:
+    page = np.array([0.9, 0.1, 0.42], dtype=np.float32)  # closest to the invoice prototype
+    plain = Prototypes(labels=LABELS, matrix=np.eye(3, dtype=np.float32), logit_scale=10.0)
+    assert LABELS[int(plain.probabilities(page[None]).argmax())] == "invoice"
+    taught = Prototypes(
+        labels=LABELS,
+        matrix=np.eye(3, dtype=np.float32),
+        logit_scale=10.0,
+        exemplars=(page / np.linalg.norm(page))[None],
+        exemplar_labels=np.array([1]),  # a reviewer said: receipt
+    )
+    assert LABELS[int(taught.probabilities(page[None]).argmax())] == "receipt"
+    other = np.array([[0.1, 0.0, 1.0]], dtype=np.float32)  # a page unlike the exemplar keeps its class
+    assert (
+        LABELS[int(taught.probabilities(other).argmax())] == LABELS[int(plain.probabilities(other).argmax())] == "photo"
+    )
+
+
 def test_summary_takes_the_mean_over_pages_and_routes_the_label() -> None:
     page_probs = np.array([[0.7, 0.2, 0.1], [0.3, 0.6, 0.1]])
     c = summarise(page_probs, LABELS, [1, 2], _config(), "m", encoded=2)
