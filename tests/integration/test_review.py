@@ -24,9 +24,7 @@ PHOTO = "photo_donut_coffee_122.jpg"
 
 
 @pytest.fixture(scope="module")
-def reviewed_run(
-    sample_inbox: Path, tmp_path_factory: pytest.TempPathFactory, prefect_harness: None
-) -> Iterator[Path]:
+def reviewed_run(sample_inbox: Path, tmp_path_factory: pytest.TempPathFactory, prefect_harness: None) -> Iterator[Path]:
     """A run over an invoice and a photo with the audit rate at 1 (every output gets a review item) and extraction
     by the smallest real text LLM; yields the database file, which each test copies."""
     work = tmp_path_factory.mktemp("review-run")
@@ -132,7 +130,7 @@ def test_a_csv_round_trip_applies_valid_corrections_and_rejects_bad_rows(db: Pat
     resolved = [r for r in shown["reviews"] if r["status"] == "resolved"]
     assert [(r["stage"], r["reviewer"]) for r in resolved] == [("extraction", "ana")]
     printed = _invoke("show", INVOICE)
-    assert "total: \"187.50\"  (corrected; the model said" in printed
+    assert 'total: "187.50"  (corrected; the model said' in printed
 
     out = tmp_path / "results.jsonl"
     _invoke("export", "results", "--format", "jsonl", "--out", str(out))
