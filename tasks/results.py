@@ -12,14 +12,21 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy import Row, select
+from sqlalchemy.orm import Session
 
 from schemas.documents import SCHEMAS
 from schemas.errors import ConfigError
 from schemas.review import ReviewStage, ReviewStatus
 from storage.db import session_factory
-from storage.tables import ReviewItem, SourceObject, TranscriptRow
+from storage.tables import (
+    ClassificationRow,
+    ExtractionRow,
+    ReviewItem,
+    SourceObject,
+    TranscriptRow,
+    TranscriptSegmentRow,
+)
 
 ResultFormat = Literal["jsonl", "csv", "parquet"]
 CHUNK = 2000  # objects read (and written) at a time
@@ -82,34 +89,77 @@ def export_results(database_url: str, fmt: ResultFormat, out: Path, where: Resul
 
 
 def _chunks(session: Session, where: ResultFilter, extra: Sequence[str]) -> Iterator[list[dict[str, Any]]]:
-    """Records a chunk of objects at a time (keyset pagination on the id: no offset scans, no open cursor)."""
+    """Records a chunk of objects at a time: keyset pagination on the id (no offset scans, no cursor held open),
+    plain rows rather than ORM objects (nothing accumulates in the session), the newest extraction and transcript
+    of each object fetched for the chunk's ids."""
+    obj, cls = SourceObject, ClassificationRow
     last_id = 0
     while True:
         query = (
-            select(SourceObject)
-            .where(SourceObject.superseded_at.is_(None), SourceObject.id > last_id)
-            .options(
-                selectinload(SourceObject.classification),
-                selectinload(SourceObject.extractions),
-                selectinload(SourceObject.transcripts).selectinload(TranscriptRow.segments),
+            select(
+                obj.id,
+                obj.source,
+                obj.key,
+                obj.version,
+                obj.kind,
+                obj.status,
+                obj.review_reason,
+                obj.error_message,
+                obj.processed_at,
+                cls.label,
+                cls.probability,
             )
-            .order_by(SourceObject.id)
+            .outerjoin(cls, cls.object_id == obj.id)
+            .where(obj.superseded_at.is_(None), obj.id > last_id)
+            .order_by(obj.id)
             .limit(CHUNK)
         )
         if where.kind:
-            query = query.where(SourceObject.kind == where.kind)
+            query = query.where(obj.kind == where.kind)
         if where.since:
-            query = query.where(SourceObject.processed_at >= where.since)
-        rows = list(session.scalars(query))
+            query = query.where(obj.processed_at >= where.since)
+        rows = session.execute(query).all()
         if not rows:
             return
         last_id = rows[-1].id
-        corrections = _corrections(session, [r.id for r in rows])
-        records = [_record(row, corrections.get(row.id, {}), extra) for row in rows]
+        ids = [r.id for r in rows]
+        extractions = _newest(session, ExtractionRow, ids, ExtractionRow.schema_id, ExtractionRow.data)
+        transcripts = _newest(
+            session, TranscriptRow, ids, TranscriptRow.id, TranscriptRow.language, TranscriptRow.speakers
+        )
+        lines = _dialogue(session, [t.id for t in transcripts.values()])
+        corrections = _corrections(session, ids)
+        records = [
+            _record(row, extractions.get(row.id), transcripts.get(row.id), lines, corrections.get(row.id, {}), extra)
+            for row in rows
+        ]
         if where.schema:
             records = [r for r in records if (r["schema_id"] or "").split("/", 1)[0] == where.schema]
-        session.expunge_all()  # what was written need not stay in the session's identity map
         yield records
+
+
+def _newest(
+    session: Session, table: type[ExtractionRow] | type[TranscriptRow], ids: list[int], *columns: Any
+) -> dict[int, Row[Any]]:
+    """The newest row of `table` per object, with `columns`."""
+    query = select(table.object_id, *columns).where(table.object_id.in_(ids)).order_by(table.created_at, table.id)
+    return {row.object_id: row for row in session.execute(query)}
+
+
+def _dialogue(session: Session, transcript_ids: list[int]) -> dict[int, list[tuple[str, str]]]:
+    """(speaker, text) per segment, in order, per transcript."""
+    lines: dict[int, list[tuple[str, str]]] = {}
+    if not transcript_ids:
+        return lines
+    seg = TranscriptSegmentRow
+    query = (
+        select(seg.transcript_id, seg.speaker, seg.text)
+        .where(seg.transcript_id.in_(transcript_ids))
+        .order_by(seg.transcript_id, seg.segment_index)
+    )
+    for transcript_id, speaker, text in session.execute(query).tuples():
+        lines.setdefault(transcript_id, []).append((speaker, text))
+    return lines
 
 
 def _corrections(session: Session, ids: list[int]) -> dict[int, dict[ReviewStage, dict[str, Any]]]:
@@ -125,18 +175,21 @@ def _corrections(session: Session, ids: list[int]) -> dict[int, dict[ReviewStage
     return found
 
 
-def _record(row: SourceObject, corrections: dict[ReviewStage, dict[str, Any]], extra: Sequence[str]) -> dict[str, Any]:
-    classification = row.classification
-    extraction = max(row.extractions, key=lambda e: e.created_at, default=None)
-    transcript = max(row.transcripts, key=lambda t: t.created_at, default=None)
-    data = extraction.data if extraction else None
-    if ReviewStage.EXTRACTION in corrections:
-        data = corrections[ReviewStage.EXTRACTION]
-    segments: list[dict[str, Any]] = []
+def _record(
+    row: Row[Any],
+    extraction: Row[Any] | None,
+    transcript: Row[Any] | None,
+    lines: dict[int, list[tuple[str, str]]],
+    corrections: dict[ReviewStage, dict[str, Any]],
+    extra: Sequence[str],
+) -> dict[str, Any]:
+    data = corrections.get(ReviewStage.EXTRACTION, extraction.data if extraction else None)
+    dialogue: list[tuple[str, str]] = []
     if transcript is not None:
-        segments = corrections.get(ReviewStage.TRANSCRIPTION, {}).get("segments") or [
-            {"start_s": s.start_s, "end_s": s.end_s, "speaker": s.speaker, "text": s.text} for s in transcript.segments
-        ]
+        corrected = corrections.get(ReviewStage.TRANSCRIPTION)
+        dialogue = (
+            [(s["speaker"], s["text"]) for s in corrected["segments"]] if corrected else lines.get(transcript.id, [])
+        )
     record: dict[str, Any] = {
         "id": row.id,
         "source": row.source,
@@ -147,15 +200,14 @@ def _record(row: SourceObject, corrections: dict[ReviewStage, dict[str, Any]], e
         "reason": row.review_reason,
         "error": row.error_message,
         "processed_at": row.processed_at.isoformat() if row.processed_at else None,
-        "class_label": corrections.get(ReviewStage.CLASSIFICATION, {}).get("label")
-        or (classification.label if classification else None),
-        "class_probability": classification.probability if classification else None,
+        "class_label": corrections.get(ReviewStage.CLASSIFICATION, {}).get("label") or row.label,
+        "class_probability": row.probability,
         "schema_id": extraction.schema_id if extraction else None,
         "data": data,
         "corrected": sorted(stage.value for stage in corrections),
         "language": transcript.language if transcript else None,
         "speakers": [s["speaker"] for s in transcript.speakers or []] if transcript else [],
-        "transcript": "\n".join(f"{s['speaker']}: {s['text']}" for s in segments) if transcript else None,
+        "transcript": "\n".join(f"{speaker}: {text}" for speaker, text in dialogue) if transcript else None,
     }
     for name in extra:
         record[name] = (data or {}).get(name)

@@ -137,6 +137,15 @@ def test_a_csv_round_trip_applies_valid_corrections_and_rejects_bad_rows(db: Pat
     records = {r["key"]: r for r in map(json.loads, out.read_text().splitlines())}
     assert records[INVOICE]["data"]["total"] == "187.50" and records[INVOICE]["corrected"] == ["extraction"]
     assert records[PHOTO]["corrected"] == []
+    table = tmp_path / "invoices.parquet"
+    _invoke("export", "results", "--format", "parquet", "--out", str(table), "--schema", "invoice")
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(table).to_pylist()
+    assert [(r["key"], r["total"], r["vendor_name"]) for r in rows] == [(INVOICE, "187.50", "Azure Interior")]
+    table_csv = tmp_path / "all.csv"
+    _invoke("export", "results", "--format", "csv", "--out", str(table_csv), "--kind", "image")
+    assert [r["key"] for r in csv.DictReader(table_csv.open())] == [PHOTO]
 
     again = _invoke("review", "import", str(edited))
     assert "0 item(s) resolved, 1 unchanged (already stored), 3 rejected" in again
