@@ -313,6 +313,21 @@ class StageTotals(_Frozen):
         return self.batch_rows / (self.batches * self.batch_capacity)
 
 
+class ReviewOpened(_Frozen):
+    stage: str
+    reason: str  # a reason code, or `audit` for the audit sample
+    items: int
+
+
+class ReviewQueueSummary(_Frozen):
+    """The review queue as a run leaves it: what this run opened, what waits, and for how long."""
+
+    opened: tuple[ReviewOpened, ...] = ()
+    backlog: dict[str, int] = Field(default_factory=dict, description="Waiting items (open or exported) per stage")
+    oldest_open_at: datetime | None = None
+    oldest_open_key: str | None = None
+
+
 class RunSummary(_Frozen):
     run_id: str
     kind: RunKind
@@ -332,3 +347,4 @@ class RunSummary(_Frozen):
         default=0, description="Objects still claimed by a run that stopped renewing its claims (crashed)"
     )
     stages: tuple[StageTotals, ...] = ()
+    review: ReviewQueueSummary | None = None

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
-from schemas.records import ReviewReason
+from schemas.records import ReviewOpened, ReviewQueueSummary, ReviewReason
 from schemas.review import ReviewDraft, ReviewItemView, ReviewStage, ReviewStatus
 from storage.tables import ReviewItem, SourceObject, utcnow
 
@@ -116,14 +116,31 @@ class ReviewRepository:
             self.session.scalars(select(ReviewItem).where(ReviewItem.object_id == object_id).order_by(ReviewItem.id))
         )
 
-    def backlog(self) -> dict[tuple[str, str], int]:
-        """Waiting items per (stage, status)."""
-        rows = self.session.execute(
-            select(ReviewItem.stage, ReviewItem.status, func.count())
-            .where(ReviewItem.status.in_(_WAITING))
-            .group_by(ReviewItem.stage, ReviewItem.status)
+    def summary(self, run_id: str) -> ReviewQueueSummary:
+        """Items the run opened per stage and reason, the waiting backlog per stage, and the oldest waiting item."""
+        opened: dict[tuple[str, str], int] = {}
+        for stage, reasons, audit in self.session.execute(
+            select(ReviewItem.stage, ReviewItem.reasons, ReviewItem.audit).where(ReviewItem.run_id == run_id)
+        ).tuples():
+            for code in ["audit"] if audit else sorted({r["code"] for r in reasons}):
+                opened[stage, code] = opened.get((stage, code), 0) + 1
+        waiting = self.session.execute(
+            select(ReviewItem.stage, func.count()).where(ReviewItem.status.in_(_WAITING)).group_by(ReviewItem.stage)
         )
-        return {(stage, status): count for stage, status, count in rows.tuples()}
+        backlog = {stage: count for stage, count in waiting.tuples()}
+        oldest = self.session.execute(
+            select(ReviewItem.created_at, SourceObject.key)
+            .join(SourceObject, SourceObject.id == ReviewItem.object_id)
+            .where(ReviewItem.status.in_(_WAITING))
+            .order_by(ReviewItem.created_at, ReviewItem.id)
+            .limit(1)
+        ).first()
+        return ReviewQueueSummary(
+            opened=tuple(ReviewOpened(stage=s, reason=r, items=n) for (s, r), n in sorted(opened.items())),
+            backlog=backlog,
+            oldest_open_at=oldest[0] if oldest else None,
+            oldest_open_key=oldest[1] if oldest else None,
+        )
 
 
 def item_view(item: ReviewItem) -> ReviewItemView:

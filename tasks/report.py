@@ -35,6 +35,8 @@ def run_markdown(summary: RunSummary, max_failures: int = 50) -> str:
         lines.append("")
     if summary.stages:
         lines += [*stage_table(summary), ""]
+    if summary.review is not None:
+        lines += review_lines(summary)
     if summary.failures:
         lines += [f"## Failures ({len(summary.failures)})", "", "| object | reason |", "|---|---|"]
         for failure in summary.failures[:max_failures]:
@@ -42,6 +44,24 @@ def run_markdown(summary: RunSummary, max_failures: int = 50) -> str:
         if len(summary.failures) > max_failures:
             lines.append(f"| ... | {len(summary.failures) - max_failures} more: `docflow status --json` |")
     return "\n".join(lines) + "\n"
+
+
+def review_lines(summary: RunSummary) -> list[str]:
+    """The review queue section: items this run opened per stage and reason, the backlog, the oldest item."""
+    review = summary.review
+    if review is None or not (review.opened or review.backlog):
+        return []
+    lines = ["## Review queue", ""]
+    if review.opened:
+        lines += ["| stage | reason | items opened |", "|---|---|---|"]
+        lines += [f"| {o.stage} | {_cell(o.reason)} | {o.items} |" for o in review.opened]
+        lines.append("")
+    waiting = ", ".join(f"{stage} {n}" for stage, n in sorted(review.backlog.items())) or "none"
+    lines.append(f"Waiting for a person: {waiting}.")
+    if review.oldest_open_at is not None:
+        opened = f"{review.oldest_open_at:%Y-%m-%d %H:%M}"
+        lines.append(f"Oldest waiting item: {_cell(review.oldest_open_key or '')}, opened {opened} UTC.")
+    return [*lines, ""]
 
 
 def _wall_seconds(summary: RunSummary) -> float | None:

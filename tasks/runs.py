@@ -9,6 +9,7 @@ from schemas.records import DiscoveryResult, FailureRecord, RunKind, RunSummary
 from schemas.settings import Settings
 from storage.db import unit_of_work
 from storage.repositories import ObjectRepository, RunRepository
+from storage.review import ReviewRepository
 from storage.tables import utcnow
 
 
@@ -60,4 +61,5 @@ def finish_run(settings: Settings, run_id: str, failed_windows: int, error: str 
             error=error,
             warnings=tuple(warnings),
             stale_claims=len(stale),
+            review=ReviewRepository(session).summary(run_id),
         )

@@ -18,6 +18,7 @@ from storage.blobstore import make_s3_client, open_store
 from storage.db import unit_of_work
 from storage.review import ReviewRepository, item_view
 from storage.tables import ReviewItem
+from tasks.display import markdown_cell
 from tasks.review.corrections import CorrectionRejected, checked_correction
 from tasks.review.files import RejectedRow, ReviewAnswer, read_answers, write_csv, write_jsonl
 from tasks.review.items import model_value
@@ -219,3 +220,44 @@ def pull(settings: Settings, connection: Connection, project: int) -> ApplyRepor
         report = apply_answers(settings, repo, items, answers)
         report.rejected[:0] = rejected
     return report
+
+
+@dataclass(frozen=True)
+class ExportRound:
+    """What one review-export run did."""
+
+    pushed: PushReport | None = None
+    pulled: ApplyReport | None = None
+    written: str | None = None  # where the review file went
+    items_written: int = 0
+
+
+def export_to_store(settings: Settings, location: str, fmt: FileFormat = "csv") -> tuple[str, int]:
+    """Write the waiting items as a file under `location` (a directory or s3://bucket/prefix), named by the time;
+    returns its URI and the number of items."""
+    import tempfile
+
+    from storage.tables import utcnow
+
+    name = f"review-{utcnow():%Y%m%dT%H%M%SZ}.{'json' if fmt == 'label-studio' else fmt}"
+    with tempfile.TemporaryDirectory() as scratch:
+        local = Path(scratch) / name
+        count = export_file(settings, fmt, local)
+        uri = open_store(location).put_file(name, local)
+    return uri, count
+
+
+def export_markdown(result: ExportRound) -> str:
+    """The review-export run's artifact."""
+    lines = ["# docflow review export", ""]
+    if result.pulled is not None:
+        lines.append(
+            f"Pulled from Label Studio: {len(result.pulled.applied)} item(s) resolved, "
+            f"{len(result.pulled.rejected)} rejected, {result.pulled.taught} page(s) added to class examples."
+        )
+        lines += [f"- rejected {row.where}: {markdown_cell(row.reason)}" for row in result.pulled.rejected]
+    if result.pushed is not None:
+        lines.append(f"Pushed {result.pushed.pushed} new item(s) to Label Studio project {result.pushed.project}.")
+    if result.written is not None:
+        lines.append(f"Wrote {result.items_written} waiting item(s) to {markdown_cell(result.written)}.")
+    return "\n".join(lines) + "\n"

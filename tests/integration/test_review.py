@@ -188,3 +188,36 @@ def test_label_config_names_every_schema_field() -> None:
     assert {"vendor_name", "invoice_number", "total", "line_items"} <= names
     transcript = ET.fromstring(_invoke("review", "label-config", "--schema", "transcript"))
     assert transcript.find("Audio") is not None
+
+
+def test_the_review_export_flow_writes_a_file_where_configured(
+    db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.review import review_export
+
+    monkeypatch.setenv("DOCFLOW_REVIEW_EXPORT_TO", str(tmp_path / "outbox"))
+    result = review_export()
+    assert result.items_written == 3 and result.written is not None
+    (written,) = (tmp_path / "outbox").glob("review-*.csv")
+    assert {row["stage"] for row in csv.DictReader(written.open())} == {"classification", "extraction"}
+    again = review_export()  # the items were exported, not answered: they are written again, for the next reviewer
+    assert again.items_written == 3
+    monkeypatch.delenv("DOCFLOW_REVIEW_EXPORT_TO")
+    with pytest.raises(Exception, match="nowhere to send review items"):
+        review_export()
+
+
+def test_the_run_summary_counts_review_items_per_stage_and_reason(db: Path) -> None:
+    from schemas.settings import load_settings
+    from storage.db import unit_of_work
+    from storage.review import ReviewRepository
+    from storage.tables import Run
+
+    with unit_of_work(load_settings().database_url) as session:
+        (run_id,) = [r.id for r in session.query(Run)]
+        summary = ReviewRepository(session).summary(run_id)
+    opened = {(o.stage, o.reason): o.items for o in summary.opened}
+    assert opened[("classification", "audit")] >= 1  # the photo's class, confident: the audit sample
+    assert sum(n for (stage, _), n in opened.items() if stage == "classification") >= 2
+    assert sum(n for (stage, _), n in opened.items() if stage == "extraction") >= 1
+    assert summary.backlog == {"classification": 2, "extraction": 1} and summary.oldest_open_key is not None

@@ -89,3 +89,19 @@ def test_stage_table_gives_throughput_and_batch_fill() -> None:
         "stage extract: 3 object(s), 10 page(s), 3 forward batch(es), mean fill 83% in 5.00 s over 1 call(s) "
         "(2.00 pages/s)"
     )
+
+
+def test_the_review_queue_section_gives_what_was_opened_and_what_waits() -> None:
+    from schemas.records import ReviewOpened, ReviewQueueSummary
+
+    review = ReviewQueueSummary(
+        opened=(ReviewOpened(stage="extraction", reason="missing_value", items=3),),
+        backlog={"extraction": 7, "classification": 1},
+        oldest_open_at=datetime(2026, 11, 1, 2, 30, tzinfo=UTC),
+        oldest_open_key="docs/a.pdf",
+    )
+    md = run_markdown(_summary(review=review))
+    assert "| extraction | missing_value | 3 |" in md
+    assert "Waiting for a person: classification 1, extraction 7." in md
+    assert "Oldest waiting item: docs/a.pdf, opened 2026-11-01 02:30 UTC." in md
+    assert "Review queue" not in run_markdown(_summary(review=ReviewQueueSummary()))
