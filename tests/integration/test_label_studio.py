@@ -34,7 +34,7 @@ def _invoke(*args: str) -> str:
 
 def _inbox(sample_inbox: Path, tmp_path: Path) -> Path:
     inbox = tmp_path / "inbox"
-    inbox.mkdir()
+    inbox.mkdir(parents=True)
     shutil.copy(sample_inbox / "documents" / INVOICE, inbox)
     shutil.copy(sample_inbox / "images" / PHOTO, inbox)
     return inbox
@@ -77,9 +77,11 @@ def test_push_annotate_pull_with_page_images_from_s3(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     learned = tmp_path / "learned"
+    inbox = tmp_path / "inbox"
+    shutil.copytree(sample_inbox, inbox, ignore=shutil.ignore_patterns("SOURCES.md"))
     configure(
         database_url=f"sqlite:///{tmp_path / 'ls.db'}",
-        source=str(_inbox(sample_inbox, tmp_path)),
+        source=str(inbox),
         derived_store=f"s3://{bucket}/derived",
         review_audit_rate=1,  # every class becomes a review item
         class_learned_examples=str(learned),
@@ -87,15 +89,20 @@ def test_push_annotate_pull_with_page_images_from_s3(
     monkeypatch.setenv("LABEL_STUDIO_URL", label_studio.url)
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", label_studio.token)
     _invoke("run")
-    model_class = json.loads(_invoke("show", INVOICE, "--json"))["classification"]["label"]
+    model_class = json.loads(_invoke("show", f"documents/{INVOICE}", "--json"))["classification"]["label"]
     wrong = "receipt" if model_class != "receipt" else "letter"  # what the reviewer says it is
 
     output = _invoke("review", "push", "--stage", "classification", "--create", "docflow classes")
-    assert "pushed 2 item(s) to Label Studio project" in output
+    # Every readable document and image of the sample inbox was classified; the audit rate made each an item.
+    before = tmp_path / "before.jsonl"
+    _invoke("export", "results", "--format", "jsonl", "--out", str(before))
+    classified = {r["key"] for r in map(json.loads, before.read_text().splitlines()) if r["class_label"]}
+    assert {f"documents/{INVOICE}", f"images/{PHOTO}"} < classified
+    assert f"pushed {len(classified)} item(s) to Label Studio project" in output
     project = int(output.split("project")[1].split()[0])
     with LabelStudio(Connection(label_studio.url, label_studio.token)) as studio:
-        tasks = {t["data"]["key"]: t for t in studio.tasks(project)}
-        assert set(tasks) == {INVOICE, PHOTO}
+        tasks = {t["data"]["key"].split("/", 1)[1]: t for t in studio.tasks(project)}
+        assert {t["data"]["key"] for t in tasks.values()} == classified
         for task in tasks.values():  # the presigned page URL serves the image to a plain GET
             response = httpx.get(task["data"]["image"], timeout=30)
             assert response.status_code == 200 and response.content.startswith(IMAGE_MAGIC)
@@ -108,13 +115,14 @@ def test_push_annotate_pull_with_page_images_from_s3(
     assert "1 item(s) resolved, 0 unchanged (already stored), 1 rejected" in pulled
     assert "unknown class 'banana'" in pulled and "1 page(s) added to class examples" in pulled
 
-    shown = json.loads(_invoke("show", INVOICE, "--json"))
+    shown = json.loads(_invoke("show", f"documents/{INVOICE}", "--json"))
     assert shown["classification"]["corrected"] == wrong and shown["classification"]["label"] == model_class
     assert [(r["status"], r["reviewer"]) for r in shown["reviews"]] == [("resolved", LabelStudioServer.EMAIL)]
     out = tmp_path / "results.jsonl"
     _invoke("export", "results", "--format", "jsonl", "--out", str(out))
     records = {r["key"]: r for r in map(json.loads, out.read_text().splitlines())}
-    assert records[INVOICE]["class_label"] == wrong and records[INVOICE]["corrected"] == ["classification"]
+    invoice = records[f"documents/{INVOICE}"]
+    assert invoice["class_label"] == wrong and invoice["corrected"] == ["classification"]
 
     assert "0 item(s) resolved, 1 unchanged (already stored), 1 rejected" in _invoke(
         "review", "pull", "--project", str(project)
@@ -122,23 +130,25 @@ def test_push_annotate_pull_with_page_images_from_s3(
     assert "pushed 0 item(s)" in _invoke("review", "push", "--project", str(project), "--stage", "classification")
 
     # The correction taught the classifier: the same page, processed again, gets the reviewer's class.
-    _invoke("backfill", "--since", "2000-01-01", "--force")
-    again = json.loads(_invoke("show", INVOICE, "--json"))["classification"]
+    _invoke("backfill", "--since", "2000-01-01", "--force", "--prefix", "documents/")
+    again = json.loads(_invoke("show", f"documents/{INVOICE}", "--json"))["classification"]
     assert again["label"] == wrong, again
 
 
 @pytest.mark.usefixtures("prefect_harness")
-def test_local_page_images_are_served_by_label_studio(
+def test_local_pages_and_recordings_are_served_by_label_studio(
     configure: Configure,
     sample_inbox: Path,
     tmp_path: Path,
     label_studio: LabelStudioServer,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    derived = label_studio.files_root / tmp_path.name
+    derived = label_studio.files_root / tmp_path.name / "derived"
+    inbox = _inbox(sample_inbox, label_studio.files_root / tmp_path.name)
+    shutil.copy(sample_inbox / "calls" / "fasterwhisper_jfk.flac", inbox)
     configure(
         database_url=f"sqlite:///{tmp_path / 'ls.db'}",
-        source=str(_inbox(sample_inbox, tmp_path)),
+        source=str(inbox),
         derived_store=str(derived),
         review_audit_rate=1,
         review_local_files_root=str(label_studio.files_root),
@@ -153,6 +163,13 @@ def test_local_page_images_are_served_by_label_studio(
             assert task["data"]["image"].startswith("/data/local-files/?d=")
             response = httpx.get(label_studio.url + task["data"]["image"], headers=studio.access_header(), timeout=30)
             assert response.status_code == 200 and response.content.startswith(IMAGE_MAGIC)
+    # A call is reviewed against its recording: the audio served the same way, the transcript one row per utterance.
+    calls = _invoke("review", "push", "--stage", "transcription", "--create", "docflow calls")
+    assert "pushed 1 item(s)" in calls
+    with LabelStudio(Connection(label_studio.url, label_studio.token)) as studio:
+        (task,) = studio.tasks(int(calls.split("project")[1].split()[0]))
+        response = httpx.get(label_studio.url + task["data"]["audio"], headers=studio.access_header(), timeout=30)
+        assert response.status_code == 200 and response.content.startswith(b"fLaC")
     # Without the local-files root, a local page cannot be pushed: a clear error, nothing half-sent.
     monkeypatch.delenv("DOCFLOW_REVIEW_LOCAL_FILES_ROOT")
     _invoke("backfill", "--since", "2000-01-01", "--force")
