@@ -219,6 +219,14 @@ def backfill(
     retry_failed: RetryFailedOpt = False,
     source: SourceOpt = None,
     limit: LimitOpt = None,
+    deployment: Annotated[
+        bool,
+        typer.Option(
+            "--deployment",
+            help="Start it as a run of the docflow-backfill deployment on the work pool (a worker takes it) instead "
+            "of here; prints the run's page in the Prefect UI. Needs PREFECT_API_URL and `docflow deploy`.",
+        ),
+    ] = False,
 ) -> None:
     """Process objects last modified in a time window, e.g. after an outage or a settings change.
 
@@ -229,6 +237,30 @@ def backfill(
     if until_dt and until_dt <= since_dt:
         raise typer.BadParameter("--until must be after --since", param_hint="--until")
     settings = settings_or_exit(source)
+    if deployment:
+        from tasks.deployments import start_backfill
+
+        parameters = {
+            "since": since_dt,
+            "until": until_dt,
+            "prefixes": prefix or None,
+            "kinds": [k.value for k in kind] if kind else None,
+            "force": force,
+            "retry_failed": retry_failed,
+            "source": source or None,
+            "limit": limit,
+        }
+        try:
+            run_id, url = start_backfill(parameters)
+        except Exception as exc:  # no server, no deployment: one line, the way every other fault is reported
+            console.print(
+                f"[red]error:[/red] cannot start the backfill deployment: {safe(first_line(str(exc)))}", soft_wrap=True
+            )
+            raise typer.Exit(2) from None
+        console.print(
+            f"backfill flow run {run_id} scheduled on work pool {settings.deploy.work_pool}: {url}", soft_wrap=True
+        )
+        return
     prepare_database(settings)
     from flows.pipeline import backfill as backfill_flow
 
@@ -246,6 +278,34 @@ def backfill(
         ),
     )
     _print_summary(summary)
+
+
+@app.command()
+def deploy() -> None:
+    """Declare docflow on the Prefect server at PREFECT_API_URL: the process work pool DOCFLOW_WORK_POOL, the device's
+    global concurrency limit, and the deployments of infra/prefect.yaml: docflow-nightly (DOCFLOW_NIGHTLY_CRON in
+    DOCFLOW_TIMEZONE), docflow-review-export after it (DOCFLOW_REVIEW_EXPORT_CRON) and docflow-backfill (no
+    schedule: `docflow backfill --deployment`). Workers then run them: prefect worker start --pool POOL."""
+    settings = settings_or_exit()
+    from prefect.settings import PREFECT_API_URL
+
+    if not PREFECT_API_URL.value():
+        console.print(
+            "[red]error:[/red] set PREFECT_API_URL to the Prefect server's API (e.g. http://127.0.0.1:4200/api)"
+        )
+        raise typer.Exit(2)
+    from tasks.deployments import deploy as apply
+
+    try:
+        report = apply(settings)
+    except ConfigError as exc:
+        console.print(f"[red]error:[/red] {safe(exc)}", soft_wrap=True)
+        raise typer.Exit(2) from None
+    console.print(
+        f"work pool {report.work_pool} (process), concurrency limit {report.concurrency_limit}", soft_wrap=True
+    )
+    for deployed in report.deployments:
+        console.print(f"  {deployed.name}: {', '.join(deployed.schedules) or 'no schedule'}", soft_wrap=True)
 
 
 @app.command()

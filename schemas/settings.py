@@ -511,6 +511,42 @@ class ReviewSettings(_Group):
         return _empty_is_none(value)
 
 
+class DeploySettings(_Group):
+    """How `docflow deploy` declares the deployments (infra/prefect.yaml): the work pool and the schedules."""
+
+    ENV_PREFIX: ClassVar[str] = ""
+    work_pool: str = Field(
+        default="docflow", min_length=1, description="Prefect work pool (process type) the deployments run on."
+    )
+    nightly_cron: str = Field(default="0 2 * * *", description="When docflow-nightly runs (cron, in DOCFLOW_TIMEZONE).")
+    review_export_cron: str = Field(
+        default="0 6 * * *", description="When docflow-review-export runs: after the nightly run (cron)."
+    )
+    timezone: str = Field(default="UTC", description="Time zone of the schedules (IANA name, e.g. Europe/Berlin).")
+
+    @field_validator("nightly_cron", "review_export_cron")
+    @classmethod
+    def _check_cron(cls, value: str) -> str:
+        from prefect.client.schemas.schedules import CronSchedule  # Prefect's own check, as the server applies it
+
+        try:
+            CronSchedule(cron=value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a cron expression (minute hour day month weekday)") from None
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _check_timezone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not a time zone (IANA name, e.g. Europe/Berlin)") from None
+        return value
+
+
 class RunnerSettings(_Group):
     """How a run is carried out: windows, tasks, retries, claims."""
 
@@ -591,6 +627,7 @@ GROUPS: dict[str, type[_Group]] = {
     "classifier": ClassifierSettings,
     "extraction": ExtractionSettings,
     "review": ReviewSettings,
+    "deploy": DeploySettings,
     "device": DeviceSettings,
     "runner": RunnerSettings,
 }
@@ -674,6 +711,7 @@ class Settings(BaseSettings):
     classifier: ClassifierSettings = Field(default_factory=ClassifierSettings)
     extraction: ExtractionSettings = Field(default_factory=ExtractionSettings)
     review: ReviewSettings = Field(default_factory=ReviewSettings)
+    deploy: DeploySettings = Field(default_factory=DeploySettings)
     device: DeviceSettings = Field(default_factory=DeviceSettings)
     runner: RunnerSettings = Field(default_factory=RunnerSettings)
 

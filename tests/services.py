@@ -281,3 +281,67 @@ class LabelStudioServer:
                 self.proc.wait(10)
         self.proc = None
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class PrefectServer:
+    """`prefect server start` as a process of its own on a free port, its state in Postgres (the database URL
+    given), as a deployment runs it: for deployments, work pools and workers (the in-process test harness serves
+    flows run in the test process)."""
+
+    def __init__(self, database_url: str) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="docflow-prefect-"))
+        self.port = free_port()
+        self.database_url = database_url.replace("postgresql+psycopg://", "postgresql+asyncpg://")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api"
+
+    def env(self) -> dict[str, str]:
+        """What a process (CLI, worker) needs to talk to this server."""
+        return {
+            **os.environ,
+            "PREFECT_API_URL": self.api_url,
+            "PREFECT_HOME": str(self.dir / "client"),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        }
+
+    def start(self, timeout_s: float = 180) -> None:
+        import urllib.request
+
+        env = {
+            **os.environ,
+            "PREFECT_HOME": str(self.dir / "server"),
+            "PREFECT_API_DATABASE_CONNECTION_URL": self.database_url,
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_UI_ENABLED": "true",
+        }
+        env.pop("PREFECT_API_URL", None)
+        log = open(self.dir / "server.log", "ab")  # noqa: SIM115 - lives as long as the process
+        prefect = Path(sys.executable).parent / "prefect"
+        self.proc = subprocess.Popen(
+            [str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
+            env=env,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+
+        def ready() -> bool:
+            if self.proc and self.proc.poll() is not None:
+                raise RuntimeError(f"prefect server exited: see {self.dir / 'server.log'}")
+            with urllib.request.urlopen(f"{self.api_url}/health", timeout=5) as response:
+                return bool(response.status == 200)
+
+        _wait_for(ready, timeout_s, "Prefect server")
+
+    def destroy(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        shutil.rmtree(self.dir, ignore_errors=True)

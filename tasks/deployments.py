@@ -1,0 +1,102 @@
+"""docflow on a Prefect server: the work pool, the device's concurrency limit and the deployments of
+infra/prefect.yaml (applied with Prefect's own `prefect deploy`), and backfills started as deployment runs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from contextlib import suppress
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, cast
+
+from schemas.errors import ConfigError
+from schemas.settings import Settings
+from tasks.concurrency import ensure_limit, model_limit_name
+
+REPO = Path(__file__).resolve().parents[1]
+PREFECT_FILE = REPO / "infra" / "prefect.yaml"
+NIGHTLY, REVIEW_EXPORT, BACKFILL = "docflow-nightly", "docflow-review-export", "docflow-backfill"
+
+
+@dataclass(frozen=True)
+class Deployed:
+    name: str  # flow/deployment, as `prefect deployment run` takes it
+    schedules: tuple[str, ...]  # "cron (time zone)"
+
+
+@dataclass(frozen=True)
+class DeployReport:
+    work_pool: str
+    concurrency_limit: str
+    deployments: tuple[Deployed, ...]
+
+
+def deploy(settings: Settings) -> DeployReport:
+    """Create the process work pool and the device limit when missing, then apply infra/prefect.yaml."""
+    _ensure_work_pool(settings.deploy.work_pool)
+    limit = model_limit_name(settings)
+    ensure_limit(limit, settings.device.slots)
+    env = {
+        **os.environ,
+        "DOCFLOW_HOME": str(REPO),
+        "DOCFLOW_WORK_POOL": settings.deploy.work_pool,
+        "DOCFLOW_NIGHTLY_CRON": settings.deploy.nightly_cron,
+        "DOCFLOW_REVIEW_EXPORT_CRON": settings.deploy.review_export_cron,
+        "DOCFLOW_TIMEZONE": settings.deploy.timezone,
+    }
+    prefect = Path(sys.executable).parent / "prefect"
+    command = [str(prefect), "--no-prompt", "deploy", "--all", "--prefect-file", str(PREFECT_FILE)]
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-8:])
+        raise ConfigError(f"prefect deploy failed:\n{tail}")
+    return DeployReport(settings.deploy.work_pool, limit, tuple(_deployed()))
+
+
+def _ensure_work_pool(name: str) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            pool = client.read_work_pool(name)
+        except ObjectNotFound:
+            with suppress(ObjectAlreadyExists):  # created by another `docflow deploy` meanwhile
+                client.create_work_pool(WorkPoolCreate(name=name, type="process"))
+            return
+        if pool.type != "process":
+            raise ConfigError(f"work pool {name!r} is of type {pool.type!r}; docflow's deployments need a process pool")
+
+
+def _deployed() -> list[Deployed]:
+    from prefect.client.orchestration import get_client
+
+    found = []
+    with get_client(sync_client=True) as client:
+        for flow_name in (NIGHTLY, REVIEW_EXPORT, BACKFILL):
+            deployment = client.read_deployment_by_name(f"{flow_name}/{flow_name}")
+            schedules = tuple(
+                f"{getattr(s.schedule, 'cron', s.schedule)} ({getattr(s.schedule, 'timezone', None) or 'UTC'})"
+                for s in deployment.schedules
+            )
+            found.append(Deployed(f"{flow_name}/{flow_name}", schedules))
+    return found
+
+
+def start_backfill(parameters: dict[str, Any]) -> tuple[str, str]:
+    """A docflow-backfill run on the work pool (a worker picks it up); returns its id and its page in the UI."""
+    from prefect.client.schemas.objects import FlowRun
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
+
+    if not PREFECT_API_URL.value():
+        raise ConfigError("--deployment needs a Prefect server: set PREFECT_API_URL (see `docflow deploy`)")
+    values = {k: v.isoformat() if isinstance(v, datetime) else v for k, v in parameters.items() if v is not None}
+    # Typed as "FlowRun or coroutine" (it also works in async code); called from sync code it is the FlowRun.
+    run = cast(FlowRun, run_deployment(f"{BACKFILL}/{BACKFILL}", parameters=values, timeout=0))
+    ui = (PREFECT_UI_URL.value() or str(PREFECT_API_URL.value()).removesuffix("/api")).rstrip("/")
+    return str(run.id), f"{ui}/runs/flow-run/{run.id}"
