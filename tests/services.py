@@ -316,6 +316,7 @@ class PrefectServer:
             "PREFECT_API_DATABASE_CONNECTION_URL": self.database_url,
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_UI_ENABLED": "true",
+            "PREFECT_UI_API_URL": self.api_url,  # where the UI in a browser calls the API (default: port 4200)
         }
         env.pop("PREFECT_API_URL", None)
         log = open(self.dir / "server.log", "ab")  # noqa: SIM115 - lives as long as the process

@@ -16,11 +16,13 @@ from typing import Any
 
 import httpx
 
-from tests.services import PrefectServer
+from tests.services import REPO, PrefectServer
+from tests.support.browser import Page
 
 BIN = Path(sys.executable).parent
 POOL = "docflow-test"
 INVOICE = "invoice2data_AzureInterior.pdf"
+ARTIFACTS = REPO / "tests" / "artifacts"
 
 
 def _docflow(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -66,6 +68,18 @@ def _stop(worker: subprocess.Popen[bytes]) -> None:
         worker.wait(10)
 
 
+def _screenshot_ui(server: PrefectServer, run: dict[str, Any], artifact: dict[str, Any]) -> None:
+    """What an operator sees: the scheduled run in the Prefect UI (headless Chromium), and its summary artifact."""
+    ui = server.api_url.removesuffix("/api")
+    with Page() as page:
+        text = page.open(f"{ui}/runs/flow-run/{run['id']}", wait_for_text=run["name"])
+        assert "Completed" in text
+        page.screenshot(ARTIFACTS / "prefect-nightly-run.png")
+        text = page.open(f"{ui}/artifacts/artifact/{artifact['id']}", wait_for_text="Listed 1 objects")
+        assert "docflow nightly run: completed" in text
+        page.screenshot(ARTIFACTS / "prefect-nightly-artifact.png")
+
+
 def test_deploy_then_a_worker_runs_the_scheduled_nightly_and_a_backfill(
     prefect_server: PrefectServer, sample_inbox: Path, tmp_path: Path
 ) -> None:
@@ -109,6 +123,7 @@ def test_deploy_then_a_worker_runs_the_scheduled_nightly_and_a_backfill(
         assert "Listed **1** objects" in summary["data"]
         with sqlite3.connect(tmp_path / "docflow.db") as db:
             assert db.execute("select key, status from source_objects").fetchall() == [(INVOICE, "done")]
+        _screenshot_ui(prefect_server, nightly, summary)
 
         started = _docflow(env, "backfill", "--since", "2000-01-01", "--force", "--deployment")
         assert started.returncode == 0, started.stderr
