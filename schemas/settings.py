@@ -818,6 +818,12 @@ def _default_text(key: str, info: FieldInfo) -> str:
     return str(value)
 
 
+def environment_names() -> set[str]:
+    """Every DOCFLOW_* variable docflow reads (infra files are checked against it)."""
+    keys = [key for key, *_ in _group_fields()] + [name for name in Settings.model_fields if name not in GROUPS]
+    return {env_name(key) for key in keys}
+
+
 def settings_table() -> str:
     """The README's settings table, from the declarations above (tests/unit/test_readme.py keeps it in step)."""
     lines = ["| variable | default | meaning |", "|---|---|---|"]
