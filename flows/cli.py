@@ -17,6 +17,7 @@ from rich.table import Table
 
 from flows.cli_common import console, prepare_database, safe, settings_or_exit
 from flows.cli_review import export_app, review_app
+from flows.cli_stack import stack_app
 from schemas.errors import ConfigError, SourceError
 from schemas.records import ObjectKind, RunSummary
 from schemas.settings import Settings
@@ -36,6 +37,7 @@ app = typer.Typer(
 )
 app.add_typer(review_app)
 app.add_typer(export_app)
+app.add_typer(stack_app)
 
 
 class KindOption(StrEnum):

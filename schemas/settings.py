@@ -547,6 +547,19 @@ class DeploySettings(_Group):
         return value
 
 
+class StackSettings(_Group):
+    """`docflow stack`: where the local stack keeps its state and the ports it listens on (127.0.0.1)."""
+
+    ENV_PREFIX: ClassVar[str] = "stack_"
+    dir: Path = Field(default=Path(".docflow/stack"), description="State of the local stack: data, logs, PIDs.")
+    pg_port: int = Field(default=55432, ge=1, le=65535, description="The stack's PostgreSQL port.")
+    s3_port: int = Field(default=8333, ge=1, le=65535, description="The stack's S3 (SeaweedFS) port.")
+    prefect_port: int = Field(default=4200, ge=1, le=65535, description="The stack's Prefect server (UI and API) port.")
+    bucket: str = Field(
+        default="docflow-inbox", min_length=3, description="The stack's inbox bucket (and <bucket>-derived)."
+    )
+
+
 class RunnerSettings(_Group):
     """How a run is carried out: windows, tasks, retries, claims."""
 
@@ -628,6 +641,7 @@ GROUPS: dict[str, type[_Group]] = {
     "extraction": ExtractionSettings,
     "review": ReviewSettings,
     "deploy": DeploySettings,
+    "stack": StackSettings,
     "device": DeviceSettings,
     "runner": RunnerSettings,
 }
@@ -712,6 +726,7 @@ class Settings(BaseSettings):
     extraction: ExtractionSettings = Field(default_factory=ExtractionSettings)
     review: ReviewSettings = Field(default_factory=ReviewSettings)
     deploy: DeploySettings = Field(default_factory=DeploySettings)
+    stack: StackSettings = Field(default_factory=StackSettings)
     device: DeviceSettings = Field(default_factory=DeviceSettings)
     runner: RunnerSettings = Field(default_factory=RunnerSettings)
 
