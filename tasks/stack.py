@@ -80,6 +80,16 @@ def _as_postgres(command: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
 
 
+def _postgres_tool(command: list[str]) -> None:
+    """Run initdb or pg_ctl (as the postgres user when we are root: PostgreSQL refuses root); a failure says why."""
+    done = subprocess.run(_as_postgres(command), capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        why = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+        hint = " (as root the stack runs PostgreSQL as `postgres`: every folder above DOCFLOW_STACK_DIR must be "
+        hint += "searchable by it)" if os.geteuid() == 0 else ""
+        raise ConfigError(f"{Path(command[0]).name} failed: {why[0]}{hint}")
+
+
 def _free(port: int) -> bool:
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) != 0
@@ -121,7 +131,7 @@ class Stack:
             if os.geteuid() == 0:
                 shutil.chown(data.parent, "postgres")
             initdb = [str(pg / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C"]
-            subprocess.run(_as_postgres(initdb), check=True, capture_output=True)
+            _postgres_tool(initdb)
         if not _free(self.plan.pg_port):
             raise ConfigError(f"port {self.plan.pg_port} is taken (DOCFLOW_STACK_PG_PORT)")
         options = f"-p {self.plan.pg_port} -k {data.parent} -c listen_addresses=127.0.0.1"
@@ -136,7 +146,7 @@ class Stack:
             "-o",
             options,
         ]
-        subprocess.run(_as_postgres(start), check=True, capture_output=True)
+        _postgres_tool(start)
         import psycopg
 
         with psycopg.connect(f"host=127.0.0.1 port={self.plan.pg_port} user=postgres", autocommit=True) as c:

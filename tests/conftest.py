@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.services import LabelStudioServer, PostgresCluster, PrefectServer, SeaweedS3
+from tests.services import LabelStudioServer, PostgresCluster, SeaweedS3
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_INBOX = REPO_ROOT / "infra" / "sample-inbox"
@@ -75,17 +75,6 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'docflow.db'}"
     return request.getfixturevalue("pg_url")
-
-
-@pytest.fixture(scope="session")
-def prefect_server(postgres: PostgresCluster) -> Iterator[PrefectServer]:
-    """A Prefect server of its own (not the test harness's), on Postgres."""
-    server = PrefectServer(postgres.create_database("prefect"))
-    try:
-        server.start()
-        yield server
-    finally:
-        server.destroy()
 
 
 @pytest.fixture(scope="session")

@@ -152,7 +152,7 @@ def test_a_killed_run_leaves_no_server_and_the_next_run_reports_its_claims(
 
     run.send_signal(signal.SIGKILL)
     run.wait()
-    _wait_until(lambda: not any(_alive(pid) for pid in children), "the killed run's children to exit", timeout=30)
+    _wait_until(lambda: not any(_alive(pid) for pid in children), "the killed run's children to exit", timeout=90)
 
     # Time passes: the dead run's claim is no longer renewed (but has not expired: TTL 900 s).
     with unit_of_work(db) as s:
