@@ -6,7 +6,7 @@ import os
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -15,6 +15,9 @@ from flows.cli_common import console, prepare_database, safe, settings_or_exit
 from schemas.errors import ConfigError
 from schemas.review import ReviewStage
 from tasks.review.label_studio import Connection, LabelStudioError
+
+if TYPE_CHECKING:
+    from tasks.review.queue import ApplyReport
 
 review_app = typer.Typer(
     name="review",
@@ -71,10 +74,7 @@ def _fail(exc: Exception) -> typer.Exit:
     return typer.Exit(2 if isinstance(exc, ConfigError) else 1)
 
 
-def _report(report: object) -> None:
-    from tasks.review.queue import ApplyReport
-
-    assert isinstance(report, ApplyReport)
+def _report(report: ApplyReport) -> None:
     console.print(
         f"{len(report.applied)} item(s) resolved, {len(report.unchanged)} unchanged (already stored), "
         f"{len(report.rejected)} rejected"

@@ -55,9 +55,6 @@ class ReviewRepository:
         self.session.add_all(items)
         return items
 
-    def get(self, item_id: int) -> ReviewItem | None:
-        return self.session.get(ReviewItem, item_id)
-
     def select(
         self,
         statuses: Sequence[ReviewStatus] = (),

@@ -221,6 +221,13 @@ def _flat(value: Any) -> Any:
     return value
 
 
+def _text(value: Any) -> str | None:
+    """A value as Parquet text: strings as they are, anything else as JSON."""
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False)
+
+
 def _write_parquet(chunks: Iterator[list[dict[str, Any]]], out: Path, extra: Sequence[str]) -> int:
     """One row group per chunk; nested values (data, lists) as JSON text, so every schema fits one table."""
     import pyarrow as pa
@@ -248,15 +255,8 @@ def _write_parquet(chunks: Iterator[list[dict[str, Any]]], out: Path, extra: Seq
         for chunk in chunks:
             if not chunk:
                 continue
-            columns = {
-                name: [
-                    _flat(r[name]) if name in ("data", "corrected", "speakers") or name in extra else r[name]
-                    for r in chunk
-                ]
-                for name in schema.names
-            }
-            for name in extra:  # a schema field's value as text (numbers too), JSON for lists
-                columns[name] = [v if v is None or isinstance(v, str) else json.dumps(v) for v in columns[name]]
+            nested = {"data", "corrected", "speakers", *extra}  # as text: JSON, unless already a string
+            columns = {name: [_text(r[name]) if name in nested else r[name] for r in chunk] for name in schema.names}
             writer.write_table(pa.table(columns, schema=schema))
             count += len(chunk)
     return count

@@ -313,9 +313,6 @@ class LabelStudio:
         project = self._call("POST", "/api/projects", json={"title": title, "label_config": config})
         return int(project["id"])
 
-    def project_config(self, project: int) -> str:
-        return str(self._call("GET", f"/api/projects/{project}")["label_config"])
-
     def add_local_storage(self, project: int, path: str) -> None:
         """Let the project's tasks load files under `path` through Label Studio's local-files serving."""
         existing = self._call("GET", "/api/storages/localfiles", params={"project": project}) or []

@@ -5,7 +5,7 @@ the classifier."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TextIO
@@ -87,15 +87,7 @@ def media_uri(item: ReviewItemView, source: str) -> str:
     return item.pages[0]
 
 
-def waiting_items(settings: Settings, stage: ReviewStage | None = None) -> Iterator[ReviewItemView]:
-    with unit_of_work(settings.database_url) as session:
-        for item in ReviewRepository(session).select(WAITING, stage):
-            yield item_view(item)
-
-
-def export_file(
-    settings: Settings, fmt: FileFormat, out: Path, stage: ReviewStage | None = None, mark: bool = True
-) -> int:
+def export_file(settings: Settings, fmt: FileFormat, out: Path, stage: ReviewStage | None = None) -> int:
     """Write the waiting items to `out` (a local path) in `fmt`; they become `exported`. Returns the count."""
     out.parent.mkdir(parents=True, exist_ok=True)
     links = MediaLinks(settings.review.url_expiry_s, settings.review.local_files_root)
@@ -105,9 +97,8 @@ def export_file(
         views = [item_view(r) for r in rows]
         with out.open("w", encoding="utf-8", newline="") as stream:
             count = _write(fmt, views, stream, links, {r.id: r.source_object.source for r in rows})
-        if mark:
-            for row in rows:
-                repo.mark_exported(row)
+        for row in rows:
+            repo.mark_exported(row)
     return count
 
 
