@@ -113,8 +113,8 @@ def _run_flow(settings: Settings, call: Any) -> RunSummary:
     except RunFailed as exc:
         stop_watching()
         _print_summary(exc.summary)
-        for index, error in exc.window_errors:
-            console.print(f"  [red]window {index} failed:[/red] {safe(first_line(error))}", soft_wrap=True)
+        for what, why in exc.failures:
+            console.print(f"  [red]{safe(what)} failed:[/red] {safe(first_line(why))}", soft_wrap=True)
         console.print(f"[red]run failed:[/red] {safe(exc)}", soft_wrap=True)
         raise typer.Exit(1) from None
     except (SourceError, ConfigError) as exc:  # a missing bucket or folder, bad credentials, a model that cannot load
@@ -287,7 +287,9 @@ def deploy() -> None:
     """Declare docflow on the Prefect server at PREFECT_API_URL: the process work pool DOCFLOW_WORK_POOL, the device's
     global concurrency limit, and the deployments of infra/prefect.yaml: docflow-nightly (DOCFLOW_NIGHTLY_CRON in
     DOCFLOW_TIMEZONE), docflow-review-export after it (DOCFLOW_REVIEW_EXPORT_CRON) and docflow-backfill (no
-    schedule: `docflow backfill --deployment`). Workers then run them: prefect worker start --pool POOL."""
+    schedule: `docflow backfill --deployment`) and docflow-shard (the shards of a run with DOCFLOW_FAN_OUT on); and
+    an automation that marks a run Crashed when its heartbeats stop (DOCFLOW_HEARTBEAT_S x 3). Workers then run
+    them: prefect worker start --pool POOL."""
     settings = settings_or_exit()
     from prefect.settings import PREFECT_API_URL
 
@@ -308,6 +310,7 @@ def deploy() -> None:
     )
     for deployed in report.deployments:
         console.print(f"  {deployed.name}: {', '.join(deployed.schedules) or 'no schedule'}", soft_wrap=True)
+    console.print(f"runs silent for {report.zombie_after_s} s are marked Crashed (automation)", soft_wrap=True)
 
 
 @app.command()

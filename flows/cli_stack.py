@@ -45,12 +45,23 @@ def _print(services: list[Service]) -> None:
 
 
 @stack_app.command()
-def up(workers: Annotated[int, typer.Option(min=0, max=32, help="Workers polling the work pool.")] = 2) -> None:
+def up(
+    workers: Annotated[int, typer.Option(min=0, max=32, help="Workers polling the work pool.")] = 2,
+    runs_per_worker: Annotated[
+        int,
+        typer.Option(
+            min=2,
+            max=64,
+            help="Flow runs one worker carries at once (prefect worker --limit). With DOCFLOW_FAN_OUT a parent run "
+            "waits on a worker while its shards run, so at least 2.",
+        ),
+    ] = 2,
+) -> None:
     """Start the stack (what already runs is left running), then print what runs where and the variables to
     export. Next: `docflow deploy`, and put files in the inbox bucket."""
     stack = _stack(settings_or_exit())
     try:
-        services = stack.up(workers)
+        services = stack.up(workers, runs_per_worker)
     except ConfigError as exc:
         console.print(f"[red]error:[/red] {safe(exc)}", soft_wrap=True)
         raise typer.Exit(2) from None

@@ -21,8 +21,8 @@ from prefect.tasks import exponential_backoff
 
 from schemas.records import DiscoveryRequest, ObjectKind, RunKind, RunSummary
 from schemas.settings import Settings, load_settings
+from tasks import fanout, steps
 from tasks import prefect_tasks as t
-from tasks import steps
 from tasks.claims import ClaimHeartbeat
 from tasks.display import first_line
 from tasks.report import run_markdown, stage_lines
@@ -33,15 +33,19 @@ T = TypeVar("T")
 
 
 class RunFailed(RuntimeError):
-    """Raised at the end of a run some of whose windows failed after retries; carries the run's summary and the
-    error of each failed window."""
+    """Raised at the end of a run some of whose windows (or shards) failed; carries the run's summary and what
+    failed, as (what, why) pairs. Its message is the reason the flow run's Failed state shows in the UI."""
 
-    def __init__(self, summary: RunSummary, window_errors: Sequence[tuple[int, str]] = ()) -> None:
-        super().__init__(
-            f"{summary.failed_windows} window(s) failed after retries; their objects stay pending for the next run"
-        )
+    def __init__(self, summary: RunSummary, failures: Sequence[tuple[str, str]]) -> None:
         self.summary = summary
-        self.window_errors = tuple(window_errors)
+        self.failures = tuple(failures)
+        what = (
+            f"{len(self.failures)} of {len(summary.shards)} shard(s) did not complete"
+            if summary.shards
+            else f"{summary.failed_windows} window(s) failed after retries"
+        )
+        reasons = "; ".join(dict.fromkeys(why for _, why in self.failures))
+        super().__init__(f"{what}: {reasons}. Their objects stay pending for the next run")
 
 
 def preprocessing_runner(settings: Settings) -> TaskRunner[Any]:
@@ -92,12 +96,11 @@ class _Window:
         self.running = {f.task_run_id for f in futures}
 
 
-def run_pipeline(settings: Settings, kind: RunKind, request: DiscoveryRequest) -> RunSummary:
-    """Windows of objects flow through the stages: each window is claimed, preprocessed by parallel CPU tasks,
-    then handed to each model stage in turn (one task per stage and window, holding the device's concurrency
-    slot). While the models work on one window, the next ones are preprocessed."""
-    logger = get_run_logger()
-    _quiet_thread_timeout_notice()
+def run_pipeline(
+    settings: Settings, kind: RunKind, request: DiscoveryRequest, fan_out: bool | None = None
+) -> RunSummary:
+    """Discover what to do, then either process it here or, with fan-out, hand it to shard runs on the work pool;
+    one summary either way."""
     run_id = str(flow_run.get_id() or uuid.uuid4())
     limit = t.prepare(settings)
     t.start_run(settings, run_id, kind, request.model_dump(mode="json"))
@@ -106,7 +109,71 @@ def run_pipeline(settings: Settings, kind: RunKind, request: DiscoveryRequest) -
     except Exception as exc:  # a store or database outage at listing time: record it on the run, then fail
         t.finish_run(settings, run_id, 0, f"discovery failed: {exc}", return_state=True)
         raise
+    if settings.deploy.fan_out if fan_out is None else fan_out:
+        return _fan_out(settings, kind, run_id, plan.object_ids, request)
+    return _process_here(settings, kind, run_id, plan.object_ids, request, limit)
 
+
+def _process_here(
+    settings: Settings, kind: RunKind, run_id: str, object_ids: Sequence[int], request: DiscoveryRequest, limit: str
+) -> RunSummary:
+    window_errors = process_objects(settings, run_id, object_ids, request, limit)
+    distinct = dict.fromkeys(error for _, error in window_errors)
+    summary = t.finish_run(settings, run_id, len(window_errors), "; ".join(distinct) or None)
+    _publish(summary, kind)
+    if window_errors:
+        raise RunFailed(summary, window_errors)
+    return summary
+
+
+def _fan_out(
+    settings: Settings, kind: RunKind, run_id: str, object_ids: Sequence[int], request: DiscoveryRequest
+) -> RunSummary:
+    """Shards as docflow-shard deployment runs that any worker takes; wait for all, then one summary."""
+    progress = cast(
+        UUID, create_progress_artifact(progress=0.0 if object_ids else 100.0, description="objects finished")
+    )
+    submitted = fanout.submit_shards(
+        run_id,
+        fanout.plan_shards(object_ids, settings.deploy.shard_size),
+        force=request.force,
+        retry_failed=request.retry_failed,
+    )
+    get_run_logger().info(
+        "%d objects in %d shard(s) on work pool %r", len(object_ids), len(submitted), settings.deploy.work_pool
+    )
+
+    def on_progress(recorded: int) -> None:
+        update_progress_artifact(progress, progress=100.0 * min(recorded, len(object_ids)) / max(len(object_ids), 1))
+
+    shards = fanout.wait_for_shards(settings, submitted, on_progress)
+    errors = fanout.shard_errors(shards)
+    summary = t.finish_run(settings, run_id, 0, "; ".join(errors) or None, shards)
+    _publish(summary, kind)
+    if errors:
+        raise RunFailed(summary, [(s.name, f"{s.state}: {s.message or 'no message'}") for s in shards if not s.ok])
+    return summary
+
+
+def _publish(summary: RunSummary, kind: RunKind) -> None:
+    """Stage timings in the log; the summary artifact, except for a shard (its parent publishes the run's)."""
+    logger = get_run_logger()
+    for line in stage_lines(summary):
+        logger.info(line)
+    if kind is RunKind.SHARD:
+        return
+    create_markdown_artifact(
+        key=f"docflow-{kind.value}-summary", markdown=run_markdown(summary), description="docflow run summary"
+    )
+
+
+def process_objects(
+    settings: Settings, run_id: str, object_ids: Sequence[int], request: DiscoveryRequest, limit: str
+) -> list[tuple[str, str]]:
+    """Windows of objects flow through the stages: each window is claimed, preprocessed by parallel CPU tasks,
+    then handed to each model stage in turn (one task per stage and window, holding the device's concurrency
+    slot). While the models work on one window, the next ones are preprocessed. Returns the failed windows."""
+    _quiet_thread_timeout_notice()
     retry: dict[str, Any] = {
         "retries": settings.runner.retries,
         "retry_delay_seconds": exponential_backoff(backoff_factor=settings.runner.retry_delay_s),
@@ -114,12 +181,12 @@ def run_pipeline(settings: Settings, kind: RunKind, request: DiscoveryRequest) -
     preprocess = t.preprocess.with_options(timeout_seconds=settings.runner.preprocess_timeout_s, **retry)
     model_stage = t.model_stage.with_options(timeout_seconds=settings.runner.model_timeout_s, **retry)
     stage_names = steps.model_stages(settings)
-    planned = len(plan.object_ids)
+    planned = len(object_ids)
     # Typed as "UUID or coroutine" (it also works in async flows); in this sync flow it is the artifact's id.
     progress = cast(UUID, create_progress_artifact(progress=0.0 if planned else 100.0, description="objects finished"))
-    windows = enumerate(_chunks(plan.object_ids, settings.runner.window_size))
+    windows = enumerate(_chunks(object_ids, settings.runner.window_size))
     in_flight: list[_Window] = []
-    window_errors: list[tuple[int, str]] = []
+    window_errors: list[tuple[str, str]] = []
     settled = 0
 
     with (
@@ -160,7 +227,8 @@ def run_pipeline(settings: Settings, kind: RunKind, request: DiscoveryRequest) -
                 window.start([model_stage.submit(stage, settings, run_id, window.index, items, work_dir, limit)])
                 return
             if failed is not None:
-                window_errors.append((window.index, f"{type(failed).__name__}: {first_line(str(failed))}"))
+                error = f"{type(failed).__name__}: {first_line(str(failed))}"
+                window_errors.append((f"window {window.index}", error))
                 t.release(settings, run_id, window.object_ids, return_state=True)  # best effort; claims expire
             in_flight.remove(window)
             settled += len(window.object_ids)
@@ -176,24 +244,16 @@ def run_pipeline(settings: Settings, kind: RunKind, request: DiscoveryRequest) -
                 advance(window)
             while len(in_flight) < settings.runner.windows_in_flight and start_next_window():
                 pass
-
-    distinct = dict.fromkeys(error for _, error in window_errors)
-    summary = t.finish_run(settings, run_id, len(window_errors), "; ".join(distinct) or None)
-    for line in stage_lines(summary):
-        logger.info(line)
-    create_markdown_artifact(
-        key=f"docflow-{kind.value}-summary", markdown=run_markdown(summary), description="docflow run summary"
-    )
-    if window_errors:
-        raise RunFailed(summary, window_errors)
-    return summary
+    return window_errors
 
 
 @flow(name="docflow-nightly", description="Process everything new under the configured sources.")
-def nightly(source: list[str] | None = None, limit: int | None = None, retry_failed: bool = False) -> RunSummary:
+def nightly(
+    source: list[str] | None = None, limit: int | None = None, retry_failed: bool = False, fan_out: bool | None = None
+) -> RunSummary:
     settings = load_settings(source=source)
     request = DiscoveryRequest(sources=tuple(settings.source), limit=limit, retry_failed=retry_failed)
-    return run_pipeline(settings, RunKind.NIGHTLY, request)
+    return run_pipeline(settings, RunKind.NIGHTLY, request, fan_out)
 
 
 @flow(name="docflow-backfill", description="(Re)process objects last modified in a time window.")
@@ -206,6 +266,7 @@ def backfill(
     retry_failed: bool = False,
     source: list[str] | None = None,
     limit: int | None = None,
+    fan_out: bool | None = None,
 ) -> RunSummary:
     settings = load_settings(source=source)
     request = DiscoveryRequest(
@@ -218,7 +279,21 @@ def backfill(
         retry_failed=retry_failed,
         limit=limit,
     )
-    return run_pipeline(settings, RunKind.BACKFILL, request)
+    return run_pipeline(settings, RunKind.BACKFILL, request, fan_out)
+
+
+@flow(name="docflow-shard", description="One shard of a fanned-out run: the objects its parent planned for it.")
+def shard(
+    parent_run_id: str, shard: int, object_ids: list[int], force: bool = False, retry_failed: bool = False
+) -> RunSummary:
+    """Started by a nightly or backfill run with DOCFLOW_FAN_OUT on (as `process-shard-N (M objects)`); claims
+    its objects in the database, so a shard that runs twice or overlaps another never processes one twice."""
+    settings = load_settings()
+    run_id = str(flow_run.get_id() or uuid.uuid4())
+    limit = t.prepare(settings)
+    t.start_shard(settings, run_id, parent_run_id, shard, len(object_ids))
+    request = DiscoveryRequest(sources=tuple(settings.source), force=force, retry_failed=retry_failed)
+    return _process_here(settings, RunKind.SHARD, run_id, object_ids, request, limit)
 
 
 def _utc(value: datetime) -> datetime:

@@ -32,6 +32,7 @@ class ObjectStatus(StrEnum):
 class RunKind(StrEnum):
     NIGHTLY = "nightly"
     BACKFILL = "backfill"
+    SHARD = "shard"  # a share of a fanned-out nightly or backfill run, on whichever worker took it
 
 
 class _Frozen(BaseModel):
@@ -328,6 +329,22 @@ class ReviewQueueSummary(_Frozen):
     oldest_open_key: str | None = None
 
 
+class ShardSummary(_Frozen):
+    """One shard of a fanned-out run: which worker took it, what it got through, how its flow run ended."""
+
+    name: str
+    run_id: str
+    objects: int
+    processed: int = 0
+    worker: str | None = None
+    state: str = Field(description="The shard's final Prefect state: Completed, Failed, Crashed, Cancelled...")
+    message: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.state == "Completed"
+
+
 class RunSummary(_Frozen):
     run_id: str
     kind: RunKind
@@ -348,3 +365,4 @@ class RunSummary(_Frozen):
     )
     stages: tuple[StageTotals, ...] = ()
     review: ReviewQueueSummary | None = None
+    shards: tuple[ShardSummary, ...] = ()

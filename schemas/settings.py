@@ -512,7 +512,8 @@ class ReviewSettings(_Group):
 
 
 class DeploySettings(_Group):
-    """How `docflow deploy` declares the deployments (infra/prefect.yaml): the work pool and the schedules."""
+    """How `docflow deploy` declares the deployments (infra/prefect.yaml): the work pool and the schedules; and
+    whether runs fan out over the pool's workers."""
 
     ENV_PREFIX: ClassVar[str] = ""
     work_pool: str = Field(
@@ -523,6 +524,19 @@ class DeploySettings(_Group):
         default="0 6 * * *", description="When docflow-review-export runs: after the nightly run (cron)."
     )
     timezone: str = Field(default="UTC", description="Time zone of the schedules (IANA name, e.g. Europe/Berlin).")
+    fan_out: bool = Field(
+        default=False,
+        description="Split a nightly or backfill run into shards, each a run of the docflow-shard deployment that any "
+        "worker on the pool takes (needs `docflow deploy` on a Prefect server). Off: the run does everything itself.",
+    )
+    heartbeat_s: int = Field(
+        default=60,
+        ge=30,
+        le=3600,
+        description="Seconds between the heartbeats of docflow's deployment runs (PREFECT_FLOWS_HEARTBEAT_FREQUENCY, "
+        "set on each deployment); a run silent for three of them (its worker died) is marked Crashed.",
+    )
+    shard_size: int = Field(default=200, ge=1, le=100_000, description="Objects per shard when DOCFLOW_FAN_OUT is on.")
 
     @field_validator("nightly_cron", "review_export_cron")
     @classmethod

@@ -413,19 +413,19 @@ class ObjectRepository:
     def _current(self) -> ColumnElement[bool]:
         return SourceObject.superseded_at.is_(None)
 
-    def count_by_status(self, run_id: str | None = None) -> dict[str, int]:
+    def count_by_status(self, run_ids: Sequence[str] | None = None) -> dict[str, int]:
         stmt = select(SourceObject.status, func.count()).where(self._current()).group_by(SourceObject.status)
-        if run_id:
-            stmt = stmt.where(SourceObject.run_id == run_id)
+        if run_ids is not None:
+            stmt = stmt.where(SourceObject.run_id.in_(run_ids))
         return {status: n for status, n in self.session.execute(stmt)}
 
-    def count_by_kind(self, run_id: str | None = None) -> dict[str, dict[str, int]]:
+    def count_by_kind(self, run_ids: Sequence[str] | None = None) -> dict[str, dict[str, int]]:
         kind = func.coalesce(SourceObject.kind, "unknown")
         stmt = (
             select(kind, SourceObject.status, func.count()).where(self._current()).group_by(kind, SourceObject.status)
         )
-        if run_id:
-            stmt = stmt.where(SourceObject.run_id == run_id)
+        if run_ids is not None:
+            stmt = stmt.where(SourceObject.run_id.in_(run_ids))
         out: dict[str, dict[str, int]] = {}
         for k, status, n in self.session.execute(stmt):
             out.setdefault(k, {})[status] = n
@@ -475,15 +475,15 @@ class ObjectRepository:
         )
         return [(o, c) for o, c in self.session.execute(stmt)]
 
-    def failures(self, run_id: str | None = None, limit: int = 100) -> list[SourceObject]:
+    def failures(self, run_ids: Sequence[str] | None = None, limit: int = 100) -> list[SourceObject]:
         stmt = (
             select(SourceObject)
             .where(self._current(), SourceObject.status == ObjectStatus.FAILED)
             .order_by(SourceObject.processed_at.desc(), SourceObject.id.desc())
             .limit(limit)
         )
-        if run_id:
-            stmt = stmt.where(SourceObject.run_id == run_id)
+        if run_ids is not None:
+            stmt = stmt.where(SourceObject.run_id.in_(run_ids))
         return list(self.session.scalars(stmt))
 
     def get_by_key(self, key: str) -> SourceObject | None:
@@ -496,10 +496,19 @@ class RunRepository:
     def __init__(self, session: Session) -> None:
         self.session = session
 
-    def start(self, run_id: str, kind: str, parameters: dict[str, Any]) -> Run:
+    def start(
+        self,
+        run_id: str,
+        kind: str,
+        parameters: dict[str, Any],
+        parent_id: str | None = None,
+        worker: str | None = None,
+    ) -> Run:
         run = self.session.get(Run, run_id)
         if run is None:
-            run = Run(id=run_id, kind=kind, parameters=parameters, started_at=utcnow())
+            run = Run(
+                id=run_id, kind=kind, parameters=parameters, parent_id=parent_id, worker=worker, started_at=utcnow()
+            )
             self.session.add(run)
         else:  # a retried flow run keeps its row
             run.status = "running"
@@ -509,6 +518,14 @@ class RunRepository:
 
     def get(self, run_id: str) -> Run | None:
         return self.session.get(Run, run_id)
+
+    def shards(self, parent_id: str) -> list[Run]:
+        """The shard runs of a fanned-out run, oldest first."""
+        return list(self.session.scalars(select(Run).where(Run.parent_id == parent_id).order_by(Run.started_at)))
+
+    def family(self, run_id: str) -> list[str]:
+        """A run and its shards: the runs whose objects, stages and review items its summary counts."""
+        return [run_id, *self.session.scalars(select(Run.id).where(Run.parent_id == run_id))]
 
     def _require(self, run_id: str) -> Run:
         run = self.session.get(Run, run_id)
@@ -551,15 +568,17 @@ class RunRepository:
     def record_stage(self, row: StageRun) -> None:
         self.session.add(row)
 
-    def stage_runs(self, run_id: str) -> list[StageRun]:
+    def stage_runs(self, run_ids: Sequence[str]) -> list[StageRun]:
         return list(
-            self.session.scalars(select(StageRun).where(StageRun.run_id == run_id).order_by(StageRun.started_at))
+            self.session.scalars(
+                select(StageRun).where(StageRun.run_id.in_(run_ids)).order_by(StageRun.started_at, StageRun.id)
+            )
         )
 
-    def stage_totals(self, run_id: str) -> list[StageTotals]:
+    def stage_totals(self, run_ids: Sequence[str]) -> list[StageTotals]:
         """Per stage, in pipeline order of first use: calls, time, items, pages, audio, forward batches."""
         totals: dict[str, StageTotals] = {}
-        for row in self.stage_runs(run_id):
+        for row in self.stage_runs(run_ids):
             seconds = (row.finished_at - row.started_at).total_seconds()
             t = totals.get(row.stage)
             totals[row.stage] = StageTotals(

@@ -113,11 +113,11 @@ class ReviewRepository:
             self.session.scalars(select(ReviewItem).where(ReviewItem.object_id == object_id).order_by(ReviewItem.id))
         )
 
-    def summary(self, run_id: str) -> ReviewQueueSummary:
+    def summary(self, run_ids: Sequence[str]) -> ReviewQueueSummary:
         """Items the run opened per stage and reason, the waiting backlog per stage, and the oldest waiting item."""
         opened: dict[tuple[str, str], int] = {}
         for stage, reasons, audit in self.session.execute(
-            select(ReviewItem.stage, ReviewItem.reasons, ReviewItem.audit).where(ReviewItem.run_id == run_id)
+            select(ReviewItem.stage, ReviewItem.reasons, ReviewItem.audit).where(ReviewItem.run_id.in_(run_ids))
         ).tuples():
             for code in ["audit"] if audit else sorted({r["code"] for r in reasons}):
                 opened[stage, code] = opened.get((stage, code), 0) + 1

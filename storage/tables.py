@@ -259,9 +259,12 @@ class Run(Base):
     """One flow run: what it was asked to do and what came of it."""
 
     __tablename__ = "runs"
+    __table_args__ = (Index("ix_runs_parent_id", "parent_id"),)
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     kind: Mapped[str] = mapped_column(String(16))
+    parent_id: Mapped[str | None] = mapped_column(String(64))  # a shard's fanned-out run
+    worker: Mapped[str | None] = mapped_column(String(200))  # where a shard ran (worker name, or host:pid)
     parameters: Mapped[dict[str, Any]] = mapped_column(default=dict)
     status: Mapped[str] = mapped_column(String(16), default="running")
     started_at: Mapped[datetime] = mapped_column(default=utcnow)

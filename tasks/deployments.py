@@ -15,10 +15,12 @@ from typing import Any, cast
 from schemas.errors import ConfigError
 from schemas.settings import Settings
 from tasks.concurrency import ensure_limit, model_limit_name
+from tasks.fanout import SHARD_FLOW
 
 REPO = Path(__file__).resolve().parents[1]
 PREFECT_FILE = REPO / "infra" / "prefect.yaml"
 NIGHTLY, REVIEW_EXPORT, BACKFILL = "docflow-nightly", "docflow-review-export", "docflow-backfill"
+ZOMBIE_AUTOMATION = "docflow: crash runs that stopped sending heartbeats"
 
 
 @dataclass(frozen=True)
@@ -32,10 +34,12 @@ class DeployReport:
     work_pool: str
     concurrency_limit: str
     deployments: tuple[Deployed, ...]
+    zombie_after_s: int  # a run silent this long is marked Crashed
 
 
 def deploy(settings: Settings) -> DeployReport:
-    """Create the process work pool and the device limit when missing, then apply infra/prefect.yaml."""
+    """Create the process work pool, the device limit and the zombie-run automation when missing, then apply
+    infra/prefect.yaml."""
     _ensure_work_pool(settings.deploy.work_pool)
     limit = model_limit_name(settings)
     ensure_limit(limit, settings.device.slots)
@@ -46,6 +50,7 @@ def deploy(settings: Settings) -> DeployReport:
         "DOCFLOW_NIGHTLY_CRON": settings.deploy.nightly_cron,
         "DOCFLOW_REVIEW_EXPORT_CRON": settings.deploy.review_export_cron,
         "DOCFLOW_TIMEZONE": settings.deploy.timezone,
+        "DOCFLOW_HEARTBEAT_S": str(settings.deploy.heartbeat_s),
     }
     prefect = Path(sys.executable).parent / "prefect"
     command = [str(prefect), "--no-prompt", "deploy", "--all", "--prefect-file", str(PREFECT_FILE)]
@@ -53,7 +58,9 @@ def deploy(settings: Settings) -> DeployReport:
     if done.returncode != 0:
         tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-8:])
         raise ConfigError(f"prefect deploy failed:\n{tail}")
-    return DeployReport(settings.deploy.work_pool, limit, tuple(_deployed()))
+    zombie_after_s = 3 * settings.deploy.heartbeat_s
+    _ensure_zombie_automation(zombie_after_s)
+    return DeployReport(settings.deploy.work_pool, limit, tuple(_deployed()), zombie_after_s)
 
 
 def _ensure_work_pool(name: str) -> None:
@@ -72,12 +79,56 @@ def _ensure_work_pool(name: str) -> None:
             raise ConfigError(f"work pool {name!r} is of type {pool.type!r}; docflow's deployments need a process pool")
 
 
+def _ensure_zombie_automation(silent_s: int) -> None:
+    """Prefect's recipe for zombie runs (docs: "detect zombie flows"): a flow run that sent a heartbeat and then
+    nothing, not even a final state, for `silent_s` is set Crashed. Replaced when the interval changed."""
+    from datetime import timedelta
+
+    from prefect.automations import Automation
+    from prefect.client.schemas.objects import StateType
+    from prefect.events.actions import ChangeFlowRunState
+    from prefect.events.schemas.automations import EventTrigger, Posture
+    from prefect.events.schemas.events import ResourceSpecification
+
+    final = {f"prefect.flow-run.{s}" for s in ("Completed", "Failed", "Cancelled", "Crashed")}
+    wanted = Automation(
+        name=ZOMBIE_AUTOMATION,
+        description="Set by `docflow deploy`: a run whose worker died stops sending heartbeats; mark it Crashed.",
+        trigger=EventTrigger(
+            after={"prefect.flow-run.heartbeat"},
+            expect={"prefect.flow-run.heartbeat", *final},
+            match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
+            for_each={"prefect.resource.id"},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=timedelta(seconds=silent_s),
+        ),
+        actions=[
+            ChangeFlowRunState(
+                state=StateType.CRASHED,
+                message=f"no heartbeat for {silent_s} s: its worker or machine died; claimed objects expire for the "
+                "next run",
+            )
+        ],
+    )
+    try:
+        # Typed as "Automation or coroutine" (async_dispatch); called from sync code it is the Automation.
+        existing: Automation | None = cast(Automation, Automation.read(name=ZOMBIE_AUTOMATION))
+    except ValueError:  # not there yet
+        existing = None
+    if existing is not None:
+        if getattr(existing.trigger, "within", None) == timedelta(seconds=silent_s):
+            return
+        existing.delete()
+    wanted.create()
+
+
 def _deployed() -> list[Deployed]:
     from prefect.client.orchestration import get_client
 
     found = []
     with get_client(sync_client=True) as client:
-        for flow_name in (NIGHTLY, REVIEW_EXPORT, BACKFILL):
+        for flow_name in (NIGHTLY, REVIEW_EXPORT, BACKFILL, SHARD_FLOW):
             deployment = client.read_deployment_by_name(f"{flow_name}/{flow_name}")
             schedules = tuple(
                 f"{getattr(s.schedule, 'cron', s.schedule)} ({getattr(s.schedule, 'timezone', None) or 'UTC'})"

@@ -14,10 +14,10 @@ from prefect.client.schemas.objects import TaskRun
 from prefect.concurrency.sync import concurrency
 from prefect.states import State
 
-from schemas.records import DiscoveryRequest, DiscoveryResult, RunKind, RunSummary
+from schemas.records import DiscoveryRequest, DiscoveryResult, RunKind, RunSummary, ShardSummary
 from schemas.settings import Settings
 from storage.db import migrate
-from tasks import claims, discovery, runs, steps
+from tasks import claims, discovery, fanout, runs, steps
 from tasks.concurrency import ensure_limit, model_limit_name
 from tasks.faults import is_infrastructure_fault
 from tasks.stages.base import WorkItem
@@ -52,7 +52,17 @@ def prepare(settings: Settings) -> str:
 
 @task(name="start-run", retries=2, retry_delay_seconds=2, **_COMMON)
 def start_run(settings: Settings, run_id: str, kind: RunKind, parameters: dict[str, Any]) -> None:
-    runs.start_run(settings, run_id, kind, parameters)
+    runs.start_run(settings, run_id, kind, parameters, worker=fanout.worker_identity())
+
+
+@task(name="start-shard", retries=2, retry_delay_seconds=2, **_COMMON)
+def start_shard(settings: Settings, run_id: str, parent_run_id: str, shard: int, objects: int) -> str:
+    """The shard's own run row, pointing at its parent and naming the worker that took it. Returns the worker."""
+    worker = fanout.worker_identity()
+    runs.start_run(settings, run_id, RunKind.SHARD, {"shard": shard}, parent_id=parent_run_id, worker=worker)
+    runs.record_shard_plan(settings, run_id, objects)
+    get_run_logger().info("shard %d of run %s: %d objects on %s", shard, parent_run_id, objects, worker)
+    return worker
 
 
 @task(name="discover", retries=2, retry_delay_seconds=2, **_COMMON)
@@ -137,5 +147,11 @@ def release(settings: Settings, run_id: str, object_ids: Sequence[int]) -> int:
 
 
 @task(name="finish-run", retries=2, retry_delay_seconds=2, **_COMMON)
-def finish_run(settings: Settings, run_id: str, failed_windows: int, error: str | None) -> RunSummary:
-    return runs.finish_run(settings, run_id, failed_windows, error)
+def finish_run(
+    settings: Settings,
+    run_id: str,
+    failed_windows: int,
+    error: str | None,
+    shards: Sequence[ShardSummary] = (),
+) -> RunSummary:
+    return runs.finish_run(settings, run_id, failed_windows, error, shards)

@@ -35,6 +35,8 @@ def run_markdown(summary: RunSummary, max_failures: int = 50) -> str:
         lines.append("")
     if summary.stages:
         lines += [*stage_table(summary), ""]
+    if summary.shards:
+        lines += shard_lines(summary)
     if summary.review is not None:
         lines += review_lines(summary)
     if summary.failures:
@@ -44,6 +46,21 @@ def run_markdown(summary: RunSummary, max_failures: int = 50) -> str:
         if len(summary.failures) > max_failures:
             lines.append(f"| ... | {len(summary.failures) - max_failures} more: `docflow status --json` |")
     return "\n".join(lines) + "\n"
+
+
+def shard_lines(summary: RunSummary) -> list[str]:
+    """A fanned-out run's shards: which worker took each, what it recorded, how its flow run ended."""
+    lines = [
+        f"## Shards ({len(summary.shards)})",
+        "",
+        "| shard | worker | objects | recorded | state |",
+        "|---|---|---|---|---|",
+    ]
+    for shard in summary.shards:
+        state = shard.state + (f": {_cell(shard.message)}" if shard.message and not shard.ok else "")
+        worker = _cell(shard.worker or "never started")
+        lines.append(f"| {shard.name} | {worker} | {shard.objects} | {shard.processed} | {state} |")
+    return [*lines, ""]
 
 
 def review_lines(summary: RunSummary) -> list[str]:

@@ -112,14 +112,15 @@ class Stack:
 
     # --- up ---------------------------------------------------------------------------------------------------
 
-    def up(self, workers: int) -> list[Service]:
+    def up(self, workers: int, runs_per_worker: int = 2) -> list[Service]:
         self.dir.mkdir(parents=True, exist_ok=True)
-        (self.dir / "plan.json").write_text(json.dumps({"workers": workers, **self.plan.environment()}, indent=1))
+        plan = {"workers": workers, "runs_per_worker": runs_per_worker, **self.plan.environment()}
+        (self.dir / "plan.json").write_text(json.dumps(plan, indent=1))
         self._postgres()
         self._seaweed()
         self._prefect()
         for index in range(workers):
-            self._worker(index)
+            self._worker(index, runs_per_worker)
         return self.status()
 
     def _postgres(self) -> None:
@@ -221,9 +222,10 @@ class Stack:
 
         _wait(healthy, "the Prefect server", 180)
 
-    def _worker(self, index: int) -> None:
+    def _worker(self, index: int, runs_per_worker: int) -> None:
         env = {**os.environ, **self.plan.environment(), "PREFECT_HOME": str(self.dir / "prefect-home")}
         command = [_bin("prefect"), "worker", "start", "--pool", self.plan.work_pool, "--name", f"stack-worker-{index}"]
+        command += ["--limit", str(runs_per_worker)]
         self._spawn(f"worker-{index}", command, env)
 
     # --- status and down ------------------------------------------------------------------------------------

@@ -209,7 +209,7 @@ def test_an_unwritable_derived_store_leaves_objects_pending(
     with pytest.raises(RunFailed) as excinfo:
         nightly()
     assert excinfo.value.summary.failed_windows == 1
-    assert "cannot write" in excinfo.value.window_errors[0][1]
+    assert "cannot write" in excinfo.value.failures[0][1]
     assert {(o.status, o.attempts) for o in _objects(db).values()} == {("pending", 0)}
 
     configure(database_url=db, source=str(inbox), derived_store=str(tmp_path / "derived"))

@@ -7,20 +7,36 @@ by a worker and seen in the Prefect UI by headless Chromium, a backfill started 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+from sqlalchemy import Engine, create_engine, func, select
+from sqlalchemy.orm import Session
 
+from storage.tables import ClassificationRow, Run, SourceObject
 from tests.services import REPO, free_port
 from tests.support.browser import Page
 
 BIN = Path(sys.executable).parent
 POOL = "docflow-test"
+BUCKET = "docflow-stack-test"
+FAN_OUT_FILES = [
+    "documents/invoice2data_AzureInterior.pdf",
+    "documents/invoice2data_AmazonWebServices.pdf",
+    "documents/pdfjs_sizes-mixed-page-sizes.pdf",
+    "images/invoice2data_AmazonWebServices.png",
+    "images/photo_donut_coffee_122.jpg",
+    "images/photo_pillow_hopper_exif-orientation-6.jpg",
+]
 INVOICE = "invoice2data_AzureInterior.pdf"
 ARTIFACTS = REPO / "tests" / "artifacts"
 
@@ -35,7 +51,7 @@ def _api(api_url: str, path: str, body: dict[str, Any]) -> Any:
     return response.json()
 
 
-def _wait_for_completed_run(api_url: str, deployment_id: str, timeout_s: float = 300) -> dict[str, Any]:
+def _wait_for_final_run(api_url: str, deployment_id: str, timeout_s: float = 300) -> dict[str, Any]:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         runs = _api(
@@ -74,7 +90,32 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def test_stack_deploy_and_a_scheduled_nightly_run_by_a_worker(sample_inbox: Path, tmp_path: Path) -> None:
+@dataclass
+class RunningStack:
+    env: dict[str, str]  # the test's environment with `docflow stack env` in it
+    dir: Path
+
+    @property
+    def api_url(self) -> str:
+        return self.env["PREFECT_API_URL"]
+
+    def s3(self) -> Any:
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.env["AWS_ENDPOINT_URL"],
+            aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=self.env["AWS_SECRET_ACCESS_KEY"],
+            region_name="us-east-1",
+            config=Config(s3={"addressing_style": "path"}),
+        )
+
+
+@contextmanager
+def _stack(workers: int, **settings: str) -> Iterator[RunningStack]:
+    """`docflow stack up` on free ports; on the way out `docflow stack down`, which must leave no process."""
     # The stack runs PostgreSQL as the `postgres` user when the tests run as root: its folder must be reachable.
     stack_dir = Path(tempfile.mkdtemp(prefix="docflow-stack-"))
     stack_dir.chmod(0o755)
@@ -84,44 +125,45 @@ def test_stack_deploy_and_a_scheduled_nightly_run_by_a_worker(sample_inbox: Path
         "DOCFLOW_STACK_PG_PORT": str(free_port()),
         "DOCFLOW_STACK_S3_PORT": str(free_port()),
         "DOCFLOW_STACK_PREFECT_PORT": str(free_port()),
-        "DOCFLOW_STACK_BUCKET": "docflow-stack-test",
+        "DOCFLOW_STACK_BUCKET": BUCKET,
         "DOCFLOW_WORK_POOL": POOL,
         "DOCFLOW_EXTRACT": "false",  # the workers' settings: they inherit the environment of `stack up`
+        **settings,
     }
-    up = _docflow(env, "stack", "up", "--workers", "2")
+    up = _docflow(env, "stack", "up", "--workers", str(workers))
     try:
         assert up.returncode == 0, up.stderr + up.stdout
-        assert "worker-0" in up.stdout and "worker-1" in up.stdout and "UI http://127.0.0.1:" in up.stdout
+        assert all(f"worker-{n}" in up.stdout for n in range(workers)) and "UI http://127.0.0.1:" in up.stdout
         exported = dict(
             line.removeprefix("export ").split("=", 1) for line in _docflow(env, "stack", "env").stdout.splitlines()
         )
-        env |= exported | {
+        yield RunningStack(env | exported, stack_dir)
+    finally:
+        pids = [int(p.read_text()) for p in stack_dir.glob("*.pid")]
+        down = _docflow(env, "stack", "down")
+    assert down.returncode == 0 and "worker-0" in down.stderr and "postgres" in down.stderr
+    assert pids and not [pid for pid in pids if _alive(pid)]  # nothing `up` started is left running
+    assert "stopped" in _docflow(env, "stack", "status").stdout
+
+
+def test_stack_deploy_and_a_scheduled_nightly_run_by_a_worker(sample_inbox: Path) -> None:
+    with _stack(2) as stack:
+        env = stack.env | {
             "DOCFLOW_NIGHTLY_CRON": "* * * * *",  # every minute: the test waits for the next one
             "DOCFLOW_TIMEZONE": "Europe/Berlin",
         }
-        api_url = exported["PREFECT_API_URL"]
+        api_url = stack.api_url
         deployed = _docflow(env, "deploy")
         assert deployed.returncode == 0, deployed.stderr
         assert f"work pool {POOL} (process)" in deployed.stderr
         assert "docflow-nightly/docflow-nightly: * * * * * (Europe/Berlin)" in deployed.stderr
         assert "docflow-backfill/docflow-backfill: no schedule" in deployed.stderr
         deployments = {d["name"]: d for d in _api(api_url, "/deployments/filter", {})}
-        assert set(deployments) == {"docflow-nightly", "docflow-review-export", "docflow-backfill"}
+        assert set(deployments) == {"docflow-nightly", "docflow-review-export", "docflow-backfill", "docflow-shard"}
         assert {d["work_pool_name"] for d in deployments.values()} == {POOL}
-        import boto3
-        from botocore.config import Config
+        stack.s3().upload_file(str(sample_inbox / "documents" / INVOICE), BUCKET, f"docs/{INVOICE}")
 
-        s3 = boto3.client(
-            "s3",
-            endpoint_url=exported["AWS_ENDPOINT_URL"],
-            aws_access_key_id=exported["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=exported["AWS_SECRET_ACCESS_KEY"],
-            region_name="us-east-1",
-            config=Config(s3={"addressing_style": "path"}),
-        )
-        s3.upload_file(str(sample_inbox / "documents" / INVOICE), "docflow-stack-test", f"docs/{INVOICE}")
-
-        nightly = _wait_for_completed_run(api_url, deployments["docflow-nightly"]["id"])
+        nightly = _wait_for_final_run(api_url, deployments["docflow-nightly"]["id"])
         assert nightly["state_type"] == "COMPLETED", nightly["state"]
         artifacts = _api(api_url, "/artifacts/filter", {"artifacts": {"key": {"any_": ["docflow-nightly-summary"]}}})
         summary = next(a for a in artifacts if a["flow_run_id"] == nightly["id"])
@@ -136,14 +178,8 @@ def test_stack_deploy_and_a_scheduled_nightly_run_by_a_worker(sample_inbox: Path
         started = _docflow(env, "backfill", "--since", "2000-01-01", "--force", "--deployment")
         assert started.returncode == 0, started.stderr
         assert "/runs/flow-run/" in started.stderr and f"on work pool {POOL}" in started.stderr
-        backfill = _wait_for_completed_run(api_url, deployments["docflow-backfill"]["id"])
+        backfill = _wait_for_final_run(api_url, deployments["docflow-backfill"]["id"])
         assert backfill["state_type"] == "COMPLETED" and backfill["id"] in started.stderr
-    finally:
-        pids = [int(p.read_text()) for p in stack_dir.glob("*.pid")]
-        down = _docflow(env, "stack", "down")
-    assert down.returncode == 0 and "worker-0" in down.stderr and "postgres" in down.stderr
-    assert pids and not [pid for pid in pids if _alive(pid)]  # nothing `up` started is left running
-    assert "stopped" in _docflow(env, "stack", "status").stdout
 
 
 def test_backfill_deployment_without_a_server_is_one_clear_line(tmp_path: Path) -> None:
@@ -153,3 +189,126 @@ def test_backfill_deployment_without_a_server_is_one_clear_line(tmp_path: Path) 
     assert started.returncode == 2 and "PREFECT_API_URL" in started.stderr
     refused = _docflow({**env, "DOCFLOW_NIGHTLY_CRON": "every night"}, "deploy")
     assert refused.returncode == 2 and "DOCFLOW_NIGHTLY_CRON" in refused.stderr
+
+
+def _start_run(api_url: str, deployment_id: str) -> str:
+    return str(_api(api_url, f"/deployments/{deployment_id}/create_flow_run", {})["id"])
+
+
+def _wait_for(api_url: str, run_id: str, timeout_s: float = 400) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        run = httpx.get(f"{api_url}/flow_runs/{run_id}", timeout=30).json()
+        if run["state_type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+            return dict(run)
+        time.sleep(2)
+    raise TimeoutError(f"flow run {run_id} not finished in {timeout_s:.0f} s")
+
+
+def _upload(stack: RunningStack, sample_inbox: Path, prefix: str) -> list[str]:
+    """Each of six sample documents and images twice, under `prefix`: twelve objects."""
+    s3, keys = stack.s3(), []
+    for copy in range(2):
+        for name in FAN_OUT_FILES:
+            key = f"{prefix}/{copy}-{Path(name).name}"
+            s3.upload_file(str(sample_inbox / name), BUCKET, key)
+            keys.append(key)
+    return keys
+
+
+def _kill_worker(worker: str) -> int:
+    """The machine under `worker` dies: the worker and every flow run it started (they carry its name in their
+    environment, PREFECT__WORKER_NAME) are killed at once, no cleanup."""
+    killed = 0
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            environ = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"PREFECT__WORKER_NAME={worker}".encode() in environ:
+            with suppress(ProcessLookupError):
+                os.kill(int(proc.name), signal.SIGKILL)
+                killed += 1
+    return killed
+
+
+def _running_shard_beside(engine: Engine, parent_id: str, timeout_s: float = 300) -> tuple[str, str]:
+    """A shard of the run, started and not finished, on a worker other than the parent's: (its id, its worker)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with Session(engine) as s:
+            family = s.scalars(select(Run).where((Run.id == parent_id) | (Run.parent_id == parent_id))).all()
+        workers = {r.id: (r.worker or "").split("@")[0] for r in family}
+        boss = workers.get(parent_id)
+        for run in family:
+            if boss and run.parent_id and run.status == "running" and workers[run.id] != boss:
+                return run.id, workers[run.id]
+        time.sleep(0.3)
+    raise TimeoutError("no shard started on the other worker")
+
+
+def test_fan_out_two_workers_take_shards_each_object_once_and_a_killed_worker_loses_nothing(
+    sample_inbox: Path,
+) -> None:
+    settings = {
+        "DOCFLOW_FAN_OUT": "true",
+        "DOCFLOW_SHARD_SIZE": "4",
+        "DOCFLOW_HEARTBEAT_S": "30",  # Prefect's shortest: a dead shard is marked Crashed 90 s after its last beat
+        "DOCFLOW_CLAIM_TTL_S": "20",
+        "PREFECT_WORKER_QUERY_SECONDS": "2",
+    }
+    with _stack(2, **settings) as stack:
+        deployed = _docflow(stack.env, "deploy")
+        assert deployed.returncode == 0, deployed.stderr
+        assert "runs silent for 90 s are marked Crashed" in deployed.stderr
+        nightly_id = next(
+            d["id"] for d in _api(stack.api_url, "/deployments/filter", {}) if d["name"] == "docflow-nightly"
+        )
+        engine = create_engine(stack.env["DOCFLOW_DATABASE_URL"])
+
+        # Twelve objects, three shards of four: both workers take shards (each carries two runs: the waiting parent
+        # on one of them), and every object is processed once.
+        first = _upload(stack, sample_inbox, "first")
+        parent = _wait_for(stack.api_url, _start_run(stack.api_url, nightly_id))
+        assert parent["state_type"] == "COMPLETED", parent["state"]
+        with Session(engine) as s:
+            shards = s.scalars(select(Run).where(Run.parent_id == parent["id"])).all()
+            objects = s.scalars(select(SourceObject).where(SourceObject.key.in_(first))).all()
+            assert s.scalar(select(func.count()).select_from(ClassificationRow)) == 12
+        assert sorted(r.parameters["shard"] for r in shards) == [1, 2, 3]
+        assert {r.worker.split("@")[0] for r in shards if r.worker} == {"stack-worker-0", "stack-worker-1"}
+        assert sum(r.processed for r in shards) == 12 and {r.status for r in shards} == {"completed"}
+        assert len(objects) == 12 and {(o.status, o.attempts) for o in objects} == {("done", 1)}
+        assert {o.run_id for o in objects} == {r.id for r in shards}
+        children = _api(
+            stack.api_url, "/flow_runs/filter", {"flow_runs": {"parent_flow_run_id": {"any_": [parent["id"]]}}}
+        )
+        assert sorted(c["name"] for c in children) == [f"process-shard-{n} (4 objects)" for n in (1, 2, 3)]
+        artifacts = _api(stack.api_url, "/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [parent["id"]]}}})
+        summary = next(a for a in artifacts if a["key"] == "docflow-nightly-summary")["data"]
+        assert "## Shards (3)" in summary and "stack-worker-1@" in summary and "| done |" not in summary
+
+        # Twelve more; the worker not running the parent dies in the middle of its shard.
+        second = _upload(stack, sample_inbox, "second")
+        parent_id = _start_run(stack.api_url, nightly_id)
+        victim_id, victim_worker = _running_shard_beside(engine, parent_id)
+        assert _kill_worker(victim_worker) >= 2  # the worker and its shard's process
+        parent = _wait_for(stack.api_url, parent_id, timeout_s=400)
+        assert parent["state_type"] == "FAILED"
+        assert "did not complete" in parent["state"]["message"] and "Crashed" in parent["state"]["message"]
+        with Session(engine) as s:
+            left = s.scalars(select(SourceObject).where(SourceObject.run_id == victim_id)).all()
+            assert left and {o.status for o in left} == {"processing"}  # claimed by the dead shard, not lost
+            assert s.scalar(select(Run.status).where(Run.id == victim_id)) == "crashed"
+
+        # The next run (one worker left) takes over the expired claims: every object done, each result once.
+        parent = _wait_for(stack.api_url, _start_run(stack.api_url, nightly_id))
+        assert parent["state_type"] == "COMPLETED", parent["state"]
+        with Session(engine) as s:
+            objects = s.scalars(select(SourceObject).where(SourceObject.key.in_(first + second))).all()
+            assert s.scalar(select(func.count()).select_from(ClassificationRow)) == 24
+        assert len(objects) == 24 and {o.status for o in objects} == {"done"}
+        retaken = {o.key for o in objects if o.attempts == 2}
+        assert retaken and retaken <= {o.key for o in left}

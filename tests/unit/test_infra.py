@@ -11,6 +11,7 @@ import yaml
 
 from schemas.settings import DeploySettings, environment_names
 from tasks.deployments import BACKFILL, NIGHTLY, PREFECT_FILE, REVIEW_EXPORT
+from tasks.fanout import SHARD_FLOW
 
 INFRA = Path(__file__).resolve().parents[2] / "infra"
 
@@ -46,8 +47,11 @@ def test_every_docflow_variable_in_the_infra_files_is_a_real_setting() -> None:
 
 def test_the_deployments_file_declares_what_docflow_deploy_reports() -> None:
     declared = yaml.safe_load(PREFECT_FILE.read_text())["deployments"]
-    assert [d["name"] for d in declared] == [NIGHTLY, REVIEW_EXPORT, BACKFILL]
+    assert [d["name"] for d in declared] == [NIGHTLY, REVIEW_EXPORT, BACKFILL, SHARD_FLOW]
     for deployment in declared:
         module, function = deployment["entrypoint"].split(":")
         assert f"def {function}(" in (INFRA.parent / module).read_text()
-    assert declared[2]["schedules"] == []  # backfills only run when asked for
+    assert declared[2]["schedules"] == declared[3]["schedules"] == []  # backfills and shards only when asked for
+    for deployment in declared:  # the zombie automation expects the heartbeats these set
+        env = deployment["work_pool"]["job_variables"]["env"]
+        assert env == {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "{{ $DOCFLOW_HEARTBEAT_S }}"}
