@@ -459,7 +459,8 @@ class DeviceSettings(_Group):
     concurrency_limit: str | None = Field(
         default=None,
         description="Prefect global concurrency limit every model stage holds a slot of; unset: named after the "
-        "device (docflow-gpu-0, docflow-cpu), so runs sharing a machine never run models at once on one device.",
+        "device and the machine (docflow-gpu-0-HOST, docflow-cpu-HOST), so runs sharing a machine never run models "
+        "at once on one device, and other machines never wait for it.",
     )
     slots: int = Field(
         default=1,

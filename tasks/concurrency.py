@@ -1,8 +1,10 @@
-"""The device concurrency limit: a Prefect global concurrency limit named after the device the models run on,
-which every model stage holds a slot of, so runs sharing a machine never load or run models on one GPU at once."""
+"""The device concurrency limit: a Prefect global concurrency limit named after the device the models run on and
+its machine, which every model stage holds a slot of, so runs sharing a machine never load or run models on one GPU
+at once, while workers on other machines (their own GPUs) never wait for it."""
 
 from __future__ import annotations
 
+import socket
 import sys
 from contextlib import suppress
 from pathlib import Path
@@ -12,7 +14,8 @@ from tasks.models.devices import torch_device
 
 
 def model_limit_name(settings: Settings) -> str:
-    """DOCFLOW_MODEL_CONCURRENCY_LIMIT, else docflow-gpu-<index> for CUDA devices and docflow-cpu otherwise."""
+    """DOCFLOW_MODEL_CONCURRENCY_LIMIT, else docflow-gpu-<index>-<host> for CUDA devices and docflow-cpu-<host>
+    otherwise (Prefect's limits are global to the server: the host keeps two machines' GPU 0 apart)."""
     if settings.device.concurrency_limit:
         return settings.device.concurrency_limit
     device = settings.device.device
@@ -20,8 +23,14 @@ def model_limit_name(settings: Settings) -> str:
         device = "cuda" if _has_cuda() else "cpu"
     if device.startswith("cuda"):
         index = device.partition(":")[2] or "0"
-        return f"docflow-gpu-{index}"
-    return f"docflow-{device.split(':')[0]}"
+        return f"docflow-gpu-{index}-{_host()}"
+    return f"docflow-{device.split(':')[0]}-{_host()}"
+
+
+def _host() -> str:
+    """The machine's short name, in characters any Prefect object name accepts."""
+    name = socket.gethostname().split(".")[0].lower()
+    return "".join(c if c.isalnum() or c == "-" else "-" for c in name) or "localhost"
 
 
 def _has_cuda() -> bool:

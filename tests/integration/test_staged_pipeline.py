@@ -16,9 +16,10 @@ from sqlalchemy import select
 
 from flows.pipeline import nightly
 from schemas.records import RunSummary
-from schemas.settings import DEFAULT_CLASS_LABELS
+from schemas.settings import DEFAULT_CLASS_LABELS, load_settings
 from storage.db import unit_of_work
 from storage.tables import SourceObject, StageRun
+from tasks.concurrency import model_limit_name
 from tests.integration.conftest import Configure
 from tests.support.prefect_logs import flow_run_logs
 
@@ -109,7 +110,7 @@ def test_concurrent_runs_never_overlap_model_stages_and_batches_span_documents(
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:
-        limit = client.read_global_concurrency_limit_by_name("docflow-cpu")
+        limit = client.read_global_concurrency_limit_by_name(model_limit_name(load_settings(model_device="cpu")))
     assert limit.limit == 1 and limit.active
 
 

@@ -1,6 +1,7 @@
 from datetime import UTC, datetime
 
-from schemas.records import FailureRecord, RunKind, RunSummary, StageTotals
+from schemas.records import FailureRecord, RunKind, RunSummary, ShardSummary, StageTotals
+from tasks.fanout import plan_shards, shard_errors, shard_name
 from tasks.report import run_markdown, stage_lines
 
 
@@ -105,3 +106,36 @@ def test_the_review_queue_section_gives_what_was_opened_and_what_waits() -> None
     assert "Waiting for a person: classification 1, extraction 7." in md
     assert "Oldest waiting item: docs/a.pdf, opened 2026-11-01 02:30 UTC." in md
     assert "Review queue" not in run_markdown(_summary(review=ReviewQueueSummary()))
+
+
+def test_a_fanned_out_run_lists_its_shards_with_worker_count_and_why_one_did_not_complete() -> None:
+    shards = (
+        ShardSummary(
+            name="process-shard-1 (4 objects)", run_id="a", objects=4, processed=4, worker="w0@h", state="Completed"
+        ),
+        ShardSummary(
+            name="process-shard-2 (4 objects)",
+            run_id="b",
+            objects=4,
+            processed=1,
+            worker="w1@h",
+            state="Crashed",
+            message="no heartbeat for 90 s",
+        ),
+        ShardSummary(name="process-shard-3 (1 object)", run_id="c", objects=1, state="Cancelled"),
+    )
+    md = run_markdown(_summary(shards=shards))
+    assert "## Shards (3)" in md
+    assert "| process-shard-1 (4 objects) | w0@h | 4 | 4 | Completed |" in md
+    assert "| process-shard-2 (4 objects) | w1@h | 4 | 1 | Crashed: no heartbeat for 90 s |" in md
+    assert "| process-shard-3 (1 object) | never started | 1 | 0 | Cancelled |" in md
+    assert shard_errors(shards) == [
+        "process-shard-2 (4 objects): Crashed (no heartbeat for 90 s)",
+        "process-shard-3 (1 object): Cancelled",
+    ]
+
+
+def test_shards_are_consecutive_slices_named_for_people() -> None:
+    assert plan_shards(list(range(10)), 4) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    assert plan_shards([], 4) == []
+    assert shard_name(3, 212) == "process-shard-3 (212 objects)"
