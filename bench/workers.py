@@ -137,7 +137,7 @@ def main() -> None:
         images = tmp / "images"
         small_images(images, args.images)
         print(
-            f"{args.images} small images, keyword classifier, shards of {args.shard_size}; each worker runs 2 at once"
+            f"{args.images} small images, keyword classifier, shards of {args.shard_size}; 2 runs per worker"
         )
         timed: dict[str, float] = {}
         with Stack(1, args.shard_size, tmp / "one") as stack:

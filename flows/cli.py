@@ -314,6 +314,49 @@ def deploy() -> None:
 
 
 @app.command()
+def worker(
+    gpu: Annotated[
+        int | None,
+        typer.Option(
+            min=0, help="Use only this GPU (CUDA_VISIBLE_DEVICES) and run the models on CUDA; one worker per GPU."
+        ),
+    ] = None,
+    runs: Annotated[
+        int,
+        typer.Option(
+            min=2,
+            max=64,
+            help="Flow runs carried at once (prefect worker --limit): a fanned-out parent waits on one slot while "
+            "shards run; the shards on one machine share its device limit (DOCFLOW_MODEL_SLOTS).",
+        ),
+    ] = 2,
+    name: Annotated[str | None, typer.Option(help="Worker name in the UI; default: the host (and -gpuN).")] = None,
+    check: Annotated[bool, typer.Option("--check", help="Only check that this machine reaches everything.")] = False,
+) -> None:
+    """Join this machine to the work pool DOCFLOW_WORK_POOL: checks that the Prefect server (PREFECT_API_URL), the
+    database (DOCFLOW_DATABASE_URL) and the stores (DOCFLOW_SOURCE, DOCFLOW_DERIVED_STORE) answer from here, then
+    runs Prefect's process worker, which takes nightly runs, backfills and shards. The checkout must be at the path
+    the deployments name (DOCFLOW_HOME when `docflow deploy` ran)."""
+    settings = settings_or_exit()
+    from tasks.workers import preflight, worker_command
+
+    problems = preflight(settings)
+    for problem in problems:
+        console.print(f"[red]cannot reach:[/red] {safe(problem)}", soft_wrap=True)
+    if problems:
+        raise typer.Exit(2)
+    command = worker_command(settings, gpu, runs, name)
+    console.print(
+        f"worker {command.name} on pool {settings.deploy.work_pool}, {runs} runs at once"
+        + (f", GPU {gpu}" if gpu is not None else ""),
+        soft_wrap=True,
+    )
+    if check:
+        return
+    os.execve(command.argv[0], command.argv, command.env)  # the worker takes this process: signals reach it
+
+
+@app.command()
 def status(
     as_json: Annotated[
         bool, typer.Option("--json", help="Machine-readable output (stable keys, for scripts).")

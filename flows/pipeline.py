@@ -133,12 +133,16 @@ def _fan_out(
     progress = cast(
         UUID, create_progress_artifact(progress=0.0 if object_ids else 100.0, description="objects finished")
     )
-    submitted = fanout.submit_shards(
-        run_id,
-        fanout.plan_shards(object_ids, settings.deploy.shard_size),
-        force=request.force,
-        retry_failed=request.retry_failed,
-    )
+    try:
+        submitted = fanout.submit_shards(
+            run_id,
+            fanout.plan_shards(object_ids, settings.deploy.shard_size),
+            force=request.force,
+            retry_failed=request.retry_failed,
+        )
+    except Exception as exc:  # no deployment, no server: record it on the run, then fail
+        t.finish_run(settings, run_id, 0, f"fan-out failed: {exc}", return_state=True)
+        raise
     get_run_logger().info(
         "%d objects in %d shard(s) on work pool %r", len(object_ids), len(submitted), settings.deploy.work_pool
     )

@@ -188,8 +188,30 @@ def test_backfill_deployment_without_a_server_is_one_clear_line(tmp_path: Path) 
     env["DOCFLOW_DATABASE_URL"] = f"sqlite:///{tmp_path / 'x.db'}"
     started = _docflow(env, "backfill", "--since", "2000-01-01", "--deployment")
     assert started.returncode == 2 and "PREFECT_API_URL" in started.stderr
+    joined = _docflow({**env, "DOCFLOW_SOURCE": str(tmp_path / "no-such-inbox")}, "worker")
+    assert joined.returncode == 2 and "PREFECT_API_URL is not set" in joined.stderr
+    assert "no-such-inbox" in joined.stderr
     refused = _docflow({**env, "DOCFLOW_NIGHTLY_CRON": "every night"}, "deploy")
     assert refused.returncode == 2 and "DOCFLOW_NIGHTLY_CRON" in refused.stderr
+
+
+def test_fan_out_without_the_shard_deployment_fails_the_run_with_a_clear_line(
+    sample_inbox: Path, tmp_path: Path
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API_URL", "DOCFLOW_"))}
+    db = f"sqlite:///{tmp_path / 'x.db'}"
+    env |= {
+        "DOCFLOW_DATABASE_URL": db,
+        "DOCFLOW_SOURCE": str(sample_inbox / "images"),
+        "DOCFLOW_FAN_OUT": "true",
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+    }
+    ran = _docflow(env, "run")
+    assert ran.returncode == 2 and "docflow deploy" in ran.stderr, ran.stderr
+    with Session(create_engine(db)) as s:
+        (run,) = s.scalars(select(Run)).all()
+        assert run.status == "failed" and "fan-out failed" in (run.error or "")
+        assert set(s.scalars(select(SourceObject.status))) <= {"pending", "failed"}  # listed, none claimed
 
 
 def _start_run(api_url: str, deployment_id: str) -> str:
@@ -267,6 +289,8 @@ def test_fan_out_two_workers_take_shards_each_object_once_and_a_killed_worker_lo
         deployed = _docflow(stack.env, "deploy")
         assert deployed.returncode == 0, deployed.stderr
         assert "runs silent for 90 s are marked Crashed" in deployed.stderr
+        joined = _docflow(stack.env, "worker", "--check", "--gpu", "1", "--name", "gpu-box")
+        assert joined.returncode == 0 and f"worker gpu-box on pool {POOL}, 2 runs at once, GPU 1" in joined.stderr
         nightly_id = next(
             d["id"] for d in _api(stack.api_url, "/deployments/filter", {}) if d["name"] == "docflow-nightly"
         )

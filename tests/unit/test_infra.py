@@ -30,8 +30,9 @@ def test_the_compose_file_has_every_part_of_a_deployment() -> None:
     pool = DeploySettings().work_pool
     for worker in ("cpu-worker", "gpu-worker"):
         command = services[worker]["command"]
-        assert command[:3] == ["prefect", "worker", "start"] and command[command.index("--pool") + 1] == pool
+        assert command[:2] == ["docflow", "worker"] and int(command[command.index("--runs") + 1]) >= 2
         assert services[worker]["environment"]["DOCFLOW_WORK_POOL"] == pool
+    assert services["gpu-worker"]["command"][2:4] == ["--gpu", "0"]
     for dockerfile in {s["build"]["dockerfile"] for s in services.values() if "build" in s}:
         assert (INFRA.parent / dockerfile).is_file()
 

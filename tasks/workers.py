@@ -1,0 +1,67 @@
+"""`docflow worker`: this machine joins the work pool. A preflight first (the Prefect server, the database, every
+source and the derived store must answer from here, or the worker would only fail runs), then Prefect's own process
+worker on DOCFLOW_WORK_POOL, named after the machine and its GPU."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import text
+
+from schemas.settings import Settings
+from storage.blobstore import open_store
+from storage.db import get_engine
+
+
+@dataclass(frozen=True)
+class WorkerCommand:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+
+
+def worker_command(settings: Settings, gpu: int | None, runs: int, name: str | None) -> WorkerCommand:
+    """`prefect worker start` on the pool, carrying `runs` flow runs at once; with `gpu`, only that GPU is seen
+    (CUDA_VISIBLE_DEVICES) and the models run on CUDA."""
+    host = socket.gethostname().split(".")[0]
+    name = name or (f"{host}-gpu{gpu}" if gpu is not None else host)
+    env = dict(os.environ)
+    if gpu is not None:
+        env |= {"CUDA_VISIBLE_DEVICES": str(gpu), "DOCFLOW_MODEL_DEVICE": "cuda"}
+    prefect = str(Path(sys.executable).parent / "prefect")
+    argv = [prefect, "worker", "start", "--pool", settings.deploy.work_pool, "--name", name, "--limit", str(runs)]
+    return WorkerCommand(name, argv, env)
+
+
+def preflight(settings: Settings) -> list[str]:
+    """What this machine cannot reach, one line each (empty: ready)."""
+    from prefect.settings import PREFECT_API_URL
+
+    problems = []
+    api = PREFECT_API_URL.value()
+    if not api:
+        problems.append("PREFECT_API_URL is not set: point it at the Prefect server (http://HOST:4200/api)")
+    else:
+        try:
+            with urllib.request.urlopen(f"{str(api).rstrip('/')}/health", timeout=10) as response:
+                if response.status != 200:
+                    problems.append(f"Prefect server {api} answered {response.status}")
+        except OSError as exc:
+            problems.append(f"Prefect server {api} cannot be reached: {exc}")
+    try:
+        with get_engine(settings.database_url).connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except Exception as exc:  # the driver's own error says why (host, password, database)
+        problems.append(f"database {settings.database_url.split('@')[-1]}: {str(exc).splitlines()[0]}")
+    shared = [settings.derived_store] if settings.derived_store.startswith("s3://") else []  # a folder is made
+    for location in (*settings.source, *shared):
+        try:
+            next(iter(open_store(location).list()), None)
+        except Exception as exc:
+            problems.append(f"store {location}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+    return problems
