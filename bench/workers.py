@@ -136,9 +136,7 @@ def main() -> None:
     try:
         images = tmp / "images"
         small_images(images, args.images)
-        print(
-            f"{args.images} small images, keyword classifier, shards of {args.shard_size}; 2 runs per worker"
-        )
+        print(f"{args.images} small images, keyword classifier, shards of {args.shard_size}; 2 runs per worker")
         timed: dict[str, float] = {}
         with Stack(1, args.shard_size, tmp / "one") as stack:
             stack.upload(images, "in-process")

@@ -251,7 +251,24 @@ def process_objects(
     return window_errors
 
 
-@flow(name="docflow-nightly", description="Process everything new under the configured sources.")
+def _nightly_run_name() -> str:
+    """`nightly 2026-11-27 02:00 UTC`: the run's scheduled time, what an operator looks for in the UI."""
+    return f"nightly {flow_run.scheduled_start_time.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+
+
+def _backfill_run_name() -> str:
+    """`backfill since 2026-11-01 (force)`."""
+    parameters = flow_run.parameters
+    since = str(parameters.get("since", ""))[:10]
+    until = f" until {str(parameters['until'])[:10]}" if parameters.get("until") else ""
+    return f"backfill since {since}{until}" + (" (force)" if parameters.get("force") else "")
+
+
+@flow(
+    name="docflow-nightly",
+    description="Process everything new under the configured sources.",
+    flow_run_name=_nightly_run_name,
+)
 def nightly(
     source: list[str] | None = None, limit: int | None = None, retry_failed: bool = False, fan_out: bool | None = None
 ) -> RunSummary:
@@ -260,7 +277,11 @@ def nightly(
     return run_pipeline(settings, RunKind.NIGHTLY, request, fan_out)
 
 
-@flow(name="docflow-backfill", description="(Re)process objects last modified in a time window.")
+@flow(
+    name="docflow-backfill",
+    description="(Re)process objects last modified in a time window.",
+    flow_run_name=_backfill_run_name,
+)
 def backfill(
     since: datetime,
     until: datetime | None = None,

@@ -551,9 +551,10 @@ class RunRepository:
         return run
 
     def newest_since(self, started: datetime) -> Run | None:
-        """The most recently started run that started at or after `started` (a CLI watching the run it began)."""
+        """The most recently started run (not a shard) that started at or after `started` (a CLI watching the run
+        it began)."""
         return self.session.scalars(
-            select(Run).where(Run.started_at >= started).order_by(Run.started_at.desc())
+            select(Run).where(Run.started_at >= started, Run.parent_id.is_(None)).order_by(Run.started_at.desc())
         ).first()
 
     def add_counts(self, run_id: str, processed: int, failed: int) -> None:

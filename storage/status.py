@@ -108,17 +108,19 @@ class StatusQuery:
         )
 
     def progress(self, started_since: datetime) -> RunProgress | None:
-        """The newest run started at or after `started_since`, as far as it has got (None: not started yet)."""
+        """The newest run started at or after `started_since`, as far as it and its shards have got (None: not
+        started yet)."""
         run = self.runs.newest_since(started_since)
         if run is None:
             return None
+        shards = self.runs.shards(run.id)
         return RunProgress(
             id=run.id,
             status=run.status,
             listed=run.discovered,
             planned=run.planned,
-            processed=run.processed,
-            failed=run.failed,
+            processed=run.processed + sum(s.processed for s in shards),
+            failed=run.failed + sum(s.failed for s in shards),
         )
 
 
