@@ -413,13 +413,13 @@ class ObjectRepository:
     def _current(self) -> ColumnElement[bool]:
         return SourceObject.superseded_at.is_(None)
 
-    def count_by_status(self, run_ids: Sequence[str] | None = None) -> dict[str, int]:
+    def count_by_status(self, run_ids: list[str] | None = None) -> dict[str, int]:
         stmt = select(SourceObject.status, func.count()).where(self._current()).group_by(SourceObject.status)
         if run_ids is not None:
             stmt = stmt.where(SourceObject.run_id.in_(run_ids))
         return {status: n for status, n in self.session.execute(stmt)}
 
-    def count_by_kind(self, run_ids: Sequence[str] | None = None) -> dict[str, dict[str, int]]:
+    def count_by_kind(self, run_ids: list[str] | None = None) -> dict[str, dict[str, int]]:
         kind = func.coalesce(SourceObject.kind, "unknown")
         stmt = (
             select(kind, SourceObject.status, func.count()).where(self._current()).group_by(kind, SourceObject.status)
@@ -475,7 +475,7 @@ class ObjectRepository:
         )
         return [(o, c) for o, c in self.session.execute(stmt)]
 
-    def failures(self, run_ids: Sequence[str] | None = None, limit: int = 100) -> list[SourceObject]:
+    def failures(self, run_ids: list[str] | None = None, limit: int = 100) -> list[SourceObject]:
         stmt = (
             select(SourceObject)
             .where(self._current(), SourceObject.status == ObjectStatus.FAILED)
@@ -569,14 +569,14 @@ class RunRepository:
     def record_stage(self, row: StageRun) -> None:
         self.session.add(row)
 
-    def stage_runs(self, run_ids: Sequence[str]) -> list[StageRun]:
+    def stage_runs(self, run_ids: list[str]) -> list[StageRun]:
         return list(
             self.session.scalars(
                 select(StageRun).where(StageRun.run_id.in_(run_ids)).order_by(StageRun.started_at, StageRun.id)
             )
         )
 
-    def stage_totals(self, run_ids: Sequence[str]) -> list[StageTotals]:
+    def stage_totals(self, run_ids: list[str]) -> list[StageTotals]:
         """Per stage, in pipeline order of first use: calls, time, items, pages, audio, forward batches."""
         totals: dict[str, StageTotals] = {}
         for row in self.stage_runs(run_ids):

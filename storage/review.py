@@ -113,7 +113,7 @@ class ReviewRepository:
             self.session.scalars(select(ReviewItem).where(ReviewItem.object_id == object_id).order_by(ReviewItem.id))
         )
 
-    def summary(self, run_ids: Sequence[str]) -> ReviewQueueSummary:
+    def summary(self, run_ids: list[str]) -> ReviewQueueSummary:
         """Items the run opened per stage and reason, the waiting backlog per stage, and the oldest waiting item."""
         opened: dict[tuple[str, str], int] = {}
         for stage, reasons, audit in self.session.execute(

@@ -21,6 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 PREFECT_FILE = REPO / "infra" / "prefect.yaml"
 NIGHTLY, REVIEW_EXPORT, BACKFILL = "docflow-nightly", "docflow-review-export", "docflow-backfill"
 ZOMBIE_AUTOMATION = "docflow: crash runs that stopped sending heartbeats"
+TAG = "prefect.tag.docflow"  # infra/prefect.yaml tags every deployment (and so its runs) `docflow`
 
 
 @dataclass(frozen=True)
@@ -80,8 +81,11 @@ def _ensure_work_pool(name: str) -> None:
 
 
 def _ensure_zombie_automation(silent_s: int) -> None:
-    """Prefect's recipe for zombie runs (docs: "detect zombie flows"): a flow run that sent a heartbeat and then
-    nothing, not even a final state, for `silent_s` is set Crashed. Replaced when the interval changed."""
+    """Prefect's recipe for zombie runs (docs: "detect zombie flows"): a docflow run (tagged `docflow` by its
+    deployment) that went Pending, Running or sent a heartbeat and then nothing, not even a final state, for
+    `silent_s` is set Crashed. Beyond the recipe: Pending and Running start the clock too, so a run whose worker
+    died before its first heartbeat is caught; the tag keeps runs of other heartbeat settings (an in-process
+    `docflow run`) out. Replaced when the interval changed."""
     from datetime import timedelta
 
     from prefect.automations import Automation
@@ -91,13 +95,15 @@ def _ensure_zombie_automation(silent_s: int) -> None:
     from prefect.events.schemas.events import ResourceSpecification
 
     final = {f"prefect.flow-run.{s}" for s in ("Completed", "Failed", "Cancelled", "Crashed")}
+    alive = {"prefect.flow-run.heartbeat", "prefect.flow-run.Running"}
     wanted = Automation(
         name=ZOMBIE_AUTOMATION,
         description="Set by `docflow deploy`: a run whose worker died stops sending heartbeats; mark it Crashed.",
         trigger=EventTrigger(
-            after={"prefect.flow-run.heartbeat"},
-            expect={"prefect.flow-run.heartbeat", *final},
+            after={*alive, "prefect.flow-run.Pending"},
+            expect={*alive, *final},
             match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
+            match_related=ResourceSpecification({"prefect.resource.role": "tag", "prefect.resource.id": TAG}),
             for_each={"prefect.resource.id"},
             posture=Posture.Proactive,
             threshold=1,
@@ -117,7 +123,7 @@ def _ensure_zombie_automation(silent_s: int) -> None:
     except ValueError:  # not there yet
         existing = None
     if existing is not None:
-        if getattr(existing.trigger, "within", None) == timedelta(seconds=silent_s):
+        if existing.trigger.model_dump(exclude={"id"}) == wanted.trigger.model_dump(exclude={"id"}):
             return
         existing.delete()
     wanted.create()

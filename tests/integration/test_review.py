@@ -215,7 +215,7 @@ def test_the_run_summary_counts_review_items_per_stage_and_reason(db: Path) -> N
 
     with unit_of_work(load_settings().database_url) as session:
         (run_id,) = [r.id for r in session.query(Run)]
-        summary = ReviewRepository(session).summary(run_id)
+        summary = ReviewRepository(session).summary([run_id])
     opened = {(o.stage, o.reason): o.items for o in summary.opened}
     assert opened[("classification", "audit")] >= 1  # the photo's class, confident: the audit sample
     assert sum(n for (stage, _), n in opened.items() if stage == "classification") >= 2
