@@ -23,11 +23,11 @@ def model_limit_name(settings: Settings) -> str:
         device = "cuda" if _has_cuda() else "cpu"
     if device.startswith("cuda"):
         index = device.partition(":")[2] or "0"
-        return f"docflow-gpu-{index}-{_host()}"
-    return f"docflow-{device.split(':')[0]}-{_host()}"
+        return f"docflow-gpu-{index}-{host_name()}"
+    return f"docflow-{device.split(':')[0]}-{host_name()}"
 
 
-def _host() -> str:
+def host_name() -> str:
     """The machine's short name, in characters any Prefect object name accepts."""
     name = socket.gethostname().split(".")[0].lower()
     return "".join(c if c.isalnum() or c == "-" else "-" for c in name) or "localhost"

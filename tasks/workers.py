@@ -5,7 +5,6 @@ worker on DOCFLOW_WORK_POOL, named after the machine and its GPU."""
 from __future__ import annotations
 
 import os
-import socket
 import sys
 import urllib.request
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from sqlalchemy import text
 from schemas.settings import Settings
 from storage.blobstore import open_store
 from storage.db import get_engine
+from tasks.concurrency import host_name
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ class WorkerCommand:
 def worker_command(settings: Settings, gpu: int | None, runs: int, name: str | None) -> WorkerCommand:
     """`prefect worker start` on the pool, carrying `runs` flow runs at once; with `gpu`, only that GPU is seen
     (CUDA_VISIBLE_DEVICES) and the models run on CUDA."""
-    host = socket.gethostname().split(".")[0]
+    host = host_name()
     name = name or (f"{host}-gpu{gpu}" if gpu is not None else host)
     env = dict(os.environ)
     if gpu is not None:
