@@ -4,7 +4,9 @@ Inputs are the corpus recordings that have reference transcripts, plus one long 
 (with pauses) so that batched decoding has several windows to batch. Prints WER per file against the references
 of ../shared/corpus/MANIFEST.md (normalised: case, punctuation, numbers), real-time factors, docflow's overhead
 over bare faster-whisper (like for like: docflow also timed without finding speakers, which bare faster-whisper does
-not do), batched vs sequential speedup and peak memory. Then who said what on synthetic
+not do), batched vs sequential speedup and peak memory; each configuration is timed --repeats times and the medians
+are compared (a single run of 95 s of audio swings by a few seconds, e.g. with Prefect's 2 s back-off when its
+temporary server's SQLite is busy). Then who said what on synthetic
 two-party calls made from every pair of the corpus's voices (stereo, and mono with speakers found by voice), and
 with --long-minutes the peak memory of docflow's audio stage on long recordings; the key figures on the last line.
 The diarization error rate needs pyannote.metrics (`pip install -e '.[bench]'`, which `make bench` does).
@@ -84,10 +86,10 @@ def build_inputs(corpus: Path, work: Path, copies: int) -> tuple[Path, dict[str,
 
 
 def run_docflow(
-    inbox: Path, work: Path, model: str, batch_size: int, beam_size: int, speakers: bool = True
-) -> tuple[float, dict[str, str]]:
+    inbox: Path, work: Path, model: str, batch_size: int, beam_size: int, repeats: int, speakers: bool = True
+) -> tuple[list[float], dict[str, str]]:
     """The real flow (Prefect, SQLite, VAD, batched Whisper, speakers by voice unless `speakers` is False); the
-    timed run is a forced backfill after a warm-up run, so neither side pays for server start or model load."""
+    timed runs are forced backfills after a warm-up run, so neither side pays for server start or model load."""
     from sqlalchemy import select
 
     from flows.pipeline import backfill, nightly
@@ -109,15 +111,19 @@ def run_docflow(
         }
     )
     nightly()
-    start = time.perf_counter()
-    backfill(since=datetime(2000, 1, 1), force=True)
-    elapsed = time.perf_counter() - start
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        backfill(since=datetime(2000, 1, 1), force=True)
+        times.append(time.perf_counter() - start)
     with unit_of_work(db) as session:
         texts = dict(session.execute(select(SourceObject.key, TranscriptRow.text).join(TranscriptRow)).tuples().all())
-    return elapsed, texts
+    return times, texts
 
 
-def run_bare(inbox: Path, model_path: str, batch_size: int, beam_size: int) -> tuple[float, dict[str, str]]:
+def run_bare(
+    inbox: Path, model_path: str, batch_size: int, beam_size: int, repeats: int
+) -> tuple[list[float], dict[str, str]]:
     """faster-whisper on its own, doing the same work by hand: its decoder and VAD, the same model and decoding
     options, and a stereo call split into its two channels (as docflow does when they differ)."""
     from faster_whisper import BatchedInferencePipeline, WhisperModel
@@ -126,19 +132,22 @@ def run_bare(inbox: Path, model_path: str, batch_size: int, beam_size: int) -> t
     model = WhisperModel(model_path, device="cpu", compute_type="int8")
     batched = BatchedInferencePipeline(model)
     options = dict(beam_size=beam_size, condition_on_previous_text=False, vad_filter=True)
-    start = time.perf_counter()
-    texts = {}
-    for path in sorted(inbox.iterdir()):
-        tracks = decode_audio(str(path), split_stereo=True) if path.name == STEREO else (decode_audio(str(path)),)
-        parts = []
-        for samples in tracks:
-            if batch_size > 1:
-                segments, _ = batched.transcribe(samples, batch_size=batch_size, **options)
-            else:
-                segments, _ = model.transcribe(samples, **options)
-            parts += [s.text.strip() for s in segments]
-        texts[path.name] = " ".join(parts)
-    return time.perf_counter() - start, texts
+    times: list[float] = []
+    texts: dict[str, str] = {}
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for path in sorted(inbox.iterdir()):
+            tracks = decode_audio(str(path), split_stereo=True) if path.name == STEREO else (decode_audio(str(path)),)
+            parts = []
+            for samples in tracks:
+                if batch_size > 1:
+                    segments, _ = batched.transcribe(samples, batch_size=batch_size, **options)
+                else:
+                    segments, _ = model.transcribe(samples, **options)
+                parts += [s.text.strip() for s in segments]
+            texts[path.name] = " ".join(parts)
+        times.append(time.perf_counter() - start)
+    return times, texts
 
 
 def measure_long(corpus: Path, minutes: int, model: str, speech_share: float = 0.25) -> dict[str, float]:
@@ -300,6 +309,9 @@ def main() -> None:
     parser.add_argument("--copies", type=int, default=3, help="times the clean files repeat in the long recording")
     parser.add_argument("--beam", type=int, default=5, help="beam size for both sides")
     parser.add_argument(
+        "--repeats", type=int, default=3, help="timed runs of each configuration (their median is reported)"
+    )
+    parser.add_argument(
         "--long-minutes",
         default="",
         help="also run docflow's audio stage on recordings this long (comma-separated minutes, e.g. 10,60,180) and "
@@ -318,12 +330,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         inbox, refs, audio_s = build_inputs(args.corpus, work, args.copies)
-        ours_t, ours = run_docflow(inbox, work, args.model, 8, args.beam)
-        ours_seq_t, _ = run_docflow(inbox, work, args.model, 1, args.beam)
+        n = args.repeats
+        ours_times, ours = run_docflow(inbox, work, args.model, 8, args.beam, n)
+        ours_seq_times, _ = run_docflow(inbox, work, args.model, 1, args.beam, n)
         # Like for like: bare faster-whisper finds no speakers, so docflow is also timed without (same run).
-        plain_t, _ = run_docflow(inbox, work, args.model, 8, args.beam, speakers=False)
-        bare_t, bare = run_bare(inbox, model_path, 8, args.beam)
-        bare_seq_t, _ = run_bare(inbox, model_path, 1, args.beam)
+        plain_times, _ = run_docflow(inbox, work, args.model, 8, args.beam, n, speakers=False)
+        bare_times, bare = run_bare(inbox, model_path, 8, args.beam, n)
+        bare_seq_times, _ = run_bare(inbox, model_path, 1, args.beam, n)
+    ours_t, ours_seq_t, plain_t, bare_t, bare_seq_t = (
+        float(np.median(times)) for times in (ours_times, ours_seq_times, plain_times, bare_times, bare_seq_times)
+    )
 
     print(
         f"model {args.model}, beam {args.beam}, {audio_s:.1f} s of audio in {len(refs)} recordings, 2-core CPU int8\n"
@@ -343,6 +359,10 @@ def main() -> None:
     print(f"{'docflow flow':24s} {ours_t:10.2f} {ours_seq_t:13.2f} {rtf:6.3f} {ours_seq_t / ours_t:8.2f}")
     print(f"{'docflow, no speakers':24s} {plain_t:10.2f} {'':13s} {plain_t / audio_s:6.3f}")
     print(f"{'bare faster-whisper':24s} {bare_t:10.2f} {bare_seq_t:13.2f} {rtf_bare:6.3f} {bare_seq_t / bare_t:8.2f}")
+    print(f"(medians of {n} runs each; every run, batched, in seconds:")
+    for name, times in (("docflow", ours_times), ("docflow, no speakers", plain_times), ("bare", bare_times)):
+        print(f"  {name}: {', '.join(f'{t:.2f}' for t in times)}")
+    print(")")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
         f"\nclean read speech WER {wer_clean:.3f}; docflow {1 / rtf:.1f}x real time; overhead {ours_t / bare_t:.2f} "

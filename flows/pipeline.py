@@ -88,7 +88,7 @@ class _Window:
     index: int
     object_ids: list[int]
     futures: list[PrefectFuture[list[WorkItem]]]  # the tasks of its current stage
-    next_stage: int = 0  # index into the model stages
+    stage: str | None = None  # the model stage its tasks run (None: preprocessing)
     running: set[UUID] = field(default_factory=set)  # task runs of the current stage not finished yet
 
     def start(self, futures: list[PrefectFuture[list[WorkItem]]]) -> None:
@@ -184,7 +184,6 @@ def process_objects(
     }
     preprocess = t.preprocess.with_options(timeout_seconds=settings.runner.preprocess_timeout_s, **retry)
     model_stage = t.model_stage.with_options(timeout_seconds=settings.runner.model_timeout_s, **retry)
-    stage_names = steps.model_stages(settings)
     planned = len(object_ids)
     # Typed as "UUID or coroutine" (it also works in async flows); in this sync flow it is the artifact's id.
     progress = cast(UUID, create_progress_artifact(progress=0.0 if planned else 100.0, description="objects finished"))
@@ -225,9 +224,9 @@ def process_objects(
             outcomes = [future.result(raise_on_failure=False) for future in window.futures]
             failed = next((o for o in outcomes if isinstance(o, BaseException)), None)
             items = [item for o in outcomes if not isinstance(o, BaseException) for item in o]
-            if failed is None and items and window.next_stage < len(stage_names):
-                stage = stage_names[window.next_stage]
-                window.next_stage += 1
+            stage = steps.next_stage(settings, window.stage, items) if failed is None else None
+            if stage is not None:
+                window.stage = stage
                 window.start([model_stage.submit(stage, settings, run_id, window.index, items, work_dir, limit)])
                 return
             if failed is not None:

@@ -19,7 +19,7 @@ from storage.repositories import RunRepository
 from storage.tables import StageRun, utcnow
 from tasks import claims
 from tasks.stages.base import ObjectRef, Stage, StageReport, WorkItem
-from tasks.stages.pipeline import StageContext, build_stages, finished, model_stage_names, run_stage
+from tasks.stages.pipeline import StageContext, build_stages, finished, next_model_stage, run_stage
 from tasks.stages.preprocess import item_dir
 
 
@@ -103,6 +103,6 @@ def _stage_row(
     )
 
 
-def model_stages(settings: Settings) -> list[str]:
-    """Names of the model stages the settings turn on, in order."""
-    return model_stage_names(settings)
+def next_stage(settings: Settings, after: str | None, items: Sequence[WorkItem]) -> str | None:
+    """The next model stage some of a window's items want (None: they are finished)."""
+    return next_model_stage(settings, after, items)

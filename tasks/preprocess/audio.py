@@ -4,7 +4,6 @@ at a time, and find speech with the Silero VAD model that ships inside faster-wh
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,10 +149,6 @@ def iter_blocks(path: Path, *, stereo: bool, max_duration_s: float, block_s: flo
         raise InputError(STAGE, "unreadable", f"audio stream unreadable: {_ffmpeg_reason(exc)}") from None
     except (ValueError, IndexError) as exc:  # e.g. a decoder yielding frames the resampler cannot take
         raise InputError(STAGE, "unreadable", f"audio stream unreadable: {exc}") from None
-    finally:
-        # The resampler's filter graph is only freed by the garbage collector (faster-whisper issue #390).
-        del resampler
-        gc.collect()
     if total == 0:
         raise InputError(STAGE, "no_samples", "audio stream unreadable: it decodes to zero samples")
     if pending:

@@ -52,11 +52,21 @@ def build_stages(settings: Settings, context: StageContext) -> list[Stage]:
     return stages
 
 
-def model_stage_names(settings: Settings) -> list[str]:
-    """The model stages the settings turn on, in order."""
+def _model_stages(settings: Settings) -> list[Stage]:
     # Building touches neither the store nor the folder: an unused local store stands in.
     unused = StageContext(LocalDirStore(Path.cwd()), Path.cwd())
-    return [stage.name for stage in build_stages(settings, unused) if stage.uses_model]
+    return [stage for stage in build_stages(settings, unused) if stage.uses_model]
+
+
+def next_model_stage(settings: Settings, after: str | None, items: Sequence[WorkItem]) -> str | None:
+    """The first model stage after `after` (None: from the first) that some of `items` want; None when no later
+    stage wants any (the items are finished). A stage nobody in a window wants is never started: no task run, no
+    device slot."""
+    stages = _model_stages(settings)
+    names = [stage.name for stage in stages]
+    start = names.index(after) + 1 if after is not None else 0
+    live = [item for item in items if item.error is None]
+    return next((stage.name for stage in stages[start:] if any(stage.wants(item) for item in live)), None)
 
 
 def run_stage(stage: Stage, items: Sequence[WorkItem], *, prepared: bool = False) -> StageReport:

@@ -1,3 +1,4 @@
+import gc
 import json
 import struct
 import subprocess
@@ -126,6 +127,21 @@ def test_decoding_matches_faster_whisper(sample_inbox: Path, name: str) -> None:
         assert np.abs(mine[:n] - reference[:n]).max() < 1e-3
     left, right = ours[1:]
     assert name != "fasterwhisper_stereo_diarization.wav" or not np.array_equal(left, right)
+
+
+def test_decoding_leaves_nothing_for_the_garbage_collector() -> None:
+    """Decoding frees everything it made by reference counting, so it never needs a full gc.collect() (measured:
+    0.2 s in a worker holding torch, Prefect and the models, once per recording)."""
+    decode_stereo(JFK, max_duration_s=MAX_S)  # first use imports PyAV's submodules
+    gc.collect()
+    gc.disable()
+    try:
+        decode(JFK, max_duration_s=MAX_S)
+        decode_stereo(JFK, max_duration_s=MAX_S)
+        unreachable = gc.collect()
+    finally:
+        gc.enable()
+    assert unreachable == 0
 
 
 def test_mono_file_gives_the_same_samples_on_both_sides(tmp_path: Path) -> None:

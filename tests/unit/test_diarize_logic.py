@@ -11,9 +11,10 @@ import pytest
 from schemas.errors import ConfigError
 from schemas.records import SpeechSegment, TranscriptSegment, Word
 from schemas.settings import AudioSettings, DiarizationSettings, WhisperSettings
-from tasks.diarize import Turn, attribute, cluster_speakers, speech_windows
+from tasks.diarize import HOP_S, Turn, attribute, cluster_speakers, diarize, speech_windows
 from tasks.display import dialogue
 from tasks.models.whisper import RawSegment, RawWord, WhisperSpec
+from tasks.preprocess.audio import SAMPLE_RATE, ArrayRecording
 from tasks.stages.transcribe import TranscribeStage
 from tasks.transcribe import _utterances, layout_speech
 
@@ -52,6 +53,43 @@ def test_a_long_call_is_clustered_from_a_spread_of_its_windows_and_every_window_
     labels = cluster_speakers(voices, np.full(truth.size, 1.6), threshold=0.5, speakers=None)
     assert len(set(labels)) == 3
     assert all(len(set(labels[truth == k])) == 1 for k in range(3))  # one label per voice, over all windows
+
+
+class _PitchVoices:
+    """A stand-in for the speaker encoder in a test of the logic around it: a clip's "voice" is its loudest
+    frequency, so two tones are two speakers. Counts the windows it hears."""
+
+    def __init__(self) -> None:
+        self.heard = 0
+
+    def __call__(self, clips: list[np.ndarray]) -> np.ndarray:
+        self.heard += len(clips)
+        vectors = np.zeros((len(clips), 8))
+        for i, clip in enumerate(clips):
+            spectrum = np.abs(np.fft.rfft(clip, n=SAMPLE_RATE))  # 1 Hz bins
+            vectors[i, 0 if spectrum[200] > spectrum[300] else 1] = 1.0
+        return vectors
+
+
+def _tones(*parts: tuple[int, float]) -> np.ndarray:
+    """Tones of (frequency, seconds) end to end."""
+    return np.concatenate(
+        [0.5 * np.sin(2 * np.pi * hz * np.arange(int(s * SAMPLE_RATE)) / SAMPLE_RATE) for hz, s in parts]
+    ).astype(np.float32)
+
+
+def test_one_voice_is_heard_once_and_a_change_inside_a_segment_is_placed_to_within_a_hop() -> None:
+    one = _tones((200, 16.0))
+    voices = _PitchVoices()
+    turns = diarize(ArrayRecording(one), [SpeechSegment(start_s=0.0, end_s=16.0)], voices, threshold=0.5)
+    assert [t.speaker for t in turns] == ["SPEAKER_0"] and voices.heard == 10  # side by side: 16 s / 1.6 s
+
+    two = _tones((200, 7.3), (300, 8.7))  # the change at 7.3 s, with no pause for VAD to split at
+    voices = _PitchVoices()
+    turns = diarize(ArrayRecording(two), [SpeechSegment(start_s=0.0, end_s=16.0)], voices, threshold=0.5)
+    assert [t.speaker for t in turns] == ["SPEAKER_0", "SPEAKER_1"]
+    assert abs(turns[0].end_s - 7.3) <= HOP_S and turns[-1].end_s == 16.0
+    assert voices.heard < len(speech_windows([SpeechSegment(start_s=0.0, end_s=16.0)]))  # only near the change
 
 
 def _segment(words: list[tuple[float, float, str]], speaker: str = "SPEAKER_0") -> TranscriptSegment:
