@@ -330,13 +330,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         inbox, refs, audio_s = build_inputs(args.corpus, work, args.copies)
-        n = args.repeats
-        ours_times, ours = run_docflow(inbox, work, args.model, 8, args.beam, n)
-        ours_seq_times, _ = run_docflow(inbox, work, args.model, 1, args.beam, n)
+        repeats = args.repeats
+        ours_times, ours = run_docflow(inbox, work, args.model, 8, args.beam, repeats)
+        ours_seq_times, _ = run_docflow(inbox, work, args.model, 1, args.beam, repeats)
         # Like for like: bare faster-whisper finds no speakers, so docflow is also timed without (same run).
-        plain_times, _ = run_docflow(inbox, work, args.model, 8, args.beam, n, speakers=False)
-        bare_times, bare = run_bare(inbox, model_path, 8, args.beam, n)
-        bare_seq_times, _ = run_bare(inbox, model_path, 1, args.beam, n)
+        plain_times, _ = run_docflow(inbox, work, args.model, 8, args.beam, repeats, speakers=False)
+        bare_times, bare = run_bare(inbox, model_path, 8, args.beam, repeats)
+        bare_seq_times, _ = run_bare(inbox, model_path, 1, args.beam, repeats)
     ours_t, ours_seq_t, plain_t, bare_t, bare_seq_t = (
         float(np.median(times)) for times in (ours_times, ours_seq_times, plain_times, bare_times, bare_seq_times)
     )
@@ -359,7 +359,7 @@ def main() -> None:
     print(f"{'docflow flow':24s} {ours_t:10.2f} {ours_seq_t:13.2f} {rtf:6.3f} {ours_seq_t / ours_t:8.2f}")
     print(f"{'docflow, no speakers':24s} {plain_t:10.2f} {'':13s} {plain_t / audio_s:6.3f}")
     print(f"{'bare faster-whisper':24s} {bare_t:10.2f} {bare_seq_t:13.2f} {rtf_bare:6.3f} {bare_seq_t / bare_t:8.2f}")
-    print(f"(medians of {n} runs each; every run, batched, in seconds:")
+    print(f"(medians of {repeats} runs each; every run, batched, in seconds:")
     for name, times in (("docflow", ours_times), ("docflow, no speakers", plain_times), ("bare", bare_times)):
         print(f"  {name}: {', '.join(f'{t:.2f}' for t in times)}")
     print(")")
