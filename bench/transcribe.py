@@ -189,7 +189,10 @@ def measure_long(corpus: Path, minutes: int, model: str, speech_share: float = 0
             "print(json.dumps({'seconds': time.perf_counter() - t, 'segments': len(r.transcript.segments),"
             " 'peak_mb': int(hwm) / 1024}))"
         ) % (str(REPO), str(path), model)
-        out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+        # Default settings: not the DOCFLOW_* variables the timed runs above left in this process's environment
+        # (the last of them turns speakers off).
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DOCFLOW_")}
+        out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, env=env).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
