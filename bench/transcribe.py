@@ -6,7 +6,8 @@ of ../shared/corpus/MANIFEST.md (normalised: case, punctuation, numbers), real-t
 over bare faster-whisper (like for like: docflow also timed without finding speakers, which bare faster-whisper does
 not do), batched vs sequential speedup and peak memory; each configuration is timed --repeats times and the medians
 are compared (a single run of 95 s of audio swings by a few seconds, e.g. with Prefect's 2 s back-off when its
-temporary server's SQLite is busy). Then who said what on synthetic
+temporary server's SQLite is busy); `rtf_stages` is the time docflow's stages took by the run summary (decode and
+VAD, transcription with speakers), the run without its orchestration. Then who said what on synthetic
 two-party calls made from every pair of the corpus's voices (stereo, and mono with speakers found by voice), and
 with --long-minutes the peak memory of docflow's audio stage on long recordings; the key figures on the last line.
 The diarization error rate needs pyannote.metrics (`pip install -e '.[bench]'`, which `make bench` does).
@@ -87,9 +88,11 @@ def build_inputs(corpus: Path, work: Path, copies: int) -> tuple[Path, dict[str,
 
 def run_docflow(
     inbox: Path, work: Path, model: str, batch_size: int, beam_size: int, repeats: int, speakers: bool = True
-) -> tuple[list[float], dict[str, str]]:
+) -> tuple[list[float], list[float], dict[str, str]]:
     """The real flow (Prefect, SQLite, VAD, batched Whisper, speakers by voice unless `speakers` is False); the
-    timed runs are forced backfills after a warm-up run, so neither side pays for server start or model load."""
+    timed runs are forced backfills after a warm-up run, so neither side pays for server start or model load.
+    Returns each run's wall time, the time its stages took (decode and VAD, transcription; what the run summary
+    reports: the run without its orchestration), and the transcripts."""
     from sqlalchemy import select
 
     from flows.pipeline import backfill, nightly
@@ -111,14 +114,15 @@ def run_docflow(
         }
     )
     nightly()
-    times = []
+    times, stage_times = [], []
     for _ in range(repeats):
         start = time.perf_counter()
-        backfill(since=datetime(2000, 1, 1), force=True)
+        summary = backfill(since=datetime(2000, 1, 1), force=True)
         times.append(time.perf_counter() - start)
+        stage_times.append(sum(stage.seconds for stage in summary.stages))
     with unit_of_work(db) as session:
         texts = dict(session.execute(select(SourceObject.key, TranscriptRow.text).join(TranscriptRow)).tuples().all())
-    return times, texts
+    return times, stage_times, texts
 
 
 def run_bare(
@@ -334,14 +338,15 @@ def main() -> None:
         work = Path(tmp)
         inbox, refs, audio_s = build_inputs(args.corpus, work, args.copies)
         repeats = args.repeats
-        ours_times, ours = run_docflow(inbox, work, args.model, 8, args.beam, repeats)
-        ours_seq_times, _ = run_docflow(inbox, work, args.model, 1, args.beam, repeats)
+        ours_times, ours_stage_times, ours = run_docflow(inbox, work, args.model, 8, args.beam, repeats)
+        ours_seq_times, _, _ = run_docflow(inbox, work, args.model, 1, args.beam, repeats)
         # Like for like: bare faster-whisper finds no speakers, so docflow is also timed without (same run).
-        plain_times, _ = run_docflow(inbox, work, args.model, 8, args.beam, repeats, speakers=False)
+        plain_times, _, _ = run_docflow(inbox, work, args.model, 8, args.beam, repeats, speakers=False)
         bare_times, bare = run_bare(inbox, model_path, 8, args.beam, repeats)
         bare_seq_times, _ = run_bare(inbox, model_path, 1, args.beam, repeats)
-    ours_t, ours_seq_t, plain_t, bare_t, bare_seq_t = (
-        float(np.median(times)) for times in (ours_times, ours_seq_times, plain_times, bare_times, bare_seq_times)
+    ours_t, ours_seq_t, plain_t, bare_t, bare_seq_t, stages_t = (
+        float(np.median(times))
+        for times in (ours_times, ours_seq_times, plain_times, bare_times, bare_seq_times, ours_stage_times)
     )
 
     print(
@@ -365,6 +370,8 @@ def main() -> None:
     print(f"(medians of {repeats} runs each; every run, batched, in seconds:")
     for name, times in (("docflow", ours_times), ("docflow, no speakers", plain_times), ("bare", bare_times)):
         print(f"  {name}: {', '.join(f'{t:.2f}' for t in times)}")
+    stage_list = ", ".join(f"{t:.2f}" for t in ours_stage_times)
+    print(f"  docflow's stages (decode and VAD, transcription with speakers): {stage_list}")
     print(")")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
@@ -401,7 +408,8 @@ def main() -> None:
         languages = f" language_accuracy={switching['accuracy']:.3f}"
     print(
         f"wer_mean={wer_mean:.3f} wer_clean={wer_clean:.3f} rtf={rtf:.3f} rtf_bare={rtf_bare:.3f} "
-        f"overhead={plain_t / bare_t:.2f} overhead_with_speakers={ours_t / bare_t:.2f} rtf_no_speakers="
+        f"overhead={plain_t / bare_t:.2f} overhead_with_speakers={ours_t / bare_t:.2f} rtf_stages="
+        f"{stages_t / audio_s:.3f} overhead_stages={stages_t / bare_t:.2f} rtf_no_speakers="
         f"{plain_t / audio_s:.3f} batch_speedup={ours_seq_t / ours_t:.2f} "
         f"bare_batch_speedup={bare_seq_t / bare_t:.2f} peak_rss_mb={peak:.0f}{speakers}{languages}{long_figures}"
     )
