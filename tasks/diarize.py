@@ -172,22 +172,21 @@ def _refined(
 ) -> tuple[list[_Window], np.ndarray]:
     """Segments holding a change, in windows HOP_S apart: those between two first-pass windows that disagree are
     heard and take the nearest speaker; the others take their first-pass window's."""
-    mixed = {a.segment for a, _ in changes}
-    fine = [w for w in speech_windows(segments) if w.segment in mixed]
-    spans = [(_centre(a) - HOP_S, _centre(b) + HOP_S) for a, b in changes]
-    heard = [i for i, w in enumerate(fine) if any(lo <= _centre(w) <= hi for lo, hi in spans)]
-    fine_labels = labels[[_nearest_in_segment(first, w) for w in fine]]
+    spans: dict[int, list[tuple[float, float]]] = {}  # per mixed segment: where its first-pass windows disagree
+    for a, b in changes:
+        spans.setdefault(a.segment, []).append((_centre(a) - HOP_S, _centre(b) + HOP_S))
+    own: dict[int, list[int]] = {}  # per segment: its first-pass windows
+    for i, w in enumerate(first):
+        own.setdefault(w.segment, []).append(i)
+    fine = [w for w in speech_windows(segments) if w.segment in spans]
+    heard = [i for i, w in enumerate(fine) if any(lo <= _centre(w) <= hi for lo, hi in spans[w.segment])]
+    # The others take the speaker of the first-pass window of their segment whose centre is nearest.
+    fine_labels = labels[[min(own[w.segment], key=lambda i: abs(_centre(first[i]) - _centre(w))) for w in fine]]
     if heard:
         fine_labels[heard] = nearest(_embed(recording, [fine[i] for i in heard], embed), centroids)
-    kept = [(w, label) for w, label in zip(first, labels, strict=True) if w.segment not in mixed]
+    kept = [(w, label) for w, label in zip(first, labels, strict=True) if w.segment not in spans]
     ordered = sorted(kept + list(zip(fine, fine_labels, strict=True)), key=lambda pair: pair[0].own_start_s)
     return [w for w, _ in ordered], np.array([label for _, label in ordered], int)
-
-
-def _nearest_in_segment(windows: Sequence[_Window], window: _Window) -> int:
-    """Index of the window of `windows` in `window`'s segment whose centre is nearest to its centre."""
-    own = [i for i, other in enumerate(windows) if other.segment == window.segment]
-    return min(own, key=lambda i: abs(_centre(windows[i]) - _centre(window)))
 
 
 def _centre(window: _Window) -> float:
