@@ -11,14 +11,13 @@ from typing import Any
 from prefect import Task, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import TaskRun
-from prefect.concurrency.sync import concurrency
 from prefect.states import State
 
 from schemas.records import DiscoveryRequest, DiscoveryResult, RunKind, RunSummary, ShardSummary
 from schemas.settings import Settings
 from storage.db import migrate
 from tasks import claims, discovery, fanout, runs, steps
-from tasks.concurrency import ensure_limit, model_limit_name
+from tasks.concurrency import device_slot, ensure_limit, model_limit_name
 from tasks.faults import is_infrastructure_fault
 from tasks.stages.base import WorkItem
 from tasks.system_tools import check_tools
@@ -109,9 +108,7 @@ def model_stage(
 ) -> list[WorkItem]:
     """One model stage over every item of a window, holding a slot of the device's concurrency limit (strict: a
     missing limit is an error, never an unguarded GPU)."""
-    step = steps.run_step(
-        settings, run_id, window, stage, items, work_dir, slot=lambda: concurrency(limit, occupy=1, strict=True)
-    )
+    step = steps.run_step(settings, run_id, window, stage, items, work_dir, slot=lambda: device_slot(limit))
     _log_step(step, window)
     return step.remaining
 
