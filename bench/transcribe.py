@@ -5,8 +5,8 @@ Inputs are the corpus recordings that have reference transcripts, plus one long 
 of ../shared/corpus/MANIFEST.md (normalised: case, punctuation, numbers), real-time factors, docflow's overhead
 over bare faster-whisper (like for like: docflow also timed without finding speakers, which bare faster-whisper does
 not do), batched vs sequential speedup and peak memory; each configuration is timed --repeats times and the medians
-are compared (a single run of 95 s of audio swings by a few seconds, e.g. with Prefect's 2 s back-off when its
-temporary server's SQLite is busy); `rtf_stages` is the time docflow's stages took by the run summary (decode and
+are compared (a single run of 95 s of audio swings by a second or more, e.g. as Prefect ends a run on the next
+whole second of its heartbeat thread); `rtf_stages` is the time docflow's stages took by the run summary (decode and
 VAD, transcription with speakers), the run without its orchestration. Then who said what on synthetic
 two-party calls made from every pair of the corpus's voices (stereo, and mono with speakers found by voice), and
 with --long-minutes the peak memory of docflow's audio stage on long recordings; the key figures on the last line.

@@ -70,20 +70,13 @@ def speech_windows(
     return windows
 
 
-def cluster_speakers(embeddings: np.ndarray, weights: np.ndarray, threshold: float, speakers: int | None) -> np.ndarray:
-    """A cluster label per embedding. Windows with weight (seconds) under MIN_CLUSTERED_S do not shape the
-    clusters, they are given the nearest one; so are the windows left out of a tree over MAX_TREE_WINDOWS.
-    `speakers` fixes the count; otherwise clusters merge while the mean cosine distance between them stays under
-    `threshold`."""
-    if len(embeddings) == 0:
-        return np.zeros(0, int)
-    return nearest(embeddings, speaker_centroids(embeddings, weights, threshold, speakers))
-
-
 def speaker_centroids(
     embeddings: np.ndarray, weights: np.ndarray, threshold: float, speakers: int | None
 ) -> np.ndarray:
-    """The speakers' unit-length mean embeddings, one row per speaker (see cluster_speakers)."""
+    """The speakers' unit-length mean embeddings, one row per speaker; every window then takes the nearest
+    (`nearest`). Windows with weight (seconds) under MIN_CLUSTERED_S do not shape the clusters; nor do the windows
+    left out of a tree over MAX_TREE_WINDOWS. `speakers` fixes the count; otherwise clusters merge while the mean
+    cosine distance between them stays under `threshold`."""
     n = len(embeddings)
     core = np.flatnonzero(weights >= MIN_CLUSTERED_S)
     if core.size == 0:

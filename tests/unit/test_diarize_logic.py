@@ -11,7 +11,7 @@ import pytest
 from schemas.errors import ConfigError
 from schemas.records import SpeechSegment, TranscriptSegment, Word
 from schemas.settings import AudioSettings, DiarizationSettings, WhisperSettings
-from tasks.diarize import HOP_S, Turn, attribute, cluster_speakers, diarize, speech_windows
+from tasks.diarize import HOP_S, Turn, attribute, diarize, nearest, speaker_centroids, speech_windows
 from tasks.display import dialogue
 from tasks.models.whisper import RawSegment, RawWord, WhisperSpec
 from tasks.preprocess.audio import SAMPLE_RATE, ArrayRecording
@@ -27,6 +27,11 @@ def test_windows_tile_each_speech_segment_exactly() -> None:
     assert all(w.end_s - w.start_s == pytest.approx(1.6) for w in first)
     (short,) = [w for w in windows if w.segment == 1]  # shorter than one window: heard whole
     assert (short.start_s, short.end_s, short.own_start_s, short.own_end_s) == (8.0, 9.0, 8.0, 9.0)
+
+
+def cluster_speakers(embeddings: np.ndarray, weights: np.ndarray, threshold: float, speakers: int | None) -> np.ndarray:
+    """A speaker label per window, as diarize's first pass gives them."""
+    return nearest(embeddings, speaker_centroids(embeddings, weights, threshold, speakers))
 
 
 def test_clusters_follow_the_voices_and_short_windows_join_the_nearest() -> None:
