@@ -17,7 +17,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
 help:
 	@echo "make run    set up .venv and process the sample inbox (SQLite, ./inbox, offline)"
-	@echo "make lint   ruff (lint and format check) and mypy over the whole project"
+	@echo "make lint   ruff (lint and format check), mypy, and the import contracts (lint-imports) over the project"
 	@echo "make test   set up, lint, and run the whole test suite (starts Postgres, SeaweedFS, Prefect itself)"
 	@echo "make bench  run the benchmarks in bench/"
 	@echo "make label-studio  install Label Studio into $(LS_VENV) and start it (see README: reviewing)"
@@ -58,6 +58,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # The two virtual environments install side by side (mostly unpacking: a minute saved on two cores). The tests
 # that run a whole `docflow stack` (marker `stack`) mostly wait on a cron minute or a dead worker's heartbeats:

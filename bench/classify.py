@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO))
 
 from schemas.errors import InputError  # noqa: E402
 from schemas.settings import RenderSettings, load_settings  # noqa: E402
-from tasks.classify import (  # noqa: E402
+from tasks.classify.prototypes import (  # noqa: E402
     MemoryEmbeddingCache,
     build_prototypes,
     embed_files,

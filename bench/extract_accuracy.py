@@ -32,7 +32,7 @@ from rapidfuzz import fuzz  # noqa: E402
 
 from schemas.normalise import parse_amount, parse_currency, parse_date  # noqa: E402
 from schemas.settings import load_settings  # noqa: E402
-from tasks.stages.pipeline import process_local_file  # noqa: E402
+from tasks.run.stages import process_local_file  # noqa: E402
 
 FUZZY_THRESHOLD = 80
 AMOUNTS = {"total", "subtotal", "tax"}
@@ -132,8 +132,8 @@ def main() -> None:
         for schema in ("invoice", "receipt")
     }
 
-    from tasks.models.generators import load_generator
-    from tasks.stages.extract import generator_spec
+    from tasks.extract.stage import generator_spec
+    from tasks.models.generation.registry import load_generator
 
     load_generator(generator_spec(config.extraction, config.device, config.render.max_pixels))  # outside the timings
     documents = cases(args.corpus)

@@ -32,15 +32,15 @@ import). Here, on CPU only:
 What is measured, for each device, each stage timed after one warm-up batch:
   classify:  tasks.models.embedders' open_clip embedder (ViT-B-32, random weights) on the page JPEGs, in batches of
              --clip-batch-size, as the classifier calls it: decode (JPEG draft), transform, forward, normalise.
-  extract:   tasks.models.generators' VLM generator (the tiny random Qwen2-VL of tests/support, built into a temp
+  extract:   tasks.models.generation's VLM backend (the tiny random Qwen2-VL of tests/support, built into a temp
              folder, or --vlm) on the same pages, --batch-size pages per generate() call, invoices and receipts
              mixed in one batch (each request with its own grammar), greedy decoding constrained by xgrammar, up to
              --max-new-tokens new tokens per page.
 Inputs are production-like: A4 pages at 150 dpi (1240x1754) with drawn text and rules, stored as JPEG quality 90
 like rendered pages; the VLM's pixel budget is min 28*28*16, max --max-pixels (1280*28*28, ~1260 visual tokens per
-page). The prompts have the shape of tasks.extraction.build_prompt (that module is not imported: it pulls in
-pydantic-settings through tasks.ocr), the grammars are schema_json() of schemas.documents' Invoice and Receipt with
-extraction's default bounds. A random model writes garbage, but valid-to-the-grammar garbage, usually until
+page). The prompts have the shape of tasks.extract.extraction.build_prompt (that module is not imported: it pulls
+in pydantic-settings through tasks.system_tools), the grammars are schema_json() of schemas.documents' Invoice and
+Receipt with extraction's default bounds. A random model writes garbage, but valid-to-the-grammar garbage, usually until
 --max-new-tokens cuts it: the timing is of the full decode budget.
 
 Prints pages/s per stage and device, batch fill (mean pages per forward batch / configured batch size), new tokens
@@ -63,14 +63,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from schemas.documents import DocumentSchema, Invoice, Receipt  # noqa: E402
-from tasks.models.constrained import schema_json  # noqa: E402
 from tasks.models.embedders import Embedder, EmbedderSpec, load_embedder  # noqa: E402
-from tasks.models.generators import (  # noqa: E402
-    GenerationRequest,
-    GeneratorSpec,
-    StructuredGenerator,
-    load_generator,
-)
+from tasks.models.generation.base import GenerationRequest, GeneratorSpec, StructuredGenerator  # noqa: E402
+from tasks.models.generation.constrained import schema_json  # noqa: E402
+from tasks.models.generation.registry import load_generator  # noqa: E402
 
 PAGE_SIZE = (1240, 1754)  # A4 at 150 dpi, DOCFLOW_PDF_DPI's default
 JPEG_QUALITY = 90  # DOCFLOW_JPEG_QUALITY's default
@@ -136,7 +132,7 @@ def make_pages(folder: Path, count: int) -> list[Path]:
 
 
 def extraction_prompt(schema: type[DocumentSchema]) -> str:
-    """A prompt of the shape and length of tasks.extraction.build_prompt(schema, None)."""
+    """A prompt of the shape and length of tasks.extract.extraction.build_prompt(schema, None)."""
     fields = "\n".join(f"- {name}: {field.description or ''}" for name, field in schema.model_fields.items())
     return (
         f"Extract the data of {schema.description} as JSON with these fields:\n\n{fields}\n\n"

@@ -34,8 +34,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tasks.evaluation import wer, word_errors  # noqa: E402
 from tasks.preprocess.audio import SAMPLE_RATE, decode  # noqa: E402
+from tests.support.evaluation import wer, word_errors  # noqa: E402
 
 MAX_S = 4 * 3600.0  # DOCFLOW_MAX_AUDIO_S default
 
@@ -184,7 +184,7 @@ def measure_long(corpus: Path, minutes: int, model: str, speech_share: float = 0
         code = (
             "import json,sys,time; from pathlib import Path; sys.path.insert(0, %r);"
             "from schemas.settings import load_settings;"
-            "from tasks.stages.pipeline import process_local_file;"
+            "from tasks.run.stages import process_local_file;"
             "p = Path(%r); c = load_settings(whisper_model=%r);"
             "from tasks.models.whisper import load_transcriber, whisper_spec;"
             "load_transcriber(whisper_spec(c.whisper, c.device.cache_dir));"
@@ -226,11 +226,11 @@ def measure_speakers(corpus: Path, model: str) -> dict[str, float]:
     from itertools import combinations
 
     from schemas.settings import AudioSettings, DiarizationSettings, WhisperSettings
-    from tasks.evaluation import speaker_accuracy, two_party_call
     from tasks.models.whisper import WhisperSpec, load_transcriber
     from tasks.preprocess.audio import ArrayRecording, detect_speech
-    from tasks.stages.transcribe import TranscribeStage
-    from tasks.transcribe import transcribe_recording
+    from tasks.transcribe.stage import TranscribeStage
+    from tasks.transcribe.transcription import transcribe_recording
+    from tests.support.evaluation import speaker_accuracy, two_party_call
 
     der: Any = None
     try:
@@ -282,10 +282,10 @@ def measure_languages(corpus: Path, model: str) -> dict[str, Any]:
     """A recording that switches language three times (English from the corpus, then German, English, French from
     espeak-ng's voices): the languages docflow stores, and the share of words transcribed in the language spoken."""
     from schemas.settings import AudioSettings, WhisperSettings
-    from tasks.evaluation import SCRIPTS, LanguageSpan, language_accuracy, synthesized_speech
     from tasks.models.whisper import WhisperSpec, load_transcriber
     from tasks.preprocess.audio import ArrayRecording, detect_speech
-    from tasks.transcribe import transcribe_recording
+    from tasks.transcribe.transcription import transcribe_recording
+    from tests.support.evaluation import SCRIPTS, LanguageSpan, language_accuracy, synthesized_speech
 
     english = [decode(corpus / "audio" / name, max_duration_s=MAX_S) for name in CLEAN[:2]]
     parts = [("en", np.concatenate(english)), ("de", synthesized_speech(SCRIPTS["de"], "de"))]

@@ -23,7 +23,7 @@ from schemas.records import ObjectKind, RunSummary
 from schemas.settings import Settings
 from schemas.status import ObjectView, StatusReport
 from tasks.display import clock, dialogue, first_line
-from tasks.report import stage_lines
+from tasks.run.report import stage_lines
 
 app = typer.Typer(
     name="docflow",
@@ -240,7 +240,7 @@ def backfill(
         raise typer.BadParameter("--until must be after --since", param_hint="--until")
     settings = settings_or_exit(source)
     if deployment:
-        from tasks.deployments import start_backfill
+        from tasks.ops.deployments import start_backfill
 
         parameters = {
             "since": since_dt,
@@ -298,7 +298,7 @@ def deploy() -> None:
             "[red]error:[/red] set PREFECT_API_URL to the Prefect server's API (e.g. http://127.0.0.1:4200/api)"
         )
         raise typer.Exit(2)
-    from tasks.deployments import deploy as apply
+    from tasks.ops.deployments import deploy as apply
 
     try:
         report = apply(settings)
@@ -338,7 +338,7 @@ def worker(
     runs Prefect's process worker, which takes nightly runs, backfills and shards. The checkout must be at the path
     the deployments name (DOCFLOW_HOME when `docflow deploy` ran)."""
     settings = settings_or_exit()
-    from tasks.workers import preflight, worker_command
+    from tasks.ops.workers import preflight, worker_command
 
     problems = preflight(settings)
     for problem in problems:

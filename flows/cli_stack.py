@@ -10,7 +10,7 @@ from rich.console import Console
 from flows.cli_common import console, safe, settings_or_exit
 from schemas.errors import ConfigError
 from schemas.settings import Settings
-from tasks.stack import Service, Stack, StackPlan
+from tasks.ops.stack import Service, Stack, StackPlan
 
 stack_app = typer.Typer(
     name="stack",

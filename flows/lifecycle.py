@@ -1,5 +1,5 @@
 """Keep Prefect's temporary server from outliving the `docflow` run that started it (scratch folders that a killed
-run leaves behind are removed by the next run: tasks/workdirs.py).
+run leaves behind are removed by the next run: tasks/run/workdirs.py).
 
 Prefect's temporary server
 --------------------------

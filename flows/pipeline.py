@@ -21,13 +21,13 @@ from prefect.tasks import exponential_backoff
 
 from schemas.records import DiscoveryRequest, ObjectKind, RunKind, RunSummary
 from schemas.settings import Settings, load_settings
-from tasks import fanout, steps
-from tasks import prefect_tasks as t
-from tasks.claims import ClaimHeartbeat
 from tasks.display import first_line
-from tasks.report import run_markdown, stage_lines
-from tasks.stages.base import WorkItem
-from tasks.workdirs import run_work_dir
+from tasks.pipeline.stage import WorkItem
+from tasks.run import fanout, steps
+from tasks.run import prefect_tasks as t
+from tasks.run.claims import ClaimHeartbeat
+from tasks.run.report import run_markdown, stage_lines
+from tasks.run.workdirs import run_work_dir
 
 T = TypeVar("T")
 

@@ -6,28 +6,14 @@ from __future__ import annotations
 
 import os
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from schemas.errors import ConfigError
-from schemas.settings import Settings, load_settings
+from schemas.settings import load_settings
 from tasks.review import queue
 from tasks.review.label_studio import Connection
-
-
-@task(name="review-push", retries=2, retry_delay_seconds=10)
-def push(settings: Settings, connection: Connection, project: int) -> queue.PushReport:
-    return queue.push(settings, connection, project, None)
-
-
-@task(name="review-pull", retries=2, retry_delay_seconds=10)
-def pull(settings: Settings, connection: Connection, project: int) -> queue.ApplyReport:
-    return queue.pull(settings, connection, project)
-
-
-@task(name="review-file", retries=2, retry_delay_seconds=10)
-def write_file(settings: Settings, location: str) -> tuple[str, int]:
-    return queue.export_to_store(settings, location)
+from tasks.run.prefect_tasks import review_file, review_pull, review_push
 
 
 @flow(name="docflow-review-export", description="Send new review items to Label Studio (or a file) and pull answers.")
@@ -38,11 +24,11 @@ def review_export() -> queue.ExportRound:
     logger = get_run_logger()
     if url and key and project is not None:
         connection = Connection(url, key)
-        pulled = pull(settings, connection, project)  # answers first: items resolved since need not go out again
-        pushed = push(settings, connection, project)
+        pulled = review_pull(settings, connection, project)  # answers first: items resolved since need not go out again
+        pushed = review_push(settings, connection, project)
         result = queue.ExportRound(pushed=pushed, pulled=pulled)
     elif settings.review.export_to:
-        written, count = write_file(settings, settings.review.export_to)
+        written, count = review_file(settings, settings.review.export_to)
         result = queue.ExportRound(written=written, items_written=count)
     else:
         raise ConfigError(

@@ -17,7 +17,7 @@ from schemas.normalise import parse_amount, parse_currency, parse_date
 
 
 class ValueKind(StrEnum):
-    """How a value is checked against the page it came from (see tasks/grounding.py): identifiers character for
+    """How a value is checked against the page it came from (see tasks/extract/grounding.py): identifiers character for
     character, amounts by value, dates in any printed format, currency codes by code, symbol or name, text
     case-, spacing- and OCR-noise-tolerant; free text (a summary the model writes) is not checked."""
 

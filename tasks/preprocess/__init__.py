@@ -1,1 +1,2 @@
-"""Pure preprocessing stages: type sniffing, PDF rendering, image normalisation, audio decoding and VAD."""
+"""Preprocessing, the CPU stage: type sniffing, PDF rendering and text layers, image normalisation, audio decoding and
+VAD, and the stage that runs them per object."""

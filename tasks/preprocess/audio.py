@@ -7,13 +7,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from schemas.errors import InputError
 from schemas.records import AudioSummary, SpeechSegment
 from schemas.settings import AudioSettings
+from tasks.pipeline.stage import Recording
 
 STAGE = "audio"
 SAMPLE_RATE = 16_000
@@ -227,25 +228,6 @@ def detect_speech(samples: np.ndarray, params: AudioSettings, block_s: int = VAD
     for offset in range(0, max(samples.size, 1), block):
         finder.feed(samples[offset : offset + block], offset / SAMPLE_RATE)
     return finder.segments
-
-
-class Recording(Protocol):
-    """A decoded recording (16 kHz), read back one span at a time."""
-
-    @property
-    def channels(self) -> int: ...
-
-    @property
-    def samples(self) -> int: ...
-
-    @property
-    def channels_differ(self) -> bool:
-        """A stereo call with one party per channel."""
-        ...
-
-    def read(self, start_s: float, end_s: float, channel: int | None = None) -> np.ndarray:
-        """float32 samples of [start_s, end_s): one channel, or the channels' mean (the mono mix)."""
-        ...
 
 
 @dataclass(frozen=True)

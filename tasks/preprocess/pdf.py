@@ -1,5 +1,6 @@
 """PDF pages to images with poppler (pdf2image): DPI control, a pixel budget per page, page limits, and rendering
-in page ranges so a long document never holds more than one range of decoded pages."""
+in page ranges so a long document never holds more than one range of decoded pages; and the PDF's own text layer
+(pdftotext), which spares a page OCR and is what extracted values are checked against."""
 
 from __future__ import annotations
 
@@ -189,3 +190,20 @@ def render_pdf(path: Path, out_dir: Path, limits: RenderSettings) -> PdfRender:
     for rng in plan_ranges(geometry, limits):
         pages.extend(_render_range(path, out_dir, rng, limits))
     return PdfRender(page_count=page_count, pages=pages, warnings=warnings)
+
+
+def pdf_text_layer(path: Path, last_page: int, timeout_s: int = 60) -> list[str]:
+    """Text of pages 1..last_page in reading layout ('' for pages without a text layer)."""
+    try:
+        proc = subprocess.run(
+            ["pdftotext", "-layout", "-enc", "UTF-8", "-f", "1", "-l", str(last_page), str(path), "-"],
+            capture_output=True,
+            timeout=timeout_s,
+            check=False,
+        )
+    except FileNotFoundError:
+        raise missing_tool("pdftotext") from None
+    if proc.returncode != 0:
+        return [""] * last_page
+    pages = proc.stdout.decode("utf-8", "replace").split("\f")
+    return [(pages[i] if i < len(pages) else "").strip() for i in range(last_page)]

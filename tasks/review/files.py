@@ -15,12 +15,11 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TextIO
 
 from schemas.documents import SCHEMAS
 from schemas.review import ReviewItemView, ReviewStage
+from tasks.review.answers import RejectedRow, ReviewAnswer
 from tasks.review.items import model_value
 
 CSV_COLUMNS = (
@@ -38,22 +37,6 @@ CSV_COLUMNS = (
     "reviewer",
 )
 CLEAR = "null"  # a CSV correction that empties the field
-
-
-@dataclass(frozen=True)
-class ReviewAnswer:
-    """A reviewer's answer to one item: the corrected value (None: the model's value is right)."""
-
-    item_id: int
-    corrected: dict[str, Any] | None
-    reviewer: str | None
-    where: str  # the row or line it came from, for messages
-
-
-@dataclass(frozen=True)
-class RejectedRow:
-    where: str
-    reason: str
 
 
 # --- writing -------------------------------------------------------------------------------------------------
@@ -152,21 +135,7 @@ def write_jsonl(items: Iterable[ReviewItemView], out: TextIO) -> int:
 # --- reading -------------------------------------------------------------------------------------------------
 
 
-def read_answers(path: Path, items: dict[int, ReviewItemView]) -> tuple[list[ReviewAnswer], list[RejectedRow]]:
-    """A reviewer's file (CSV, JSONL, or Label Studio's JSON export, told apart by content), as answers to the
-    `items` it names. Malformed rows and unknown ids are rejected one by one; the rest are read."""
-    from tasks.review.label_studio import read_export
-
-    text = path.read_text(encoding="utf-8-sig")
-    stripped = text.lstrip()
-    if stripped.startswith("["):
-        return read_export(text, items)
-    if stripped.startswith("{"):
-        return _read_jsonl(text, items)
-    return _read_csv(text, items)
-
-
-def _read_jsonl(text: str, items: dict[int, ReviewItemView]) -> tuple[list[ReviewAnswer], list[RejectedRow]]:
+def read_jsonl(text: str, items: dict[int, ReviewItemView]) -> tuple[list[ReviewAnswer], list[RejectedRow]]:
     answers, rejected = [], []
     for number, line in enumerate(text.splitlines(), 1):
         where = f"line {number}"
@@ -191,7 +160,7 @@ def _read_jsonl(text: str, items: dict[int, ReviewItemView]) -> tuple[list[Revie
     return answers, rejected
 
 
-def _read_csv(text: str, items: dict[int, ReviewItemView]) -> tuple[list[ReviewAnswer], list[RejectedRow]]:
+def read_csv(text: str, items: dict[int, ReviewItemView]) -> tuple[list[ReviewAnswer], list[RejectedRow]]:
     reader = csv.DictReader(text.splitlines())
     missing = {"item_id", "field", "correction", "reviewer"} - set(reader.fieldnames or ())
     if missing:

@@ -19,7 +19,7 @@ from pydantic import BaseModel
 
 from schemas.documents import SCHEMAS
 from schemas.review import TRANSCRIPT_SCHEMA, ReviewItemView, ReviewStage
-from tasks.review.files import RejectedRow, ReviewAnswer
+from tasks.review.answers import RejectedRow, ReviewAnswer
 from tasks.review.items import model_value
 
 ITEM_KEY = "docflow_item"  # the review item's id, in each task's data (always returned) and meta

@@ -5,6 +5,7 @@ the classifier."""
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,12 +18,14 @@ from schemas.settings import Settings
 from storage.blobstore import make_s3_client, open_store
 from storage.db import unit_of_work
 from storage.review import ReviewRepository, item_view
-from storage.tables import ReviewItem
+from storage.tables import ReviewItem, utcnow
 from tasks.display import markdown_cell
+from tasks.review.answers import RejectedRow, ReviewAnswer
 from tasks.review.corrections import CorrectionRejected, checked_correction
-from tasks.review.files import RejectedRow, ReviewAnswer, read_answers, write_csv, write_jsonl
+from tasks.review.files import read_csv, read_jsonl, write_csv, write_jsonl
 from tasks.review.items import model_value
-from tasks.review.label_studio import Connection, LabelStudio, config_schema, label_config, task
+from tasks.review.label_studio import Connection, LabelStudio, config_schema, label_config, read_export, task
+from tasks.review.teach import teach_class
 
 FileFormat = Literal["csv", "jsonl", "label-studio"]
 WAITING = (ReviewStatus.OPEN, ReviewStatus.EXPORTED)
@@ -128,12 +131,22 @@ def import_file(settings: Settings, path: Path) -> ApplyReport:
     return report
 
 
+def read_answers(path: Path, items: dict[int, ReviewItemView]) -> tuple[list[ReviewAnswer], list[RejectedRow]]:
+    """A reviewer's file (CSV, JSONL, or Label Studio's JSON export, told apart by content), as answers to the
+    `items` it names. Malformed rows and unknown ids are rejected one by one; the rest are read."""
+    text = path.read_text(encoding="utf-8-sig")
+    stripped = text.lstrip()
+    if stripped.startswith("["):
+        return read_export(text, items)
+    if stripped.startswith("{"):
+        return read_jsonl(text, items)
+    return read_csv(text, items)
+
+
 def apply_answers(
     settings: Settings, repo: ReviewRepository, items: dict[int, ReviewItem], answers: Sequence[ReviewAnswer]
 ) -> ApplyReport:
     """Validate and store each answer; a class correction also becomes an example image of that class."""
-    from tasks.review.teach import teach_class
-
     report = ApplyReport()
     labels = settings.classifier.label_names
     for answer in answers:
@@ -200,8 +213,6 @@ def push(
 def pull(settings: Settings, connection: Connection, project: int) -> ApplyReport:
     """Read the project's submitted annotations back as corrections (the newest per task). Pulling again
     changes nothing."""
-    from tasks.review.label_studio import read_export
-
     with LabelStudio(connection) as studio:
         exported, people = studio.export(project), studio.people()
     with unit_of_work(settings.database_url) as session:
@@ -226,10 +237,6 @@ class ExportRound:
 def export_to_store(settings: Settings, location: str, fmt: FileFormat = "csv") -> tuple[str, int]:
     """Write the waiting items as a file under `location` (a directory or s3://bucket/prefix), named by the time;
     returns its URI and the number of items."""
-    import tempfile
-
-    from storage.tables import utcnow
-
     name = f"review-{utcnow():%Y%m%dT%H%M%SZ}.{'json' if fmt == 'label-studio' else fmt}"
     with tempfile.TemporaryDirectory() as scratch:
         local = Path(scratch) / name

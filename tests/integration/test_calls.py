@@ -11,7 +11,11 @@ import pytest
 
 from schemas.records import Transcript
 from schemas.settings import AudioSettings, DiarizationSettings, WhisperSettings
-from tasks.evaluation import (
+from tasks.models.whisper import WhisperSpec, load_transcriber
+from tasks.preprocess.audio import ArrayRecording, decode, detect_speech
+from tasks.transcribe.stage import TranscribeStage
+from tasks.transcribe.transcription import transcribe_recording
+from tests.support.evaluation import (
     SCRIPTS,
     CallTurn,
     LanguageSpan,
@@ -20,10 +24,6 @@ from tasks.evaluation import (
     synthesized_speech,
     two_party_call,
 )
-from tasks.models.whisper import WhisperSpec, load_transcriber
-from tasks.preprocess.audio import ArrayRecording, decode, detect_speech
-from tasks.stages.transcribe import TranscribeStage
-from tasks.transcribe import transcribe_recording
 
 MAX_S = 4 * 3600.0
 WHISPER = WhisperSpec("pkg:whisper-tiny.en")

@@ -21,7 +21,7 @@ from schemas.settings import ClassifierSettings, load_settings
 from storage.db import migrate, unit_of_work
 from storage.embeddings import SqlEmbeddingCache
 from storage.tables import ClassificationRow, ExtractionRow, Page, SourceObject
-from tasks.classify import classify_documents, classify_pages, embedder_spec, load_prototypes, review_reasons
+from tasks.classify.prototypes import classify_documents, classify_pages, embedder_spec, load_prototypes, review_reasons
 from tasks.models.embedders import ClipEmbedder, EmbedderSpec, load_embedder
 from tests.integration.conftest import Configure
 

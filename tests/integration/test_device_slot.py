@@ -12,7 +12,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import StateType
 from prefect.context import TaskRunContext
 
-from tasks.concurrency import _wait_until_recorded_running, device_slot, ensure_limit
+from tasks.run.concurrency import _wait_until_recorded_running, device_slot, ensure_limit
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 

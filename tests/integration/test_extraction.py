@@ -19,9 +19,10 @@ from schemas.records import DocumentPage
 from schemas.settings import ExtractionSettings
 from storage.db import unit_of_work
 from storage.tables import ExtractionRow, SourceObject
-from tasks.extraction import DocumentPages, extract_pages, merge_pages, review_reasons
-from tasks.models.constrained import generation_schema, schema_json
-from tasks.models.generators import GenerationRequest, GeneratorSpec, load_generator
+from tasks.extract.extraction import DocumentPages, extract_pages, merge_pages, review_reasons
+from tasks.models.generation.base import GenerationRequest, GeneratorSpec
+from tasks.models.generation.constrained import generation_schema, schema_json
+from tasks.models.generation.registry import load_generator
 from tests.integration.conftest import Configure
 
 

@@ -246,10 +246,10 @@ def test_database_outage_leaves_claims_the_next_run_takes_over(
     from schemas.records import DiscoveryRequest, RunKind
     from schemas.settings import load_settings
     from storage.db import get_engine
-    from tasks import claims, steps
-    from tasks.discovery import discover
     from tasks.faults import is_infrastructure_fault
-    from tasks.runs import start_run
+    from tasks.run import claims, steps
+    from tasks.run.discovery import discover
+    from tasks.run.runs import start_run
 
     inbox = tmp_path / "inbox"
     inbox.mkdir()

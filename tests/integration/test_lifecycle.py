@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from flows.lifecycle import tie_prefect_server_to_this_process
-from tasks.workdirs import clean_stale_work_dirs, work_dir_prefix
+from tasks.run.workdirs import clean_stale_work_dirs, work_dir_prefix
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

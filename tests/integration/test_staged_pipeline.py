@@ -19,7 +19,7 @@ from schemas.records import RunSummary
 from schemas.settings import DEFAULT_CLASS_LABELS, load_settings
 from storage.db import unit_of_work
 from storage.tables import SourceObject, StageRun
-from tasks.concurrency import model_limit_name
+from tasks.run.concurrency import model_limit_name
 from tests.integration.conftest import Configure
 from tests.support.prefect_logs import flow_run_logs
 

@@ -10,7 +10,7 @@ import torch
 
 from schemas.errors import ConfigError
 from schemas.settings import ClassifierSettings, load_settings
-from tasks.classify import Prototypes, review_reasons, summarise
+from tasks.classify.prototypes import Prototypes, review_reasons, summarise
 from tasks.models.embedders import match_state_dict
 
 LABELS = ("invoice", "receipt", "photo")

@@ -3,7 +3,7 @@ import subprocess
 import sys
 
 from schemas.settings import load_settings
-from tasks.concurrency import model_limit_name
+from tasks.run.concurrency import model_limit_name
 
 HOST = socket.gethostname().split(".")[0].lower()
 
@@ -17,7 +17,7 @@ def test_the_limit_is_named_after_the_device_and_its_machine() -> None:
 def test_naming_it_does_not_import_torch() -> None:
     """In a fresh interpreter: a transcription-only run must not pay torch's import to name its limit."""
     code = (
-        "import sys; from schemas.settings import load_settings; from tasks.concurrency import model_limit_name; "
+        "import sys; from schemas.settings import load_settings; from tasks.run.concurrency import model_limit_name; "
         "print(model_limit_name(load_settings()), 'torch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()

@@ -12,9 +12,9 @@ from schemas.degenerate import degenerate_values, repetition_loop
 from schemas.documents import GenericDocument, Invoice, Receipt
 from schemas.records import DocumentPage
 from schemas.settings import ExtractionSettings
-from tasks.extraction import DocumentPages, extract_pages, merge_pages, review_reasons, validation_errors
-from tasks.models.generators import Generation, GenerationRequest
-from tasks.ocr import pdf_text_layer
+from tasks.extract.extraction import DocumentPages, extract_pages, merge_pages, review_reasons, validation_errors
+from tasks.models.generation.base import Generation, GenerationRequest
+from tasks.preprocess.pdf import pdf_text_layer
 
 LOOPING = {"title": "Invoice", "parties": ["Amazon Web Services", "KongKongKongKongKong"]}
 ECHO = {

@@ -11,12 +11,12 @@ import pytest
 from schemas.errors import ConfigError
 from schemas.records import SpeechSegment, TranscriptSegment, Word
 from schemas.settings import AudioSettings, DiarizationSettings, WhisperSettings
-from tasks.diarize import HOP_S, Turn, attribute, diarize, nearest, speaker_centroids, speech_windows
 from tasks.display import dialogue
 from tasks.models.whisper import RawSegment, RawWord, WhisperSpec
 from tasks.preprocess.audio import SAMPLE_RATE, ArrayRecording
-from tasks.stages.transcribe import TranscribeStage
-from tasks.transcribe import _utterances, layout_speech
+from tasks.transcribe.diarize import HOP_S, Turn, attribute, diarize, nearest, speaker_centroids, speech_windows
+from tasks.transcribe.stage import TranscribeStage
+from tasks.transcribe.transcription import _utterances, layout_speech
 
 
 def test_windows_tile_each_speech_segment_exactly() -> None:

@@ -6,15 +6,15 @@ import pytest
 from schemas.documents import SCHEMAS, GenericDocument, Invoice, Receipt
 from schemas.records import Extraction
 from schemas.settings import ExtractionSettings
-from tasks.extraction import (
+from tasks.classify.keywords import schema_for_text
+from tasks.extract.extraction import (
     PageOutcome,
     build_prompt,
     field_confidences,
     merge_pages,
     review_reasons,
 )
-from tasks.models.constrained import TokenScore, generation_schema
-from tasks.routing import schema_for_text
+from tasks.models.generation.constrained import TokenScore, generation_schema
 
 
 def test_generation_schema_requires_every_field_and_bounds_strings_and_lists() -> None:

@@ -9,9 +9,10 @@ import pytest
 from schemas.documents import Invoice, Receipt
 from schemas.records import Extraction
 from schemas.settings import ExtractionSettings
-from tasks.extraction import UNGROUNDED_CONFIDENCE, review_reasons, with_grounding
-from tasks.grounding import Grounding, ground
-from tasks.ocr import pdf_text_layer, rapidocr_text, tesseract_text
+from tasks.extract.extraction import UNGROUNDED_CONFIDENCE, review_reasons, with_grounding
+from tasks.extract.grounding import Grounding, ground
+from tasks.extract.ocr import rapidocr_text, tesseract_text
+from tasks.preprocess.pdf import pdf_text_layer
 
 
 @pytest.fixture(scope="module")

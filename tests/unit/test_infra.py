@@ -10,8 +10,8 @@ from typing import Any
 import yaml
 
 from schemas.settings import DeploySettings, environment_names
-from tasks.deployments import BACKFILL, NIGHTLY, PREFECT_FILE, REVIEW_EXPORT
-from tasks.fanout import SHARD_FLOW
+from tasks.ops.deployments import BACKFILL, NIGHTLY, PREFECT_FILE, REVIEW_EXPORT
+from tasks.run.fanout import SHARD_FLOW
 
 INFRA = Path(__file__).resolve().parents[2] / "infra"
 

@@ -1,8 +1,8 @@
 from datetime import UTC, datetime
 
 from schemas.records import FailureRecord, RunKind, RunSummary, ShardSummary, StageTotals
-from tasks.fanout import plan_shards, shard_errors, shard_name
-from tasks.report import run_markdown, stage_lines
+from tasks.run.fanout import plan_shards, shard_errors, shard_name
+from tasks.run.report import run_markdown, stage_lines
 
 
 def _summary(**kw) -> RunSummary:  # type: ignore[no-untyped-def]

@@ -12,9 +12,10 @@ import pytest
 from schemas.records import Classification, Extraction, ObjectKind, ObjectResult, ReviewReason
 from schemas.review import ReviewItemView, ReviewStage, ReviewStatus
 from tasks.review.corrections import CorrectionRejected, checked_correction
-from tasks.review.files import read_answers, write_csv, write_jsonl
+from tasks.review.files import write_csv, write_jsonl
 from tasks.review.items import AuditPolicy, extraction_output, review_drafts
 from tasks.review.label_studio import from_results, label_config, to_results
+from tasks.review.queue import read_answers
 
 LABELS = ("invoice", "receipt", "photo")
 INVOICE = {

@@ -9,17 +9,17 @@ import pytest
 from schemas.errors import ConfigError
 from schemas.records import SpeechSegment, Transcript, TranscriptSegment
 from schemas.settings import WhisperSettings
-from tasks.evaluation import normalise, wer
 from tasks.models import bundled
 from tasks.models.whisper import RawSegment
 from tasks.preprocess.audio import channels_differ
-from tasks.transcribe import (
+from tasks.transcribe.transcription import (
     guard,
     layout_speech,
     mean_logprob,
     review_reasons,
     speech_only,
 )
+from tests.support.evaluation import normalise, wer
 
 
 def seg(a: float, b: float) -> SpeechSegment:

@@ -14,10 +14,10 @@ from typing import Any, cast
 
 from schemas.errors import ConfigError
 from schemas.settings import Settings
-from tasks.concurrency import ensure_limit, model_limit_name
-from tasks.fanout import SHARD_FLOW
+from tasks.run.concurrency import ensure_limit, model_limit_name
+from tasks.run.fanout import SHARD_FLOW
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PREFECT_FILE = REPO / "infra" / "prefect.yaml"
 NIGHTLY, REVIEW_EXPORT, BACKFILL = "docflow-nightly", "docflow-review-export", "docflow-backfill"
 ZOMBIE_AUTOMATION = "docflow: crash runs that stopped sending heartbeats"

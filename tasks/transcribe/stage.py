@@ -8,12 +8,12 @@ import functools
 from collections.abc import Sequence
 
 from schemas.settings import AudioSettings, DiarizationSettings, WhisperSettings
-from tasks.diarize import diarize, pyannote_turns
 from tasks.models.cache import load_cached
 from tasks.models.speakers import SpeakerEncoderSpec, load_speaker_encoder, pyannote_pipeline
 from tasks.models.whisper import WhisperSpec, load_transcriber
-from tasks.stages.base import ItemUpdate, StageReport, WorkItem
-from tasks.transcribe import Diarizer, review_reasons, transcribe_recording
+from tasks.pipeline.stage import ItemUpdate, StageReport, WorkItem
+from tasks.transcribe.diarize import diarize, pyannote_turns
+from tasks.transcribe.transcription import Diarizer, review_reasons, transcribe_recording
 
 
 class TranscribeStage:

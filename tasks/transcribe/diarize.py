@@ -18,7 +18,8 @@ import numpy as np
 
 from schemas.records import SpeechSegment, TranscriptSegment, Word
 from tasks.models.speakers import WINDOW_S  # the speaker encoder's window
-from tasks.preprocess.audio import SAMPLE_RATE, Recording
+from tasks.pipeline.stage import Recording
+from tasks.preprocess.audio import SAMPLE_RATE
 
 HOP_S = 0.4  # a speaker change is placed to within this
 # First pass: windows side by side, each second of speech heard once; only the stretches where two neighbours of

@@ -1,6 +1,6 @@
 """The keyword rule (DOCFLOW_CLASSIFIER=keywords): a schema from the page text, no model. Invoice words -> Invoice,
 till-receipt words -> Receipt, anything else -> Generic. By default the image classifier's label decides instead
-(tasks/classify.py)."""
+(tasks/classify/prototypes.py)."""
 
 from __future__ import annotations
 

@@ -13,9 +13,10 @@ import numpy as np
 
 from schemas.records import ReviewReason, SpeechSegment, Transcript, TranscriptSegment, Word
 from schemas.settings import AudioSettings, WhisperSettings
-from tasks.diarize import Turn, attribute
 from tasks.models.whisper import RawSegment, RawTranscription, WhisperTranscriber
-from tasks.preprocess.audio import SAMPLE_RATE, Recording, frame_loudness, speech_of
+from tasks.pipeline.stage import Recording
+from tasks.preprocess.audio import SAMPLE_RATE, frame_loudness, speech_of
+from tasks.transcribe.diarize import Turn, attribute
 
 MAX_CLIP_S = 30.0  # Whisper's window
 WINDOWS_PER_CALL = 32

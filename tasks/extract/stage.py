@@ -9,11 +9,12 @@ from collections.abc import Sequence
 from schemas.documents import SCHEMAS, DocumentSchema
 from schemas.records import ReviewReason
 from schemas.settings import DeviceSettings, ExtractionSettings
-from tasks.extraction import DocumentPages, extract_pages, merge_pages, review_reasons, with_grounding
-from tasks.models.generators import GeneratorSpec, load_generator
-from tasks.ocr import has_text, ocr_image
-from tasks.routing import schema_for_text
-from tasks.stages.base import ItemUpdate, StageReport, WorkItem
+from tasks.classify.keywords import schema_for_text
+from tasks.extract.extraction import DocumentPages, extract_pages, merge_pages, review_reasons, with_grounding
+from tasks.extract.ocr import has_text, ocr_image
+from tasks.models.generation.base import GeneratorSpec
+from tasks.models.generation.registry import load_generator
+from tasks.pipeline.stage import ItemUpdate, StageReport, WorkItem
 
 NOTHING_TO_READ = ReviewReason(
     stage="extract", code="no_text", message="no readable text found (OCR): nothing to extract"

@@ -16,12 +16,14 @@ from prefect.states import State
 from schemas.records import DiscoveryRequest, DiscoveryResult, RunKind, RunSummary, ShardSummary
 from schemas.settings import Settings
 from storage.db import migrate
-from tasks import claims, discovery, fanout, runs, steps
-from tasks.concurrency import device_slot, ensure_limit, model_limit_name
 from tasks.faults import is_infrastructure_fault
-from tasks.stages.base import WorkItem
+from tasks.pipeline.stage import WorkItem
+from tasks.review import queue
+from tasks.review.label_studio import Connection
+from tasks.run import claims, discovery, fanout, runs, steps
+from tasks.run.concurrency import device_slot, ensure_limit, model_limit_name
+from tasks.run.workdirs import clean_stale_work_dirs
 from tasks.system_tools import check_tools
-from tasks.workdirs import clean_stale_work_dirs
 
 
 def retry_on_infrastructure_fault(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:
@@ -152,3 +154,21 @@ def finish_run(
     shards: Sequence[ShardSummary] = (),
 ) -> RunSummary:
     return runs.finish_run(settings, run_id, failed_windows, error, shards)
+
+
+# The review-export flow's tasks: Label Studio or a store may be away for a moment.
+
+
+@task(name="review-push", retries=2, retry_delay_seconds=10)
+def review_push(settings: Settings, connection: Connection, project: int) -> queue.PushReport:
+    return queue.push(settings, connection, project, None)
+
+
+@task(name="review-pull", retries=2, retry_delay_seconds=10)
+def review_pull(settings: Settings, connection: Connection, project: int) -> queue.ApplyReport:
+    return queue.pull(settings, connection, project)
+
+
+@task(name="review-file", retries=2, retry_delay_seconds=10)
+def review_file(settings: Settings, location: str) -> tuple[str, int]:
+    return queue.export_to_store(settings, location)

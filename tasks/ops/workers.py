@@ -15,7 +15,7 @@ from sqlalchemy import text
 from schemas.settings import Settings
 from storage.blobstore import open_store
 from storage.db import get_engine
-from tasks.concurrency import host_name
+from tasks.run.concurrency import host_name
 
 
 @dataclass(frozen=True)

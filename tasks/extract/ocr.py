@@ -1,5 +1,6 @@
-"""Page text: the PDF's own text layer when it has one (pdftotext), OCR otherwise: tesseract, or RapidOCR's
-PP-OCRv6 ONNX models (Apache-2.0, bundled in the `rapidocr` package), whose lines are put back in reading order."""
+"""OCR for pages without a text layer (the PDF's own text layer is read at preprocessing: tasks/preprocess/pdf.py):
+tesseract, or RapidOCR's PP-OCRv6 ONNX models (Apache-2.0, bundled in the `rapidocr` package), whose lines are put
+back in reading order."""
 
 from __future__ import annotations
 
@@ -15,23 +16,6 @@ OcrEngine = Literal["tesseract", "rapidocr"]
 
 # Fewer characters than this on a page means "no usable text layer": a scan, or a page of pictures.
 MIN_TEXT_CHARS = 20
-
-
-def pdf_text_layer(path: Path, last_page: int, timeout_s: int = 60) -> list[str]:
-    """Text of pages 1..last_page in reading layout ('' for pages without a text layer)."""
-    try:
-        proc = subprocess.run(
-            ["pdftotext", "-layout", "-enc", "UTF-8", "-f", "1", "-l", str(last_page), str(path), "-"],
-            capture_output=True,
-            timeout=timeout_s,
-            check=False,
-        )
-    except FileNotFoundError:
-        raise missing_tool("pdftotext") from None
-    if proc.returncode != 0:
-        return [""] * last_page
-    pages = proc.stdout.decode("utf-8", "replace").split("\f")
-    return [(pages[i] if i < len(pages) else "").strip() for i in range(last_page)]
 
 
 def ocr_image(path: Path, engine: OcrEngine = "tesseract") -> str:

@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from schemas.settings import ClassifierSettings
-from tasks.classify import EmbeddingCache, classify_documents, review_reasons
+from tasks.classify.prototypes import EmbeddingCache, classify_documents, review_reasons
 from tasks.models.embedders import EmbedderSpec
-from tasks.stages.base import ItemUpdate, StageReport, WorkItem
+from tasks.pipeline.stage import ItemUpdate, StageReport, WorkItem
 
 
 class ClassifyStage:

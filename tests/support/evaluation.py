@@ -172,7 +172,7 @@ def _espeak() -> tuple[ctypes.CDLL, int, list[np.ndarray], Callable[..., int]]:
         raise RuntimeError("espeak-ng did not initialise")
     chunks: list[np.ndarray] = []
 
-    def collect(wav: ctypes._Pointer, count: int, _events: ctypes.c_void_p) -> int:  # type: ignore[type-arg]
+    def collect(wav: ctypes._Pointer, count: int, _events: ctypes.c_void_p) -> int:
         if count > 0:
             chunks.append(np.ctypeslib.as_array(wav, shape=(count,)).copy())
         return 0

@@ -14,11 +14,10 @@ from schemas.settings import RenderSettings, Settings
 from storage.blobstore import BlobStore, open_store, safe_suffix, too_large
 from tasks.display import printable
 from tasks.faults import is_infrastructure_fault
-from tasks.ocr import pdf_text_layer
+from tasks.pipeline.stage import ItemUpdate, Preprocessed, StageReport, WorkItem
 from tasks.preprocess import audio, sniff
 from tasks.preprocess.image import normalise_image
-from tasks.preprocess.pdf import render_pdf
-from tasks.stages.base import ItemUpdate, Preprocessed, StageReport, WorkItem
+from tasks.preprocess.pdf import pdf_text_layer, render_pdf
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
-"""Structured generators: a VLM (Qwen2-VL family) reading page images, and a text LLM reading OCR text.
-Both take prompts plus a JSON Schema and return constrained JSON with per-token log-probabilities."""
+"""Backends on transformers' generate(): a VLM (Qwen2-VL family) reading page images, and a text LLM reading OCR
+text. Both decode under the schema's grammar (xgrammar) and keep the raw logits for per-field confidence."""
 
 from __future__ import annotations
 
@@ -8,54 +8,16 @@ import logging
 import os
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from schemas.errors import ConfigError
 from tasks.models import bundled
-from tasks.models.cache import load_cached
-from tasks.models.constrained import JsonConstraint, TokenScore, token_scores
 from tasks.models.devices import torch_device, torch_dtype
+from tasks.models.generation.base import Generation, GenerationRequest, GeneratorSpec
+from tasks.models.generation.constrained import JsonConstraint, token_scores
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class GenerationRequest:
-    """One prompt (with its page images for a VLM) and the JSON Schema its answer must follow. Requests in one
-    batch may follow different schemas: each row gets its own grammar."""
-
-    prompt: str
-    schema_json: str
-    images: tuple[Path, ...] = ()
-
-
-@dataclass(frozen=True)
-class Generation:
-    text: str
-    tokens: list[TokenScore] = field(default_factory=list)
-    finished: bool = True  # False when max_new_tokens cut the answer off
-
-
-class StructuredGenerator(Protocol):
-    model_id: str
-    reads_images: bool
-
-    def generate(self, requests: list[GenerationRequest], max_new_tokens: int) -> list[Generation]: ...
-
-
-@dataclass(frozen=True)
-class GeneratorSpec:
-    """The model cache key: one load per worker process for each distinct spec."""
-
-    kind: str  # "vlm" | "text"
-    model: str
-    device: str = "auto"
-    dtype: str = "auto"
-    min_pixels: int = 28 * 28 * 4
-    max_pixels: int = 1280 * 28 * 28
-    cache_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "docflow")  # for pkg: models
 
 
 def _quiet_transformers() -> None:
@@ -234,19 +196,3 @@ class TextLLMGenerator(_HFGenerator):
         ]
         inputs = self.tokenizer(texts, padding=True, return_tensors="pt")
         return self._generate(dict(inputs), requests, max_new_tokens)
-
-
-# The extraction backends (DOCFLOW_EXTRACT_BACKEND): a new backend is a class with the StructuredGenerator shape,
-# registered here under its name, with the setting that names its model.
-BACKENDS: dict[str, tuple[Callable[[GeneratorSpec], StructuredGenerator], str]] = {
-    "vlm": (VisionLanguageGenerator, "DOCFLOW_VLM_MODEL"),
-    "text": (TextLLMGenerator, "DOCFLOW_TEXT_LLM_MODEL"),
-}
-
-
-def load_generator(spec: GeneratorSpec) -> StructuredGenerator:
-    """One model per spec per worker process."""
-    if spec.kind not in BACKENDS:
-        raise ConfigError(f"unknown extraction backend {spec.kind!r}; known: {', '.join(BACKENDS)}")
-    factory, setting = BACKENDS[spec.kind]
-    return load_cached("generator", spec, lambda: factory(spec), f"model {spec.model!r} ({setting})")

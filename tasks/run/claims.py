@@ -18,9 +18,9 @@ from storage.db import unit_of_work
 from storage.repositories import ObjectRepository, RunRepository, eligible
 from storage.review import ReviewRepository
 from storage.tables import utcnow
+from tasks.pipeline.stage import ObjectRef
 from tasks.review.items import AuditPolicy, review_drafts
-from tasks.stages.base import ObjectRef
-from tasks.version import PIPELINE_VERSION
+from tasks.run.version import PIPELINE_VERSION
 
 log = logging.getLogger(__name__)
 

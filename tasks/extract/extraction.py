@@ -15,9 +15,9 @@ from pydantic import ValidationError
 from schemas.documents import SCHEMAS, DocumentSchema, ValueKind, field_kinds
 from schemas.records import DocumentPage, Extraction, ReviewReason
 from schemas.settings import ExtractionSettings
-from tasks.grounding import Grounding, ground
-from tasks.models.constrained import TokenScore, schema_json
-from tasks.models.generators import Generation, GenerationRequest, StructuredGenerator
+from tasks.extract.grounding import Grounding, ground
+from tasks.models.generation.base import Generation, GenerationRequest, StructuredGenerator
+from tasks.models.generation.constrained import TokenScore, schema_json
 
 # Long pages are cut: a small model's attention degrades long before its context ends, and prompts cost time.
 MAX_PROMPT_CHARS = 4000
@@ -297,7 +297,7 @@ def _grounding_reasons(
 def review_reasons(extraction: Extraction, config: ExtractionSettings) -> list[ReviewReason]:
     """Why a person should check the extracted data (empty: it can be trusted). `invalid_extraction` carries the
     attempts made, `ungrounded_value`, `partial_value`, `off_label_value` and `missing_value` name each
-    doubtful value (of the kinds DOCFLOW_EXTRACT_GROUNDING_REVIEW lists; see tasks/grounding.py),
+    doubtful value (of the kinds DOCFLOW_EXTRACT_GROUNDING_REVIEW lists; see tasks/extract/grounding.py),
     `low_confidence` carries the mean field confidence."""
     if not extraction.valid:
         return [

@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import numpy as np
+
 from schemas.records import (
     AudioSummary,
     Classification,
@@ -19,7 +21,26 @@ from schemas.records import (
     StageError,
     Transcript,
 )
-from tasks.preprocess.audio import Recording
+
+
+class Recording(Protocol):
+    """A decoded recording (16 kHz), read back one span at a time: what the transcription stage reads of a call
+    that preprocessing decoded."""
+
+    @property
+    def channels(self) -> int: ...
+
+    @property
+    def samples(self) -> int: ...
+
+    @property
+    def channels_differ(self) -> bool:
+        """A stereo call with one party per channel."""
+        ...
+
+    def read(self, start_s: float, end_s: float, channel: int | None = None) -> np.ndarray:
+        """float32 samples of [start_s, end_s): one channel, or the channels' mean (the mono mix)."""
+        ...
 
 
 @dataclass(frozen=True)

@@ -17,10 +17,11 @@ from storage.blobstore import open_store
 from storage.embeddings import SqlEmbeddingCache
 from storage.repositories import RunRepository
 from storage.tables import StageRun, utcnow
-from tasks import claims
-from tasks.stages.base import ObjectRef, Stage, StageReport, WorkItem
-from tasks.stages.pipeline import StageContext, build_stages, finished, next_model_stage, run_stage
-from tasks.stages.preprocess import item_dir
+from tasks.pipeline.runner import finished, run_stage
+from tasks.pipeline.stage import ObjectRef, Stage, StageReport, WorkItem
+from tasks.preprocess.stage import item_dir
+from tasks.run import claims
+from tasks.run.stages import StageContext, build_stages, next_model_stage
 
 
 def build(settings: Settings, work_dir: Path) -> list[Stage]:

@@ -1,0 +1,48 @@
+"""The generation protocol every extraction backend implements: requests (a prompt, page images for a VLM, the
+JSON Schema the answer must follow), generations (constrained JSON with per-token scores), and the frozen spec that
+is the model cache key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from tasks.models.generation.constrained import TokenScore
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One prompt (with its page images for a VLM) and the JSON Schema its answer must follow. Requests in one
+    batch may follow different schemas: each row gets its own grammar."""
+
+    prompt: str
+    schema_json: str
+    images: tuple[Path, ...] = ()
+
+
+@dataclass(frozen=True)
+class Generation:
+    text: str
+    tokens: list[TokenScore] = field(default_factory=list)
+    finished: bool = True  # False when max_new_tokens cut the answer off
+
+
+class StructuredGenerator(Protocol):
+    model_id: str
+    reads_images: bool
+
+    def generate(self, requests: list[GenerationRequest], max_new_tokens: int) -> list[Generation]: ...
+
+
+@dataclass(frozen=True)
+class GeneratorSpec:
+    """The model cache key: one load per worker process for each distinct spec."""
+
+    kind: str  # "vlm" | "text"
+    model: str
+    device: str = "auto"
+    dtype: str = "auto"
+    min_pixels: int = 28 * 28 * 4
+    max_pixels: int = 1280 * 28 * 28
+    cache_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "docflow")  # for pkg: models
