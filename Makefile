@@ -13,14 +13,15 @@ PIPQ   := 2>&1 | { grep -v 'is ignored: it is neither a file nor a directory' ||
 
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: help setup system-deps test-deps run lint test bench clean readme-settings label-studio
+.PHONY: help setup system-deps test-deps run lint test bench clean docs-settings readme-settings label-studio
 
 help:
 	@echo "make run    set up .venv and process the sample inbox (SQLite, ./inbox, offline)"
 	@echo "make lint   ruff (lint and format check), mypy, and the import contracts (lint-imports) over the project"
 	@echo "make test   set up, lint, and run the whole test suite (starts Postgres, SeaweedFS, Prefect itself)"
 	@echo "make bench  run the benchmarks in bench/"
-	@echo "make label-studio  install Label Studio into $(LS_VENV) and start it (see README: reviewing)"
+	@echo "make label-studio  install Label Studio into $(LS_VENV) and start it (see docs/review.md)"
+	@echo "make docs-settings regenerate the settings table of docs/settings.md from schemas/settings.py"
 
 system-deps:
 	@infra/scripts/ensure-system-deps.sh
@@ -72,9 +73,12 @@ test: system-deps test-deps
 	echo "=== tests marked stack (run beside the others) ==="; cat .pytest-stack.log; \
 	exit $$(( rest || beside ))
 
-readme-settings: $(STAMP)
-	$(BIN)/python -c "from pathlib import Path; from schemas.settings import readme_with_settings_table as t; \
-	p = Path('README.md'); p.write_text(t(p.read_text()))"
+# The settings table lives in docs/settings.md (tests/unit/test_readme.py checks it); readme-settings is its old name.
+docs-settings: $(STAMP)
+	$(BIN)/python -c "from pathlib import Path; from schemas.settings import with_settings_table as t; \
+	p = Path('docs/settings.md'); p.write_text(t(p.read_text()))"
+
+readme-settings: docs-settings
 
 bench: setup
 	$(BIN)/pip install -q -e '.[dev,offline,bench]' $(PIPQ)

@@ -19,16 +19,19 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from schemas.defaults import CLASSIFY_BATCH_SIZE  # noqa: E402
 from schemas.errors import InputError  # noqa: E402
 from schemas.settings import RenderSettings, load_settings  # noqa: E402
 from tasks.classify.prototypes import (  # noqa: E402
-    MemoryEmbeddingCache,
     build_prototypes,
     embed_files,
     embedder_spec,
@@ -40,6 +43,20 @@ from tasks.preprocess.pdf import render_pdf  # noqa: E402
 
 KINDS = ("invoice", "receipt", "form", "other", "photo")
 KIND_OF_LABEL = {"letter": "other"}
+
+
+class MemoryEmbeddingCache:
+    """An in-process EmbeddingCache: each page is embedded once for both evaluations (the pipeline uses the
+    database's)."""
+
+    def __init__(self) -> None:
+        self.vectors: dict[tuple[str, str], np.ndarray] = {}
+
+    def get(self, model_id: str, keys: Sequence[str]) -> dict[str, np.ndarray]:
+        return {k: self.vectors[(model_id, k)] for k in keys if (model_id, k) in self.vectors}
+
+    def put(self, model_id: str, vectors: dict[str, np.ndarray]) -> None:
+        self.vectors.update({(model_id, k): v for k, v in vectors.items()})
 
 
 def first_page(path: Path, render: RenderSettings, out: Path) -> Path:
@@ -63,7 +80,7 @@ def confusion_table(pairs: list[tuple[str, str]]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", type=Path, default=REPO.parent / "shared" / "corpus")
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=CLASSIFY_BATCH_SIZE)
     args = parser.parse_args()
 
     settings = load_settings(classify_batch_size=args.batch_size)

@@ -30,9 +30,9 @@ sys.path.insert(0, str(REPO))
 
 from rapidfuzz import fuzz  # noqa: E402
 
+from bench.local import process_local_file  # noqa: E402
 from schemas.normalise import parse_amount, parse_currency, parse_date  # noqa: E402
 from schemas.settings import load_settings  # noqa: E402
-from tasks.run.stages import process_local_file  # noqa: E402
 
 FUZZY_THRESHOLD = 80
 AMOUNTS = {"total", "subtotal", "tax"}

@@ -54,7 +54,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,7 +62,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from schemas.defaults import CLASSIFY_BATCH_SIZE, VLM_MIN_PIXELS  # noqa: E402
 from schemas.documents import DocumentSchema, Invoice, Receipt  # noqa: E402
+from storage.batching import chunked  # noqa: E402
 from tasks.models.embedders import Embedder, EmbedderSpec, load_embedder  # noqa: E402
 from tasks.models.generation.base import GenerationRequest, GeneratorSpec, StructuredGenerator  # noqa: E402
 from tasks.models.generation.constrained import schema_json  # noqa: E402
@@ -70,7 +72,6 @@ from tasks.models.generation.registry import load_generator  # noqa: E402
 
 PAGE_SIZE = (1240, 1754)  # A4 at 150 dpi, DOCFLOW_PDF_DPI's default
 JPEG_QUALITY = 90  # DOCFLOW_JPEG_QUALITY's default
-VLM_MIN_PIXELS = 28 * 28 * 16  # DOCFLOW_VLM_MIN_PIXELS's default
 VLM_MAX_PIXELS = 1280 * 28 * 28
 MAX_STRING, MAX_ITEMS = 100, 6  # extraction's default grammar bounds (DOCFLOW_EXTRACT_MAX_STRING, _MAX_ITEMS)
 SCHEMAS: tuple[type[DocumentSchema], ...] = (Invoice, Receipt)
@@ -141,10 +142,6 @@ def extraction_prompt(schema: type[DocumentSchema]) -> str:
     )
 
 
-def _chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
-    return [items[start : start + size] for start in range(0, len(items), size)]
-
-
 def _timed(device: str, work: Callable[[], None]) -> tuple[float, float | None]:
     """Seconds for work() (CUDA synchronised), and the peak CUDA memory it reached in GiB."""
     import torch
@@ -210,13 +207,13 @@ def bench_extract(
         requests.append(GenerationRequest(extraction_prompt(schema), grammars[schema], (page,)))
     # Warm-up: at least one batch, and every schema's grammar compiled (it is cached per generator).
     warm = [requests[i % len(requests)] for i in range(max(batch_size, len(SCHEMAS)))]
-    for chunk in _chunks(warm, batch_size):
+    for chunk in chunked(warm, batch_size):
         generator.generate(list(chunk), max_new_tokens)
     batches: list[int] = []
     counts = {"tokens": 0, "finished": 0}
 
     def work() -> None:
-        for chunk in _chunks(requests, batch_size):
+        for chunk in chunked(requests, batch_size):
             generations = generator.generate(list(chunk), max_new_tokens)
             batches.append(len(chunk))
             counts["tokens"] += sum(len(g.tokens) for g in generations)
@@ -259,7 +256,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--pages", type=int, default=16, help="pages through each stage per device")
     parser.add_argument("--batch-size", type=int, default=4, help="pages per generate() call (extraction)")
-    parser.add_argument("--clip-batch-size", type=int, default=16, help="images per forward (classification)")
+    parser.add_argument(
+        "--clip-batch-size", type=int, default=CLASSIFY_BATCH_SIZE, help="images per forward (classification)"
+    )
     parser.add_argument("--max-new-tokens", type=int, default=128, help="decode budget per page")
     parser.add_argument("--devices", default=None, help="comma-separated, of cpu,cuda (default: cpu, and cuda if any)")
     parser.add_argument("--vlm", default=None, help="VLM checkpoint (path or hub id); default: the tiny random one")

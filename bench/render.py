@@ -23,9 +23,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.local import process_local_file  # noqa: E402
 from schemas.settings import RenderSettings, Settings, load_settings  # noqa: E402
 from tasks.preprocess.pdf import read_geometry  # noqa: E402
-from tasks.run.stages import process_local_file  # noqa: E402
 
 # The later stages are not what this measures.
 RENDER_ONLY: dict[str, Any] = {"extract": False, "classifier": "keywords"}

@@ -34,7 +34,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tasks.preprocess.audio import SAMPLE_RATE, decode  # noqa: E402
+from tasks.preprocess.audio import SAMPLE_RATE  # noqa: E402
+from tests.support.audio import decode  # noqa: E402
 from tests.support.evaluation import wer, word_errors  # noqa: E402
 
 MAX_S = 4 * 3600.0  # DOCFLOW_MAX_AUDIO_S default
@@ -184,7 +185,7 @@ def measure_long(corpus: Path, minutes: int, model: str, speech_share: float = 0
         code = (
             "import json,sys,time; from pathlib import Path; sys.path.insert(0, %r);"
             "from schemas.settings import load_settings;"
-            "from tasks.run.stages import process_local_file;"
+            "from bench.local import process_local_file;"
             "p = Path(%r); c = load_settings(whisper_model=%r);"
             "from tasks.models.whisper import load_transcriber, whisper_spec;"
             "load_transcriber(whisper_spec(c.whisper, c.device.cache_dir));"
@@ -207,7 +208,7 @@ VOICES = ("fasterwhisper_jfk.flac", "ljspeech_LJ001-0004.flac", "deepspeech_LDC9
 def _voices(corpus: Path) -> dict[str, np.ndarray]:
     """Each voice's speech with its pauses cut out, so that turns cut from it are speech end to end."""
     from schemas.settings import AudioSettings
-    from tasks.preprocess.audio import decode_stereo, detect_speech
+    from tests.support.audio import decode_stereo, detect_speech
 
     def speech_only(samples: np.ndarray) -> np.ndarray:
         found = detect_speech(samples, AudioSettings(min_silence_ms=300, speech_pad_ms=50))
@@ -227,9 +228,9 @@ def measure_speakers(corpus: Path, model: str) -> dict[str, float]:
 
     from schemas.settings import AudioSettings, DiarizationSettings, WhisperSettings
     from tasks.models.whisper import WhisperSpec, load_transcriber
-    from tasks.preprocess.audio import ArrayRecording, detect_speech
     from tasks.transcribe.stage import TranscribeStage
     from tasks.transcribe.transcription import transcribe_recording
+    from tests.support.audio import ArrayRecording, detect_speech
     from tests.support.evaluation import speaker_accuracy, two_party_call
 
     der: Any = None
@@ -239,7 +240,7 @@ def measure_speakers(corpus: Path, model: str) -> dict[str, float]:
         der = DiarizationErrorRate(collar=0.25)
     except ImportError:
         print("pyannote.metrics is not installed (pip install -e '.[bench]'): no diarization error rate")
-    spec = WhisperSpec(model, cache_dir=Path.home() / ".cache" / "docflow")
+    spec = WhisperSpec(model)  # weights unpacked under DOCFLOW_MODEL_CACHE_DIR's default
     transcriber = load_transcriber(spec)
     whisper, vad = WhisperSettings(word_timestamps=True), AudioSettings()
     diarizers = {
@@ -283,8 +284,8 @@ def measure_languages(corpus: Path, model: str) -> dict[str, Any]:
     espeak-ng's voices): the languages docflow stores, and the share of words transcribed in the language spoken."""
     from schemas.settings import AudioSettings, WhisperSettings
     from tasks.models.whisper import WhisperSpec, load_transcriber
-    from tasks.preprocess.audio import ArrayRecording, detect_speech
     from tasks.transcribe.transcription import transcribe_recording
+    from tests.support.audio import ArrayRecording, detect_speech
     from tests.support.evaluation import SCRIPTS, LanguageSpan, language_accuracy, synthesized_speech
 
     english = [decode(corpus / "audio" / name, max_duration_s=MAX_S) for name in CLEAN[:2]]
@@ -331,9 +332,10 @@ def main() -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
+    from schemas.defaults import model_cache_dir
     from tasks.models.bundled import resolve
 
-    model_path = resolve(args.model, Path.home() / ".cache" / "docflow")
+    model_path = resolve(args.model, model_cache_dir())
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         inbox, refs, audio_s = build_inputs(args.corpus, work, args.copies)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -14,6 +13,7 @@ from rich.console import Console
 from flows.cli_common import console, prepare_database, safe, settings_or_exit
 from schemas.errors import ConfigError
 from schemas.review import ReviewStage
+from schemas.settings import Settings
 from tasks.review.label_studio import Connection, LabelStudioError
 
 if TYPE_CHECKING:
@@ -58,15 +58,15 @@ class ResultFormat(StrEnum):
     parquet = "parquet"
 
 
-def _connection() -> Connection:
-    url, key = os.environ.get("LABEL_STUDIO_URL"), os.environ.get("LABEL_STUDIO_API_KEY")
-    if not url or not key:
+def _connection(settings: Settings) -> Connection:
+    studio = settings.label_studio
+    if not studio.url or not studio.api_key:
         console.print(
             "[red]error:[/red] set LABEL_STUDIO_URL (e.g. http://127.0.0.1:8080) and LABEL_STUDIO_API_KEY (a personal "
             "access token from Label Studio's Account & Settings page)"
         )
         raise typer.Exit(2)
-    return Connection(url, key)
+    return Connection(studio.url, studio.api_key.get_secret_value())
 
 
 def _fail(exc: Exception) -> typer.Exit:
@@ -116,7 +116,7 @@ def push(
     try:
         report = push_items(
             settings,
-            _connection(),
+            _connection(settings),
             project or settings.review.label_studio_project,
             create,
             ReviewStage(stage.value) if stage else None,
@@ -141,7 +141,7 @@ def pull(project: Annotated[int | None, typer.Option(help="Label Studio project 
     if project is None:
         raise _fail(ConfigError("give --project ID (or set DOCFLOW_REVIEW_LABEL_STUDIO_PROJECT)"))
     try:
-        report = pull_answers(settings, _connection(), project)
+        report = pull_answers(settings, _connection(settings), project)
     except (ConfigError, LabelStudioError) as exc:
         raise _fail(exc) from None
     _report(report)

@@ -5,11 +5,10 @@ from __future__ import annotations
 import logging
 import math
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from itertools import islice
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 from uuid import UUID
 
 from prefect import flow, get_run_logger, unmapped
@@ -17,19 +16,17 @@ from prefect.artifacts import create_markdown_artifact, create_progress_artifact
 from prefect.futures import PrefectFuture, as_completed
 from prefect.runtime import flow_run
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
-from prefect.tasks import exponential_backoff
 
 from schemas.records import DiscoveryRequest, ObjectKind, RunKind, RunSummary
 from schemas.settings import Settings, load_settings
+from storage.batching import chunked
 from tasks.display import first_line
 from tasks.pipeline.stage import WorkItem
 from tasks.run import fanout, steps
-from tasks.run import prefect_tasks as t
 from tasks.run.claims import ClaimHeartbeat
+from tasks.run.prefect_tasks import RunTasks
 from tasks.run.report import run_markdown, stage_lines
 from tasks.run.workdirs import run_work_dir
-
-T = TypeVar("T")
 
 
 class RunFailed(RuntimeError):
@@ -77,12 +74,6 @@ def _quiet_thread_timeout_notice() -> None:
         task_logger.addFilter(_ThreadTimeoutNotice())
 
 
-def _chunks(items: Sequence[T], size: int) -> Iterator[list[T]]:
-    it = iter(items)
-    while chunk := list(islice(it, size)):
-        yield chunk
-
-
 @dataclass
 class _Window:
     index: int
@@ -102,6 +93,7 @@ def run_pipeline(
     """Discover what to do, then either process it here or, with fan-out, hand it to shard runs on the work pool;
     one summary either way."""
     run_id = str(flow_run.get_id() or uuid.uuid4())
+    t = RunTasks(settings.runner)
     limit = t.prepare(settings)
     t.start_run(settings, run_id, kind, request.model_dump(mode="json"))
     try:
@@ -119,7 +111,7 @@ def _process_here(
 ) -> RunSummary:
     window_errors = process_objects(settings, run_id, object_ids, request, limit)
     distinct = dict.fromkeys(error for _, error in window_errors)
-    summary = t.finish_run(settings, run_id, len(window_errors), "; ".join(distinct) or None)
+    summary = RunTasks(settings.runner).finish_run(settings, run_id, len(window_errors), "; ".join(distinct) or None)
     _publish(summary, kind)
     if window_errors:
         raise RunFailed(summary, window_errors)
@@ -130,6 +122,7 @@ def _fan_out(
     settings: Settings, kind: RunKind, run_id: str, object_ids: Sequence[int], request: DiscoveryRequest
 ) -> RunSummary:
     """Shards as docflow-shard deployment runs that any worker takes; wait for all, then one summary."""
+    t = RunTasks(settings.runner)
     progress = cast(
         UUID, create_progress_artifact(progress=0.0 if object_ids else 100.0, description="objects finished")
     )
@@ -178,16 +171,12 @@ def process_objects(
     then handed to each model stage in turn (one task per stage and window, holding the device's concurrency
     slot). While the models work on one window, the next ones are preprocessed. Returns the failed windows."""
     _quiet_thread_timeout_notice()
-    retry: dict[str, Any] = {
-        "retries": settings.runner.retries,
-        "retry_delay_seconds": exponential_backoff(backoff_factor=settings.runner.retry_delay_s),
-    }
-    preprocess = t.preprocess.with_options(timeout_seconds=settings.runner.preprocess_timeout_s, **retry)
-    model_stage = t.model_stage.with_options(timeout_seconds=settings.runner.model_timeout_s, **retry)
+    t = RunTasks(settings.runner)
+    preprocess, model_stage = t.preprocess, t.model_stage
     planned = len(object_ids)
     # Typed as "UUID or coroutine" (it also works in async flows); in this sync flow it is the artifact's id.
     progress = cast(UUID, create_progress_artifact(progress=0.0 if planned else 100.0, description="objects finished"))
-    windows = enumerate(_chunks(object_ids, settings.runner.window_size))
+    windows = enumerate(chunked(object_ids, settings.runner.window_size))
     in_flight: list[_Window] = []
     window_errors: list[tuple[str, str]] = []
     settled = 0
@@ -206,7 +195,7 @@ def process_objects(
                 "settings": unmapped(settings),
                 "run_id": unmapped(run_id),
                 "window": unmapped(index),
-                "object_ids": list(_chunks(ids, _task_size(len(ids), settings))),
+                "object_ids": list(chunked(ids, _task_size(len(ids), settings))),
                 "force": unmapped(request.force),
                 "retry_failed": unmapped(request.retry_failed),
                 "work_dir": unmapped(work_dir),
@@ -314,6 +303,7 @@ def shard(
     its objects in the database, so a shard that runs twice or overlaps another never processes one twice."""
     settings = load_settings()
     run_id = str(flow_run.get_id() or uuid.uuid4())
+    t = RunTasks(settings.runner)
     limit = t.prepare(settings)
     t.start_shard(settings, run_id, parent_run_id, shard, len(object_ids))
     request = DiscoveryRequest(sources=tuple(settings.source), force=force, retry_failed=retry_failed)

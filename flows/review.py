@@ -4,8 +4,6 @@ Orchestration only: the work lives in tasks/review/."""
 
 from __future__ import annotations
 
-import os
-
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
@@ -13,22 +11,22 @@ from schemas.errors import ConfigError
 from schemas.settings import load_settings
 from tasks.review import queue
 from tasks.review.label_studio import Connection
-from tasks.run.prefect_tasks import review_file, review_pull, review_push
+from tasks.run.prefect_tasks import review_file, review_pull, review_push, with_retries
 
 
 @flow(name="docflow-review-export", description="Send new review items to Label Studio (or a file) and pull answers.")
 def review_export() -> queue.ExportRound:
     settings = load_settings()
-    url, key = os.environ.get("LABEL_STUDIO_URL"), os.environ.get("LABEL_STUDIO_API_KEY")
-    project = settings.review.label_studio_project
+    studio, project = settings.label_studio, settings.review.label_studio_project
     logger = get_run_logger()
-    if url and key and project is not None:
-        connection = Connection(url, key)
-        pulled = review_pull(settings, connection, project)  # answers first: items resolved since need not go out again
-        pushed = review_push(settings, connection, project)
+    if studio.url and studio.api_key and project is not None:
+        connection = Connection(studio.url, studio.api_key.get_secret_value())
+        # Answers first: items resolved since need not go out again.
+        pulled = with_retries(review_pull, settings.runner)(settings, connection, project)
+        pushed = with_retries(review_push, settings.runner)(settings, connection, project)
         result = queue.ExportRound(pushed=pushed, pulled=pulled)
     elif settings.review.export_to:
-        written, count = review_file(settings, settings.review.export_to)
+        written, count = with_retries(review_file, settings.runner)(settings, settings.review.export_to)
         result = queue.ExportRound(written=written, items_written=count)
     else:
         raise ConfigError(

@@ -1,10 +1,11 @@
 """docflow's settings: one frozen Settings object made of frozen groups (render, audio, whisper, classifier,
-extraction, device, runner), each passed straight to the stages that use it.
+extraction, review, label_studio, device, runner...), each passed straight to the stages that use it.
 
 Read from the environment by the CLI and deployment entry points only; everything else receives a Settings object.
 Every field has one environment variable, DOCFLOW_<NAME>, where NAME is the field's alias (its name before the
-settings were grouped, e.g. DOCFLOW_PDF_DPI for render.dpi) or else the group's prefix plus the field name. The
-README's settings table is generated from these declarations (`settings_table()`); a test keeps them in step."""
+settings were grouped, e.g. DOCFLOW_PDF_DPI for render.dpi) or else the group's prefix plus the field name; a group
+of another program's variables (Label Studio's) reads NAME itself, without the DOCFLOW_ prefix. The table in
+docs/settings.md is generated from these declarations (`settings_table()`); a test keeps them in step."""
 
 from __future__ import annotations
 
@@ -15,10 +16,11 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, get_args, get_origin
 from urllib.parse import urlparse
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from schemas.defaults import CLASSIFY_BATCH_SIZE, VLM_MIN_PIXELS, model_cache_dir
 from schemas.documents import ValueKind
 from schemas.errors import ConfigError
 
@@ -63,6 +65,8 @@ class _Group(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", validate_by_name=True, validate_by_alias=True)
     ENV_PREFIX: ClassVar[str] = ""
+    # False: another program's variables, read under that program's names (no DOCFLOW_ prefix).
+    DOCFLOW_PREFIX: ClassVar[bool] = True
 
 
 class RenderSettings(_Group):
@@ -293,7 +297,11 @@ class ClassifierSettings(_Group):
         description="Classify a PDF by its first page, or by all pages (mean probability).",
     )
     batch_size: int = Field(
-        default=16, ge=1, le=1024, alias="classify_batch_size", description="Images encoded together."
+        default=CLASSIFY_BATCH_SIZE,
+        ge=1,
+        le=1024,
+        alias="classify_batch_size",
+        description="Images encoded together.",
     )
     review_min_probability: float = Field(
         default=0.5,
@@ -383,7 +391,7 @@ class ExtractionSettings(_Group):
         "or tesseract (needs tesseract-ocr installed).",
     )
     vlm_min_pixels: int = Field(
-        default=28 * 28 * 16, ge=28 * 28, alias="vlm_min_pixels", description="Smallest page image the VLM sees."
+        default=VLM_MIN_PIXELS, ge=28 * 28, alias="vlm_min_pixels", description="Smallest page image the VLM sees."
     )
     batch_size: int = Field(default=4, ge=1, le=64, description="Pages generated together (across documents).")
     max_attempts: int = Field(default=2, ge=1, le=10, description="Tries per page before review.")
@@ -452,7 +460,7 @@ class DeviceSettings(_Group):
         default="auto", alias="model_dtype", description="auto: bfloat16 (or float16) on CUDA, float32 on CPU."
     )
     cache_dir: Path = Field(
-        default_factory=lambda: Path.home() / ".cache" / "docflow",
+        default_factory=model_cache_dir,
         alias="model_cache_dir",
         description="Where package-installed weights are unpacked once (e.g. the joined Whisper base model).",
     )
@@ -507,6 +515,24 @@ class ReviewSettings(_Group):
     )
 
     @field_validator("export_to", "local_files_root", "label_studio_project", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return _empty_is_none(value)
+
+
+class LabelStudioSettings(_Group):
+    """Label Studio, where reviewers answer review items: its own variables, read without the DOCFLOW_ prefix."""
+
+    ENV_PREFIX: ClassVar[str] = "label_studio_"
+    DOCFLOW_PREFIX: ClassVar[bool] = False
+    url: str | None = Field(default=None, description="Label Studio's address, e.g. http://127.0.0.1:8080.")
+    api_key: SecretStr | None = Field(
+        default=None,
+        description="A personal access token from Label Studio's Account & Settings page (or a legacy token); "
+        "never printed.",
+    )
+
+    @field_validator("url", "api_key", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return _empty_is_none(value)
@@ -613,7 +639,7 @@ class RunnerSettings(_Group):
         default=3,
         ge=0,
         le=20,
-        description="Retries of a task after a store or database fault (never for a broken file).",
+        description="Retries of every task after a store, database or Label Studio fault (never for a broken file).",
     )
     retry_delay_s: float = Field(default=2.0, ge=0, description="First retry delay; doubles on each retry.")
     preprocess_timeout_s: float = Field(
@@ -655,6 +681,7 @@ GROUPS: dict[str, type[_Group]] = {
     "classifier": ClassifierSettings,
     "extraction": ExtractionSettings,
     "review": ReviewSettings,
+    "label_studio": LabelStudioSettings,
     "deploy": DeploySettings,
     "stack": StackSettings,
     "device": DeviceSettings,
@@ -685,14 +712,14 @@ def _parses_json(key: str, info: FieldInfo) -> bool:
 
 
 class _FlatEnvironment(PydanticBaseSettingsSource):
-    """DOCFLOW_<KEY> variables as flat keys (JSON decoded where the field is a dict or list); Settings routes each
-    key into its group."""
+    """DOCFLOW_<KEY> variables (and Label Studio's) as flat keys (JSON decoded where the field is a dict or list);
+    Settings routes each key into its group."""
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
         raise NotImplementedError  # __call__ does all the work
 
     def __call__(self) -> dict[str, Any]:
-        env = {k.upper(): v for k, v in os.environ.items() if k.upper().startswith(ENV_PREFIX)}
+        env = {k.upper(): v for k, v in os.environ.items()}
         fields: list[tuple[str, FieldInfo]] = [(key, info) for key, _, _, info in _group_fields()]
         fields += [(name, info) for name, info in Settings.model_fields.items() if name not in GROUPS]
         values: dict[str, Any] = {}
@@ -740,6 +767,7 @@ class Settings(BaseSettings):
     classifier: ClassifierSettings = Field(default_factory=ClassifierSettings)
     extraction: ExtractionSettings = Field(default_factory=ExtractionSettings)
     review: ReviewSettings = Field(default_factory=ReviewSettings)
+    label_studio: LabelStudioSettings = Field(default_factory=LabelStudioSettings)
     deploy: DeploySettings = Field(default_factory=DeploySettings)
     stack: StackSettings = Field(default_factory=StackSettings)
     device: DeviceSettings = Field(default_factory=DeviceSettings)
@@ -804,6 +832,10 @@ class Settings(BaseSettings):
 
 
 def env_name(key: str) -> str:
+    """The variable of a flat key: DOCFLOW_<KEY>, or <KEY> in a group of another program's variables."""
+    route = _ROUTES.get(key)
+    if route is not None and not GROUPS[route[0]].DOCFLOW_PREFIX:
+        return key.upper()
     return f"{ENV_PREFIX}{key.upper()}"
 
 
@@ -849,13 +881,13 @@ def _default_text(key: str, info: FieldInfo) -> str:
 
 
 def environment_names() -> set[str]:
-    """Every DOCFLOW_* variable docflow reads (infra files are checked against it)."""
+    """Every variable docflow reads: the DOCFLOW_* ones (infra files are checked against them) and Label Studio's."""
     keys = [key for key, *_ in _group_fields()] + [name for name in Settings.model_fields if name not in GROUPS]
     return {env_name(key) for key in keys}
 
 
 def settings_table() -> str:
-    """The README's settings table, from the declarations above (tests/unit/test_readme.py keeps it in step)."""
+    """The table of docs/settings.md, from the declarations above (tests/unit/test_readme.py keeps it in step)."""
     lines = ["| variable | default | meaning |", "|---|---|---|"]
 
     def row(key: str, info: FieldInfo) -> str:
@@ -876,9 +908,9 @@ _TABLE_START = "<!-- settings-table:start"
 _TABLE_END = "<!-- settings-table:end -->"
 
 
-def readme_with_settings_table(readme: str) -> str:
-    """`readme` with the generated table between its settings-table markers."""
-    head, _, rest = readme.partition(_TABLE_START)
+def with_settings_table(page: str) -> str:
+    """`page` (docs/settings.md) with the generated table between its settings-table markers."""
+    head, _, rest = page.partition(_TABLE_START)
     marker_line, _, rest = rest.partition("\n")
     _, _, tail = rest.partition(_TABLE_END)
     return f"{head}{_TABLE_START}{marker_line}\n{settings_table()}\n{_TABLE_END}{tail}"

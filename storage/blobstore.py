@@ -58,17 +58,21 @@ def too_large(size: int, max_bytes: int) -> InputError:
     )
 
 
-def _copy_hashing(src: Any, dest: Path, key: str, max_bytes: int) -> str:
-    digest = hashlib.sha256()
+def file_sha256(path: Path) -> str:
+    """The hex sha256 of a file's bytes, read a block at a time: what a download returns, the embedding cache's key,
+    the check of a model assembled from parts."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _copy_capped(src: Any, dest: Path, max_bytes: int) -> None:
     written = 0
     with open(dest, "wb") as out:
         while chunk := src.read(CHUNK):
             written += len(chunk)
             if written > max_bytes:
                 raise too_large(written, max_bytes)
-            digest.update(chunk)
             out.write(chunk)
-    return digest.hexdigest()
 
 
 _FILE_TYPES = {
@@ -181,7 +185,8 @@ class LocalDirStore:
             os.set_blocking(fd, True)
             if info.st_size > max_bytes:
                 raise too_large(info.st_size, max_bytes)
-            return _copy_hashing(src, dest, key, max_bytes)
+            _copy_capped(src, dest, max_bytes)
+        return file_sha256(dest)
 
     def read_head(self, key: str, n: int = 4096) -> bytes:
         path = self._path(key)
@@ -301,13 +306,14 @@ class S3Store:
         try:
             if size > max_bytes:
                 raise too_large(size, max_bytes)
-            return _copy_hashing(body, dest, key, max_bytes)
+            _copy_capped(body, dest, max_bytes)
         except InputError:
             raise
         except Exception as exc:
             raise TransientError(f"S3 download of {key} broke off: {exc}") from exc
         finally:
             body.close()
+        return file_sha256(dest)
 
     def read_head(self, key: str, n: int = 4096) -> bytes:
         response = self._call(

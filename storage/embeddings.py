@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from storage.batching import chunked
 from storage.db import unit_of_work
 from storage.tables import ImageEmbedding
 
@@ -26,10 +27,10 @@ class SqlEmbeddingCache:
         found: dict[str, np.ndarray] = {}
         unique = list(dict.fromkeys(keys))
         with unit_of_work(self.database_url) as session:
-            for start in range(0, len(unique), _CHUNK):
+            for chunk in chunked(unique, _CHUNK):
                 stmt = select(ImageEmbedding.content_sha256, ImageEmbedding.vector).where(
                     ImageEmbedding.model_id == model_id,
-                    ImageEmbedding.content_sha256.in_(unique[start : start + _CHUNK]),
+                    ImageEmbedding.content_sha256.in_(chunk),
                 )
                 for key, blob in session.execute(stmt):
                     found[key] = np.frombuffer(blob, dtype="<f4").copy()

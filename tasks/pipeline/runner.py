@@ -56,8 +56,3 @@ def _call_isolating(stage: Stage, items: Sequence[WorkItem], report: StageReport
 def finished(items: Sequence[WorkItem], later: Sequence[Stage]) -> list[WorkItem]:
     """Items no later stage wants: their result can be recorded now."""
     return [item for item in items if item.error is not None or not any(s.wants(item) for s in later)]
-
-
-def run_all(stages: Sequence[Stage], items: Sequence[WorkItem]) -> dict[str, StageReport]:
-    """Every stage over one batch, in one process: the pipeline without Prefect (benchmarks, scripts)."""
-    return {stage.name: run_stage(stage, items) for stage in stages}

@@ -28,7 +28,7 @@ MAX_SOURCE_RATE = 768_000
 class StreamInfo:
     sample_rate: int | None
     channels: int | None
-    duration_s: float | None = None  # as the container declares it: headers can lie, decode() enforces the cap itself
+    duration_s: float | None = None  # as the container declares it: headers can lie, iter_blocks() enforces the cap
 
 
 def probe(path: Path) -> StreamInfo:
@@ -60,7 +60,7 @@ def _stream_info(container: Any) -> StreamInfo:
 
 def check_limits(info: StreamInfo, max_duration_s: float) -> None:
     """Rejects, before decoding, a stream whose declared sample rate is absurd or whose declared duration is over
-    `max_duration_s`. An unknown rate or duration passes: decode() checks both again as it goes."""
+    `max_duration_s`. An unknown rate or duration passes: iter_blocks() checks both again as it goes."""
     _check_rate(info.sample_rate)
     if info.duration_s is not None and info.duration_s > max_duration_s:
         have, cap = _spans(info.duration_s, max_duration_s)
@@ -98,22 +98,10 @@ def _ffmpeg_reason(exc: Exception) -> str:
     return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
 
 
-def decode(path: Path, *, max_duration_s: float) -> np.ndarray:
-    """16 kHz mono float32 samples in [-1, 1]. Raises InputError for unreadable or empty audio, an absurd sample
-    rate, or more than `max_duration_s` of audio (declared or decoded)."""
-    blocks = [b[:, 0] for b in iter_blocks(path, stereo=False, max_duration_s=max_duration_s)]
-    return _to_float(blocks)
-
-
-def decode_stereo(path: Path, *, max_duration_s: float) -> tuple[np.ndarray, np.ndarray]:
-    """Left and right channels at 16 kHz (a mono file gives the same samples twice). Errors as decode()."""
-    blocks = list(iter_blocks(path, stereo=True, max_duration_s=max_duration_s))
-    return _to_float([b[:, 0] for b in blocks]), _to_float([b[:, 1] for b in blocks])
-
-
 def iter_blocks(path: Path, *, stereo: bool, max_duration_s: float, block_s: float = 600.0) -> Iterator[np.ndarray]:
     """The stream resampled to 16 kHz int16, `block_s` seconds at a time, as arrays of shape (samples, channels):
-    memory stays one block whatever the recording's length. Errors as decode().
+    memory stays one block whatever the recording's length. Raises InputError for unreadable or empty audio, an
+    absurd sample rate, or more than `max_duration_s` of audio (declared or decoded).
 
     The rate of every frame is checked before it is resampled (a frame at an absurd rate can expand a
     thousand-fold), and decoding stops with `too_long` as soon as it passes `max_duration_s`."""
@@ -172,18 +160,6 @@ def _valid_frames(container: Any) -> Iterator[Any]:
     yield None
 
 
-def _to_float(chunks: list[np.ndarray]) -> np.ndarray:
-    """int16 chunks into one float32 array in [-1, 1), filled in place and emptying the list as it goes."""
-    out = np.empty(sum(c.size for c in chunks), np.float32)
-    pos = 0
-    chunks.reverse()
-    while chunks:
-        chunk = chunks.pop()
-        np.multiply(chunk, np.float32(1 / 32768), out=out[pos : pos + chunk.size])
-        pos += chunk.size
-    return out
-
-
 # Silero VAD's working memory grows with the input (~0.7 GB for an hour); blocks keep it flat.
 VAD_BLOCK_S = 600
 
@@ -221,15 +197,6 @@ class SpeechFinder:
                 self.segments.append(SpeechSegment(start_s=start, end_s=end))
 
 
-def detect_speech(samples: np.ndarray, params: AudioSettings, block_s: int = VAD_BLOCK_S) -> list[SpeechSegment]:
-    """Speech segments (seconds) by Silero VAD, run over blocks of `block_s` and stitched at the seams."""
-    finder = SpeechFinder(params)
-    block = block_s * SAMPLE_RATE
-    for offset in range(0, max(samples.size, 1), block):
-        finder.feed(samples[offset : offset + block], offset / SAMPLE_RATE)
-    return finder.segments
-
-
 @dataclass(frozen=True)
 class PcmRecording:
     """A recording decoded to local disk (16 kHz int16, channels interleaved): hours of audio never sit in
@@ -251,30 +218,6 @@ class PcmRecording:
         return out
 
 
-@dataclass(frozen=True)
-class ArrayRecording:
-    """A recording already in memory (tests, benchmarks): the mono mix, and both channels of a stereo call."""
-
-    mix: np.ndarray
-    stereo: tuple[np.ndarray, np.ndarray] | None = None
-
-    @property
-    def channels(self) -> int:
-        return 2 if self.stereo is not None else 1
-
-    @property
-    def samples(self) -> int:
-        return int(self.mix.size)
-
-    @property
-    def channels_differ(self) -> bool:
-        return self.stereo is not None and channels_differ(*self.stereo)
-
-    def read(self, start_s: float, end_s: float, channel: int | None = None) -> np.ndarray:
-        source = self.mix if channel is None or self.stereo is None else self.stereo[channel]
-        return source[max(int(start_s * SAMPLE_RATE), 0) : max(int(end_s * SAMPLE_RATE), 0)]
-
-
 def frame_loudness(samples: np.ndarray, frame_s: float = 0.02) -> np.ndarray:
     """RMS of each whole `frame_s` frame of `samples` (a trailing partial frame is left out)."""
     frame = int(frame_s * SAMPLE_RATE)
@@ -282,15 +225,10 @@ def frame_loudness(samples: np.ndarray, frame_s: float = 0.02) -> np.ndarray:
     return np.sqrt(np.mean(whole.astype(np.float32) ** 2, axis=1))
 
 
-def channels_differ(left: np.ndarray, right: np.ndarray, tolerance: float = 0.02) -> bool:
-    """True when the two channels carry different signals (a call recorded one party per channel)."""
-    scale = max(float(np.abs(left).max(initial=0)), float(np.abs(right).max(initial=0)), 1e-9)
-    return float(np.abs(left - right).mean()) / scale > tolerance
-
-
 @dataclass
 class _ChannelDifference:
-    """channels_differ() over a recording seen block by block."""
+    """Whether the two channels carry different signals (a call recorded one party per channel), over a recording
+    seen block by block."""
 
     absolute_difference: float = 0.0
     samples: int = 0
@@ -310,7 +248,7 @@ def decode_to_disk(
     path: Path, out: Path, *, stereo: bool, params: AudioSettings
 ) -> tuple[PcmRecording, list[SpeechSegment]]:
     """Decode `path` block by block into `out` (16 kHz int16), finding the speech of the mono mix on the way:
-    peak memory is one block, whatever the recording's length. Errors as decode()."""
+    peak memory is one block, whatever the recording's length. Errors as iter_blocks()."""
     finder = SpeechFinder(params)
     difference = _ChannelDifference()
     samples = 0

@@ -8,6 +8,7 @@ A document field is a TextArea over the page image: one row for a single value, 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Sequence
@@ -271,10 +272,10 @@ def _annotator(annotation: dict[str, Any], people: dict[int, str]) -> str | None
 @dataclass(frozen=True)
 class Connection:
     """LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY: a personal access token (a JWT refresh token, exchanged for an
-    access token) or a legacy token."""
+    access token) or a legacy token. The key stays out of its repr (LabelStudioSettings keeps it a SecretStr)."""
 
     url: str
-    api_key: str
+    api_key: str = dataclasses.field(repr=False)
 
 
 class LabelStudio:
@@ -346,10 +347,6 @@ class LabelStudio:
             raise LabelStudioError(f"Label Studio answered {response.status_code} to the export: {response.text[:300]}")
         return response.text
 
-    def annotate(self, task_id: int, results: list[dict[str, Any]]) -> int:
-        """Submit an annotation (what a reviewer does in the UI; tests and scripts use it)."""
-        return int(self._call("POST", f"/api/tasks/{task_id}/annotations", json={"result": results})["id"])
-
     def tasks(self, project: int) -> list[dict[str, Any]]:
         """Every task of a project (annotated or not)."""
         found: list[dict[str, Any]] = []
@@ -365,7 +362,3 @@ class LabelStudio:
     def people(self) -> dict[int, str]:
         """User id -> email, to name who annotated."""
         return {int(u["id"]): str(u.get("email") or u.get("username")) for u in self._call("GET", "/api/users") or []}
-
-    def access_header(self) -> dict[str, str]:
-        """The header that authenticates a GET of Label Studio's own URLs (local files)."""
-        return {"Authorization": self._http.headers["Authorization"]}

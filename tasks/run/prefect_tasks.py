@@ -1,20 +1,23 @@
 """Thin Prefect tasks over the stage logic. Retries are for infrastructure faults only: a broken file is data
-(a failed row), never a reason to retry."""
+(a failed row), never a reason to retry. How many, and how long apart, is RunnerSettings': the tasks are declared
+here without retries (at import time, before any settings), and a flow calls them through `with_retries` (the
+pipeline's, all at once: `RunTasks`)."""
 
 from __future__ import annotations
 
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from prefect import Task, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import TaskRun
 from prefect.states import State
+from prefect.tasks import exponential_backoff
 
 from schemas.records import DiscoveryRequest, DiscoveryResult, RunKind, RunSummary, ShardSummary
-from schemas.settings import Settings
+from schemas.settings import RunnerSettings, Settings
 from storage.db import migrate
 from tasks.faults import is_infrastructure_fault
 from tasks.pipeline.stage import WorkItem
@@ -34,8 +37,20 @@ def retry_on_infrastructure_fault(task: Task[..., Any], task_run: TaskRun, state
 
 _COMMON: dict[str, Any] = {"cache_policy": NO_CACHE, "retry_condition_fn": retry_on_infrastructure_fault}
 
+P = ParamSpec("P")
+R = TypeVar("R")
 
-@task(name="prepare", retries=2, retry_delay_seconds=2, **_COMMON)
+
+def with_retries(task: Task[P, R], runner: RunnerSettings, **options: Any) -> Task[P, R]:
+    """`task` with the retries every task gets: DOCFLOW_RETRIES of them, the first DOCFLOW_RETRY_DELAY_S after the
+    failure, each next one twice as long after; its retry condition (infrastructure faults only) kept. `options`:
+    more of Task.with_options (a time limit)."""
+    return task.with_options(
+        retries=runner.retries, retry_delay_seconds=exponential_backoff(backoff_factor=runner.retry_delay_s), **options
+    )
+
+
+@task(name="prepare", **_COMMON)
 def prepare(settings: Settings) -> str:
     """Programs on PATH, schema to head, the device's concurrency limit; scratch folders that killed runs left
     behind are removed. Returns the name of the concurrency limit the model stages hold."""
@@ -51,12 +66,12 @@ def prepare(settings: Settings) -> str:
     return name
 
 
-@task(name="start-run", retries=2, retry_delay_seconds=2, **_COMMON)
+@task(name="start-run", **_COMMON)
 def start_run(settings: Settings, run_id: str, kind: RunKind, parameters: dict[str, Any]) -> None:
     runs.start_run(settings, run_id, kind, parameters, worker=fanout.worker_identity())
 
 
-@task(name="start-shard", retries=2, retry_delay_seconds=2, **_COMMON)
+@task(name="start-shard", **_COMMON)
 def start_shard(settings: Settings, run_id: str, parent_run_id: str, shard: int, objects: int) -> str:
     """The shard's own run row, pointing at its parent and naming the worker that took it. Returns the worker."""
     worker = fanout.worker_identity()
@@ -66,7 +81,7 @@ def start_shard(settings: Settings, run_id: str, parent_run_id: str, shard: int,
     return worker
 
 
-@task(name="discover", retries=2, retry_delay_seconds=2, **_COMMON)
+@task(name="discover", **_COMMON)
 def discover(settings: Settings, request: DiscoveryRequest, run_id: str) -> DiscoveryResult:
     result = discovery.discover(settings, request, run_id)
     runs.record_plan(settings, run_id, result)
@@ -140,12 +155,12 @@ def _log_step(step: steps.StepResult, window: int) -> None:
     )
 
 
-@task(name="release", retries=2, retry_delay_seconds=1, **_COMMON)
+@task(name="release", **_COMMON)
 def release(settings: Settings, run_id: str, object_ids: Sequence[int]) -> int:
     return claims.release(settings, run_id, object_ids)
 
 
-@task(name="finish-run", retries=2, retry_delay_seconds=2, **_COMMON)
+@task(name="finish-run", **_COMMON)
 def finish_run(
     settings: Settings,
     run_id: str,
@@ -156,19 +171,35 @@ def finish_run(
     return runs.finish_run(settings, run_id, failed_windows, error, shards)
 
 
-# The review-export flow's tasks: Label Studio or a store may be away for a moment.
+class RunTasks:
+    """The pipeline's tasks as the settings run them: each with its retries (`with_retries`), the preprocessing and
+    model stage tasks with their time limits too."""
+
+    def __init__(self, runner: RunnerSettings) -> None:
+        self.prepare = with_retries(prepare, runner)
+        self.start_run = with_retries(start_run, runner)
+        self.start_shard = with_retries(start_shard, runner)
+        self.discover = with_retries(discover, runner)
+        self.preprocess = with_retries(preprocess, runner, timeout_seconds=runner.preprocess_timeout_s)
+        self.model_stage = with_retries(model_stage, runner, timeout_seconds=runner.model_timeout_s)
+        self.release = with_retries(release, runner)
+        self.finish_run = with_retries(finish_run, runner)
 
 
-@task(name="review-push", retries=2, retry_delay_seconds=10)
+# The review-export flow's tasks (called through with_retries): Label Studio or a store may be away for a moment, so
+# they retry on any fault.
+
+
+@task(name="review-push")
 def review_push(settings: Settings, connection: Connection, project: int) -> queue.PushReport:
     return queue.push(settings, connection, project, None)
 
 
-@task(name="review-pull", retries=2, retry_delay_seconds=10)
+@task(name="review-pull")
 def review_pull(settings: Settings, connection: Connection, project: int) -> queue.ApplyReport:
     return queue.pull(settings, connection, project)
 
 
-@task(name="review-file", retries=2, retry_delay_seconds=10)
+@task(name="review-file")
 def review_file(settings: Settings, location: str) -> tuple[str, int]:
     return queue.export_to_store(settings, location)

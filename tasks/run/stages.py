@@ -1,6 +1,5 @@
 """The pipeline template: the stage list built once from the settings (CPU preprocessing, then the model stages
-they turn on), which model stage a window goes to next, and every stage over one local file without Prefect or a
-database (benchmarks, scripts)."""
+they turn on), and which model stage a window goes to next."""
 
 from __future__ import annotations
 
@@ -8,15 +7,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from schemas.records import ObjectResult
 from schemas.settings import Settings
 from storage.blobstore import BlobStore, LocalDirStore
 from tasks.classify.prototypes import EmbeddingCache, embedder_spec
 from tasks.classify.stage import ClassifyStage
 from tasks.extract.stage import ExtractStage, generator_spec
 from tasks.models.whisper import whisper_spec
-from tasks.pipeline.runner import run_all
-from tasks.pipeline.stage import ObjectRef, Stage, WorkItem
+from tasks.pipeline.stage import Stage, WorkItem
 from tasks.preprocess.stage import PreprocessStage
 from tasks.transcribe.stage import TranscribeStage
 
@@ -62,15 +59,3 @@ def next_model_stage(settings: Settings, after: str | None, items: Sequence[Work
     start = names.index(after) + 1 if after is not None else 0
     live = [item for item in items if item.error is None]
     return next((stage.name for stage in stages[start:] if any(stage.wants(item) for item in live)), None)
-
-
-def process_local_file(
-    path: Path, settings: Settings, work_dir: Path, embeddings: EmbeddingCache | None = None
-) -> ObjectResult:
-    """Every stage over one local file, in this process, without a database (benchmarks, scripts). Derived
-    files go under `work_dir`."""
-    ref = ObjectRef(id=0, source=str(path.parent.resolve()), key=path.name, size=path.stat().st_size)
-    stages = build_stages(settings, StageContext(LocalDirStore(work_dir / "derived"), work_dir, embeddings))
-    item = WorkItem(ref)
-    run_all(stages, [item])
-    return item.result()

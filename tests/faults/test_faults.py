@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from sqlalchemy import select, update
 from flows.pipeline import RunFailed, nightly
 from storage.db import get_engine, unit_of_work
 from storage.tables import SourceObject, utcnow
+from tasks.ops.waiting import wait_until
 from tests.faults.conftest import Configure
 from tests.services import PostgresCluster
 from tests.support import hostile
@@ -61,18 +61,6 @@ def _docflow(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-
-
-def _wait_until(check: Callable[[], object], what: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except Exception:  # the schema may not exist yet
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _objects(url: str) -> dict[str, SourceObject]:
@@ -121,7 +109,7 @@ def test_a_second_run_does_not_take_over_an_object_the_first_is_still_working_on
     db = f"sqlite:///{tmp_path / 'db.sqlite'}"
     settings: dict[str, Any] = dict(database_url=db, source=inbox, claim_ttl_s=3, render_timeout_s=300)
     first = _docflow(_env(tmp_path, **settings), "run")
-    _wait_until(lambda: _processing(db), "the first run to claim the object")
+    wait_until(lambda: _processing(db), timeout_s=120, interval_s=0.2, what="the first run to claim the object")
     time.sleep(4)  # longer than the claim TTL: only the heartbeat keeps the claim
 
     configure(**settings)
@@ -144,7 +132,7 @@ def test_a_killed_run_leaves_no_server_and_the_next_run_reports_its_claims(
     db = f"sqlite:///{tmp_path / 'db.sqlite'}"
     settings: dict[str, Any] = dict(database_url=db, source=inbox, temp_dir=scratch, render_timeout_s=300)
     run = _docflow(_env(tmp_path, ephemeral=True, **settings), "run")  # its own temporary Prefect server
-    _wait_until(lambda: _processing(db), "the run to claim the object", timeout=180)
+    wait_until(lambda: _processing(db), timeout_s=180, interval_s=0.2, what="the run to claim the object")
     children = _descendants(run.pid)
     assert children, "the temporary Prefect server runs as a child process"
     left_behind = list(scratch.glob(f"docflow-work-{run.pid}-*"))
@@ -152,7 +140,12 @@ def test_a_killed_run_leaves_no_server_and_the_next_run_reports_its_claims(
 
     run.send_signal(signal.SIGKILL)
     run.wait()
-    _wait_until(lambda: not any(_alive(pid) for pid in children), "the killed run's children to exit", timeout=90)
+    wait_until(
+        lambda: not any(_alive(pid) for pid in children),
+        timeout_s=90,
+        interval_s=0.2,
+        what="the killed run's children to exit",
+    )
 
     # Time passes: the dead run's claim is no longer renewed (but has not expired: TTL 900 s).
     with unit_of_work(db) as s:
@@ -223,7 +216,7 @@ def test_postgres_stopping_mid_run_prints_one_line_per_failed_batch(postgres: Po
     for i in range(3):
         hostile.slow_page_pdf(inbox / f"slow-{i}.pdf", fills=120)
     run = _docflow(_env(tmp_path, database_url=url, source=inbox, batch_size=1, workers=1, render_timeout_s=300), "run")
-    _wait_until(lambda: _processing(url), "the run to start processing")
+    wait_until(lambda: _processing(url), timeout_s=120, interval_s=0.2, what="the run to start processing")
     get_engine(url).dispose()
     postgres.stop()
     try:

@@ -12,9 +12,9 @@ import pytest
 from schemas.records import Transcript
 from schemas.settings import AudioSettings, DiarizationSettings, WhisperSettings
 from tasks.models.whisper import WhisperSpec, load_transcriber
-from tasks.preprocess.audio import ArrayRecording, decode, detect_speech
 from tasks.transcribe.stage import TranscribeStage
 from tasks.transcribe.transcription import transcribe_recording
+from tests.support.audio import ArrayRecording, decode, detect_speech
 from tests.support.evaluation import (
     SCRIPTS,
     CallTurn,

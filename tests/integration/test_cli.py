@@ -148,7 +148,7 @@ def test_missing_poppler_stops_the_run_before_any_file_is_blamed(
 
 @pytest.mark.usefixtures("prefect_harness")
 def test_show_prints_a_call_as_a_dialogue(configure: Configure, corpus: Path, tmp_path: Path) -> None:
-    from tasks.preprocess.audio import decode
+    from tests.support.audio import decode
     from tests.support.evaluation import two_party_call
 
     jfk = decode(corpus / "audio" / "fasterwhisper_jfk.flac", max_duration_s=60)

@@ -14,10 +14,11 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
-from tasks.review.label_studio import Connection, LabelStudio
+from tasks.review.label_studio import Connection
 from tests.integration.conftest import Configure
 from tests.services import REPO, LabelStudioServer, SeaweedS3
 from tests.support.browser import Page
+from tests.support.label_studio import ReviewerClient
 
 runner = CliRunner()
 INVOICE = "invoice2data_AzureInterior.pdf"
@@ -100,7 +101,7 @@ def test_push_annotate_pull_with_page_images_from_s3(
     assert {f"documents/{INVOICE}", f"images/{PHOTO}"} < classified
     assert f"pushed {len(classified)} item(s) to Label Studio project" in output
     project = int(output.split("project")[1].split()[0])
-    with LabelStudio(Connection(label_studio.url, label_studio.token)) as studio:
+    with ReviewerClient(Connection(label_studio.url, label_studio.token)) as studio:
         tasks = {t["data"]["key"].split("/", 1)[1]: t for t in studio.tasks(project)}
         assert {t["data"]["key"] for t in tasks.values()} == classified
         for task in tasks.values():  # the presigned page URL serves the image to a plain GET
@@ -158,7 +159,7 @@ def test_local_pages_and_recordings_are_served_by_label_studio(
     _invoke("run")
     output = _invoke("review", "push", "--stage", "classification", "--create", "docflow local pages")
     project = int(output.split("project")[1].split()[0])
-    with LabelStudio(Connection(label_studio.url, label_studio.token)) as studio:
+    with ReviewerClient(Connection(label_studio.url, label_studio.token)) as studio:
         for task in studio.tasks(project):
             assert task["data"]["image"].startswith("/data/local-files/?d=")
             response = httpx.get(label_studio.url + task["data"]["image"], headers=studio.access_header(), timeout=30)
@@ -166,7 +167,7 @@ def test_local_pages_and_recordings_are_served_by_label_studio(
     # A call is reviewed against its recording: the audio served the same way, the transcript one row per utterance.
     calls = _invoke("review", "push", "--stage", "transcription", "--create", "docflow calls")
     assert "pushed 1 item(s)" in calls
-    with LabelStudio(Connection(label_studio.url, label_studio.token)) as studio:
+    with ReviewerClient(Connection(label_studio.url, label_studio.token)) as studio:
         (task,) = studio.tasks(int(calls.split("project")[1].split()[0]))
         response = httpx.get(label_studio.url + task["data"]["audio"], headers=studio.access_header(), timeout=30)
         assert response.status_code == 200 and response.content.startswith(b"fLaC")

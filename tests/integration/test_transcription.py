@@ -15,8 +15,8 @@ from schemas.settings import WhisperSettings
 from storage.db import unit_of_work
 from storage.tables import SourceObject, TranscriptRow, TranscriptSegmentRow
 from tasks.models.whisper import WhisperSpec, load_transcriber
-from tasks.preprocess.audio import decode
 from tests.integration.conftest import Configure
+from tests.support.audio import decode
 from tests.support.evaluation import wer
 
 MAX_S = 4 * 3600.0  # DOCFLOW_MAX_AUDIO_S default

@@ -1,4 +1,4 @@
-"""Word error rate with the usual normalisation (case, punctuation, simple number words), two-party calls with
+"""Word error rate (jiwer's) with the usual normalisation (case, punctuation, simple number words), two-party calls with
 known turns plus the share of words given to the right speaker, and speech synthesized in other languages (the
 corpus's recordings are all English) plus the share of words transcribed in the language spoken: for benchmarks and
 accuracy tests."""
@@ -14,6 +14,7 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import jiwer
 import numpy as np
 
 from tasks.preprocess.audio import frame_loudness
@@ -48,21 +49,25 @@ def normalise(text: str) -> list[str]:
     return [_NUMBER_WORDS.get(word, word) for word in text.split()]
 
 
+class _Normalised(jiwer.AbstractTransform):
+    """normalise() as a jiwer transform: each sentence its normalised words, space-separated."""
+
+    def process_string(self, s: str) -> str:
+        return " ".join(normalise(s))
+
+
+_WORDS = jiwer.Compose([_Normalised(), jiwer.ReduceToListOfListOfWords()])
+
+
 def word_errors(reference: str, hypothesis: str) -> tuple[int, int]:
     """(edit distance in words, reference length) after normalisation."""
-    ref, hyp = normalise(reference), normalise(hypothesis)
-    previous = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        current = [i]
-        for j, h in enumerate(hyp, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (r != h)))
-        previous = current
-    return previous[-1], len(ref)
+    out = jiwer.process_words(reference, hypothesis, reference_transform=_WORDS, hypothesis_transform=_WORDS)
+    return out.substitutions + out.deletions + out.insertions, out.hits + out.substitutions + out.deletions
 
 
 def wer(reference: str, hypothesis: str) -> float:
-    errors, length = word_errors(reference, hypothesis)
-    return errors / max(length, 1)
+    """Word error rate after normalisation; against an empty reference, the number of words inserted."""
+    return float(jiwer.wer(reference, hypothesis, reference_transform=_WORDS, hypothesis_transform=_WORDS))
 
 
 # Two-party calls with known turns, made from real recordings (for the speaker benchmark and tests).

@@ -11,15 +11,8 @@ import pytest
 
 from schemas.errors import InputError
 from schemas.settings import AudioSettings
-from tasks.preprocess.audio import (
-    StreamInfo,
-    check_limits,
-    decode,
-    decode_stereo,
-    detect_speech,
-    probe,
-    summarise,
-)
+from tasks.preprocess.audio import StreamInfo, check_limits, probe, summarise
+from tests.support.audio import decode, decode_stereo, detect_speech
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 JFK = REPO_ROOT / "infra/sample-inbox/calls/fasterwhisper_jfk.flac"
@@ -76,7 +69,7 @@ def _decode_in_subprocess(path: Path, max_duration_s: float, stereo: bool = Fals
         "import json, sys\n"
         "from pathlib import Path\n"
         "from schemas.errors import InputError\n"
-        "from tasks.preprocess import audio\n"
+        "from tests.support import audio\n"
         "decoder = audio.decode_stereo if sys.argv[3] == '1' else audio.decode\n"
         "try:\n"
         "    out = decoder(Path(sys.argv[1]), max_duration_s=float(sys.argv[2]))\n"

@@ -13,10 +13,11 @@ from schemas.records import SpeechSegment, TranscriptSegment, Word
 from schemas.settings import AudioSettings, DiarizationSettings, WhisperSettings
 from tasks.display import dialogue
 from tasks.models.whisper import RawSegment, RawWord, WhisperSpec
-from tasks.preprocess.audio import SAMPLE_RATE, ArrayRecording
+from tasks.preprocess.audio import SAMPLE_RATE
 from tasks.transcribe.diarize import HOP_S, Turn, attribute, diarize, nearest, speaker_centroids, speech_windows
 from tasks.transcribe.stage import TranscribeStage
 from tasks.transcribe.transcription import _utterances, layout_speech
+from tests.support.audio import ArrayRecording
 
 
 def test_windows_tile_each_speech_segment_exactly() -> None:

@@ -11,7 +11,6 @@ from schemas.records import SpeechSegment, Transcript, TranscriptSegment
 from schemas.settings import WhisperSettings
 from tasks.models import bundled
 from tasks.models.whisper import RawSegment
-from tasks.preprocess.audio import channels_differ
 from tasks.transcribe.transcription import (
     guard,
     layout_speech,
@@ -19,6 +18,7 @@ from tasks.transcribe.transcription import (
     review_reasons,
     speech_only,
 )
+from tests.support.audio import channels_differ
 from tests.support.evaluation import normalise, wer
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from schemas.defaults import VLM_MIN_PIXELS, model_cache_dir
 from tasks.models.generation.constrained import TokenScore
 
 
@@ -43,6 +44,6 @@ class GeneratorSpec:
     model: str
     device: str = "auto"
     dtype: str = "auto"
-    min_pixels: int = 28 * 28 * 4
+    min_pixels: int = VLM_MIN_PIXELS
     max_pixels: int = 1280 * 28 * 28
-    cache_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "docflow")  # for pkg: models
+    cache_dir: Path = field(default_factory=model_cache_dir)  # for pkg: models
