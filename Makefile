@@ -85,4 +85,4 @@ bench: setup
 	$(BIN)/python bench/render.py
 
 clean:
-	rm -rf $(VENV) $(LS_VENV) inbox docflow.db docflow.db-* .docflow .pytest_cache .mypy_cache .ruff_cache .pytest-stack.log
+	rm -rf $(VENV) $(LS_VENV) inbox docflow.db docflow.db-* .docflow .pytest_cache .mypy_cache .ruff_cache .grimp_cache .import_linter_cache .pytest-stack.log

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from flows.cli import app
+from flows.cli.main import app
 from storage.db import unit_of_work
 from storage.tables import SourceObject
 from tests.faults.conftest import Configure

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from flows.cli import app
+from flows.cli.main import app
 from tests.integration.conftest import Configure
 from tests.support.prefect_logs import flow_run_logs
 

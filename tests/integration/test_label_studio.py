@@ -13,7 +13,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from flows.cli import app
+from flows.cli.main import app
 from tasks.review.label_studio import Connection
 from tests.integration.conftest import Configure
 from tests.services import REPO, LabelStudioServer, SeaweedS3

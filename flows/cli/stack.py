@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from flows.cli_common import console, safe, settings_or_exit
+from flows.cli.common import console, safe, settings_or_exit
 from schemas.errors import ConfigError
 from schemas.settings import Settings
 from tasks.ops.stack import Service, Stack, StackPlan

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 
-from flows.cli_common import console, prepare_database, safe, settings_or_exit
+from flows.cli.common import console, prepare_database, safe, settings_or_exit
 from schemas.errors import ConfigError
 from schemas.review import ReviewStage
 from schemas.settings import Settings
