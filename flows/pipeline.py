@@ -24,7 +24,7 @@ from tasks.display import first_line
 from tasks.pipeline.stage import WorkItem
 from tasks.run import fanout, steps
 from tasks.run.claims import ClaimHeartbeat
-from tasks.run.prefect_tasks import RunTasks
+from tasks.run.prefect_tasks import run_tasks
 from tasks.run.report import run_markdown, stage_lines
 from tasks.run.workdirs import run_work_dir
 
@@ -93,7 +93,7 @@ def run_pipeline(
     """Discover what to do, then either process it here or, with fan-out, hand it to shard runs on the work pool;
     one summary either way."""
     run_id = str(flow_run.get_id() or uuid.uuid4())
-    t = RunTasks(settings.runner)
+    t = run_tasks(settings.runner)
     limit = t.prepare(settings)
     t.start_run(settings, run_id, kind, request.model_dump(mode="json"))
     try:
@@ -111,7 +111,7 @@ def _process_here(
 ) -> RunSummary:
     window_errors = process_objects(settings, run_id, object_ids, request, limit)
     distinct = dict.fromkeys(error for _, error in window_errors)
-    summary = RunTasks(settings.runner).finish_run(settings, run_id, len(window_errors), "; ".join(distinct) or None)
+    summary = run_tasks(settings.runner).finish_run(settings, run_id, len(window_errors), "; ".join(distinct) or None)
     _publish(summary, kind)
     if window_errors:
         raise RunFailed(summary, window_errors)
@@ -122,7 +122,7 @@ def _fan_out(
     settings: Settings, kind: RunKind, run_id: str, object_ids: Sequence[int], request: DiscoveryRequest
 ) -> RunSummary:
     """Shards as docflow-shard deployment runs that any worker takes; wait for all, then one summary."""
-    t = RunTasks(settings.runner)
+    t = run_tasks(settings.runner)
     progress = cast(
         UUID, create_progress_artifact(progress=0.0 if object_ids else 100.0, description="objects finished")
     )
@@ -171,7 +171,7 @@ def process_objects(
     then handed to each model stage in turn (one task per stage and window, holding the device's concurrency
     slot). While the models work on one window, the next ones are preprocessed. Returns the failed windows."""
     _quiet_thread_timeout_notice()
-    t = RunTasks(settings.runner)
+    t = run_tasks(settings.runner)
     preprocess, model_stage = t.preprocess, t.model_stage
     planned = len(object_ids)
     # Typed as "UUID or coroutine" (it also works in async flows); in this sync flow it is the artifact's id.
@@ -303,7 +303,7 @@ def shard(
     its objects in the database, so a shard that runs twice or overlaps another never processes one twice."""
     settings = load_settings()
     run_id = str(flow_run.get_id() or uuid.uuid4())
-    t = RunTasks(settings.runner)
+    t = run_tasks(settings.runner)
     limit = t.prepare(settings)
     t.start_shard(settings, run_id, parent_run_id, shard, len(object_ids))
     request = DiscoveryRequest(sources=tuple(settings.source), force=force, retry_failed=retry_failed)

@@ -5,6 +5,7 @@ pipeline's, all at once: `RunTasks`)."""
 
 from __future__ import annotations
 
+import functools
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -184,6 +185,12 @@ class RunTasks:
         self.model_stage = with_retries(model_stage, runner, timeout_seconds=runner.model_timeout_s)
         self.release = with_retries(release, runner)
         self.finish_run = with_retries(finish_run, runner)
+
+
+@functools.cache
+def run_tasks(runner: RunnerSettings) -> RunTasks:
+    """The RunTasks of these runner settings, built once per process (a flow asks for them at every step)."""
+    return RunTasks(runner)
 
 
 # The review-export flow's tasks (called through with_retries): Label Studio or a store may be away for a moment, so
