@@ -197,7 +197,7 @@ LABEL_STUDIO_VENV = REPO / ".venv-label-studio"
 
 class LabelStudioServer:
     """Label Studio from its own virtual environment (make label-studio), on a free port with a fresh data dir: a
-    user made at start (LABEL_STUDIO_USERNAME) and a personal access token made from the command line. Files under
+    user made at start (LABEL_STUDIO_USERNAME) and a personal access token the server makes for it. Files under
     `files_root` are served to tasks through its local-files serving."""
 
     EMAIL = "reviewer@example.com"
@@ -252,15 +252,13 @@ class LabelStudioServer:
         wait_until(
             ready, timeout_s=timeout_s, interval_s=0.2, what="Label Studio (a fresh data dir migrates first: minutes)"
         )
+        script = REPO / "infra" / "label-studio" / "personal_token.py"
         made = subprocess.run(
-            [str(self.bin / "python"), str(REPO / "infra" / "label-studio" / "personal_token.py"), self.EMAIL],
-            env=self.env(),
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=self.dir,
+            [sys.executable, str(script), self.url, self.EMAIL, self.PASSWORD], capture_output=True, text=True
         )
-        self.token = made.stdout.strip().splitlines()[-1]
+        if made.returncode != 0:
+            raise RuntimeError(f"no personal access token from Label Studio: {made.stderr.strip()}")
+        self.token = made.stdout.strip()
 
     def destroy(self) -> None:
         if self.proc and self.proc.poll() is None:

@@ -1,33 +1,68 @@
-"""Print a personal access token for a Label Studio user, created from the command line (no browser).
+"""Print a new personal access token for a Label Studio user, asked of the running server (no browser).
 
-Run with Label Studio's own Python, against the same data directory as the server:
-    LABEL_STUDIO_BASE_DATA_DIR=DIR .venv-label-studio/bin/python infra/label-studio/personal_token.py USER_EMAIL
-The token is what LABEL_STUDIO_API_KEY takes (a JWT refresh token: docflow exchanges it for access tokens)."""
+    infra/label-studio/personal_token.py URL EMAIL PASSWORD
+
+It logs in as the user and does what Account & Settings -> Personal Access Token does: revokes the user's existing
+token (Label Studio keeps one per user) and creates a new one. The server signs the token it will later verify, so
+nothing depends on reading its secret key from the data directory. The token is what LABEL_STUDIO_API_KEY takes (a
+JWT refresh token: docflow exchanges it for access tokens). Standard library only: runs on any Python 3."""
 
 from __future__ import annotations
 
-import os
+import http.cookiejar
+import json
 import sys
-from pathlib import Path
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
+
+
+class Session:
+    def __init__(self, url: str) -> None:
+        self.url = url.rstrip("/")
+        self.cookies = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.cookies))
+
+    def csrf(self) -> str:
+        return next((c.value for c in self.cookies if c.name == "csrftoken"), "")
+
+    def request(self, method: str, path: str, body: bytes | None = None, content_type: str = "") -> bytes:
+        headers = {"Referer": f"{self.url}{path}", "X-CSRFToken": self.csrf()}
+        if content_type:
+            headers["Content-Type"] = content_type
+        request = urllib.request.Request(f"{self.url}{path}", data=body, method=method, headers=headers)
+        with self.opener.open(request, timeout=60) as response:
+            return bytes(response.read())
+
+    def api(self, method: str, path: str, payload: dict[str, Any] | None = None) -> Any:
+        body = json.dumps(payload).encode() if payload is not None else None
+        answer = self.request(method, path, body, "application/json")
+        return json.loads(answer) if answer else None
+
+    def login(self, email: str, password: str) -> None:
+        self.request("GET", "/user/login/")  # sets the CSRF cookie
+        form = urllib.parse.urlencode({"email": email, "password": password, "csrfmiddlewaretoken": self.csrf()})
+        self.request("POST", "/user/login/", form.encode(), "application/x-www-form-urlencoded")
+        if not any(c.name == "sessionid" for c in self.cookies):
+            sys.exit(f"Label Studio at {self.url} refused the login of {email!r} (wrong email or password?)")
+
+
+def new_token(url: str, email: str, password: str) -> str:
+    session = Session(url)
+    session.login(email, password)
+    for existing in session.api("GET", "/api/token/"):  # truncated tokens: enough to revoke them
+        session.api("POST", "/api/token/blacklist/", {"refresh": existing["token"]})
+    return str(session.api("POST", "/api/token/", {})["token"])
 
 
 def main() -> None:
-    if len(sys.argv) != 2:
+    if len(sys.argv) != 4:
         sys.exit(__doc__)
-    import label_studio
-
-    sys.path.insert(0, str(Path(label_studio.__file__).parent))  # Label Studio's apps import as top-level modules
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "core.settings.label_studio")
-    import django
-
-    django.setup()
-    from jwt_auth.models import LSAPIToken  # type: ignore[import-not-found]
-    from users.models import User  # type: ignore[import-not-found]
-
-    user = User.objects.filter(email=sys.argv[1]).first()
-    if user is None:
-        sys.exit(f"no Label Studio user {sys.argv[1]!r} (start the server once with LABEL_STUDIO_USERNAME set)")
-    print(LSAPIToken.for_user(user).get_full_jwt())
+    try:
+        print(new_token(*sys.argv[1:]))
+    except (urllib.error.URLError, OSError) as e:
+        sys.exit(f"cannot get a token from Label Studio at {sys.argv[1]}: {e}")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ until curl -sf "http://127.0.0.1:$port/health" >/dev/null; do
     kill -0 $server 2>/dev/null || { echo "Label Studio exited" >&2; exit 1; }
     sleep 2
 done
-token=$(.venv-label-studio/bin/python infra/label-studio/personal_token.py "$LABEL_STUDIO_USERNAME" 2>/dev/null | tail -n 1)
+token=$(.venv-label-studio/bin/python infra/label-studio/personal_token.py "http://127.0.0.1:$port" "$LABEL_STUDIO_USERNAME" "$LABEL_STUDIO_PASSWORD")
 cat <<MSG
 
 Label Studio is up: http://127.0.0.1:$port (log in as $LABEL_STUDIO_USERNAME). For docflow, in another shell:

@@ -1,5 +1,5 @@
 """A real Label Studio round trip (Label Studio 1.23 from its own virtual environment, started by the fixture with
-a user and a token made from the command line): a run over sample-inbox files, its review items pushed as tasks
+a user and a personal access token made over its API): a run over sample-inbox files, its review items pushed as tasks
 whose images load, annotations submitted through Label Studio's API pulled back as validated corrections, the
 trusted result in `docflow show` and `docflow export results`, and the corrected class learned by the classifier."""
 
