@@ -25,7 +25,7 @@ class Session:
         self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.cookies))
 
     def csrf(self) -> str:
-        return next((c.value for c in self.cookies if c.name == "csrftoken"), "")
+        return next((c.value or "" for c in self.cookies if c.name == "csrftoken"), "")
 
     def request(self, method: str, path: str, body: bytes | None = None, content_type: str = "") -> bytes:
         headers = {"Referer": f"{self.url}{path}", "X-CSRFToken": self.csrf()}
