@@ -103,7 +103,9 @@ def field_confidences(tokens: list[TokenScore]) -> dict[str, float]:
         position += len(token.text)
     result = {}
     for field, (start, end) in _value_spans(text).items():
-        logprobs = [t.logprob for t, (a, b) in zip(tokens, offsets, strict=True) if a < end and b > start]
+        logprobs = [
+            t.logprob for t, (a, b) in zip(tokens, offsets, strict=True) if a < end and b > start and not t.forced
+        ]
         if logprobs:
             result[field] = round(math.exp(sum(logprobs) / len(logprobs)), 4)
     return result

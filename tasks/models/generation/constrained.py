@@ -60,6 +60,7 @@ def generation_schema(schema: dict[str, Any], max_string: int = 300, max_items: 
 class TokenScore:
     text: str
     logprob: float
+    forced: bool = False  # written by the grammar alone (jump-forward): the model chose nothing, so it scores nothing
 
 
 class JsonConstraint:

@@ -2,11 +2,15 @@
 copy), on every core this process may use.
 
 Decoding is greedy under the same xgrammar grammar as the transformers backends (compact JSON), applied to each
-step's logits here; the chosen token's log-probability is read from that step's raw logits (before the grammar
-mask, as the transformers backends do), so no logits are computed for prompt tokens (llama-cpp-python's own
-`logprobs` needs them for every prompt token: five times slower). Each prompt is evaluated on top of what the KV
-cache already holds: the schema's instructions, which every document of that schema shares, and a re-prompt's
-document are not evaluated again."""
+step's logits here. Two things spare decode steps without changing the answer: what the grammar alone decides (keys,
+quotes, colons) is evaluated in one batch with the token before it (jump-forward), and the tokens that followed the
+answer's last ones in the prompt are proposed as a draft and checked in that batch too (prompt lookup: extraction
+copies values from the document); a draft token is kept only where the greedy, grammar-masked choice is that very
+token. The chosen token's log-probability is read from that step's raw logits (before the grammar mask, as the
+transformers backends do), so no logits are computed for prompt tokens (llama-cpp-python's own `logprobs` needs
+them for every prompt token: five times slower). Each prompt is evaluated on top of what the KV cache already
+holds: the schema's instructions, which every document of that schema shares, and a re-prompt's document are not
+evaluated again."""
 
 from __future__ import annotations
 
@@ -27,6 +31,10 @@ from tasks.models.generation.gguf import gguf_file
 # Tokens of prompt and answer together: the longest document text a prompt quotes, a re-prompt's previous answer
 # and extraction's longest answer fit with room to spare.
 CONTEXT_TOKENS = 6144
+# Forced tokens evaluated together with the last decoded one may run this far past max_new_tokens.
+FORCED_MARGIN = 64
+# The most prompt tokens one draft proposes: a batch of 1 + 6 tokens costs about two decode steps on a CPU.
+DRAFT_TOKENS = 6
 
 
 @dataclass
@@ -38,6 +46,9 @@ class EngineCounters:
     prefill_s: float = 0.0
     decode_tokens: int = 0
     decode_s: float = 0.0
+    forced_tokens: int = 0  # answer tokens the grammar decided alone, evaluated in batches (jump-forward)
+    drafted_tokens: int = 0  # tokens proposed from the prompt (prompt-lookup drafts), checked in batches
+    accepted_draft_tokens: int = 0  # of those, the ones the model chose itself
 
 
 def _cores() -> int:
@@ -81,6 +92,7 @@ class LlamaCppGenerator:
         self._pieces = [
             b"" if t in self._stops else self.llm.detokenize([t], special=False) for t in range(self.n_vocab)
         ]
+        self._line_breaks = {t for t, piece in enumerate(self._pieces) if b"\n" in piece}
         info = xgr.TokenizerInfo(
             self._pieces, vocab_type=xgr.VocabType.RAW, vocab_size=self.n_vocab, stop_token_ids=sorted(self._stops)
         )
@@ -132,46 +144,137 @@ class LlamaCppGenerator:
         pointer = self._ll.llama_get_logits_ith(self.llm.ctx, -1)
         return np.ctypeslib.as_array(pointer, shape=(self.n_vocab,)).copy()
 
-    def _generate_one(self, request: GenerationRequest, max_new_tokens: int) -> Generation:
-        import torch
+    def _evaluate(self, tokens: list[int], logit_rows: int) -> list[np.ndarray]:
+        """Evaluate `tokens` past the KV cache's `n_tokens` in one batch; the logits of its last `logit_rows`
+        positions. Llama.eval keeps only the last position's, and drafts need each of theirs: this is eval with
+        per-position logit flags (llama-cpp-python 0.3.36's batch and context, pinned)."""
+        llm, n_past, count = self.llm, self.llm.n_tokens, len(tokens)
+        llm._ctx.kv_cache_seq_rm(-1, n_past, -1)
+        llm._batch.set_batch(batch=tokens, n_past=n_past, logits_all=False)
+        for row in range(count - logit_rows, count):
+            llm._batch.batch.logits[row] = True
+        llm._ctx.decode(llm._batch)
+        llm.input_ids[n_past : n_past + count] = tokens
+        llm.n_tokens += count
+        return [
+            np.ctypeslib.as_array(self._ll.llama_get_logits_ith(llm.ctx, row), shape=(self.n_vocab,)).copy()
+            for row in range(count - logit_rows, count)
+        ]
 
-        tokens = self._prompt_tokens(request.prompt)
-        if len(tokens) + max_new_tokens > CONTEXT_TOKENS:
+    def _draft(self, prompt: list[int], answer: list[int]) -> list[int]:
+        """Prompt-lookup drafting: extraction copies values from the document, so the tokens that followed the
+        answer's last two tokens (or, less surely, its last one) where the prompt has them are likely next. A
+        draft stops at a line break (a value rarely continues on the next printed line as printed)."""
+        for ngram, length in ((2, DRAFT_TOKENS), (1, DRAFT_TOKENS // 2)):
+            if len(answer) < ngram:
+                continue
+            tail = answer[-ngram:]
+            for start in range(len(prompt) - ngram - 1, -1, -1):  # the latest occurrence: the document is last
+                if prompt[start : start + ngram] == tail:
+                    draft = []
+                    for token in prompt[start + ngram : start + ngram + length]:
+                        if token in self._line_breaks or token in self._stops:
+                            break
+                        draft.append(token)
+                    if draft:
+                        return draft
+                    break
+        return []
+
+    def _generate_one(self, request: GenerationRequest, max_new_tokens: int) -> Generation:
+        prompt = self._prompt_tokens(request.prompt)
+        if len(prompt) + max_new_tokens + FORCED_MARGIN > CONTEXT_TOKENS:
             raise ValueError(
-                f"prompt of {len(tokens)} tokens plus {max_new_tokens} new ones exceeds llama.cpp's context of "
+                f"prompt of {len(prompt)} tokens plus {max_new_tokens} new ones exceeds llama.cpp's context of "
                 f"{CONTEXT_TOKENS}"
             )
-        matcher = self._xgr.GrammarMatcher(self._grammar(request.schema_json))
-        bitmask = self._xgr.allocate_token_bitmask(1, self.n_vocab)
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        scores: list[TokenScore] = []
-        self._evaluate_prompt(tokens)
+        answer = _Answer(self, self._grammar(request.schema_json))
+        self._evaluate_prompt(prompt + answer.take_forced())  # the opening `{"first_key":` rides with the prompt
+        raw = self._last_logits()
         started = time.perf_counter()
-        finished = False
-        for _ in range(max_new_tokens):
-            raw = self._last_logits()
-            masked = torch.from_numpy(raw.copy())
-            matcher.fill_next_token_bitmask(bitmask)
-            self._xgr.apply_token_bitmask_inplace(masked, bitmask[0])
-            token = int(torch.argmax(masked))
-            if token in self._stops or not matcher.accept_token(token):
-                finished = token in self._stops
+        while len(answer.tokens) < max_new_tokens:
+            token = answer.choose(raw)
+            if not answer.accept(token, raw) or answer.finished:
                 break
-            peak = float(raw.max())
-            logprob = float(raw[token] - peak - np.log(np.exp(raw - peak).sum()))
-            scores.append(TokenScore(decoder.decode(self._pieces[token]), logprob))
-            if matcher.is_terminated():
-                finished = True
+            batch = [token, *answer.take_forced()]
+            draft = self._draft(prompt, answer.tokens)
+            rows = self._evaluate(batch + draft, len(draft) + 1)
+            raw = rows[0]
+            for drafted, logits in zip(draft, rows[1:], strict=True):  # each draft token the model itself picks
+                if answer.choose(raw) != drafted or not answer.accept(drafted, raw) or answer.finished:
+                    break
+                raw = logits
+                self.counters.accepted_draft_tokens += 1
+                if answer.jump_pending():  # structure next: the main loop's jump-forward takes it
+                    break
+            self.llm.n_tokens = len(prompt) + len(answer.tokens)  # the rejected draft's cache is dropped next
+            self.counters.drafted_tokens += len(draft)
+            if answer.finished:
                 break
-            self.llm.eval([token])
         self.counters.decode_s += time.perf_counter() - started
-        self.counters.decode_tokens += len(scores)
-        tail = decoder.decode(b"", final=True)
-        if tail and scores:
-            scores[-1] = TokenScore(scores[-1].text + tail, scores[-1].logprob)
-        return Generation("".join(s.text for s in scores), scores, finished)
+        self.counters.decode_tokens += sum(not s.forced for s in answer.scores)
+        self.counters.forced_tokens += sum(s.forced for s in answer.scores)
+        return answer.generation()
 
     def generate(self, requests: list[GenerationRequest], max_new_tokens: int) -> list[Generation]:
         """One request after another: on CPU threads, llama.cpp spends them all on each (no batching)."""
         with self._lock:
             return [self._generate_one(r, max_new_tokens) for r in requests]
+
+
+class _Answer:
+    """One answer being decoded: its grammar state, its tokens and their scores."""
+
+    def __init__(self, engine: LlamaCppGenerator, grammar: Any) -> None:
+        self.engine = engine
+        self.matcher = engine._xgr.GrammarMatcher(grammar)
+        self.bitmask = engine._xgr.allocate_token_bitmask(1, engine.n_vocab)
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.tokens: list[int] = []  # every answer token, the forced ones included
+        self.scores: list[TokenScore] = []
+        self.finished = False
+
+    def choose(self, raw: np.ndarray) -> int:
+        """Greedy under the grammar: the most likely token the grammar allows next."""
+        import torch
+
+        masked = torch.from_numpy(raw.copy())
+        self.matcher.fill_next_token_bitmask(self.bitmask)
+        self.engine._xgr.apply_token_bitmask_inplace(masked, self.bitmask[0])
+        return int(torch.argmax(masked))
+
+    def accept(self, token: int, raw: np.ndarray) -> bool:
+        """Take `token` with its log-probability from the raw logits (before the grammar mask); False at a stop."""
+        if token in self.engine._stops or not self.matcher.accept_token(token):
+            self.finished = token in self.engine._stops
+            return False
+        peak = float(raw.max())
+        logprob = float(raw[token] - peak - np.log(np.exp(raw - peak).sum()))
+        self.tokens.append(token)
+        self.scores.append(TokenScore(self.decoder.decode(self.engine._pieces[token]), logprob))
+        self.finished = self.matcher.is_terminated()
+        return True
+
+    def jump_pending(self) -> bool:
+        return bool(self.matcher.find_jump_forward_string())
+
+    def take_forced(self) -> list[int]:
+        """Jump-forward decoding: the tokens of what the grammar alone decides next (a key, its quotes and colon),
+        accepted here so they are evaluated in one batch instead of decoded one by one. The last of them is left
+        to the model: it may merge with the value that follows (`"` and `M` as `"M`)."""
+        jump = self.matcher.find_jump_forward_string()
+        if not jump:
+            return []
+        forced: list[int] = self.engine.llm.tokenize(jump.encode("utf-8"), add_bos=False, special=False)[:-1]
+        if not forced or not self.matcher.accept_string(b"".join(self.engine._pieces[t] for t in forced)):
+            return []
+        self.tokens.extend(forced)
+        self.scores.extend(TokenScore(self.decoder.decode(self.engine._pieces[t]), 0.0, forced=True) for t in forced)
+        return forced
+
+    def generation(self) -> Generation:
+        tail = self.decoder.decode(b"", final=True)
+        if tail and self.scores:
+            last = self.scores[-1]
+            self.scores[-1] = TokenScore(last.text + tail, last.logprob, last.forced)
+        return Generation("".join(s.text for s in self.scores), self.scores, self.finished)
