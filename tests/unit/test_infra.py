@@ -6,12 +6,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
 from schemas.settings import DeploySettings, environment_names
 from tasks.ops.deployments import BACKFILL, NIGHTLY, PREFECT_FILE, REVIEW_EXPORT
 from tasks.run.fanout import SHARD_FLOW
+from tests.support import vllm_options
 
 INFRA = Path(__file__).resolve().parents[2] / "infra"
 
@@ -22,9 +24,12 @@ def _compose() -> dict[str, Any]:
 
 def test_the_compose_file_has_every_part_of_a_deployment() -> None:
     services = _compose()["services"]
-    assert set(services) == {"postgres", "seaweedfs", "prefect-server", "cpu-worker", "gpu-worker"}
+    assert set(services) == {"postgres", "seaweedfs", "prefect-server", "cpu-worker", "gpu-worker", "vllm"}
     ports = {name: [p.split(":")[0] for p in s.get("ports", [])] for name, s in services.items()}
     assert ports["postgres"] == ["5432"] and ports["seaweedfs"] == ["8333"] and ports["prefect-server"] == ["4200"]
+    assert ports["vllm"] == ["8000"]
+    # A plain `up` starts what needs no GPU; `--profile gpu` adds the server and the worker that uses it.
+    assert {name for name, s in services.items() if "gpu" in s.get("profiles", [])} == {"vllm", "gpu-worker"}
     gpu = services["gpu-worker"]["deploy"]["resources"]["reservations"]["devices"][0]
     assert gpu["capabilities"] == ["gpu"] and gpu["count"] == 1
     pool = DeploySettings().work_pool
@@ -44,6 +49,61 @@ def test_every_docflow_variable_in_the_infra_files_is_a_real_setting() -> None:
     )
     used = set(re.findall(r"\bDOCFLOW_[A-Z0-9_]+", text)) - {"DOCFLOW_HOME"}  # DOCFLOW_HOME: set by `docflow deploy`
     assert used and used <= names, sorted(used - names)
+
+
+def _vllm() -> tuple[dict[str, Any], list[str], dict[str, str | None]]:
+    """The vllm service, and its `vllm serve` arguments as positionals and options."""
+    service = _compose()["services"]["vllm"]
+    assert service["entrypoint"] == ["vllm", "serve"]
+    positional, options = vllm_options.split_command(service["command"])
+    return service, positional, options
+
+
+def test_the_vllm_service_serves_the_model_the_gpu_worker_names() -> None:
+    service, positional, options = _vllm()
+    worker = _compose()["services"]["gpu-worker"]["environment"]
+    assert len(positional) == 1  # the model
+    served = options.get("--served-model-name") or positional[0]  # vLLM serves the model under its tag by default
+    assert served == worker["DOCFLOW_VLM_MODEL"]  # the name docflow's requests carry
+    assert re.fullmatch(r"Qwen/Qwen2(\.5)?-VL-\d+B-Instruct", served), served
+    # Pinned to the release whose parser the options file was read from.
+    assert service["image"] == f"vllm/vllm-openai:v{vllm_options.load().version}"
+
+
+def test_the_vllm_flags_are_ones_its_pinned_release_accepts() -> None:
+    _, _, options = _vllm()
+    accepted = vllm_options.load()
+    assert accepted.version and len(accepted.options) > 100
+    unknown = {name.split(".")[0] for name in options} - accepted.options  # --config.key: the config's flag
+    assert not unknown, f"vllm serve {accepted.version} has no {sorted(unknown)}"
+    # Guided decoding with xgrammar; 0.33 has no --guided-decoding-backend (it became this config key).
+    assert options["--structured-outputs-config.backend"] == "xgrammar" in accepted.structured_outputs_backends
+    assert "--guided-decoding-backend" not in accepted.options
+    assert int(str(options["--max-model-len"])) >= 4096
+    assert yaml.safe_load(str(options["--limit-mm-per-prompt"]))["image"] >= 1  # a page per request
+    assert int(str(options["--max-num-seqs"])) >= 8
+
+
+def test_the_gpu_worker_sends_its_extraction_to_the_vllm_service() -> None:
+    services = _compose()["services"]
+    vllm, _, options = _vllm()
+    worker = services["gpu-worker"]
+    url = urlsplit(worker["environment"]["DOCFLOW_LLM_SERVER_URL"])
+    port = int(options.get("--port") or 8000)
+    assert (url.scheme, url.hostname, url.port, url.path) == ("http", "vllm", port, "/v1")
+    assert [p.split(":")[1] for p in vllm["ports"]] == [str(port)]
+    assert worker["depends_on"]["vllm"] == {"condition": "service_healthy"}
+    assert f"localhost:{port}/health" in " ".join(vllm["healthcheck"]["test"])
+    # The server's batch is shared by every worker that points at it: together they keep at most that many busy.
+    clients = [s for s in services.values() if "DOCFLOW_LLM_SERVER_URL" in s.get("environment", {})]
+    in_flight = sum(int(s["environment"]["DOCFLOW_LLM_SERVER_IN_FLIGHT"]) for s in clients)
+    assert 0 < in_flight <= int(str(options["--max-num-seqs"]))
+    # Weights: the shared model volume, a token passed through for gated models.
+    assert "HF_TOKEN" in vllm["environment"] and vllm["environment"]["HF_HOME"].startswith("/models/")
+    assert "models:/models" in vllm["volumes"]
+    for name in ("vllm", "gpu-worker"):
+        gpu = services[name]["deploy"]["resources"]["reservations"]["devices"][0]
+        assert gpu == {"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}
 
 
 def test_the_deployments_file_declares_what_docflow_deploy_reports() -> None:
