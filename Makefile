@@ -13,7 +13,7 @@ PIPQ   := 2>&1 | { grep -v 'is ignored: it is neither a file nor a directory' ||
 
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: help setup system-deps test-deps run lint test bench clean docs-settings readme-settings label-studio
+.PHONY: help setup system-deps test-deps run lint test bench clean docs-settings readme-settings label-studio llama-server
 
 help:
 	@echo "make run    set up .venv and process the sample inbox (SQLite, ./inbox, offline)"
@@ -21,6 +21,7 @@ help:
 	@echo "make test   set up, lint, and run the whole test suite (starts Postgres, SeaweedFS, Prefect itself)"
 	@echo "make bench  run the benchmarks in bench/"
 	@echo "make label-studio  install Label Studio into $(LS_VENV) and start it (see docs/review.md)"
+	@echo "make llama-server  build llama.cpp's llama-server into $(BIN) (the inference-server tests; make test does it)"
 	@echo "make docs-settings regenerate the settings table of docs/settings.md from schemas/settings.py"
 
 system-deps:
@@ -32,6 +33,17 @@ test-deps:
 # llama-cpp-python ships as an sdist: pip compiles llama.cpp, here only the library docflow loads (no examples,
 # tests, tools or server), for this machine's CPU, on every core. pip keeps the wheel: later venvs take it as is.
 LLAMA_CMAKE := -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF -DGGML_NATIVE=ON
+
+# llama.cpp's own OpenAI-compatible server, for the tests of the inference-server backend (not needed to run docflow):
+# only the llama-server target, from the llama.cpp sources vendored in the same llama-cpp-python sdist, on every
+# core; the binary is cached under ~/.cache/docflow by version and CPU, so a later clone copies it instead.
+LLAMA_CPP_PYTHON := $(shell sed -n 's/.*"llama-cpp-python==\([0-9.]*\)".*/\1/p' pyproject.toml)
+LLAMA_SERVER := $(BIN)/llama-server
+
+$(LLAMA_SERVER): pyproject.toml infra/scripts/build-llama-server.sh
+	infra/scripts/build-llama-server.sh $(LLAMA_CPP_PYTHON) $@
+
+llama-server: $(LLAMA_SERVER)
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -65,11 +77,12 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-# The two virtual environments install side by side (mostly unpacking: a minute saved on two cores). The tests
+# The two virtual environments install side by side (mostly unpacking: a minute saved on two cores), beside the
+# llama-server compile (a copy from ~/.cache/docflow after the first build on a machine). The tests
 # that run a whole `docflow stack` (marker `stack`) mostly wait on a cron minute or a dead worker's heartbeats:
 # they run beside the rest, their report printed after it; either failing fails `make test`.
 test: system-deps test-deps
-	$(MAKE) -j2 $(STAMP) $(LS_STAMP)
+	$(MAKE) -j3 $(LLAMA_SERVER) $(STAMP) $(LS_STAMP)
 	$(MAKE) lint
 	$(BIN)/python -m pytest -m stack -p no:cacheprovider > .pytest-stack.log 2>&1 & stack=$$!; \
 	rest=0; $(BIN)/python -m pytest -m "not stack" || rest=$$?; \

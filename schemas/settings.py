@@ -370,19 +370,22 @@ class ExtractionSettings(_Group):
     vlm_model: str | None = Field(
         default=None,
         alias="vlm_model",
-        description="Vision-language model (Qwen2-VL / Qwen2.5-VL) by hub id or local path, for the vlm backend.",
+        description="Vision-language model (Qwen2-VL / Qwen2.5-VL) by hub id or local path, for the vlm backend; with "
+        "DOCFLOW_LLM_SERVER_URL, the name the server serves it under.",
     )
     text_llm_model: str = Field(
         default="pkg:qwen2.5-coder-0.5b",
         alias="text_llm_model",
         description="Instruction LLM for the text backend: pkg:qwen2.5-coder-0.5b or pkg:smollm2-135m (offline, "
-        "from packages) or any causal LM by hub id or local path (a local .gguf file for llama.cpp).",
+        "from packages) or any causal LM by hub id or local path (a local .gguf file for llama.cpp); with "
+        "DOCFLOW_LLM_SERVER_URL, the name the server serves it under.",
     )
     text_llm_engine: Literal["transformers", "llama.cpp"] = Field(
         default=TEXT_LLM_ENGINE,
         alias="text_llm_engine",
         description="What runs the text LLM: transformers (torch; a pkg: GGUF model converted once) or llama.cpp "
-        "(llama-cpp-python, in process: the GGUF as it ships, 4-bit, all cores; needs docflow[llama]).",
+        "(llama-cpp-python, in process: the GGUF as it ships, 4-bit, all cores; needs docflow[llama]). Unused with "
+        "DOCFLOW_LLM_SERVER_URL (the server runs the model).",
     )
     schema_name: Literal["auto", "invoice", "receipt", "generic"] = Field(
         default="auto",
@@ -453,6 +456,45 @@ class ExtractionSettings(_Group):
             assert self.vlm_model is not None  # checked above
             return self.vlm_model
         return self.text_llm_model
+
+
+class LLMServerSettings(_Group):
+    """An OpenAI-compatible inference server (vLLM, SGLang, llama.cpp's llama-server, Ollama, a hosted API) that runs
+    the extraction model instead of this process. The model name sent is the backend's own model setting
+    (DOCFLOW_VLM_MODEL or DOCFLOW_TEXT_LLM_MODEL): the name the server serves it under."""
+
+    ENV_PREFIX: ClassVar[str] = "llm_server_"
+    url: str | None = Field(
+        default=None,
+        description="Base URL of the server's OpenAI API, ending in /v1 (e.g. http://127.0.0.1:8000/v1): extraction "
+        "sends its requests there (JSON schema in response_format). Unset: the model runs in process.",
+    )
+    api_key: SecretStr | None = Field(
+        default=None,
+        description="The server's API key, sent as a bearer token; never printed, logged or stored. Unset: none sent.",
+    )
+    in_flight: int = Field(
+        default=8,
+        ge=1,
+        le=1024,
+        description="Requests in flight at once (pages sent per generate() call): enough to keep a batching "
+        "server (vLLM, SGLang) busy; about its number of parallel slots for llama-server.",
+    )
+    timeout_s: float = Field(
+        default=120.0, gt=0, description="Seconds one request may take before it counts as a transient fault."
+    )
+
+    @field_validator("url", "api_key", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return _empty_is_none(value)
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is not None and urlparse(value).scheme not in ("http", "https"):
+            raise ValueError(f"{value!r}: give the server's http(s) base URL, e.g. http://127.0.0.1:8000/v1")
+        return value
 
 
 class DeviceSettings(_Group):
@@ -686,6 +728,7 @@ GROUPS: dict[str, type[_Group]] = {
     "diarization": DiarizationSettings,
     "classifier": ClassifierSettings,
     "extraction": ExtractionSettings,
+    "llm_server": LLMServerSettings,
     "review": ReviewSettings,
     "label_studio": LabelStudioSettings,
     "deploy": DeploySettings,
@@ -772,6 +815,7 @@ class Settings(BaseSettings):
     diarization: DiarizationSettings = Field(default_factory=DiarizationSettings)
     classifier: ClassifierSettings = Field(default_factory=ClassifierSettings)
     extraction: ExtractionSettings = Field(default_factory=ExtractionSettings)
+    llm_server: LLMServerSettings = Field(default_factory=LLMServerSettings)
     review: ReviewSettings = Field(default_factory=ReviewSettings)
     label_studio: LabelStudioSettings = Field(default_factory=LabelStudioSettings)
     deploy: DeploySettings = Field(default_factory=DeploySettings)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import itertools
 import os
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.services import LabelStudioServer, PostgresCluster, SeaweedS3
+from tests.services import LabelStudioServer, LlamaServer, PostgresCluster, SeaweedS3
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_INBOX = REPO_ROOT / "infra" / "sample-inbox"
@@ -111,3 +112,19 @@ def bucket(s3_env: SeaweedS3) -> str:
     name = f"docflow-test-{next(_bucket_counter)}"
     s3_env.client().create_bucket(Bucket=name)
     return name
+
+
+@pytest.fixture(scope="session")
+def llama_server() -> Iterator[LlamaServer]:
+    """llama.cpp's llama-server serving the bundled Qwen2.5-Coder-0.5B GGUF as `docflow-extractor`, behind a key made
+    for this session (the tests look for it in every output)."""
+    from schemas.defaults import model_cache_dir
+    from tasks.models.generation.gguf import gguf_file
+
+    model = gguf_file("pkg:qwen2.5-coder-0.5b", model_cache_dir())
+    server = LlamaServer(model, alias="docflow-extractor", api_key=f"sk-docflow-test-{secrets.token_hex(12)}")
+    try:
+        server.start()
+        yield server
+    finally:
+        server.destroy()

@@ -1,6 +1,7 @@
-"""Real services for the tests: a throwaway PostgreSQL cluster and a single-node SeaweedFS S3 store.
+"""Real services for the tests: a throwaway PostgreSQL cluster, a single-node SeaweedFS S3 store, Label Studio and
+llama.cpp's OpenAI-compatible llama-server.
 
-Both run on 127.0.0.1 with ports picked at start, in a temp dir, and can be stopped and started again (with
+They run on 127.0.0.1 with ports picked at start, in a temp dir, and can be stopped and started again (with
 their data) to simulate outages."""
 
 from __future__ import annotations
@@ -269,4 +270,79 @@ class LabelStudioServer:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(10)
         self.proc = None
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+LLAMA_SERVER_BIN = REPO / ".venv" / "bin" / "llama-server"
+
+
+class LlamaServer:
+    """llama.cpp's own OpenAI-compatible server (`make llama-server`) serving a GGUF file under `alias`, behind an API
+    key, on a free port. stop() and start() again simulate an outage (same port, same model)."""
+
+    def __init__(
+        self, model: Path, alias: str, api_key: str, slots: int = 2, context_tokens: int = 8192, threads: int = 1
+    ) -> None:
+        if not LLAMA_SERVER_BIN.exists():
+            raise RuntimeError(f"no llama-server at {LLAMA_SERVER_BIN}: run `make llama-server` (make test does)")
+        self.alias = alias
+        self.api_key = api_key
+        self.dir = Path(tempfile.mkdtemp(prefix="docflow-llama-server-"))
+        self.log = self.dir / "llama-server.log"
+        self.port = free_port()
+        self.args = [
+            str(LLAMA_SERVER_BIN),
+            "--model",
+            str(model),
+            "--alias",
+            alias,
+            "--api-key",
+            api_key,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--ctx-size",
+            str(context_tokens),  # shared by the slots
+            "--parallel",
+            str(slots),
+            # One thread: llama.cpp's threads wait for each other at every operation, so on two cores shared with
+            # the test process (and CI's other jobs) two threads ran a request 2-8x slower than one (measured).
+            "--threads",
+            str(threads),
+            "--no-webui",
+        ]
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """The base URL of its OpenAI API, as DOCFLOW_LLM_SERVER_URL takes it."""
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self, timeout_s: float = 120) -> None:
+        import urllib.error
+        import urllib.request
+
+        log = open(self.log, "ab")  # noqa: SIM115 - lives as long as the process
+        self.proc = subprocess.Popen(self.args, stdout=log, stderr=log, start_new_session=True)
+
+        def ready() -> bool:
+            if self.proc and self.proc.poll() is not None:
+                raise RuntimeError(f"llama-server exited: see {self.log}")
+            try:  # /health is 503 while the model loads
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=5) as response:
+                    return bool(response.status == 200)
+            except urllib.error.HTTPError:
+                return False
+
+        wait_until(ready, timeout_s=timeout_s, interval_s=0.2, what="llama-server")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+        self.proc = None
+
+    def destroy(self) -> None:
+        self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -8,11 +8,11 @@ from collections.abc import Sequence
 
 from schemas.documents import SCHEMAS, DocumentSchema
 from schemas.records import ReviewReason
-from schemas.settings import DeviceSettings, ExtractionSettings
+from schemas.settings import DeviceSettings, ExtractionSettings, LLMServerSettings
 from tasks.classify.keywords import schema_for_text
 from tasks.extract.extraction import DocumentPages, extract_pages, merge_pages, review_reasons, with_grounding
 from tasks.extract.ocr import has_text, ocr_image
-from tasks.models.generation.base import GeneratorSpec
+from tasks.models.generation.base import GeneratorSpec, ServerEndpoint
 from tasks.models.generation.registry import load_generator
 from tasks.pipeline.stage import ItemUpdate, StageReport, WorkItem
 
@@ -21,18 +21,28 @@ NOTHING_TO_READ = ReviewReason(
 )
 
 
-def generator_spec(extraction: ExtractionSettings, device: DeviceSettings, max_pixels: int) -> GeneratorSpec:
+def generator_spec(
+    extraction: ExtractionSettings, device: DeviceSettings, max_pixels: int, server: LLMServerSettings | None = None
+) -> GeneratorSpec:
     """The model cache key of the configured extraction backend. A VLM sees pages at most as large as
-    preprocessing made them (`max_pixels`)."""
+    preprocessing made them (`max_pixels`). With a server URL set, the server runs the model (engine "openai")."""
+    kind = extraction.resolved_backend
+    endpoint = None
+    if server is not None and server.url is not None:
+        endpoint = ServerEndpoint(server.url, server.api_key, server.in_flight, server.timeout_s)
+        engine: str | None = "openai"
+    else:
+        engine = extraction.text_llm_engine if kind == "text" else None
     return GeneratorSpec(
-        kind=extraction.resolved_backend,
+        kind=kind,
         model=extraction.model,
-        engine=extraction.text_llm_engine if extraction.resolved_backend == "text" else None,
+        engine=engine,
         device=device.device,
         dtype=device.dtype,
         min_pixels=extraction.vlm_min_pixels,
         max_pixels=max_pixels,
         cache_dir=device.cache_dir,
+        server=endpoint,
     )
 
 
@@ -42,6 +52,9 @@ class ExtractStage:
 
     def __init__(self, config: ExtractionSettings, spec: GeneratorSpec) -> None:
         self.config, self.spec = config, spec
+        if spec.server is not None and spec.server.in_flight > config.batch_size:
+            # A server works on every request in flight at once: each generate() call sends that many pages.
+            self.config = config.model_copy(update={"batch_size": spec.server.in_flight})
 
     @property
     def reads_text(self) -> bool:

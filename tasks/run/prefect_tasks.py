@@ -26,6 +26,7 @@ from tasks.review import queue
 from tasks.review.label_studio import Connection
 from tasks.run import claims, discovery, fanout, runs, steps
 from tasks.run.concurrency import device_slot, ensure_limit, model_limit_name
+from tasks.run.stages import check_model_server
 from tasks.run.workdirs import clean_stale_work_dirs
 from tasks.system_tools import check_tools
 
@@ -53,10 +54,12 @@ def with_retries(task: Task[P, R], runner: RunnerSettings, **options: Any) -> Ta
 
 @task(name="prepare", **_COMMON)
 def prepare(settings: Settings) -> str:
-    """Programs on PATH, schema to head, the device's concurrency limit; scratch folders that killed runs left
-    behind are removed. Returns the name of the concurrency limit the model stages hold."""
+    """Programs on PATH, an inference server's key and model, schema to head, the device's concurrency limit;
+    scratch folders that killed runs left behind are removed. Returns the name of the concurrency limit the model
+    stages hold."""
     logger = get_run_logger()
     check_tools(settings)
+    check_model_server(settings)
     migrate(settings.database_url)
     removed = clean_stale_work_dirs(settings.temp_dir or Path(tempfile.gettempdir()))
     if removed:

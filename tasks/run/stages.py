@@ -12,6 +12,7 @@ from storage.blobstore import BlobStore, LocalDirStore
 from tasks.classify.prototypes import EmbeddingCache, embedder_spec
 from tasks.classify.stage import ClassifyStage
 from tasks.extract.stage import ExtractStage, generator_spec
+from tasks.models.generation.registry import load_generator
 from tasks.models.whisper import whisper_spec
 from tasks.pipeline.stage import Stage, WorkItem
 from tasks.preprocess.stage import PreprocessStage
@@ -36,12 +37,23 @@ def build_stages(settings: Settings, context: StageContext) -> list[Stage]:
         spec = embedder_spec(settings.classifier, device)
         stages.append(ClassifyStage(settings.classifier, spec, context.embeddings))
     if settings.extraction.enabled:
-        generator = generator_spec(settings.extraction, device, settings.render.max_pixels)
+        server = settings.llm_server
+        generator = generator_spec(settings.extraction, device, settings.render.max_pixels, server)
         stages.append(ExtractStage(settings.extraction, generator))
     if settings.whisper.enabled:
         whisper = whisper_spec(settings.whisper, device.cache_dir)
         stages.append(TranscribeStage(settings.whisper, settings.audio, whisper, settings.diarization, device.device))
     return stages
+
+
+def check_model_server(settings: Settings) -> None:
+    """With extraction on an inference server (DOCFLOW_LLM_SERVER_URL): the server answers, takes the key and serves
+    the configured model, before any object is claimed. A wrong key or model name stops the run as a setting to fix
+    (ConfigError); a server away is a TransientError (retried). The checked client is the one extraction uses."""
+    if settings.extraction.enabled and settings.llm_server.url is not None:
+        load_generator(
+            generator_spec(settings.extraction, settings.device, settings.render.max_pixels, settings.llm_server)
+        )
 
 
 def _model_stages(settings: Settings) -> list[Stage]:

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from pydantic import SecretStr
+
 from schemas.defaults import VLM_MIN_PIXELS, model_cache_dir
 from tasks.models.generation.constrained import TokenScore
 
@@ -37,6 +39,16 @@ class StructuredGenerator(Protocol):
 
 
 @dataclass(frozen=True)
+class ServerEndpoint:
+    """An OpenAI-compatible inference server that runs the model instead of this process."""
+
+    url: str  # the base URL, ending in /v1
+    api_key: SecretStr | None = field(default=None, repr=False)  # never in a repr, a log line or an artifact
+    in_flight: int = 8  # requests sent at once
+    timeout_s: float = 120.0
+
+
+@dataclass(frozen=True)
 class GeneratorSpec:
     """The model cache key: one load per worker process for each distinct spec."""
 
@@ -47,4 +59,5 @@ class GeneratorSpec:
     min_pixels: int = VLM_MIN_PIXELS
     max_pixels: int = 1280 * 28 * 28
     cache_dir: Path = field(default_factory=model_cache_dir)  # for pkg: models
-    engine: str | None = None  # what runs the model: "transformers" | "llama.cpp"; None: the kind's default
+    engine: str | None = None  # what runs the model: "transformers" | "llama.cpp" | "openai"; None: the kind's default
+    server: ServerEndpoint | None = None  # where engine "openai" sends its requests

@@ -11,6 +11,7 @@ from tasks.models.cache import load_cached
 from tasks.models.generation.base import GeneratorSpec, StructuredGenerator
 from tasks.models.generation.hf import TextLLMGenerator, VisionLanguageGenerator
 from tasks.models.generation.llama_cpp import LlamaCppGenerator
+from tasks.models.generation.openai_server import OpenAIServerGenerator
 
 # The extraction backends: a new one is a class with the StructuredGenerator shape, registered here under its
 # (DOCFLOW_EXTRACT_BACKEND, engine) pair, with the setting that names its model.
@@ -18,6 +19,9 @@ BACKENDS: dict[tuple[str, str], tuple[Callable[[GeneratorSpec], StructuredGenera
     ("vlm", "transformers"): (VisionLanguageGenerator, "DOCFLOW_VLM_MODEL"),
     ("text", "transformers"): (TextLLMGenerator, "DOCFLOW_TEXT_LLM_MODEL"),
     ("text", "llama.cpp"): (LlamaCppGenerator, "DOCFLOW_TEXT_LLM_MODEL"),
+    # An OpenAI-compatible server (DOCFLOW_LLM_SERVER_URL) runs the model: a VLM gets the page images too.
+    ("vlm", "openai"): (OpenAIServerGenerator, "DOCFLOW_VLM_MODEL"),
+    ("text", "openai"): (OpenAIServerGenerator, "DOCFLOW_TEXT_LLM_MODEL"),
 }
 
 
