@@ -94,7 +94,25 @@ class PostgresCluster:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-class SeaweedS3:
+class _KilledServer:
+    """A server process in its own session with a temp dir: stop() kills it (an outage, or the end), destroy() also
+    removes its data."""
+
+    proc: subprocess.Popen[bytes] | None
+    dir: Path
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+        self.proc = None
+
+    def destroy(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class SeaweedS3(_KilledServer):
     """`weed mini` with S3 auth enforced (the two AWS variables set), on free ports."""
 
     ACCESS_KEY = "docflow-test"
@@ -181,16 +199,6 @@ class SeaweedS3:
 
         wait_until(ready, timeout_s=60, interval_s=0.2, what="SeaweedFS S3")
 
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-        self.proc = None
-
-    def destroy(self) -> None:
-        self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
 
 REPO = Path(__file__).resolve().parents[1]
 LABEL_STUDIO_VENV = REPO / ".venv-label-studio"
@@ -276,7 +284,7 @@ class LabelStudioServer:
 LLAMA_SERVER_BIN = REPO / ".venv" / "bin" / "llama-server"
 
 
-class LlamaServer:
+class LlamaServer(_KilledServer):
     """llama.cpp's own OpenAI-compatible server (`make llama-server`) serving a GGUF file under `alias`, behind an API
     key, on a free port. stop() and start() again simulate an outage (same port, same model)."""
 
@@ -336,13 +344,3 @@ class LlamaServer:
                 return False
 
         wait_until(ready, timeout_s=timeout_s, interval_s=0.2, what="llama-server")
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-        self.proc = None
-
-    def destroy(self) -> None:
-        self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)

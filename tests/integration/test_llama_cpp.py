@@ -15,14 +15,7 @@ from tasks.extract.extraction import build_prompt
 from tasks.models.generation.base import GenerationRequest, GeneratorSpec
 from tasks.models.generation.constrained import generation_schema
 from tasks.models.generation.registry import load_generator
-
-RECEIPT_TEXT = """SANYU STATIONERY SHOP
-NO. 31G&33G, JALAN SETIA INDAH X,U13/X
-40170 SETIA ALAM
-CASH SALE   DATE: 19/03/2018
-PAPER CLIP        1    2.90
-TOTAL:                 2.90
-CASH 10.00   CHANGE 7.10"""
+from tests.support.receipts import RECEIPT_TEXT
 
 
 def _spec(tmp_path: Path, model: str = "pkg:qwen2.5-coder-0.5b") -> GeneratorSpec:

@@ -32,18 +32,11 @@ from tasks.models.generation.registry import load_generator
 from tests.integration.conftest import Configure
 from tests.services import LlamaServer
 from tests.support.prefect_logs import flow_run_logs
+from tests.support.receipts import RECEIPT_TEXT
 
 runner = CliRunner()
 # Two busy cores decode about five tokens a second: a request waits its turn behind others.
 TIMEOUT_S = 300
-
-RECEIPT_TEXT = """SANYU STATIONERY SHOP
-NO. 31G&33G, JALAN SETIA INDAH X,U13/X
-40170 SETIA ALAM
-CASH SALE   DATE: 19/03/2018
-PAPER CLIP        1    2.90
-TOTAL:                 2.90
-CASH 10.00   CHANGE 7.10"""
 
 
 def _spec(server: LlamaServer, kind: str = "text", model: str | None = None) -> GeneratorSpec:
