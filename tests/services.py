@@ -193,7 +193,12 @@ class SeaweedS3(_KilledServer):
         def ready() -> bool:
             if self.proc and self.proc.poll() is not None:
                 raise RuntimeError(f"weed exited: see {self.dir / 'weed.log'}")
-            client.create_bucket(Bucket=bucket)
+            # The filer can accept the bucket before the volume server takes writes: a later try finds the bucket
+            # already made, which is fine; only a written object says the store is ready.
+            try:
+                client.create_bucket(Bucket=bucket)
+            except client.exceptions.BucketAlreadyOwnedByYou:
+                pass
             client.put_object(Bucket=bucket, Key="probe", Body=b"x")
             return True
 
