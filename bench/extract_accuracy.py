@@ -9,7 +9,7 @@ collapsed, rapidfuzz ratio >= 80). A field in the truth that the prediction lack
 share of objects that ended `done` with at least one scored field wrong: what a user would trust and should not.
 
     .venv/bin/python bench/extract_accuracy.py [--model pkg:qwen2.5-coder-0.5b] [--engine llama.cpp|transformers]
-        [--ocr rapidocr|tesseract] [--limit N] [--corpus ../shared/corpus]
+        [--ocr rapidocr|tesseract] [--limit N] [--window N] [--corpus ../shared/corpus]
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,9 +32,10 @@ sys.path.insert(0, str(REPO))
 
 from rapidfuzz import fuzz  # noqa: E402
 
-from bench.local import process_local_file  # noqa: E402
+from bench.local import process_local_files  # noqa: E402
 from schemas.normalise import parse_amount, parse_currency, parse_date  # noqa: E402
-from schemas.settings import load_settings  # noqa: E402
+from schemas.records import ObjectResult  # noqa: E402
+from schemas.settings import Settings, load_settings  # noqa: E402
 
 FUZZY_THRESHOLD = 80
 AMOUNTS = {"total", "subtotal", "tax"}
@@ -108,6 +110,22 @@ def same(field: str, expected: Any, got: Any) -> bool:
     return fuzz.ratio(_plain(expected), _plain(got)) >= FUZZY_THRESHOLD
 
 
+def _processed(
+    documents: list[Case], configs: dict[str, Settings], window: int
+) -> Iterator[tuple[Case, ObjectResult, float]]:
+    """Each document with its result and its share of its window's time: documents go through the stages in
+    windows of one schema, as a run carries them (generation batched across the window's documents)."""
+    for schema in dict.fromkeys(c.schema for c in documents):
+        same_schema = [c for c in documents if c.schema == schema]
+        for first in range(0, len(same_schema), window):
+            cases_ = same_schema[first : first + window]
+            with tempfile.TemporaryDirectory() as tmp:
+                start = time.perf_counter()
+                results = process_local_files([c.path for c in cases_], configs[schema], Path(tmp))
+                share = (time.perf_counter() - start) / len(cases_)
+            yield from ((case, result, share) for case, result in zip(cases_, results, strict=True))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", type=Path, default=REPO.parent / "shared" / "corpus")
@@ -115,6 +133,13 @@ def main() -> None:
     parser.add_argument("--engine", default=None, choices=["transformers", "llama.cpp"], help="DOCFLOW_TEXT_LLM_ENGINE")
     parser.add_argument("--ocr", default=None, choices=["rapidocr", "tesseract"], help="DOCFLOW_OCR_ENGINE")
     parser.add_argument("--limit", type=int, default=None, help="only the first N receipts and N invoices")
+    parser.add_argument(
+        "--window",
+        type=int,
+        default=None,
+        help="documents carried through the stages together (default: the "
+        "DOCFLOW_WINDOW_SIZE setting; 1: one document at a time, no batching across documents)",
+    )
     parser.add_argument("--jsonl", type=Path, default=None, help="write each object's prediction here")
     parser.add_argument(
         "--route",
@@ -150,11 +175,7 @@ def main() -> None:
     seconds = 0.0
     out = args.jsonl.open("w") if args.jsonl else None
     print(f"{'document':40s} {'schema':8s} {'status':7s} {'right':>8s} {'s':>6s}  wrong fields")
-    for case in documents:
-        with tempfile.TemporaryDirectory() as tmp:
-            start = time.perf_counter()
-            result = process_local_file(case.path, configs[case.schema], Path(tmp))
-            elapsed = time.perf_counter() - start
+    for case, result, elapsed in _processed(documents, configs, args.window or config.runner.window_size):
         extraction = result.extraction
         data = (extraction.data or {}) if extraction else {}
         schema = extraction.schema_id.split("/")[0] if extraction else "-"
@@ -209,7 +230,9 @@ def main() -> None:
         decode = counters.decode_tokens / max(counters.decode_s, 1e-9)
         print(
             f"prefill {counters.prefill_tokens} tokens in {counters.prefill_s:.1f} s ({prefill:.0f}/s), "
-            f"decode {counters.decode_tokens} tokens in {counters.decode_s:.1f} s ({decode:.1f}/s)"
+            f"decode {counters.decode_tokens} tokens in {counters.decode_s:.1f} s ({decode:.1f}/s, "
+            f"{counters.decode_steps} steps: {counters.decode_tokens / max(counters.decode_steps, 1):.1f} sequences "
+            "decoded together on average)"
         )
         rates = f" prefill_tok_s={prefill:.0f} decode_tok_s={decode:.1f}"
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -202,7 +202,8 @@ class Extraction(_Frozen):
     field_grounding: dict[str, str] = Field(
         default_factory=dict,
         description="Per value path (total, line_items[0].amount): grounded (printed on the page), derived "
-        "(sum or difference of printed amounts), ungrounded (not found: read wrong or invented) or unchecked",
+        "(sum or difference of printed amounts), completed (an address the model gave only part of, taken whole "
+        "from the page), partial, off_label, missing, ungrounded (not found: read wrong or invented) or unchecked",
     )
     pages: tuple[int, ...] = ()
     raw_output: str = ""

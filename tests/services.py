@@ -195,10 +195,8 @@ class SeaweedS3(_KilledServer):
                 raise RuntimeError(f"weed exited: see {self.dir / 'weed.log'}")
             # The filer can accept the bucket before the volume server takes writes: a later try finds the bucket
             # already made, which is fine; only a written object says the store is ready.
-            try:
+            with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
                 client.create_bucket(Bucket=bucket)
-            except client.exceptions.BucketAlreadyOwnedByYou:
-                pass
             client.put_object(Bucket=bucket, Key="probe", Body=b"x")
             return True
 

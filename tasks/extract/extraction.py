@@ -12,10 +12,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from schemas.documents import SCHEMAS, DocumentSchema, ValueKind, field_kinds
+from schemas.documents import SCHEMAS, DocumentSchema, ValueKind, field_kinds, value_kind
 from schemas.records import DocumentPage, Extraction, ReviewReason
 from schemas.settings import ExtractionSettings
-from tasks.extract.grounding import Grounding, ground
+from tasks.extract.grounding import Grounding, ground, whole_address
 from tasks.models.generation.base import Generation, GenerationRequest, StructuredGenerator
 from tasks.models.generation.constrained import TokenScore, schema_json
 
@@ -153,20 +153,21 @@ def extract_pages(
 ) -> DocumentsExtraction:
     """Extract every page of every document. Forward batches are filled across documents (a one-page receipt
     rides with the pages of an invoice), each row under its own document's grammar; pages whose answer fails
-    validation are re-prompted with the errors, again batched across documents."""
+    validation are re-prompted with the errors, right after their batch."""
     grammars = {
         d.schema: schema_json(d.schema.model_json_schema(), config.max_string, config.max_items) for d in documents
     }
     work = [(d, page) for d in documents for page in d.pages[: config.max_pages]]
     outcomes = {(d.owner, page.page_number): PageOutcome(page.page_number) for d, page in work}
     batches: list[ForwardBatch] = []
-    pending = work
-    for _ in range(config.max_attempts):
-        still_failing = []
-        for first in range(0, len(pending), config.batch_size):
-            chunk = pending[first : first + config.batch_size]
+    for first in range(0, len(work), config.batch_size):
+        # A batch's failing pages are re-prompted right away: the engine still holds their documents in its cache.
+        pending = work[first : first + config.batch_size]
+        for _ in range(config.max_attempts):
+            if not pending:
+                break
             requests = []
-            for document, page in chunk:
+            for document, page in pending:
                 previous = outcomes[(document.owner, page.page_number)]
                 prompt = build_prompt(
                     document.schema,
@@ -176,8 +177,9 @@ def extract_pages(
                 images = (page.path,) if generator.reads_images and page.path else ()
                 requests.append(GenerationRequest(prompt, grammars[document.schema], images))
             generations = generator.generate(requests, config.max_new_tokens)
-            batches.append(ForwardBatch(tuple(d.owner for d, _ in chunk), config.batch_size))
-            for (document, page), generation in zip(chunk, generations, strict=True):
+            batches.append(ForwardBatch(tuple(d.owner for d, _ in pending), config.batch_size))
+            still_failing = []
+            for (document, page), generation in zip(pending, generations, strict=True):
                 outcome = outcomes[(document.owner, page.page_number)]
                 outcome.attempts += 1
                 outcome.raw = generation.text
@@ -187,9 +189,7 @@ def extract_pages(
                 outcome.data = data
                 if errors:
                     still_failing.append((document, page))
-        pending = still_failing
-        if not pending:
-            break
+            pending = still_failing
     by_owner: dict[int, list[PageOutcome]] = {d.owner: [] for d in documents}
     for document, page in work:
         by_owner[document.owner].append(outcomes[(document.owner, page.page_number)])
@@ -249,15 +249,45 @@ def with_grounding(extraction: Extraction, schema: type[DocumentSchema], page_te
     the model's own probability said."""
     if not extraction.valid or extraction.data is None:
         return extraction
-    grounding = ground(schema.model_validate(extraction.data), page_texts)
+    data, completed = _whole_addresses(extraction.data, schema, page_texts)
+    grounding = ground(schema.model_validate(data), page_texts)
+    for name in completed:
+        if grounding.get(name) is Grounding.GROUNDED:
+            grounding[name] = Grounding.COMPLETED
+        else:  # the block is no better than the model's own value
+            data[name] = extraction.data[name]
+            grounding[name] = ground(schema.model_validate(data), page_texts)[name]
     confidence = dict(extraction.field_confidence)
     for path, state in grounding.items():
         field = re.split(r"[.\[]", path, maxsplit=1)[0]
         if state.doubtful:
             confidence[field] = min(confidence.get(field, 1.0), UNGROUNDED_CONFIDENCE)
-    return extraction.model_copy(
-        update={"field_grounding": {p: str(s) for p, s in grounding.items()}, "field_confidence": confidence}
-    )
+    update: dict[str, Any] = {
+        "field_grounding": {p: str(s) for p, s in grounding.items()},
+        "field_confidence": confidence,
+    }
+    if data != extraction.data:
+        update["data"] = schema.model_validate(data).model_dump(mode="json")
+    return extraction.model_copy(update=update)
+
+
+def _whole_addresses(
+    data: dict[str, Any], schema: type[DocumentSchema], page_texts: list[str]
+) -> tuple[dict[str, Any], list[str]]:
+    """`data` with each address that is only the start (or the middle) of a printed address block replaced by the
+    whole block as printed (a small model copies the first line of a multi-line address), and the fields so
+    completed."""
+    data, completed = dict(data), []
+    for name, field in schema.model_fields.items():
+        value = data.get(name)
+        if (
+            value_kind(field) is ValueKind.ADDRESS
+            and isinstance(value, str)
+            and (whole := whole_address(value, page_texts))
+        ):
+            data[name] = whole
+            completed.append(name)
+    return data, completed
 
 
 def _value_at(data: Any, path: str) -> Any:

@@ -37,6 +37,10 @@ WORD_COVERAGE = 0.85
 CELL_COVERAGE = 0.75
 # Rows after an address in which a postcode shows that the address goes on.
 ADDRESS_TAIL_ROWS = 2
+# The longest address block completed from the page, in rows.
+ADDRESS_MAX_ROWS = 5
+# A row that starts an address: a house, lot, unit or floor number (a bare number may be a shop's name).
+_ADDRESS_START = re.compile(r"(?:no\b|lot\b|unit\b|level\b|\d+(?:st|nd|rd|th)\b)", re.I)
 
 # A number standing on its own: not part of a code (E8318), a time (20:49), a date (19/10/2018) or a longer number.
 _NUMBER = re.compile(r"(?<![\w.,/:])(?:\d[\d.,]*\d|\d)(?![\w/:%]|[.,]\d)")
@@ -61,6 +65,13 @@ _NOT_ADDRESS = re.compile(
     r"time|welcome|thank)\b|tax|invoice|receipt|\d{7}",
     re.I,
 )
+# What is never part of an address: the rows above, a phone number with spaces (07-355 2616), a company
+# registration number (801580-T), a company's name.
+_NOT_AN_ADDRESS = re.compile(
+    _NOT_ADDRESS.pattern
+    + r"|\b\d{2,4}[- ]\d{3,4}[- ]?\d{3,4}\b|\b\d{4,8}-[A-Z]\b|\b(?:sdn|bhd|s/b|ltd|inc|gmbh|llc|enterprise|trading)\b",
+    re.I,
+)
 _TITLE_WORDS = frozenset({"invoice", "receipt", "tax", "statement", "simplified", "official", "bill", "order"})
 # A label in front of a value in the same cell ("Bill to:", "Customer:").
 _LABEL_PREFIX = re.compile(r"^[^\W\d][^:]{0,30}:")
@@ -77,6 +88,7 @@ class Grounding(StrEnum):
     PARTIAL = "partial"  # printed, but not as a whole: part of a longer name or address, or running into the next
     OFF_LABEL = "off_label"  # printed, but not beside the page's label for the field (which prints another or none)
     MISSING = "missing"  # empty, though every such document prints it
+    COMPLETED = "completed"  # the model gave part of a printed address block; the whole block was taken instead
 
     @property
     def doubtful(self) -> bool:
@@ -210,16 +222,10 @@ def is_whole(value: str, kind: ValueKind, evidence: PageEvidence) -> bool:
     cell ("SAM TRADING" of "SAM SAM TRADING CO"), not a name running on into the next line; for an address, not
     a first line whose next rows carry on, nor one running into the phone number printed under it. A value only
     found word by word (spread over columns) is given the benefit of the doubt."""
-    plain = _plain(value)
-    if not plain or not evidence.cells:
+    located = _located(value, evidence)
+    if located is None:
         return True
-    alignment = fuzz.partial_ratio_alignment(plain, evidence.cell_text)
-    if alignment is None or alignment.score < FUZZY_MATCH:
-        return True
-    start, end = alignment.dest_start, alignment.dest_end
-    touched = [cell for cell in evidence.cells if cell.start < end and start < cell.end]
-    if not touched:
-        return True
+    start, end, touched = located
     before = evidence.cell_text[touched[0].start + touched[0].label_length : start]
     after = evidence.cell_text[end : touched[-1].end]
     # Codes beside a name (a registration number) and a title ("Amazon Web Services Invoice") are not part of it.
@@ -237,6 +243,63 @@ def is_whole(value: str, kind: ValueKind, evidence: PageEvidence) -> bool:
     if kind is ValueKind.ADDRESS:
         return not _address_goes_on(evidence.rows[touched[-1].row + 1 : touched[-1].row + 1 + ADDRESS_TAIL_ROWS])
     return True
+
+
+def _located(value: str, evidence: PageEvidence) -> tuple[int, int, list[_Cell]] | None:
+    """Where a text value is printed in the page's cells: its span in `cell_text` and the cells it touches; None
+    when it is not found as one run of text (only word by word, or not at all)."""
+    plain = _plain(value)
+    if not plain or not evidence.cells:
+        return None
+    alignment = fuzz.partial_ratio_alignment(plain, evidence.cell_text)
+    if alignment is None or alignment.score < FUZZY_MATCH:
+        return None
+    start, end = alignment.dest_start, alignment.dest_end
+    touched = [cell for cell in evidence.cells if cell.start < end and start < cell.end]
+    return (start, end, touched) if touched else None
+
+
+def whole_address(value: str, page_texts: list[str]) -> str | None:
+    """The whole printed address block that an address value is the start or the middle of: the value's own
+    rows, the rows under them that carry on with it (a street, area, postcode, town or region) and a house, lot
+    or floor number row just above, as the page prints them, up to the first phone, registration or tax number
+    or date. None when the value is not found as printed, is already whole, or is no address at all (a company
+    name, a registration or phone number, a date): those stay for review."""
+    evidence = PageEvidence.of("\n".join(page_texts))
+    if _NOT_AN_ADDRESS.search(value) or _DATES.search(value) or (located := _located(value, evidence)) is None:
+        return None
+    start, _, touched = located
+    rows = evidence.rows
+    first, last = touched[0].row, touched[-1].row
+    # The rest of the value's last row, then the rows under it while they carry on.
+    words = re.findall(r"\w+", value)
+    at = rows[last].casefold().rfind(words[-1].casefold()) if words else -1
+    tail, goes_on = _address_part(rows[last][at + len(words[-1]) :] if at >= 0 else "")
+    block = [value.strip(), tail]
+    while goes_on and last + 1 < len(rows) and last - first < ADDRESS_MAX_ROWS - 1:
+        part, goes_on = _address_part(rows[last + 1])
+        if not part:
+            break
+        block.append(part)
+        last += 1
+    # A house, lot or floor number row just above, when the value starts its own row.
+    if first > 0 and start == touched[0].start and _ADDRESS_START.match(rows[first - 1].strip()):
+        above, whole_row = _address_part(rows[first - 1])
+        if whole_row and above:
+            block.insert(0, above)
+    whole = " ".join(" ".join(_CELL_GAP.split(part)) for part in block if part)
+    return whole if _plain(whole) != _plain(value) else None
+
+
+def _address_part(row: str) -> tuple[str, bool]:
+    """What of a row can belong to an address (the row up to a phone, fax, registration or tax number, a title or
+    a date; '' when that leaves no words nor postcode), and whether the address can go on past the row."""
+    row = row.strip()
+    ends = [m.start() for pattern in (_NOT_AN_ADDRESS, _DATES) if (m := pattern.search(row))]
+    part = row[: min(ends)].strip(" ,:;(") if ends else row
+    if re.search(r"(?:\bno\.?|:)$", part, re.I) or not (re.search(r"[^\W\d_]{3}", part) or _POSTCODE.search(part)):
+        part = ""  # nothing, or only the label of the number that follows ("ROC No.: 1072825-A")
+    return part, not ends
 
 
 def _address_goes_on(rows: tuple[str, ...]) -> bool:

@@ -64,6 +64,27 @@ def test_a_prompt_is_evaluated_only_past_what_the_cache_holds(tmp_path: Path) ->
     assert 0 < counters.prefill_tokens - before < evaluated / 2  # the schema's instructions came from the cache
 
 
+def test_requests_are_decoded_together_and_share_the_instructions_in_the_cache(tmp_path: Path) -> None:
+    generator = load_generator(_spec(tmp_path))
+    counters = generator.counters  # type: ignore[attr-defined]
+    schema = json.dumps(generation_schema(Receipt.model_json_schema(), max_string=60, max_items=0))
+    items = ("PAPER CLIP", "STAPLER", "ERASER", "RULER", "GLUE STICK")
+    prompts = [build_prompt(Receipt, RECEIPT_TEXT.replace("PAPER CLIP", item)) for item in items]
+    (alone,) = generator.generate([GenerationRequest(prompts[0], schema)], max_new_tokens=200)
+    one_prompt = counters.prefill_tokens
+    steps, tokens, prefill = counters.decode_steps, counters.decode_tokens, counters.prefill_tokens
+    outputs = generator.generate([GenerationRequest(p, schema) for p in prompts], max_new_tokens=200)
+    assert len(outputs) == len(items)  # five requests: a group of four, then one
+    for output in outputs:
+        assert output.finished
+        assert json.loads(output.text)["merchant_name"] == "SANYU STATIONERY SHOP"
+    # Four sequences share each decoding step: far fewer steps than chosen tokens.
+    assert counters.decode_steps - steps < (counters.decode_tokens - tokens) / 2
+    # Every prompt after the first took the instructions and the page's head from the cache.
+    assert counters.prefill_tokens - prefill < one_prompt * 2
+    assert outputs[0].text == alone.text
+
+
 def test_llama_cpp_reads_gguf_files_only(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"llama\.cpp reads a GGUF file"):
         load_generator(_spec(tmp_path, "Qwen/Qwen2.5-0.5B-Instruct"))

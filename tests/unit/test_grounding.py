@@ -10,7 +10,7 @@ from schemas.documents import Invoice, Receipt
 from schemas.records import Extraction
 from schemas.settings import ExtractionSettings
 from tasks.extract.extraction import UNGROUNDED_CONFIDENCE, review_reasons, with_grounding
-from tasks.extract.grounding import Grounding, ground
+from tasks.extract.grounding import Grounding, ground, whole_address
 from tasks.extract.ocr import rapidocr_text, tesseract_text
 from tasks.preprocess.pdf import pdf_text_layer
 
@@ -213,3 +213,44 @@ def test_an_expected_field_left_empty_goes_to_review(receipt_rows: dict[str, str
     assert extraction.field_grounding["total"] == "missing"
     (reason,) = review_reasons(extraction, ExtractionSettings())
     assert (reason.code, reason.field) == ("missing_value", "total")
+
+
+@pytest.fixture(scope="module")
+def receipt_pages(corpus: Path) -> dict[str, str]:
+    """RapidOCR's reading of real receipt scans whose addresses run over several printed rows."""
+    names = ("sroie_005", "sroie_010", "sroie_023", "sroie_030")
+    return {name: rapidocr_text(corpus / "extraction" / "inputs" / f"{name}.jpg") for name in names}
+
+
+def test_an_address_cut_after_its_first_rows_becomes_its_whole_printed_block(receipt_pages: dict[str, str]) -> None:
+    page = receipt_pages["sroie_023"]
+    first_rows = "NO. 53, JALAN BESAR, 45600 BATANG BERJUNTAI"  # what the 0.5B model answered
+    data = {"merchant_name": "TEO HENG STATIONERY & BOOKS", "merchant_address": first_rows}
+    extraction = with_grounding(_extraction("receipt/v1", data), Receipt, [page])
+    assert extraction.data is not None
+    assert extraction.data["merchant_address"] == f"{first_rows} SELANGOR DARUL EHSAN"
+    assert extraction.field_grounding["merchant_address"] == "completed"
+    assert not [r for r in review_reasons(extraction, ExtractionSettings()) if r.field == "merchant_address"]
+
+
+def test_a_completed_address_stops_at_the_phone_number_printed_after_it(receipt_pages: dict[str, str]) -> None:
+    whole = whole_address("No.2&4, JALAN HARMONI 3/2, TAMAN DESA HARMONI", [receipt_pages["sroie_005"]])
+    assert whole is not None and "81100 JOHOR BAHRU" in whole
+    assert "07-355" not in whole and "2616" not in whole
+
+
+@pytest.mark.parametrize(
+    ("page", "value"),
+    [
+        ("sroie_010", "(742016-W)"),  # the company's registration number
+        ("sroie_030", "05 Mar 2018 18:24"),  # the date of purchase
+        ("sroie_010", "SAM SAM TRADING CO"),  # the shop's name, printed above its address
+    ],
+)
+def test_a_registration_number_a_date_or_a_name_is_never_completed_into_an_address(
+    receipt_pages: dict[str, str], page: str, value: str
+) -> None:
+    assert whole_address(value, [receipt_pages[page]]) is None
+    extraction = with_grounding(_extraction("receipt/v1", {"merchant_address": value}), Receipt, [receipt_pages[page]])
+    assert extraction.data == {"merchant_address": value}
+    assert extraction.field_grounding.get("merchant_address") != "completed"
