@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from schemas.documents import SCHEMAS, DocumentSchema, ValueKind, field_kinds, value_kind
+from schemas.normalise import currencies_in
 from schemas.records import DocumentPage, Extraction, ReviewReason
 from schemas.settings import ExtractionSettings
 from tasks.extract.grounding import Grounding, ground, whole_address
@@ -249,7 +250,7 @@ def with_grounding(extraction: Extraction, schema: type[DocumentSchema], page_te
     the model's own probability said."""
     if not extraction.valid or extraction.data is None:
         return extraction
-    data, completed = _whole_addresses(extraction.data, schema, page_texts)
+    data, completed = _from_the_page(extraction.data, schema, page_texts)
     grounding = ground(schema.model_validate(data), page_texts)
     for name in completed:
         if grounding.get(name) is Grounding.GROUNDED:
@@ -271,22 +272,24 @@ def with_grounding(extraction: Extraction, schema: type[DocumentSchema], page_te
     return extraction.model_copy(update=update)
 
 
-def _whole_addresses(
+def _from_the_page(
     data: dict[str, Any], schema: type[DocumentSchema], page_texts: list[str]
 ) -> tuple[dict[str, Any], list[str]]:
-    """`data` with each address that is only the start (or the middle) of a printed address block replaced by the
-    whole block as printed (a small model copies the first line of a multi-line address), and the fields so
-    completed."""
+    """`data` with what the page itself settles taken from it, and the fields so completed: an address that is
+    only the start (or the middle) of a printed address block becomes the whole block as printed (a small model
+    copies the first row of a multi-row address); a currency the page does not print becomes the one currency it
+    prints, or null when it prints none or several (a model guesses USD for any amount)."""
     data, completed = dict(data), []
+    text = "\n".join(page_texts)
     for name, field in schema.model_fields.items():
-        value = data.get(name)
-        if (
-            value_kind(field) is ValueKind.ADDRESS
-            and isinstance(value, str)
-            and (whole := whole_address(value, page_texts))
-        ):
+        value, kind = data.get(name), value_kind(field)
+        if kind is ValueKind.ADDRESS and isinstance(value, str) and (whole := whole_address(value, page_texts)):
             data[name] = whole
             completed.append(name)
+        elif kind is ValueKind.CURRENCY and value is not None and value not in (printed := currencies_in(text)):
+            data[name] = next(iter(printed)) if len(printed) == 1 else None
+            if data[name] is not None:
+                completed.append(name)
     return data, completed
 
 
@@ -330,6 +333,7 @@ def review_reasons(extraction: Extraction, config: ExtractionSettings) -> list[R
     """Why a person should check the extracted data (empty: it can be trusted). `invalid_extraction` carries the
     attempts made, `ungrounded_value`, `partial_value`, `off_label_value` and `missing_value` name each
     doubtful value (of the kinds DOCFLOW_EXTRACT_GROUNDING_REVIEW lists; see tasks/extract/grounding.py),
+    `amounts_do_not_add_up` names the amount an identity (total = subtotal + tax) fails on,
     `low_confidence` carries the mean field confidence."""
     if not extraction.valid:
         return [
@@ -342,7 +346,11 @@ def review_reasons(extraction: Extraction, config: ExtractionSettings) -> list[R
             )
         ]
     schema = SCHEMAS[extraction.schema_id.split("/")[0]]
-    if doubts := _grounding_reasons(extraction, schema, config):
+    sums = [
+        ReviewReason(stage="extract", code="amounts_do_not_add_up", message=message, value=None, field=field)
+        for field, message in schema.model_validate(extraction.data).arithmetic_doubts()
+    ]
+    if doubts := _grounding_reasons(extraction, schema, config) + sums:
         return doubts
     if extraction.field_confidence and config.review_min_confidence > 0:
         mean = sum(extraction.field_confidence.values()) / len(extraction.field_confidence)

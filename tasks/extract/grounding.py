@@ -88,7 +88,7 @@ class Grounding(StrEnum):
     PARTIAL = "partial"  # printed, but not as a whole: part of a longer name or address, or running into the next
     OFF_LABEL = "off_label"  # printed, but not beside the page's label for the field (which prints another or none)
     MISSING = "missing"  # empty, though every such document prints it
-    COMPLETED = "completed"  # the model gave part of a printed address block; the whole block was taken instead
+    COMPLETED = "completed"  # taken from the page: the whole address block the model gave part of, the currency
 
     @property
     def doubtful(self) -> bool:

@@ -106,12 +106,20 @@ def test_merge_rule_first_value_in_page_order_and_lists_concatenated() -> None:
     assert merged.attempts == 2 and merged.pages == (1, 2, 3)
 
 
-def test_merged_cross_field_errors_make_it_invalid() -> None:
-    pages = [PageOutcome(1, data={"subtotal": "10", "tax": "1", "total": "50"}, attempts=1)]
+def test_merged_amounts_that_do_not_add_up_are_a_review_reason_on_the_total_and_the_rest_stands() -> None:
+    pages = [PageOutcome(1, data={"vendor_name": "Acme", "subtotal": "10", "tax": "1", "total": "50"}, attempts=1)]
     merged = merge_pages(Invoice, pages, "text", "m")
-    assert not merged.valid and "total 50 != subtotal 10 + tax 1" in merged.errors[0]
-    config = ExtractionSettings()
-    (reason,) = review_reasons(merged, config)
+    assert merged.valid and merged.data is not None and merged.data["vendor_name"] == "Acme"
+    (reason,) = review_reasons(merged, ExtractionSettings())
+    assert (reason.stage, reason.code, reason.field) == ("extract", "amounts_do_not_add_up", "total")
+    assert reason.message == "total 50 != subtotal 10 + tax 1"
+
+
+def test_a_merged_value_that_fails_its_schema_makes_it_invalid() -> None:
+    pages = [PageOutcome(1, data={"vendor_name": "Acme", "invoice_date": "31/31/2023"}, attempts=1)]
+    merged = merge_pages(Invoice, pages, "text", "m")
+    assert not merged.valid and "invoice_date" in merged.errors[0]
+    (reason,) = review_reasons(merged, ExtractionSettings())
     assert (reason.stage, reason.code, reason.value) == ("extract", "invalid_extraction", 1)
     assert reason.message.startswith("extraction not valid after 1 attempt(s)")
 

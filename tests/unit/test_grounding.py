@@ -218,7 +218,7 @@ def test_an_expected_field_left_empty_goes_to_review(receipt_rows: dict[str, str
 @pytest.fixture(scope="module")
 def receipt_pages(corpus: Path) -> dict[str, str]:
     """RapidOCR's reading of real receipt scans whose addresses run over several printed rows."""
-    names = ("sroie_005", "sroie_010", "sroie_023", "sroie_030")
+    names = ("sroie_005", "sroie_006", "sroie_010", "sroie_023", "sroie_030")
     return {name: rapidocr_text(corpus / "extraction" / "inputs" / f"{name}.jpg") for name in names}
 
 
@@ -254,3 +254,18 @@ def test_a_registration_number_a_date_or_a_name_is_never_completed_into_an_addre
     extraction = with_grounding(_extraction("receipt/v1", {"merchant_address": value}), Receipt, [receipt_pages[page]])
     assert extraction.data == {"merchant_address": value}
     assert extraction.field_grounding.get("merchant_address") != "completed"
+
+
+def test_a_currency_the_page_does_not_print_is_the_one_it_prints_or_none(
+    netpresse_page: str, receipt_pages: dict[str, str]
+) -> None:
+    # Netpresse prints its amounts in euros; a small model answers USD for any amount.
+    data = {"vendor_name": "NETPRESSE", "currency": "USD", "total": "56.02"}
+    extraction = with_grounding(_extraction("invoice/v1", data), Invoice, [netpresse_page])
+    assert extraction.data is not None and extraction.data["currency"] == "EUR"
+    assert extraction.field_grounding["currency"] == "completed"
+    # This receipt prints no currency at all (no RM, no code, no sign): no currency is better than a guess.
+    guessed = {"merchant_name": "SOON HUAT MACHINERY ENTERPRISE", "currency": "MYR"}
+    extraction = with_grounding(_extraction("receipt/v1", guessed), Receipt, [receipt_pages["sroie_006"]])
+    assert extraction.data is not None and extraction.data["currency"] is None
+    assert "currency" not in extraction.field_grounding
