@@ -1,11 +1,11 @@
 """Who spoke when in a mono recording, and which words each speaker said.
 
 The speech found by VAD is cut into windows the length of the speaker encoder's, side by side; each window gets a
-voice embedding; the windows are clustered into speakers (agglomerative, average linkage on cosine distance: a
-distance threshold, or a known number of speakers). A segment whose windows do not all agree (people answering each
-other quickly, with no pause long enough for VAD) is heard again in overlapping windows a hop apart, each taking the
-nearest speaker, so the change is placed to within a hop. Each window speaks for the middle of its span, and
-neighbouring windows of one speaker join into turns.
+voice embedding; the windows are clustered into speakers (average linkage on cosine distance under a distance
+threshold; for a known number of speakers, Ward linkage refined by k-means, so each speaker gets a real share). A
+segment whose windows do not all agree (people answering each other quickly, with no pause long enough for VAD) is
+heard again in overlapping windows a hop apart, each taking the nearest speaker, so the change is placed to within
+a hop. Each window speaks for the middle of its span, and neighbouring windows of one speaker join into turns.
 Transcript segments take their speakers from the turns word by word, and are split where the speaker changes."""
 
 from __future__ import annotations
@@ -89,14 +89,30 @@ def speaker_centroids(
     else:
         from scipy.cluster.hierarchy import fcluster, linkage
 
-        tree = linkage(embeddings[core], method="average", metric="cosine")
         if speakers:
-            labels = fcluster(tree, t=min(speakers, core.size), criterion="maxclust") - 1
+            labels = _split_in(embeddings[core], min(speakers, core.size))
         else:
+            tree = linkage(embeddings[core], method="average", metric="cosine")
             labels = fcluster(tree, t=threshold, criterion="distance") - 1
     centroids = np.stack([embeddings[core][labels == k].mean(axis=0) for k in range(labels.max() + 1)])
     normalised: np.ndarray = centroids / np.linalg.norm(centroids, axis=1, keepdims=True)
     return normalised
+
+
+def _split_in(embeddings: np.ndarray, count: int, rounds: int = 20) -> np.ndarray:
+    """Exactly `count` clusters of unit-length embeddings, each a voice's share of the call: Ward linkage (a cluster
+    of one odd window costs little to merge, so it is not kept apart as a speaker, as average linkage keeps it),
+    then spherical k-means rounds from there."""
+    from scipy.cluster.hierarchy import fcluster, linkage
+
+    labels: np.ndarray = fcluster(linkage(embeddings, method="ward"), t=count, criterion="maxclust") - 1
+    for _ in range(rounds):
+        centroids = np.stack([embeddings[labels == k].mean(axis=0) for k in range(labels.max() + 1)])
+        moved = nearest(embeddings, centroids / np.linalg.norm(centroids, axis=1, keepdims=True))
+        if np.array_equal(moved, labels) or len(np.unique(moved)) < len(centroids):
+            break  # settled, or a round would empty a cluster: keep the last partition with every speaker
+        labels = moved
+    return labels
 
 
 def nearest(embeddings: np.ndarray, centroids: np.ndarray) -> np.ndarray:

@@ -49,6 +49,19 @@ def test_clusters_follow_the_voices_and_short_windows_join_the_nearest() -> None
     assert len(set(cluster_speakers(voices[:6], weights[:6], threshold=0.5, speakers=2))) == 2  # the count wins
 
 
+def test_a_given_count_splits_two_similar_voices_not_an_odd_window_from_the_rest() -> None:
+    rng = np.random.default_rng(2)
+    shared = rng.normal(size=256)
+    a, b = shared + 0.6 * rng.normal(size=256), shared + 0.6 * rng.normal(size=256)  # two alike voices
+    truth = np.array([(i // 4) % 2 for i in range(48)])  # turns of four windows
+    voices = np.stack([(a, b)[k] for k in truth]) + 0.5 * rng.normal(size=(truth.size, 256))
+    voices = np.vstack([voices, rng.normal(size=256) * 3])  # one odd window (a cough, a line noise)
+    voices /= np.linalg.norm(voices, axis=1, keepdims=True)
+    labels = cluster_speakers(voices, np.full(len(voices), 1.6), threshold=0.5, speakers=2)
+    agree = max(np.mean(labels[:-1] == truth), np.mean(labels[:-1] != truth))
+    assert agree >= 0.95  # each voice is one speaker; the odd window joins the nearer
+
+
 def test_a_long_call_is_clustered_from_a_spread_of_its_windows_and_every_window_gets_a_speaker() -> None:
     rng = np.random.default_rng(1)
     a, b, c = (rng.normal(size=256) for _ in range(3))
