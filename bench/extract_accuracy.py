@@ -171,6 +171,7 @@ def main() -> None:
         documents = [c for s in ("receipt", "invoice") for c in [d for d in documents if d.schema == s][: args.limit]]
     per_field: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     statuses: Counter[str] = Counter()
+    reasons: Counter[tuple[str, str, str]] = Counter()  # (schema, review reason code, field): documents
     done_wrong = pages = routed = 0
     seconds = 0.0
     out = args.jsonl.open("w") if args.jsonl else None
@@ -189,6 +190,8 @@ def main() -> None:
                 wrong.append(f"{field}={data.get(field)!r} (truth {value!r})")
         status = result.status.value
         statuses[status] += 1
+        for reason in result.review_reasons:
+            reasons[(case.schema, reason.code, reason.field or "")] += 1
         done_wrong += status == "done" and bool(wrong)
         pages += len(extraction.pages) if extraction else 1
         seconds += elapsed
@@ -206,6 +209,9 @@ def main() -> None:
                 "seconds": round(elapsed, 2),
             }
             out.write(json.dumps(record) + "\n")
+    print(f"\n{'what sends documents to review':52s} {'documents':>9s}")
+    for (schema, code, field), count in sorted(reasons.items(), key=lambda item: (-item[1], item[0])):
+        print(f"{schema + ' ' + code + (' (' + field + ')' if field else ''):52s} {count:9d}")
     print(f"\n{'field':28s} {'right':>5s} {'of':>3s} {'accuracy':>8s}")
     by_schema: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for name in sorted(per_field):
