@@ -73,7 +73,6 @@ class _Sequence:
     """One request being answered: its sequence id in the KV cache, every token the cache holds for it, and the
     answer under its grammar."""
 
-    request: int
     seq_id: int
     tokens: list[int]
     answer: _Answer
@@ -236,7 +235,7 @@ class LlamaCppGenerator:
         free = [s for s in range(2 * MAX_SEQUENCES) if s not in self._held]
         sources = dict(self._held)
         sequences = []
-        for index, (tokens, answer) in enumerate(zip(wanted, answers, strict=True)):
+        for tokens, answer in zip(wanted, answers, strict=True):
             seq_id = free.pop(0)
             shared, source = 0, -1
             for held_id, held in sources.items():
@@ -245,7 +244,7 @@ class LlamaCppGenerator:
             shared = min(shared, len(tokens) - 1)
             if shared > 0:
                 ll.llama_memory_seq_cp(self._memory, source, seq_id, 0, shared)
-            sequence = _Sequence(index, seq_id, tokens[:shared], answer, pending=tokens[shared:])
+            sequence = _Sequence(seq_id, tokens[:shared], answer, pending=tokens[shared:])
             self.counters.prefill_tokens += self._evaluate([sequence])
             sources[seq_id] = tokens
             sequences.append(sequence)
