@@ -151,6 +151,11 @@ class SeaweedS3(_KilledServer):
             "-admin.ui=false",
             "-s3.port.iceberg=0",
             "-s3.port.lance=0",
+            # Volumes of 16 MB, up to 256 of them, whatever the disk's free space: by default their number is free
+            # space / 128 MB, and every bucket (a collection) takes several, so on a nearly full disk the tests'
+            # buckets ran out of volumes and writes failed with InternalError.
+            "-master.volumeSizeLimitMB=16",
+            "-volume.max=256",
             *(
                 f"-{name.replace('.grpc', '.port.grpc') if name.endswith('.grpc') else name + '.port'}={port}"
                 for name, port in ports.items()
@@ -187,7 +192,7 @@ class SeaweedS3(_KilledServer):
         env = {**os.environ, "AWS_ACCESS_KEY_ID": self.ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": self.SECRET_KEY}
         log = open(self.dir / "weed.log", "ab")  # noqa: SIM115 - lives as long as the process
         self.proc = subprocess.Popen(self.args, env=env, stdout=log, stderr=log, start_new_session=True)
-        bucket = f"probe-{int(time.time() * 1000)}"
+        bucket = "probe"  # one bucket for every start: each new bucket takes volumes
         client = self.client()
 
         def ready() -> bool:

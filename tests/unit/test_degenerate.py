@@ -60,7 +60,8 @@ def test_each_guard_rejects_its_answer_and_the_model_is_asked_again(
     import json
 
     generator = ReplayGenerator([json.dumps(answer), json.dumps(CLEAN)])
-    result = extract_pages(generator, [DocumentPages(1, GenericDocument, (aws_page,))], ExtractionSettings())
+    config = ExtractionSettings(max_attempts=2)  # re-prompts on (the offline default asks once)
+    result = extract_pages(generator, [DocumentPages(1, GenericDocument, (aws_page,))], config)
     (outcome,) = result.outcomes[1]
     assert outcome.attempts == 2 and not outcome.errors and outcome.data == CLEAN
     assert expected in generator.prompts[1]  # the re-prompt names the problem
