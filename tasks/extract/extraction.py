@@ -8,15 +8,16 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from pydantic import ValidationError
 
-from schemas.documents import SCHEMAS, DocumentSchema, ValueKind, field_kinds, value_kind
+from schemas.documents import SCHEMAS, DocumentSchema, ValueKind, field_kinds, printed_label, value_kind
 from schemas.normalise import currencies_in
 from schemas.records import DocumentPage, Extraction, ReviewReason
 from schemas.settings import ExtractionSettings
-from tasks.extract.grounding import Grounding, ground, whole_address
+from tasks.extract.grounding import Grounding, PageEvidence, ground, labelled_amount, whole_address
 from tasks.models.generation.base import Generation, GenerationRequest, StructuredGenerator
 from tasks.models.generation.constrained import TokenScore, schema_json
 
@@ -278,12 +279,21 @@ def _from_the_page(
     """`data` with what the page itself settles taken from it, and the fields so completed: an address that is
     only the start (or the middle) of a printed address block becomes the whole block as printed (a small model
     copies the first row of a multi-row address); a currency the page does not print becomes the one currency it
-    prints, or null when it prints none or several (a model guesses USD for any amount)."""
+    prints, or null when it prints none or several (a model guesses USD for any amount); a total other than the
+    amount the page prints beside its label (plus a rounding adjustment printed under it) becomes that amount (a
+    small model takes the total before rounding, or the cash tendered)."""
     data, completed = dict(data), []
     text = "\n".join(page_texts)
+    evidence = PageEvidence.of(text)
     for name, field in schema.model_fields.items():
         value, kind = data.get(name), value_kind(field)
-        if kind is ValueKind.ADDRESS and isinstance(value, str) and (whole := whole_address(value, page_texts)):
+        label = printed_label(field)
+        if label is not None and value is not None and (labelled := labelled_amount(label, evidence)) is not None:
+            # A labelled zero is an OCR misreading or an unpaid line ("Total Incl. GST RM 0.00"), never the total.
+            if labelled > 0 and Decimal(str(value)) != labelled:
+                data[name] = str(labelled)
+                completed.append(name)
+        elif kind is ValueKind.ADDRESS and isinstance(value, str) and (whole := whole_address(value, page_texts)):
             data[name] = whole
             completed.append(name)
         elif kind is ValueKind.CURRENCY and value is not None and value not in (printed := currencies_in(text)):

@@ -187,16 +187,20 @@ def test_a_name_or_address_running_into_the_next_lines_is_partial(receipt_rows: 
     assert ground(Receipt(merchant_name=name_and_address), [receipt_rows["016"]])["merchant_name"] is Grounding.PARTIAL
 
 
-def test_an_amount_printed_under_another_label_is_off_label(receipt_rows: dict[str, str]) -> None:
+def test_an_amount_printed_under_another_label_is_off_label_and_the_labelled_one_is_taken(
+    receipt_rows: dict[str, str],
+) -> None:
     # ZHENG HUI prints "(Excluded GST) Sub Total (RM) : 313.50", "Total (RM) : 332.30" and a GST summary
     # "Total: 313.50 18.81" (net and tax: it says nothing about which is the total).
     subtotal_as_total = Receipt(merchant_name="PERNIAGAAN ZHENG HUI", date="09/03/2018", total="313.50")
     extraction = with_grounding(
         _extraction("receipt/v1", subtotal_as_total.model_dump(mode="json")), Receipt, [receipt_rows["034"]]
     )
-    assert extraction.field_grounding["total"] == "off_label"
-    (reason,) = review_reasons(extraction, ExtractionSettings())
-    assert (reason.code, reason.field) == ("off_label_value", "total")
+    assert ground(Receipt.model_validate(subtotal_as_total), [receipt_rows["034"]])["total"] is Grounding.OFF_LABEL
+    # The extraction takes the amount the page prints beside its total label instead.
+    assert extraction.data is not None and extraction.data["total"] == "332.30"
+    assert extraction.field_grounding["total"] == "completed"
+    assert not [r for r in review_reasons(extraction, ExtractionSettings()) if r.field == "total"]
     assert ground(Receipt(total="332.30"), [receipt_rows["034"]])["total"] is Grounding.GROUNDED
     # INDAH GIFT prints "TOTAL AMT. RM 60.31", then "ROUNDING ADJ ... -0.01": the total paid is 60.30.
     assert ground(Receipt(total="60.31"), [receipt_rows["001"]])["total"] is Grounding.OFF_LABEL
@@ -218,7 +222,7 @@ def test_an_expected_field_left_empty_goes_to_review(receipt_rows: dict[str, str
 @pytest.fixture(scope="module")
 def receipt_pages(corpus: Path) -> dict[str, str]:
     """RapidOCR's reading of real receipt scans whose addresses run over several printed rows."""
-    names = ("sroie_005", "sroie_006", "sroie_010", "sroie_023", "sroie_030")
+    names = ("sroie_005", "sroie_006", "sroie_010", "sroie_013", "sroie_023", "sroie_030")
     return {name: rapidocr_text(corpus / "extraction" / "inputs" / f"{name}.jpg") for name in names}
 
 
@@ -269,3 +273,10 @@ def test_a_currency_the_page_does_not_print_is_the_one_it_prints_or_none(
     extraction = with_grounding(_extraction("receipt/v1", guessed), Receipt, [receipt_pages["sroie_006"]])
     assert extraction.data is not None and extraction.data["currency"] is None
     assert "currency" not in extraction.field_grounding
+
+
+def test_a_total_labelled_zero_is_never_taken(receipt_pages: dict[str, str]) -> None:
+    # The OCR reads this receipt's last total row as "Total Incl.68 GST RM  0.00": the model's 15.00 stands, for review.
+    extraction = with_grounding(_extraction("receipt/v1", {"total": "15.00"}), Receipt, [receipt_pages["sroie_013"]])
+    assert extraction.data == {"total": "15.00"}
+    assert extraction.field_grounding["total"] == "off_label"
