@@ -293,7 +293,7 @@ def _from_the_page(
             if labelled > 0 and Decimal(str(value)) != labelled:
                 data[name] = str(labelled)
                 completed.append(name)
-        elif kind is ValueKind.ADDRESS and isinstance(value, str) and (whole := whole_address(value, page_texts)):
+        elif kind is ValueKind.ADDRESS and isinstance(value, str) and (whole := whole_address(value, evidence)):
             data[name] = whole
             completed.append(name)
         elif kind is ValueKind.CURRENCY and value is not None and value not in (printed := currencies_in(text)):

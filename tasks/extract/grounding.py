@@ -259,13 +259,12 @@ def _located(value: str, evidence: PageEvidence) -> tuple[int, int, list[_Cell]]
     return (start, end, touched) if touched else None
 
 
-def whole_address(value: str, page_texts: list[str]) -> str | None:
+def whole_address(value: str, evidence: PageEvidence) -> str | None:
     """The whole printed address block that an address value is the start or the middle of: the value's own
     rows, the rows under them that carry on with it (a street, area, postcode, town or region) and a house, lot
     or floor number row just above, as the page prints them, up to the first phone, registration or tax number
     or date. None when the value is not found as printed, is already whole, or is no address at all (a company
     name, a registration or phone number, a date): those stay for review."""
-    evidence = PageEvidence.of("\n".join(page_texts))
     if _NOT_AN_ADDRESS.search(value) or _DATES.search(value) or (located := _located(value, evidence)) is None:
         return None
     start, _, touched = located

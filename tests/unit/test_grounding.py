@@ -10,7 +10,7 @@ from schemas.documents import Invoice, Receipt
 from schemas.records import Extraction
 from schemas.settings import ExtractionSettings
 from tasks.extract.extraction import UNGROUNDED_CONFIDENCE, review_reasons, with_grounding
-from tasks.extract.grounding import Grounding, ground, whole_address
+from tasks.extract.grounding import Grounding, PageEvidence, ground, whole_address
 from tasks.extract.ocr import rapidocr_text, tesseract_text
 from tasks.preprocess.pdf import pdf_text_layer
 
@@ -238,7 +238,7 @@ def test_an_address_cut_after_its_first_rows_becomes_its_whole_printed_block(rec
 
 
 def test_a_completed_address_stops_at_the_phone_number_printed_after_it(receipt_pages: dict[str, str]) -> None:
-    whole = whole_address("No.2&4, JALAN HARMONI 3/2, TAMAN DESA HARMONI", [receipt_pages["sroie_005"]])
+    whole = whole_address("No.2&4, JALAN HARMONI 3/2, TAMAN DESA HARMONI", PageEvidence.of(receipt_pages["sroie_005"]))
     assert whole is not None and "81100 JOHOR BAHRU" in whole
     assert "07-355" not in whole and "2616" not in whole
 
@@ -254,7 +254,7 @@ def test_a_completed_address_stops_at_the_phone_number_printed_after_it(receipt_
 def test_a_registration_number_a_date_or_a_name_is_never_completed_into_an_address(
     receipt_pages: dict[str, str], page: str, value: str
 ) -> None:
-    assert whole_address(value, [receipt_pages[page]]) is None
+    assert whole_address(value, PageEvidence.of(receipt_pages[page])) is None
     extraction = with_grounding(_extraction("receipt/v1", {"merchant_address": value}), Receipt, [receipt_pages[page]])
     assert extraction.data == {"merchant_address": value}
     assert extraction.field_grounding.get("merchant_address") != "completed"
