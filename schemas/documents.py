@@ -71,6 +71,12 @@ TOTAL_LABEL = PrintedLabel(
     excluding=r"\d\s?%|sub|qty|quantity|\bitems?\b|disc|saving|excl|\(ex\)|\bht\b|point|^(?!.*\bincl).*\b(?:gst|tax|vat)\b",
 )
 
+# The date a document is about, printed beside "Date" (not a due, delivery or order date, nor the one it expires).
+DATE_LABEL = PrintedLabel(
+    label=r"\bdated?\b|\bdate\s*of\s*issue\b|\btarikh\b|\bdatum\b|\bfecha\b",
+    excluding=r"\bdue\b|expir|valid|\bstart|\bend\b|deliver|\border\b|\bprint|\bbirth|limit|payment|paiement",
+)
+
 # Two cents per line item, at least one cent: printed amounts are rounded line by line.
 _ROUNDING = Decimal("0.02")
 
@@ -83,6 +89,9 @@ class DocumentSchema(BaseModel):
     description: ClassVar[str]
     # Fields every such document prints: a result without one is not trusted (the model missed it).
     expected: ClassVar[tuple[str, ...]] = ()
+    # The field holding the name of the business that printed the document above its address (a receipt's
+    # merchant): where the page prints a registered name (SDN BHD, LTD...) there, that name is the value.
+    issuer_name: ClassVar[str | None] = None
 
     @classmethod
     def schema_id(cls) -> str:
@@ -118,7 +127,7 @@ class Invoice(DocumentSchema):
     vendor_name: str | None = Field(default=None, description="Company that issued the invoice")
     customer_name: str | None = Field(default=None, description="Company or person billed")
     invoice_number: Identifier = Field(default=None, description="The invoice's identifier, as printed")
-    invoice_date: Day = Field(default=None, description="Date of issue")
+    invoice_date: Annotated[Day, DATE_LABEL] = Field(default=None, description="Date of issue")
     due_date: Day = Field(default=None, description="Payment due date")
     currency: Currency = Field(default=None, description="ISO 4217 code such as USD or EUR")
     subtotal: Amount = Field(default=None, description="Total before tax")
@@ -158,6 +167,7 @@ class Receipt(DocumentSchema):
     schema_version: ClassVar[int] = 1
     description: ClassVar[str] = "a till receipt from a shop, restaurant or petrol station"
     expected: ClassVar[tuple[str, ...]] = ("merchant_name", "date", "total")
+    issuer_name: ClassVar[str | None] = "merchant_name"
 
     merchant_name: str | None = Field(
         default=None, description="Business name of the shop or company that issued the receipt"
@@ -165,7 +175,7 @@ class Receipt(DocumentSchema):
     merchant_address: Address = Field(
         default=None, description="The shop's full address: every line of it (street, area, postcode, town)"
     )
-    date: Day = Field(default=None, description="Date of purchase")
+    date: Annotated[Day, DATE_LABEL] = Field(default=None, description="Date of purchase")
     currency: Currency = Field(default=None, description="ISO 4217 code such as MYR or EUR")
     total: Annotated[Amount, TOTAL_LABEL] = Field(default=None, description="Final total paid (after any rounding)")
     items: list[ReceiptItem] = Field(default_factory=list, description="Purchased items")

@@ -14,10 +14,21 @@ from typing import Any
 from pydantic import ValidationError
 
 from schemas.documents import SCHEMAS, DocumentSchema, ValueKind, field_kinds, printed_label, value_kind
-from schemas.normalise import currencies_in
+from schemas.normalise import currencies_in, parse_date
 from schemas.records import DocumentPage, Extraction, ReviewReason
 from schemas.settings import ExtractionSettings
-from tasks.extract.grounding import Grounding, PageEvidence, ground, labelled_amount, whole_address
+from tasks.extract.grounding import (
+    Grounding,
+    PageEvidence,
+    business_name,
+    ground,
+    has_legal_form,
+    is_grounded,
+    labelled_amount,
+    labelled_date,
+    printed_address,
+    whole_address,
+)
 from tasks.models.generation.base import Generation, GenerationRequest, StructuredGenerator
 from tasks.models.generation.constrained import TokenScore, schema_json
 
@@ -227,6 +238,10 @@ def merge_pages(schema: type[DocumentSchema], outcomes: list[PageOutcome], backe
                 if (conf := (outcome.confidence or {}).get(name)) is not None:
                     confidence[name] = conf
     errors = validation_errors(schema, merged) if usable else []
+    unreadable: dict[str, str] = {}
+    if errors:
+        merged, unreadable = _unreadable_left_out(schema, merged)
+        errors = validation_errors(schema, merged)
     if not usable:
         errors = [f"page {o.page_number}: {e}" for o in outcomes for e in (o.errors or [])] or ["no page answered"]
     data = schema.model_validate(merged).model_dump(mode="json") if usable and not errors else (merged or None)
@@ -237,12 +252,38 @@ def merge_pages(schema: type[DocumentSchema], outcomes: list[PageOutcome], backe
         data=data,
         valid=not errors,
         attempts=max((o.attempts for o in outcomes), default=0),
-        errors=tuple(errors),
+        errors=tuple(errors) if errors else tuple(unreadable.values()),
         field_confidence=confidence,
         field_pages=field_pages,
+        field_grounding=dict.fromkeys(unreadable, str(Grounding.UNREADABLE)),
         pages=tuple(o.page_number for o in outcomes),
         raw_output="\n".join(f"[page {o.page_number}] {o.raw}" for o in outcomes),
     )
+
+
+def _unreadable_left_out(schema: type[DocumentSchema], data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """`data` without the single values that cannot be read as their field's kind (a date '1950-05-98', an
+    amount 'N/A'), and what was wrong with each, by field: one misread value sends its field to review, not the
+    whole document. Errors across fields (or in lists) are left for the caller."""
+    data, unreadable = dict(data), {}
+    while errors := [
+        e
+        for e in _validation_details(schema, data)
+        if len(e["loc"]) == 1 and e["loc"][0] in data and isinstance(data[e["loc"][0]], str | int | float)
+    ]:
+        for error in errors:
+            name = str(error["loc"][0])
+            unreadable[name] = f"{name}: {data[name]!r} cannot be read ({error['msg']}); left empty"
+            data[name] = None
+    return data, unreadable
+
+
+def _validation_details(schema: type[DocumentSchema], data: dict[str, Any]) -> list[Any]:
+    try:
+        schema.model_validate(data)
+    except ValidationError as exc:
+        return list(exc.errors())
+    return []
 
 
 def with_grounding(extraction: Extraction, schema: type[DocumentSchema], page_texts: list[str]) -> Extraction:
@@ -259,6 +300,9 @@ def with_grounding(extraction: Extraction, schema: type[DocumentSchema], page_te
         else:  # the block is no better than the model's own value
             data[name] = extraction.data[name]
             grounding[name] = ground(schema.model_validate(data), page_texts)[name]
+    for name, state in extraction.field_grounding.items():  # values left out as unreadable, not found on the page
+        if state == Grounding.UNREADABLE and data.get(name) is None:
+            grounding[name] = Grounding.UNREADABLE
     confidence = dict(extraction.field_confidence)
     for path, state in grounding.items():
         field = re.split(r"[.\[]", path, maxsplit=1)[0]
@@ -276,31 +320,66 @@ def with_grounding(extraction: Extraction, schema: type[DocumentSchema], page_te
 def _from_the_page(
     data: dict[str, Any], schema: type[DocumentSchema], page_texts: list[str]
 ) -> tuple[dict[str, Any], list[str]]:
-    """`data` with what the page itself settles taken from it, and the fields so completed: an address that is
-    only the start (or the middle) of a printed address block becomes the whole block as printed (a small model
-    copies the first row of a multi-row address); a currency the page does not print becomes the one currency it
-    prints, or null when it prints none or several (a model guesses USD for any amount); a total other than the
-    amount the page prints beside its label (plus a rounding adjustment printed under it) becomes that amount (a
-    small model takes the total before rounding, or the cash tendered)."""
+    """`data` with what the page itself settles taken from it, and the fields so completed. The page's printed
+    values are the candidates a small model should have chosen among:
+    - a total other than the amount printed beside the page's total label (plus a rounding adjustment printed
+      under it) becomes that amount (a small model takes the total before rounding, or the cash tendered);
+    - a date other than the one printed beside the page's date label (or the only date it prints), read in the
+      page's own day/month order, becomes that date (a small model rewrites 12-01-19 as it pleases);
+    - an issuer's name that is not the registered name printed above its address (a trade name, a cashier's, a
+      misreading) becomes that name;
+    - an address that is only the start (or the middle) of a printed address block becomes the whole block (a
+      small model copies its first row), one that is no address (a registration number, a date, the company's
+      name) or none the page's first address block;
+    - a currency the page does not print becomes the one currency it prints, or null when it prints none or
+      several (a model guesses USD for any amount)."""
     data, completed = dict(data), []
     text = "\n".join(page_texts)
     evidence = PageEvidence.of(text)
     for name, field in schema.model_fields.items():
-        value, kind = data.get(name), value_kind(field)
-        label = printed_label(field)
-        if label is not None and value is not None and (labelled := labelled_amount(label, evidence)) is not None:
+        value, kind, label = data.get(name), value_kind(field), printed_label(field)
+        page_value = None
+        if label is not None and kind is ValueKind.DATE:
+            labelled_day = labelled_date(label, evidence)
+            if labelled_day is not None and (value is None or parse_date(value) != labelled_day):
+                page_value = labelled_day.isoformat()
+        elif label is not None and value is not None:
             # A labelled zero is an OCR misreading or an unpaid line ("Total Incl. GST RM 0.00"), never the total.
-            if labelled > 0 and Decimal(str(value)) != labelled:
-                data[name] = str(labelled)
-                completed.append(name)
-        elif kind is ValueKind.ADDRESS and isinstance(value, str) and (whole := whole_address(value, evidence)):
-            data[name] = whole
-            completed.append(name)
+            labelled = labelled_amount(label, evidence)
+            if labelled is not None and labelled > 0 and Decimal(str(value)) != labelled:
+                page_value = str(labelled)
+        elif name == schema.issuer_name:
+            page_value = _name_from_the_page(value, evidence)
+        elif kind is ValueKind.ADDRESS:
+            page_value = _address_from_the_page(value, evidence)
         elif kind is ValueKind.CURRENCY and value is not None and value not in (printed := currencies_in(text)):
-            data[name] = next(iter(printed)) if len(printed) == 1 else None
-            if data[name] is not None:
-                completed.append(name)
+            data[name] = page_value = next(iter(printed)) if len(printed) == 1 else None
+        if page_value is not None:
+            data[name] = page_value
+            completed.append(name)
     return data, completed
+
+
+def _name_from_the_page(value: Any, evidence: PageEvidence) -> str | None:
+    """The registered name the page prints above its address, for an issuer's name that is not one itself (a
+    trade name, a person's name, part of the name's row, a misreading); None when the value stands (printed,
+    whole, with a legal form) or the page prints no registered name."""
+    if isinstance(value, str) and is_grounded(value, ValueKind.TEXT, evidence) and has_legal_form(value):
+        return None
+    registered = business_name(evidence)
+    return registered if registered and registered != value else None
+
+
+def _address_from_the_page(value: Any, evidence: PageEvidence) -> str | None:
+    """The printed address block an address value should be, when it is not a whole printed address itself: the
+    block it is the start or the middle of, else (a registration number, a date, the company's name, nothing)
+    the page's own address block; None when the value stands or the page prints no address block."""
+    if isinstance(value, str) and value.strip():
+        if is_grounded(value, ValueKind.ADDRESS, evidence):
+            return None
+        if whole := whole_address(value, evidence):
+            return whole
+    return printed_address(evidence)
 
 
 def _value_at(data: Any, path: str) -> Any:
@@ -315,6 +394,7 @@ _DOUBTS = {
     Grounding.PARTIAL: ("partial_value", "is not a whole printed name or address (cut short, or run on)"),
     Grounding.OFF_LABEL: ("off_label_value", "is not an amount the document prints beside a label for it"),
     Grounding.MISSING: ("missing_value", "is empty, but such documents always print it"),
+    Grounding.UNREADABLE: ("unreadable_value", "cannot be read"),
 }
 
 
@@ -331,11 +411,10 @@ def _grounding_reasons(
         if kind is ValueKind.FREE:
             problem = "uses letters the document never prints"
         value = _value_at(extraction.data, path)
-        reasons.append(
-            ReviewReason(
-                stage="extract", code=code, message=f"{path} {value!r} {problem}", value=str(value), field=path
-            )
-        )
+        message = f"{path} {value!r} {problem}"
+        if state == Grounding.UNREADABLE:  # what the model wrote, from the extraction's notes
+            message = next((e for e in extraction.errors if e.startswith(f"{path}: ")), f"{path} {problem}")
+        reasons.append(ReviewReason(stage="extract", code=code, message=message, value=str(value), field=path))
     return reasons
 
 

@@ -41,6 +41,17 @@ ADDRESS_TAIL_ROWS = 2
 ADDRESS_MAX_ROWS = 5
 # A row that starts an address: a house, lot, unit or floor number (a bare number may be a shop's name).
 _ADDRESS_START = re.compile(r"(?:no\b|lot\b|unit\b|level\b|\d+(?:st|nd|rd|th)\b)", re.I)
+# A row that starts an address block the model did not give: a house number and its comma ("109, SS21/1A,"), or
+# a street, area, building or floor word (Malay, English, German, French, Italian, Spanish, Dutch).
+_HOUSE_NUMBER = r"^\d{1,5}[A-Z]?(?:[-/]\d{1,5}[A-Z]?)*\s*,"
+_ADDRESS_LINE = re.compile(
+    _HOUSE_NUMBER
+    + r"|\b(?:jalan|jln|lorong|lrg|taman|tmn|persiaran|kawasan|bandar|seksyen|bangunan|plaza|street|st|road|rd|avenue|"
+    r"ave|boulevard|blvd|lane|drive|highway|square|building|bldg|block|blk|floor|level|lot|unit|suite|no|p\.?o\.? box|"
+    r"strasse|straße|str|rue|avenida|calle|via|piazza|weg|laan|straat|plein|platz|gasse|allee)\b"
+    r"|\b\d+(?:st|nd|rd|th)\b",
+    re.I,
+)
 
 # A number standing on its own: not part of a code (E8318), a time (20:49), a date (19/10/2018) or a longer number.
 _NUMBER = re.compile(r"(?<![\w.,/:])(?:\d[\d.,]*\d|\d)(?![\w/:%]|[.,]\d)")
@@ -69,7 +80,8 @@ _NOT_ADDRESS = re.compile(
 # registration number (801580-T), a company's name.
 _NOT_AN_ADDRESS = re.compile(
     _NOT_ADDRESS.pattern
-    + r"|\b\d{2,4}[- ]\d{3,4}[- ]?\d{3,4}\b|\b\d{4,8}-[A-Z]\b|\b(?:sdn|bhd|s/b|ltd|inc|gmbh|llc|enterprise|trading)\b",
+    + r"|\b\d{2,4}[- ]\d{3,4}[- ]?\d{3,4}\b|\b[A-Z]{0,3}\d{5,8}-[A-Z]\b"
+    + r"|\b(?:sdn|bhd|s/b|ltd|inc|gmbh|llc|enterprise|trading)\b",
     re.I,
 )
 _TITLE_WORDS = frozenset({"invoice", "receipt", "tax", "statement", "simplified", "official", "bill", "order"})
@@ -89,10 +101,17 @@ class Grounding(StrEnum):
     OFF_LABEL = "off_label"  # printed, but not beside the page's label for the field (which prints another or none)
     MISSING = "missing"  # empty, though every such document prints it
     COMPLETED = "completed"  # taken from the page: the whole address block the model gave part of, the currency
+    UNREADABLE = "unreadable"  # what the model wrote could not be read as the field's kind: left empty
 
     @property
     def doubtful(self) -> bool:
-        return self in (Grounding.UNGROUNDED, Grounding.PARTIAL, Grounding.OFF_LABEL, Grounding.MISSING)
+        return self in (
+            Grounding.UNGROUNDED,
+            Grounding.PARTIAL,
+            Grounding.OFF_LABEL,
+            Grounding.MISSING,
+            Grounding.UNREADABLE,
+        )
 
 
 def _plain(text: str) -> str:
@@ -222,6 +241,8 @@ def is_whole(value: str, kind: ValueKind, evidence: PageEvidence) -> bool:
     cell ("SAM TRADING" of "SAM SAM TRADING CO"), not a name running on into the next line; for an address, not
     a first line whose next rows carry on, nor one running into the phone number printed under it. A value only
     found word by word (spread over columns) is given the benefit of the doubt."""
+    if kind is ValueKind.ADDRESS and (_NOT_AN_ADDRESS.search(value) or _DATES.search(value)):
+        return False  # a registration or phone number, a company's name or a date is not (all of) an address
     located = _located(value, evidence)
     if located is None:
         return True
@@ -238,8 +259,6 @@ def is_whole(value: str, kind: ValueKind, evidence: PageEvidence) -> bool:
         return False
     if kind is ValueKind.TEXT and any(c.row != touched[0].row and re.search(r"\d", c.plain) for c in touched):
         return False  # a name runs on into the lines under it that carry numbers (its address)
-    if kind is ValueKind.ADDRESS and _NOT_ADDRESS.search(value):
-        return False  # an address runs on into the phone number or tax id printed under it
     if kind is ValueKind.ADDRESS:
         return not _address_goes_on(evidence.rows[touched[-1].row + 1 : touched[-1].row + 1 + ADDRESS_TAIL_ROWS])
     return True
@@ -296,9 +315,74 @@ def _address_part(row: str) -> tuple[str, bool]:
     row = row.strip()
     ends = [m.start() for pattern in (_NOT_AN_ADDRESS, _DATES) if (m := pattern.search(row))]
     part = row[: min(ends)].strip(" ,:;(") if ends else row
-    if re.search(r"(?:\bno\.?|:)$", part, re.I) or not (re.search(r"[^\W\d_]{3}", part) or _POSTCODE.search(part)):
-        part = ""  # nothing, or only the label of the number that follows ("ROC No.: 1072825-A")
-    return part, not ends
+    label = re.search(r"\bno\.?$", part, re.I) or (part.endswith(":") and not re.search(r"\d", part))
+    if label or not (re.search(r"[^\W\d_]{3}", part) or _POSTCODE.search(part) or re.match(_HOUSE_NUMBER, part)):
+        part = ""  # nothing, or only the label of the number that follows ("ROC No.: 1072825-A", "Address:")
+    return part.rstrip(" :"), not ends
+
+
+# A business's legal form, which its registered name ends with or carries (Malay, English, German, French, Dutch...).
+_LEGAL_FORM = re.compile(
+    r"\b(?:sdn\.?\s*bhd|bhd|s/b|enterprises?|trading|ltd|limited|inc|corp(?:oration)?|llc|llp|plc|pte|pvt|gmbh|ag|"
+    r"kg|sarl|sas|s\.?a\.?|b\.?v\.?|n\.?v\.?|s\.?r\.?l\.?|s\.?p\.?a\.?|oy|ab|co)\b\.?",
+    re.I,
+)
+# What a business's name row never prints: contact or tax numbers, a document title.
+_NOT_A_NAME = re.compile(r"\b(?:tel|fax|phone|e-?mail|www|gst|vat|invoice|receipt)\b|\d{7}", re.I)
+# A registration number printed after a name on its row: "99 SPEED MART S/B 519537-X)", "(CO.REG :933109-X)".
+_REGISTRATION = re.compile(r"[\s(]*(?:\(?(?:co\.?\s*)?reg\b[^)]*|\(?[A-Z]{0,3}\d{4,}-[A-Z]\b)\)?\s*$", re.I)
+
+
+def has_legal_form(name: str) -> bool:
+    """Whether a name carries a business's legal form (SDN BHD, LTD, GMBH...)."""
+    return bool(_LEGAL_FORM.search(name))
+
+
+def business_name(evidence: PageEvidence) -> str | None:
+    """The registered name a page prints above its first address block: the nearest row above it that names a
+    business by its legal form (SDN BHD, LTD, GMBH...), with the row above when the name runs over two (an open
+    parenthesis, a trailing '&'), its registration number cut off. None when the page prints no such row: a
+    shop's name without a legal form is the model's to read. A receipt prints its issuer's name, then its
+    address; a trade name, a franchise line or a date may stand between them."""
+    address = _first_address_block(evidence)
+    if address is None:
+        return None
+    rows = [_REGISTRATION.sub("", row).strip(" (") for row in evidence.rows[: address[0]]]
+    for index in range(len(rows) - 1, -1, -1):
+        name = rows[index]
+        if _LEGAL_FORM.search(name) and re.search(r"[^\W\d_]{2}", name) and not _NOT_A_NAME.search(name):
+            above = rows[index - 1] if index else ""
+            if name.count(")") > name.count("(") or re.search(r"[&(-]$", above):
+                name = f"{above} {name}"
+            return " ".join(name.split())
+    return None
+
+
+def printed_address(evidence: PageEvidence) -> str | None:
+    """The page's first address block: the first row that starts one (a house number, a street, area, building or
+    floor word) and the rows under it that carry on, up to a phone, registration or tax number, a title or a date,
+    as `whole_address` completes them; a block of a single row must print a postcode. None when the page prints
+    no such block. A receipt or a letterhead prints its sender's address first."""
+    block = _first_address_block(evidence)
+    return block[1] if block else None
+
+
+def _first_address_block(evidence: PageEvidence) -> tuple[int, str] | None:
+    """(the row it starts on, its text) of the page's first address block (see `printed_address`)."""
+    rows = evidence.rows
+    for index, row in enumerate(rows):
+        part, goes_on = _address_part(row)
+        if not part or not _ADDRESS_LINE.search(part):
+            continue
+        block = [part]
+        while goes_on and index + len(block) < len(rows) and len(block) < ADDRESS_MAX_ROWS:
+            more, goes_on = _address_part(rows[index + len(block)])
+            if not more:
+                break
+            block.append(more)
+        if len(block) > 1 or _POSTCODE.search(part):
+            return index, " ".join(" ".join(_CELL_GAP.split(line)) for line in block)
+    return None
 
 
 def _address_goes_on(rows: tuple[str, ...]) -> bool:
@@ -336,6 +420,57 @@ def labelled_amount(label: PrintedLabel, evidence: PageEvidence) -> Decimal | No
     return found
 
 
+# A numeric date: day and month in either order, then the year.
+_NUMERIC_DATE = re.compile(r"(?<![\d/.-])(\d{1,2})([-/.])(\d{1,2})\2(\d{2,4})(?![\d/.-])")
+
+
+def day_first(rows: tuple[str, ...]) -> bool:
+    """Whether the page prints its numeric dates day first: yes unless one of them can only be month first (a
+    second number over 12) and none can only be day first. A page whose dates fit both orders is read day first,
+    as most of the world writes them."""
+    orders = {
+        int(m[1]) > 12 >= int(m[3]) or (False if int(m[3]) > 12 >= int(m[1]) else None)
+        for row in rows
+        for m in _NUMERIC_DATE.finditer(row)
+    }
+    return not (False in orders and True not in orders)
+
+
+def _read_dates(text: str, day_first_order: bool) -> list[date]:
+    """The dates `text` prints, numeric ones read in the page's order."""
+    found = []
+    for match in _DATES.finditer(text):
+        printed = match[0]
+        if (m := _NUMERIC_DATE.fullmatch(printed)) and not day_first_order and int(m[1]) <= 12:
+            printed = f"{m[3]}{m[2]}{m[1]}{m[2]}{m[4]}"  # month first: swapped into the day-first form parse_date reads
+        try:
+            if (day := parse_date(printed)) is not None:
+                found.append(day)
+        except ValueError:
+            continue
+    return found
+
+
+def labelled_date(label: PrintedLabel, evidence: PageEvidence) -> date | None:
+    """The date printed on the first row carrying `label` (after the label, else on the next row); failing such a
+    row, the one date the page prints. Numeric dates are read in the page's own order (`day_first`). None when no
+    labelled row prints one date and the page prints several or none."""
+    label_re, excluding = re.compile(label.label, re.I), re.compile(label.excluding or r"(?!)", re.I)
+    order = day_first(evidence.rows)
+    rows = evidence.rows
+    for index, row in enumerate(rows):
+        match = label_re.search(row)
+        if not match or excluding.search(row):
+            continue
+        found = set(_read_dates(row[match.end() :], order))
+        if not found and index + 1 < len(rows):
+            found = set(_read_dates(rows[index + 1], order))
+        if len(found) == 1:
+            return found.pop()
+    every = {day for row in rows for day in _read_dates(row, order)}
+    return every.pop() if len(every) == 1 else None
+
+
 def _values(value: Any, kind: ValueKind, path: str) -> Iterator[tuple[str, Any, ValueKind]]:
     """(path, value, kind) of every non-empty leaf value of a validated document."""
     if value is None or value == "":
@@ -360,18 +495,24 @@ def ground(document: DocumentSchema, page_texts: list[str]) -> dict[str, Groundi
     _mark_derived(document, result)
     fields = type(document).model_fields
     for name, field in fields.items():
-        label = printed_label(field)
-        # No row labelled so with one amount is no confirmation either: the value stays unconfirmed.
-        if (
-            label is not None
-            and result.get(name) is Grounding.GROUNDED
-            and labelled_amount(label, evidence) != Decimal(str(getattr(document, name)))
-        ):
+        label, value = printed_label(field), getattr(document, name)
+        if label is None or result.get(name) is not Grounding.GROUNDED:
+            continue
+        if value_kind(field) is ValueKind.DATE:
+            if (labelled := labelled_date(label, evidence)) is not None and labelled != value:
+                result[name] = Grounding.OFF_LABEL
+        elif labelled_amount(label, evidence) != Decimal(str(value)):
+            # No row labelled so with one amount is no confirmation either: the value stays unconfirmed.
             result[name] = Grounding.OFF_LABEL
     for name in type(document).expected:
         if getattr(document, name) in (None, ""):
             result[name] = Grounding.MISSING
     return result
+
+
+def is_grounded(value: Any, kind: ValueKind, evidence: PageEvidence) -> bool:
+    """Whether a value is printed on the page, and whole (see `is_whole`) for a text or address."""
+    return _grounding(value, kind, evidence) is Grounding.GROUNDED
 
 
 def _grounding(value: Any, kind: ValueKind, evidence: PageEvidence) -> Grounding:

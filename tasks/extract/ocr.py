@@ -16,6 +16,8 @@ OcrEngine = Literal["tesseract", "rapidocr"]
 
 # Fewer characters than this on a page means "no usable text layer": a scan, or a page of pictures.
 MIN_TEXT_CHARS = 20
+# Boxes of one row overlap horizontally by at most this share of the narrower one.
+SAME_ROW_OVERLAP = 0.25
 
 
 def ocr_image(path: Path, engine: OcrEngine = "tesseract") -> str:
@@ -93,12 +95,22 @@ def _joined(row: list[TextBox]) -> str:
 
 def reading_rows(boxes: list[TextBox]) -> list[list[TextBox]]:
     """Text boxes grouped into rows: a box joins the current row when its vertical centre lies within the row's
-    first box; each row is sorted left to right."""
+    first box and it is beside, not above or under, every box of the row (the boxes of a skewed scan's centred
+    lines overlap vertically: side by side they would read the second line first); each row is sorted left to
+    right."""
     rows: list[list[TextBox]] = []
     for box in sorted(boxes, key=lambda b: (b.top + b.bottom) / 2):
         centre = (box.top + box.bottom) / 2
-        if rows and rows[-1][0].top <= centre <= rows[-1][0].bottom:
+        beside = rows and all(_beside(box, other) for other in rows[-1])
+        if beside and rows[-1][0].top <= centre <= rows[-1][0].bottom:
             rows[-1].append(box)
         else:
             rows.append([box])
     return [sorted(row, key=lambda b: b.left) for row in rows]
+
+
+def _beside(box: TextBox, other: TextBox) -> bool:
+    """Whether two boxes sit side by side: they overlap horizontally by at most a quarter of the narrower one
+    (the detector's boxes of one line overlap by a few pixels)."""
+    overlap = min(box.right, other.right) - max(box.left, other.left)
+    return overlap <= SAME_ROW_OVERLAP * min(box.right - box.left, other.right - other.left)

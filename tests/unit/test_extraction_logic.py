@@ -115,10 +115,20 @@ def test_merged_amounts_that_do_not_add_up_are_a_review_reason_on_the_total_and_
     assert reason.message == "total 50 != subtotal 10 + tax 1"
 
 
-def test_a_merged_value_that_fails_its_schema_makes_it_invalid() -> None:
-    pages = [PageOutcome(1, data={"vendor_name": "Acme", "invoice_date": "31/31/2023"}, attempts=1)]
+def test_a_value_that_cannot_be_read_sends_its_field_to_review_and_keeps_the_others() -> None:
+    pages = [PageOutcome(1, data={"vendor_name": "Acme", "invoice_date": "31/31/2023", "total": "12.00"}, attempts=1)]
     merged = merge_pages(Invoice, pages, "text", "m")
-    assert not merged.valid and "invoice_date" in merged.errors[0]
+    assert merged.valid and merged.data is not None
+    assert (merged.data["vendor_name"], merged.data["invoice_date"], merged.data["total"]) == ("Acme", None, "12.00")
+    (reason,) = review_reasons(merged, ExtractionSettings())
+    assert (reason.code, reason.field) == ("unreadable_value", "invoice_date")
+    assert "'31/31/2023' cannot be read" in reason.message
+
+
+def test_values_that_fail_together_make_the_extraction_invalid() -> None:
+    pages = [PageOutcome(1, data={"vendor_name": "Acme", "line_items": [{"amount": "twelve"}]}, attempts=1)]
+    merged = merge_pages(Invoice, pages, "text", "m")
+    assert not merged.valid and "line_items" in merged.errors[0]
     (reason,) = review_reasons(merged, ExtractionSettings())
     assert (reason.stage, reason.code, reason.value) == ("extract", "invalid_extraction", 1)
     assert reason.message.startswith("extraction not valid after 1 attempt(s)")
