@@ -5,7 +5,9 @@ Each input goes through docflow's own preprocessing (first page rendered / image
 then two evaluations, each with examples only from files outside the evaluated one:
   shipped:        prototypes from the examples in infra/class-examples (none of them is a corpus file);
   leave-one-out:  the shipped examples plus every other corpus input under its true kind.
-Labels 'letter' and 'other' both count as the kind 'other'. Then images per second, batched vs one at a time
+Then the shipped prototypes joined with each page's words (text layer or OCR, tasks/classify/words.py), as the
+pipeline classifies, and the review threshold that leave-one-out calibration gives. Labels 'letter' and 'other'
+both count as the kind 'other'. Then images per second, batched vs one at a time
 (decode + transform + forward, no cache; best of 3 each). Last line: key figures.
 
     .venv/bin/python bench/classify.py [--corpus ../shared/corpus] [--batch-size 16]
@@ -32,14 +34,17 @@ from schemas.defaults import CLASSIFY_BATCH_SIZE  # noqa: E402
 from schemas.errors import InputError  # noqa: E402
 from schemas.settings import RenderSettings, load_settings  # noqa: E402
 from tasks.classify.prototypes import (  # noqa: E402
+    Prototypes,
     build_prototypes,
     embed_files,
     embedder_spec,
     example_images,
+    with_words,
 )
 from tasks.models.embedders import load_embedder  # noqa: E402
 from tasks.preprocess.image import normalise_image  # noqa: E402
-from tasks.preprocess.pdf import render_pdf  # noqa: E402
+from tasks.preprocess.ocr import OcrEngine, has_text, ocr_image  # noqa: E402
+from tasks.preprocess.pdf import pdf_text_layer, render_pdf  # noqa: E402
 
 KINDS = ("invoice", "receipt", "form", "other", "photo")
 KIND_OF_LABEL = {"letter": "other"}
@@ -67,6 +72,16 @@ def first_page(path: Path, render: RenderSettings, out: Path) -> Path:
         page = normalise_image(path, out, render.model_copy(update={"max_pages": 1})).pages[0]
     assert page.path is not None  # rendering and normalising write a file per page
     return page.path
+
+
+def page_text(source: Path, page: Path, engine: OcrEngine) -> str:
+    """The first page's words as the pipeline reads them: the PDF's text layer, else OCR of the page image."""
+    layer = pdf_text_layer(source, 1)[0] if source.suffix.lower() == ".pdf" else ""
+    return layer if has_text(layer) else ocr_image(page, engine)
+
+
+def joint_labels(probabilities: np.ndarray, prototypes: Prototypes) -> list[str]:
+    return [prototypes.labels[int(row.argmax())] for row in probabilities]
 
 
 def confusion_table(pairs: list[tuple[str, str]]) -> str:
@@ -115,6 +130,11 @@ def main() -> None:
 
         protos = build_prototypes(embedder, config, shipped, cache)
         shipped_pairs = [(truth[n], predict(protos, i)) for i, n in enumerate(names)]
+        texts = [page_text(args.corpus / n, pages[n], settings.extraction.ocr_engine) for n in names]
+        joint = with_words(protos.probabilities(vectors), texts, protos.labels, config)
+        joint_kinds = [KIND_OF_LABEL.get(label, label) for label in joint_labels(joint, protos)]
+        word_pairs = [(truth[n], kind) for n, kind in zip(names, joint_kinds, strict=True)]
+        word_p = joint.max(axis=1)
         shipped_conf = [confidence(protos, i) for i in range(len(names))]
         loo_pairs = []
         for i, name in enumerate(names):
@@ -139,6 +159,23 @@ def main() -> None:
             f"\nshipped examples only: accuracy {accuracy:.2f} ({len(names)} inputs)\n{confusion_table(shipped_pairs)}"
         )
         print(f"\nleave-one-out (+ other corpus inputs): accuracy {loo_accuracy:.2f}\n{confusion_table(loo_pairs)}")
+        words_accuracy = sum(t == p for t, p in word_pairs) / len(names)
+        print(f"\nshipped examples joined with the page's words: accuracy {words_accuracy:.2f}")
+        print(confusion_table(word_pairs))
+        # The review threshold, leave-one-out: each input is judged by the probability above which no other input
+        # was classified wrong.
+        wrong = [t != p for t, p in word_pairs]
+        missed = reviewed = 0
+        for i in range(len(names)):
+            threshold = max((word_p[j] for j in range(len(names)) if j != i and wrong[j]), default=0.0) + 0.01
+            reviewed += bool(word_p[i] < threshold)
+            missed += bool(wrong[i] and word_p[i] >= threshold)
+        worst = max((p for p, w in zip(word_p, wrong, strict=True) if w), default=0.0)
+        print(
+            f"review threshold calibrated leave-one-out: {reviewed} of {len(names)} sent to review, {missed} wrong "
+            f"and not sent; the most probable wrong class had p={worst:.2f} "
+            f"(DOCFLOW_REVIEW_MIN_CLASS_PROBABILITY={config.review_min_probability})"
+        )
 
         images = [pages[n] for n in names] * 2
         timings: dict[int, float] = {}
@@ -155,7 +192,8 @@ def main() -> None:
             f"({len(images)} page images, {embedder.model_id}, {embedder.device})"
         )
     print(
-        f"accuracy={accuracy:.2f} loo_accuracy={loo_accuracy:.2f} review_rate={sum(review) / len(names):.2f} "
+        f"accuracy={accuracy:.2f} loo_accuracy={loo_accuracy:.2f} words_accuracy={words_accuracy:.2f} "
+        f"words_wrong_unreviewed={missed} review_rate={sum(review) / len(names):.2f} "
         f"batch_speedup={batched / single:.2f} "
         f"images_per_s={batched:.1f} inputs={len(names)}"
     )

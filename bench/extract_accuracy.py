@@ -9,7 +9,7 @@ collapsed, rapidfuzz ratio >= 80). A field in the truth that the prediction lack
 share of objects that ended `done` with at least one scored field wrong: what a user would trust and should not.
 
     .venv/bin/python bench/extract_accuracy.py [--model pkg:qwen2.5-coder-0.5b] [--engine llama.cpp|transformers]
-        [--ocr rapidocr|tesseract] [--limit N] [--window N] [--corpus ../shared/corpus]
+        [--ocr rapidocr|tesseract] [--limit N] [--window N] [--route] [--corpus ../shared/corpus]
 """
 
 from __future__ import annotations
@@ -144,8 +144,8 @@ def main() -> None:
     parser.add_argument(
         "--route",
         action="store_true",
-        help="let the pipeline route each document (image classifier) instead of extracting it with its labelled "
-        "schema (DOCFLOW_EXTRACT_SCHEMA, the keyword classifier): measures routing and extraction together",
+        help="let the pipeline route each document (the image classifier joined with the page's words) instead of "
+        "extracting it with its labelled schema (DOCFLOW_EXTRACT_SCHEMA): measures routing and extraction together",
     )
     args = parser.parse_args()
     overrides: dict[str, Any] = {"transcribe": False}
@@ -246,6 +246,7 @@ def main() -> None:
         f"engine={spec.engine} field_accuracy={total_right / total:.3f} done_rate={statuses['done'] / n_docs:.3f} "
         f"review_rate={statuses['review'] / n_docs:.3f} done_wrong={done_wrong / n_docs:.3f} "
         f"s_per_page={seconds / max(pages, 1):.1f}{rates} peak_rss_mb={peak_mb:.0f}"
+        + (f" routing_accuracy={routed / n_docs:.3f}" if args.route else "")
     )
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, ClassVar
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
 from pydantic.fields import FieldInfo
@@ -89,9 +89,14 @@ class DocumentSchema(BaseModel):
     description: ClassVar[str]
     # Fields every such document prints: a result without one is not trusted (the model missed it).
     expected: ClassVar[tuple[str, ...]] = ()
-    # The field holding the name of the business that printed the document above its address (a receipt's
-    # merchant): where the page prints a registered name (SDN BHD, LTD...) there, that name is the value.
+    # The field holding the name of the business that issued the document (a receipt's merchant, an invoice's
+    # vendor): the name the page settles (the payee, the registered name above the address, the web domain's).
     issuer_name: ClassVar[str | None] = None
+    # Which printed evidence of the issuer's name to trust, first first: the registered name above the first
+    # address block (a receipt's header: an invoice's first address is often its customer's), the web domain's.
+    issuer_evidence: ClassVar[tuple[Literal["registered", "web"], ...]] = ("registered", "web")
+    # (total, subtotal, tax) fields such that total = subtotal + tax: the page's labelled parts fill them.
+    amount_parts: ClassVar[tuple[str, str, str] | None] = None
 
     @classmethod
     def schema_id(cls) -> str:
@@ -123,6 +128,9 @@ class Invoice(DocumentSchema):
     schema_version: ClassVar[int] = 1
     description: ClassVar[str] = "an invoice: a bill from a vendor to a customer"
     expected: ClassVar[tuple[str, ...]] = ("vendor_name", "invoice_number", "invoice_date", "total")
+    amount_parts: ClassVar[tuple[str, str, str] | None] = ("total", "subtotal", "tax")
+    issuer_name: ClassVar[str | None] = "vendor_name"
+    issuer_evidence: ClassVar[tuple[Literal["registered", "web"], ...]] = ("web",)
 
     vendor_name: str | None = Field(default=None, description="Company that issued the invoice")
     customer_name: str | None = Field(default=None, description="Company or person billed")

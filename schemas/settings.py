@@ -310,6 +310,22 @@ class ClassifierSettings(_Group):
         alias="review_min_class_probability",
         description="Documents whose top label is less probable go to review.",
     )
+    text_sharpness: float = Field(
+        default=2.0,
+        ge=0,
+        alias="class_text_sharpness",
+        description="How much the page's words count: each cue word of a label (TOTAL, CASH, CHANGE for a receipt; "
+        "BILL TO, DUE DATE for an invoice; tasks/classify/words.py) multiplies its odds by e^this. 0: the image "
+        "alone decides. Pages without a text layer are read by OCR first.",
+    )
+    image_weight: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        alias="class_image_weight",
+        description="The exponent on the image classifier's probabilities when they are multiplied with the words' "
+        "(1: full weight; lower: the words count for more). Chosen on the labelled corpus with bench/classify.py.",
+    )
     review_min_margin: float = Field(
         default=0.1,
         ge=0,

@@ -19,6 +19,7 @@ from schemas.errors import ConfigError
 from schemas.records import Classification, DocumentPage, PageLabel, ReviewReason
 from schemas.settings import ClassifierSettings, DeviceSettings
 from storage.blobstore import file_sha256
+from tasks.classify.words import says_something, text_probabilities
 from tasks.models.cache import load_cached
 from tasks.models.embedders import Embedder, EmbedderSpec, load_embedder
 
@@ -207,6 +208,9 @@ def classify_documents(
         raise ValueError("classification needs the pages' local image files")
     vectors, encoded = embed_files(embedder, [f for f in files if f is not None], cache)
     probs = prototypes.probabilities(vectors) if len(files) else np.zeros((0, len(prototypes.labels)))
+    if config.text_sharpness > 0 and len(files):
+        texts = [page.text for pages in chosen for page in pages]
+        probs = with_words(probs, texts, prototypes.labels, config)
     encoded_by_owner = Counter(owners[i] for i in encoded)
     results, first = [], 0
     for index, pages in enumerate(chosen):
@@ -221,6 +225,21 @@ def classify_documents(
     size = spec.batch_size
     batches = [[owners[i] for i in encoded[start : start + size]] for start in range(0, len(encoded), size)]
     return results, batches
+
+
+def with_words(
+    image_probs: np.ndarray, texts: Sequence[str], labels: Sequence[str], config: ClassifierSettings
+) -> np.ndarray:
+    """(pages, labels) probabilities from the page images' and the pages' words together: the image's,
+    raised to DOCFLOW_CLASS_IMAGE_WEIGHT, times the words' (tasks/classify/words.py), normalised. A page
+    without words to read (a photo, a blank scan) keeps its image's probabilities."""
+    joint = image_probs.copy()
+    for page, text in enumerate(texts):
+        if says_something(text):
+            words = text_probabilities(text, labels, config.text_sharpness)
+            joint[page] = np.power(np.maximum(image_probs[page], 1e-12), config.image_weight) * words
+            joint[page] /= joint[page].sum()
+    return joint
 
 
 def classify_pages(
@@ -243,13 +262,18 @@ def summarise(
     top = int(order[0])
     second = int(order[1]) if len(order) > 1 else None
     label = labels[top]
+    route = config.route(label)
+    if second is not None and doc[top] - doc[second] < config.review_min_margin and route in ("generic", None):
+        # In doubt between a generic page and an invoice or a receipt: the schema that asks for the amounts
+        # and names is the one to try (the generic one would end `done` with neither).
+        route = config.route(labels[second]) if config.route(labels[second]) not in ("generic", None) else route
     return Classification(
         label=label,
         probability=float(doc[top]),
         margin=float(doc[top] - (doc[second] if second is not None else 0.0)),
         runner_up=labels[second] if second is not None else None,
         scores={name: round(float(p), 4) for name, p in zip(labels, doc, strict=True)},
-        route=config.route(label),
+        route=route,
         model_id=model_id,
         pages=tuple(
             PageLabel(page_number=n, label=labels[int(np.argmax(p))], probability=float(np.max(p)))

@@ -1,5 +1,6 @@
-"""The classification stage: page embeddings of every document in the batch in shared forward batches, then a
-label, a route to an extraction schema, and the review signals per document."""
+"""The classification stage: page embeddings of every document in the batch in shared forward batches, joined with
+the pages' words (text layer or OCR), then a label, a route to an extraction schema, and the review signals per
+document."""
 
 from __future__ import annotations
 
@@ -9,20 +10,27 @@ from schemas.settings import ClassifierSettings
 from tasks.classify.prototypes import EmbeddingCache, classify_documents, review_reasons
 from tasks.models.embedders import EmbedderSpec
 from tasks.pipeline.stage import ItemUpdate, StageReport, WorkItem
+from tasks.preprocess.ocr import OcrEngine, with_page_text
 
 
 class ClassifyStage:
     name = "classify"
     uses_model = True
 
-    def __init__(self, config: ClassifierSettings, spec: EmbedderSpec, cache: EmbeddingCache | None) -> None:
-        self.config, self.spec, self.cache = config, spec, cache
+    def __init__(
+        self, config: ClassifierSettings, spec: EmbedderSpec, cache: EmbeddingCache | None, ocr_engine: OcrEngine
+    ) -> None:
+        self.config, self.spec, self.cache, self.ocr_engine = config, spec, cache, ocr_engine
 
     def wants(self, item: WorkItem) -> bool:
         return item.is_document
 
     def prepare(self, items: Sequence[WorkItem]) -> None:
-        pass
+        """The words of the pages the class is decided on (the text layer, or OCR of a scan), before the device
+        slot is taken; extraction reads the same text."""
+        if self.config.text_sharpness > 0:
+            for item in items:
+                item.pages = with_page_text(item.pages, self.ocr_engine, 1 if self.config.pages == "first" else 10**6)
 
     def __call__(self, items: Sequence[WorkItem], report: StageReport) -> list[ItemUpdate]:
         classifications, batches = classify_documents(

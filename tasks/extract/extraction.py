@@ -20,13 +20,17 @@ from schemas.settings import ExtractionSettings
 from tasks.extract.grounding import (
     Grounding,
     PageEvidence,
+    amount_parts,
     business_name,
     ground,
     has_legal_form,
     is_grounded,
-    labelled_amount,
+    is_printed,
     labelled_date,
+    payee_name,
     printed_address,
+    settled_total,
+    web_name,
     whole_address,
 )
 from tasks.models.generation.base import Generation, GenerationRequest, StructuredGenerator
@@ -295,7 +299,9 @@ def with_grounding(extraction: Extraction, schema: type[DocumentSchema], page_te
     data, completed = _from_the_page(extraction.data, schema, page_texts)
     grounding = ground(schema.model_validate(data), page_texts)
     for name in completed:
-        if grounding.get(name) is Grounding.GROUNDED:
+        # The issuer's name the page settles (its payee, its domain's) may stand inside a longer printed line.
+        taken = (Grounding.GROUNDED, Grounding.DERIVED) + ((Grounding.PARTIAL,) if name == schema.issuer_name else ())
+        if grounding.get(name) in taken:
             grounding[name] = Grounding.COMPLETED
         else:  # the block is no better than the model's own value
             data[name] = extraction.data[name]
@@ -322,8 +328,9 @@ def _from_the_page(
 ) -> tuple[dict[str, Any], list[str]]:
     """`data` with what the page itself settles taken from it, and the fields so completed. The page's printed
     values are the candidates a small model should have chosen among:
-    - a total other than the amount printed beside the page's total label (plus a rounding adjustment printed
-      under it) becomes that amount (a small model takes the total before rounding, or the cash tendered);
+    - a total other than the one the page settles (printed beside its total label, plus a rounding adjustment
+      printed under it, and checked against the cash less the change: `settled_total`) becomes that amount (a
+      small model takes the total before rounding, or the cash tendered);
     - a date other than the one printed beside the page's date label (or the only date it prints), read in the
       page's own day/month order, becomes that date (a small model rewrites 12-01-19 as it pleases);
     - an issuer's name that is not the registered name printed above its address (a trade name, a cashier's, a
@@ -332,7 +339,9 @@ def _from_the_page(
       small model copies its first row), one that is no address (a registration number, a date, the company's
       name) or none the page's first address block;
     - a currency the page does not print becomes the one currency it prints, or null when it prints none or
-      several (a model guesses USD for any amount)."""
+      several (a model guesses USD for any amount);
+    - a subtotal and tax that do not add up to the total become the ones the page prints beside their labels
+      when those do (`amount_parts`)."""
     data, completed = dict(data), []
     text = "\n".join(page_texts)
     evidence = PageEvidence.of(text)
@@ -343,13 +352,12 @@ def _from_the_page(
             labelled_day = labelled_date(label, evidence)
             if labelled_day is not None and (value is None or parse_date(value) != labelled_day):
                 page_value = labelled_day.isoformat()
-        elif label is not None and value is not None:
-            # A labelled zero is an OCR misreading or an unpaid line ("Total Incl. GST RM 0.00"), never the total.
-            labelled = labelled_amount(label, evidence)
-            if labelled is not None and labelled > 0 and Decimal(str(value)) != labelled:
-                page_value = str(labelled)
+        elif label is not None:
+            total = settled_total(label, evidence)
+            if total.value is not None and (value is None or Decimal(str(value)) != total.value):
+                page_value = str(total.value)
         elif name == schema.issuer_name:
-            page_value = _name_from_the_page(value, evidence)
+            page_value = _name_from_the_page(value, schema, evidence)
         elif kind is ValueKind.ADDRESS:
             page_value = _address_from_the_page(value, evidence)
         elif kind is ValueKind.CURRENCY and value is not None and value not in (printed := currencies_in(text)):
@@ -357,17 +365,53 @@ def _from_the_page(
         if page_value is not None:
             data[name] = page_value
             completed.append(name)
+    if schema.amount_parts is not None:
+        completed += _parts_from_the_page(data, schema.amount_parts, evidence)
     return data, completed
 
 
-def _name_from_the_page(value: Any, evidence: PageEvidence) -> str | None:
-    """The registered name the page prints above its address, for an issuer's name that is not one itself (a
-    trade name, a person's name, part of the name's row, a misreading); None when the value stands (printed,
-    whole, with a legal form) or the page prints no registered name."""
-    if isinstance(value, str) and is_grounded(value, ValueKind.TEXT, evidence) and has_legal_form(value):
+def _parts_from_the_page(data: dict[str, Any], fields: tuple[str, str, str], evidence: PageEvidence) -> list[str]:
+    """Fill `data`'s subtotal and tax from the page's labelled amounts when the model's do not add up to the total
+    (a small model copies one amount into both); the fields so completed."""
+    total_name, *part_names = fields
+    if data.get(total_name) is None:
+        return []
+    total = Decimal(str(data[total_name]))
+    given = [data.get(name) for name in part_names]
+    if None not in given and abs(sum(Decimal(str(v)) for v in given) - total) <= Decimal("0.02"):
+        return []
+    if (parts := amount_parts(total, evidence)) is None:
+        return []
+    completed = []
+    for name, value, part in zip(part_names, given, parts, strict=True):
+        if value is None or Decimal(str(value)) != part:
+            data[name] = str(part)
+            completed.append(name)
+    return completed
+
+
+def _name_from_the_page(value: Any, schema: type[DocumentSchema], evidence: PageEvidence) -> str | None:
+    """The issuer's name as the page settles it, for an issuer's name that is not it. The holder of the account
+    the page asks to be paid into settles it whatever the model said; the registered name printed above the
+    address (a receipt's header) and the name the page's own web domain spells settle it, in the order the schema
+    trusts them (`issuer_evidence`), for a value that is not a printed name with a legal form (a trade name, a
+    person's, part of the name's row, a misreading, the customer's). None when the value stands."""
+    found = payee_name(evidence)
+    if found is None:
+        if isinstance(value, str) and is_grounded(value, ValueKind.TEXT, evidence) and has_legal_form(value):
+            return None
+        readers = {"registered": business_name, "web": web_name}
+        found = next((name for kind in schema.issuer_evidence if (name := readers[kind](evidence))), None)
+        within = found is not None and isinstance(value, str) and _plain(found) in _plain(value)
+        if within and is_printed(value, ValueKind.TEXT, evidence):
+            return None  # the name and more of it as printed (a name over two rows, its legal form)
+    if found is None or (isinstance(value, str) and _plain(found) == _plain(value)):
         return None
-    registered = business_name(evidence)
-    return registered if registered and registered != value else None
+    return found
+
+
+def _plain(text: str) -> str:
+    return " ".join(re.sub(r"[^\w]+", " ", text.casefold()).split())
 
 
 def _address_from_the_page(value: Any, evidence: PageEvidence) -> str | None:
@@ -395,6 +439,7 @@ _DOUBTS = {
     Grounding.OFF_LABEL: ("off_label_value", "is not an amount the document prints beside a label for it"),
     Grounding.MISSING: ("missing_value", "is empty, but such documents always print it"),
     Grounding.UNREADABLE: ("unreadable_value", "cannot be read"),
+    Grounding.UNBALANCED: ("amounts_do_not_add_up", "disagrees with the amounts the page prints around it"),
 }
 
 

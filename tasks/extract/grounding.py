@@ -102,6 +102,7 @@ class Grounding(StrEnum):
     MISSING = "missing"  # empty, though every such document prints it
     COMPLETED = "completed"  # taken from the page: the whole address block the model gave part of, the currency
     UNREADABLE = "unreadable"  # what the model wrote could not be read as the field's kind: left empty
+    UNBALANCED = "unbalanced"  # the page's own amounts disagree about it (the total against cash less change)
 
     @property
     def doubtful(self) -> bool:
@@ -111,6 +112,7 @@ class Grounding(StrEnum):
             Grounding.OFF_LABEL,
             Grounding.MISSING,
             Grounding.UNREADABLE,
+            Grounding.UNBALANCED,
         )
 
 
@@ -358,6 +360,39 @@ def business_name(evidence: PageEvidence) -> str | None:
     return None
 
 
+# The account a document asks to be paid into names its issuer ("Titulaire du compte : NETPRESSE").
+_PAYEE = re.compile(
+    r"(?:titulaire\s+du\s+compte|account\s+(?:name|holder)|beneficiary|payable\s+to|pay\s+to|kontoinhaber|"
+    r"empf[aä]nger)\s*:?\s*([^\n]+?)(?:\s{2,}|$)",
+    re.I | re.M,
+)
+# A web or mail domain the page prints (www.azure-interior.com, billing@free.fr), and domains that name no one.
+_DOMAIN = re.compile(r"(?:www\.|https?://(?:www\.)?|@)([a-z0-9][a-z0-9-]{1,40})\.[a-z]{2,}", re.I)
+_ANYONE_S_DOMAINS = frozenset({"example", "gmail", "yahoo", "hotmail", "outlook", "mail", "email", "web", "info"})
+
+
+def payee_name(evidence: PageEvidence) -> str | None:
+    """The name of the account the page asks to be paid into (its issuer), as printed; None when it names none."""
+    for row in evidence.rows:
+        if (match := _PAYEE.search(row)) and re.search(r"[^\W\d_]{2}", match[1]):
+            return match[1].strip(" .,:;")
+    return None
+
+
+def web_name(evidence: PageEvidence) -> str | None:
+    """The name the page prints that its own web or mail domain spells (Azure Interior for azure-interior.com,
+    Free for free.fr), as printed, the domain the page names most often first; None when none is printed."""
+    domains = [_compact(m[1]) for row in evidence.rows for m in _DOMAIN.finditer(row)]
+    for domain in sorted(set(domains) - _ANYONE_S_DOMAINS, key=domains.count, reverse=True):
+        for row in evidence.rows:
+            words = re.findall(r"[^\W_][\w&'.-]*", _DOMAIN.sub(" ", row))
+            for first in range(len(words)):
+                for last in range(first + 1, min(first + 4, len(words)) + 1):
+                    if _compact(" ".join(words[first:last])) == domain:
+                        return " ".join(words[first:last])
+    return None
+
+
 def printed_address(evidence: PageEvidence) -> str | None:
     """The page's first address block: the first row that starts one (a house number, a street, area, building or
     floor word) and the rows under it that carry on, up to a phone, registration or tax number, a title or a date,
@@ -396,9 +431,10 @@ def _address_goes_on(rows: tuple[str, ...]) -> bool:
     return False
 
 
-def labelled_amount(label: PrintedLabel, evidence: PageEvidence) -> Decimal | None:
+def labelled_amount(label: PrintedLabel, evidence: PageEvidence, rounded: bool = True) -> Decimal | None:
     """The amount the page prints beside the last row carrying `label` (on that row after the label, else on
-    the next row), plus a rounding adjustment printed after it; None when no row carries one amount so labelled.
+    the next row), plus (when `rounded`) a rounding adjustment printed after it; None when no row carries one
+    amount so labelled.
     A row with several different amounts (a tax summary: net, tax) says nothing about which is meant."""
     label_re, excluding = re.compile(label.label, re.I), re.compile(label.excluding or r"(?!)", re.I)
     found: Decimal | None = None
@@ -412,8 +448,8 @@ def labelled_amount(label: PrintedLabel, evidence: PageEvidence) -> Decimal | No
             amounts = set(_amounts_in(evidence.rows[index + 1]))
         if len(amounts) == 1:
             found, after = amounts.pop(), index + 1
-    if found is None:
-        return None
+    if found is None or not rounded:
+        return found
     for row in evidence.rows[after:]:
         if re.search(r"\bround", row, re.I) and (adjustment := _ROUNDING.search(row)):
             found += Decimal(adjustment[1] + adjustment[2])
@@ -471,6 +507,79 @@ def labelled_date(label: PrintedLabel, evidence: PageEvidence) -> date | None:
     return every.pop() if len(every) == 1 else None
 
 
+# What a till prints around its total: what was handed over, what was given back, the total before tax, the tax.
+_PAID = PrintedLabel(r"\bcash\b|\btender", excluding=r"change|cashier|\bcash\s*(?:bill|sales|refund)|refund")
+_CHANGE = PrintedLabel(r"\bchange\b")
+_SUBTOTAL = PrintedLabel(
+    r"sub\s*-?\s*total|untaxed|net\s*amount|total\s*\(?(?:excl|ex\b|ht\b|net|before\s*tax|hors)|\bnetto\b|\bht\b",
+    excluding=r"qty|quantity",
+)
+_TAX = PrintedLabel(
+    r"\b(?:gst|tax|vat|sst|tva|mwst|ust|iva)\b",
+    excluding=r"\b(?:id|no|number|reg|rate|summary|code|invoice|before|untaxed|intra|incl\w*|excl\w*|sales)\b"
+    r"|#|n°|ttc|%\s*incl",
+)
+
+
+@dataclass(frozen=True)
+class TotalReading:
+    """The total a page settles, or why it cannot: `value` is the amount to take (None: none settled), `doubt`
+    says which printed amounts disagree with each other."""
+
+    value: Decimal | None
+    doubt: str | None = None
+
+
+def settled_total(label: PrintedLabel, evidence: PageEvidence) -> TotalReading:
+    """The total the page prints beside its label (`labelled_amount`), checked against what a till prints around
+    it: the cash handed over less the change given back, and the total before tax plus the tax and rounding.
+    A labelled total that the cash and change contradict is replaced by their difference when the subtotal and tax
+    agree with it (an OCR misreading of the total's row), else it is in doubt; a page whose total row is unread
+    takes the cash less change when the page prints that amount or the subtotal and tax agree with it."""
+    labelled = labelled_amount(label, evidence)
+    labelled = labelled if labelled is not None and labelled > 0 else None  # a labelled zero is a misreading
+    paid, change, subtotal, tax = (
+        labelled_amount(printed, evidence, rounded=False) for printed in (_PAID, _CHANGE, _SUBTOTAL, _TAX)
+    )
+    tendered = paid - change if paid is not None and change is not None and paid > change else None
+    summed = subtotal + tax + _rounding(evidence) if subtotal is not None and tax is not None else None
+    if labelled is not None:
+        if tendered is None or labelled in (tendered, summed):
+            return TotalReading(labelled)
+        if summed == tendered:
+            return TotalReading(tendered)
+        return TotalReading(None, f"the page's total {labelled} is not the cash {paid} less the change {change}")
+    if tendered is not None and (tendered == summed or tendered in evidence.amounts):
+        return TotalReading(tendered)
+    if summed is not None and summed in evidence.amounts:
+        return TotalReading(summed)
+    return TotalReading(None)
+
+
+def amount_parts(total: Decimal, evidence: PageEvidence) -> tuple[Decimal, Decimal] | None:
+    """(subtotal, tax) as the page prints them beside their labels, when they add up to `total`: both printed,
+    or one printed and the other the difference (a page printing the untaxed amount and the total, not the tax).
+    None when the page's amounts do not settle them."""
+    subtotal, tax = (labelled_amount(printed, evidence, rounded=False) for printed in (_SUBTOTAL, _TAX))
+    subtotal = subtotal if subtotal is not None and 0 < subtotal <= total else None
+    tax = tax if tax is not None and 0 <= tax < total else None  # an invoice number beside "TVA" is no tax
+    if subtotal is not None and tax is not None:
+        return (subtotal, tax) if abs(subtotal + tax - total) <= Decimal("0.02") else None
+    if subtotal is not None:
+        return subtotal, total - subtotal
+    if tax is not None:
+        return total - tax, tax
+    return None
+
+
+def _rounding(evidence: PageEvidence) -> Decimal:
+    """The rounding adjustment a page prints (0 when none)."""
+    for row in evidence.rows:
+        if re.search(r"\bround", row, re.I) and (adjustment := _ROUNDING.search(row)):
+            return Decimal(adjustment[1] + adjustment[2])
+    return Decimal(0)
+
+
 def _values(value: Any, kind: ValueKind, path: str) -> Iterator[tuple[str, Any, ValueKind]]:
     """(path, value, kind) of every non-empty leaf value of a validated document."""
     if value is None or value == "":
@@ -496,12 +605,14 @@ def ground(document: DocumentSchema, page_texts: list[str]) -> dict[str, Groundi
     fields = type(document).model_fields
     for name, field in fields.items():
         label, value = printed_label(field), getattr(document, name)
-        if label is None or result.get(name) is not Grounding.GROUNDED:
+        if label is None or result.get(name) not in (Grounding.GROUNDED, Grounding.DERIVED):
             continue
         if value_kind(field) is ValueKind.DATE:
             if (labelled := labelled_date(label, evidence)) is not None and labelled != value:
                 result[name] = Grounding.OFF_LABEL
-        elif labelled_amount(label, evidence) != Decimal(str(value)):
+        elif (total := settled_total(label, evidence)).doubt is not None:
+            result[name] = Grounding.UNBALANCED
+        elif total.value != Decimal(str(value)):
             # No row labelled so with one amount is no confirmation either: the value stays unconfirmed.
             result[name] = Grounding.OFF_LABEL
     for name in type(document).expected:

@@ -11,10 +11,10 @@ from schemas.records import ReviewReason
 from schemas.settings import DeviceSettings, ExtractionSettings, LLMServerSettings
 from tasks.classify.keywords import schema_for_text
 from tasks.extract.extraction import DocumentPages, extract_pages, merge_pages, review_reasons, with_grounding
-from tasks.extract.ocr import has_text, ocr_image
 from tasks.models.generation.base import GeneratorSpec, ServerEndpoint
 from tasks.models.generation.registry import load_generator
 from tasks.pipeline.stage import ItemUpdate, StageReport, WorkItem
+from tasks.preprocess.ocr import has_text, with_page_text
 
 NOTHING_TO_READ = ReviewReason(
     stage="extract", code="no_text", message="no readable text found (OCR): nothing to extract"
@@ -68,11 +68,7 @@ class ExtractStage:
         """Page text: the text layer, or OCR of pages without one. A text model reads it; every backend's values
         are checked against it (grounding)."""
         for item in items:
-            pages = list(item.pages)
-            for index, page in enumerate(pages[: self.config.max_pages]):
-                if not has_text(page.text) and page.path is not None:
-                    pages[index] = page.model_copy(update={"text": ocr_image(page.path, self.config.ocr_engine)})
-            item.pages = tuple(pages)
+            item.pages = with_page_text(item.pages, self.config.ocr_engine, self.config.max_pages)
 
     def _schema(self, item: WorkItem) -> type[DocumentSchema]:
         if self.config.schema_name != "auto":

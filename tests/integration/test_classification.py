@@ -23,6 +23,7 @@ from storage.embeddings import SqlEmbeddingCache
 from storage.tables import ClassificationRow, ExtractionRow, Page, SourceObject
 from tasks.classify.prototypes import classify_documents, classify_pages, embedder_spec, load_prototypes, review_reasons
 from tasks.models.embedders import ClipEmbedder, EmbedderSpec, load_embedder
+from tasks.preprocess.ocr import with_page_text
 from tests.integration.conftest import Configure
 
 Classifier = tuple[ClassifierSettings, EmbedderSpec]
@@ -129,6 +130,17 @@ def test_offline_embedder_with_shipped_examples_tells_a_photo_from_an_invoice(sa
     assert photo.model_id == "timm:efficientnet_lite0:pkg:efficientnet-lite0"
     invoice = classify_pages(_page(sample_inbox, "invoice2data_AmazonWebServices.png"), *config, None)
     assert invoice.label != "photo" and invoice.scores["photo"] < 0.05
+
+
+def test_a_receipt_the_image_takes_for_an_invoice_is_routed_by_its_words(corpus: Path) -> None:
+    config, spec = _classifier()
+    (page,) = _page(corpus / "extraction" / "inputs", "sroie_021.jpg")
+    looks = classify_pages([page], config.model_copy(update={"text_sharpness": 0.0}), spec, None)
+    assert looks.label == "invoice"  # a scan of a column of small print, to the image classifier alone
+    read = with_page_text([page], "rapidocr", limit=1)  # CASH, CHANGE, ROUNDING, TOTAL QTY...
+    routed = classify_pages(read, config, spec, None)
+    assert (routed.label, routed.route) == ("receipt", "receipt")
+    assert review_reasons(routed, config) == []
 
 
 def test_image_only_embedder_needs_examples_for_every_label(tmp_path: Path, sample_inbox: Path) -> None:

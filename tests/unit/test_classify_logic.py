@@ -10,7 +10,8 @@ import torch
 
 from schemas.errors import ConfigError
 from schemas.settings import ClassifierSettings, load_settings
-from tasks.classify.prototypes import Prototypes, review_reasons, summarise
+from tasks.classify.prototypes import Prototypes, review_reasons, summarise, with_words
+from tasks.classify.words import BASELINE_CUES, cue_counts
 from tasks.models.embedders import match_state_dict
 
 LABELS = ("invoice", "receipt", "photo")
@@ -101,3 +102,40 @@ def test_classification_settings_are_checked(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("DOCFLOW_CLASS_EXAMPLES", "")
     config = load_settings().classifier
     assert config.examples is None and config.route("b") is None and config.route("a") == "invoice"
+
+
+def test_a_page_s_cue_words_outweigh_a_look_that_points_elsewhere() -> None:
+    config = _config(text_sharpness=2.0, image_weight=0.5)
+    image = np.array([[0.6, 0.35, 0.05]])  # a column of small print: the image says invoice
+    till = "TOTAL RM 12.50\nCASH 20.00\nCHANGE 7.50\nROUNDING ADJ 0.00\nThank you, please come again"
+    (joint,) = with_words(image, [till], LABELS, config)
+    assert LABELS[int(joint.argmax())] == "receipt" and joint.sum() == pytest.approx(1.0)
+    billed = "INVOICE NO 42\nBILL TO: Acme Ltd\nDUE DATE 2024-05-01\nPayment terms: 30 days\nIBAN DE89 3704"
+    (joint,) = with_words(np.array([[0.3, 0.65, 0.05]]), [billed], LABELS, config)
+    assert LABELS[int(joint.argmax())] == "invoice"
+
+
+def test_a_page_without_words_keeps_its_image_probabilities() -> None:
+    image = np.array([[0.2, 0.1, 0.7], [0.6, 0.35, 0.05]])
+    joint = with_words(image, ["", "  12 \n"], LABELS, _config(text_sharpness=2.0))
+    np.testing.assert_allclose(joint, image)
+
+
+def test_cue_counts_name_each_cue_once_and_other_has_a_baseline() -> None:
+    labels = ("receipt", "invoice", "other", "photo")
+    counts = cue_counts("CASH 10.00 CASH 5.00 change 1.00", labels)
+    assert counts.tolist() == [2.0, 0.0, BASELINE_CUES, 0.0]
+
+
+def test_in_doubt_between_a_generic_page_and_a_receipt_the_receipt_schema_is_tried() -> None:
+    labels = ("invoice", "receipt", "other")
+    config = ClassifierSettings(
+        labels={label: [label] for label in labels},
+        templates=["{}"],
+        routes={"invoice": "invoice", "receipt": "receipt", "other": "generic"},
+        review_min_margin=0.1,
+    )
+    doubtful = summarise(np.array([[0.1, 0.43, 0.47]]), labels, [1], config, "m", 1)
+    assert (doubtful.label, doubtful.route) == ("other", "receipt")
+    clear = summarise(np.array([[0.1, 0.2, 0.7]]), labels, [1], config, "m", 1)
+    assert (clear.label, clear.route) == ("other", "generic")

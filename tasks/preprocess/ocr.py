@@ -7,9 +7,11 @@ from __future__ import annotations
 import functools
 import itertools
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
+from schemas.records import DocumentPage
 from tasks.system_tools import missing_tool
 
 OcrEngine = Literal["tesseract", "rapidocr"]
@@ -41,6 +43,16 @@ def tesseract_text(path: Path, languages: str = "eng", timeout_s: int = 120) -> 
 
 def has_text(text: str) -> bool:
     return len(text.strip()) >= MIN_TEXT_CHARS
+
+
+def with_page_text(pages: Sequence[DocumentPage], engine: OcrEngine, limit: int) -> tuple[DocumentPage, ...]:
+    """The pages, the first `limit` of them with their text: the text layer where it has some, else OCR of the
+    page image (read once: the classifier's words and the extractor's page are the same reading)."""
+    read = list(pages)
+    for index, page in enumerate(read[:limit]):
+        if not has_text(page.text) and page.path is not None:
+            read[index] = page.model_copy(update={"text": ocr_image(page.path, engine)})
+    return tuple(read)
 
 
 @functools.cache
