@@ -8,7 +8,8 @@ not do), batched vs sequential speedup and peak memory; each configuration is ti
 are compared (a single run of 95 s of audio swings by a second or more, e.g. as Prefect ends a run on the next
 whole second of its heartbeat thread); `rtf_stages` is the time docflow's stages took by the run summary (decode and
 VAD, transcription with speakers), the run without its orchestration. Then who said what on synthetic
-two-party calls made from every pair of the corpus's voices (stereo, and mono with speakers found by voice), and
+two-party calls made from every pair of the corpus's voices (stereo, and mono with speakers found by voice), more
+calls from its most alike voices (the pairs the speaker encoder finds closest: two men reading, same accent), and
 with --long-minutes the peak memory of docflow's audio stage on long recordings; the key figures on the last line.
 The diarization error rate needs pyannote.metrics (`pip install -e '.[bench]'`, which `make bench` does).
 
@@ -249,7 +250,8 @@ def measure_speakers(corpus: Path, model: str) -> dict[str, float]:
     }
     scores: dict[str, list[float]] = {"stereo": [], "mono_given": [], "mono_found": []}
     print(f"\n{'call':34s} {'stereo':>7s} {'mono, 2 given':>14s} {'mono, found':>12s}")
-    for seed, (a, b) in enumerate(combinations(sorted(_voices(corpus).items()), 2)):
+    voices = _voices(corpus)
+    for seed, (a, b) in enumerate(combinations(sorted(voices.items()), 2)):
         left, right, turns = two_party_call((a[1], b[1]), seed=seed)
         mono = left + right
         speech = detect_speech(mono, vad)
@@ -276,7 +278,50 @@ def measure_speakers(corpus: Path, model: str) -> dict[str, float]:
         print(f"{a[0][:15] + ' + ' + b[0][:15]:34s} {row[0]:7.3f} {row[1]:14.3f} {row[2]:12.3f}")
     figures = {name: float(np.mean(values)) for name, values in scores.items()}
     figures["der"] = abs(der) if der is not None else float("nan")
+    figures.update(_similar_voices(voices, transcriber, whisper, vad, diarizers))
     return figures
+
+
+SIMILAR_PAIRS = 3  # the corpus's most alike voices, by the speaker encoder's own similarity
+SIMILAR_SEEDS = (100, 101, 102)  # calls per pair
+
+
+def _similar_voices(
+    voices: dict[str, np.ndarray], transcriber: Any, whisper: Any, vad: Any, diarizers: dict[str, Any]
+) -> dict[str, float]:
+    """Two-party mono calls from the most alike pairs of voices (the cosine similarity of their mean speaker
+    embeddings, highest first), SIMILAR_SEEDS calls each: who said what with the count given and found."""
+    from itertools import combinations
+
+    from tasks.models.speakers import SpeakerEncoder, SpeakerEncoderSpec
+    from tasks.transcribe.transcription import transcribe_recording
+    from tests.support.audio import ArrayRecording, detect_speech
+    from tests.support.evaluation import speaker_accuracy, two_party_call
+
+    encoder = SpeakerEncoder(SpeakerEncoderSpec())
+    window = int(1.6 * SAMPLE_RATE)
+    means = {}
+    for name, samples in voices.items():
+        vectors = encoder.embed([samples[i : i + window] for i in range(0, len(samples) - window + 1, window // 2)])
+        means[name] = vectors.mean(axis=0) / np.linalg.norm(vectors.mean(axis=0))
+    pairs = sorted(combinations(sorted(voices), 2), key=lambda p: -float(means[p[0]] @ means[p[1]]))
+    scores: dict[str, list[float]] = {"similar_given": [], "similar_found": []}
+    print(f"\n{'most alike voices (similarity)':44s} {'mono, 2 given':>14s} {'mono, found':>12s}")
+    for a, b in pairs[:SIMILAR_PAIRS]:
+        for seed in SIMILAR_SEEDS:
+            left, right, turns = two_party_call((voices[a], voices[b]), seed=seed)
+            speech = detect_speech(left + right, vad)
+            row = []
+            for name in ("given", "found"):
+                transcript = transcribe_recording(
+                    transcriber, whisper, vad, ArrayRecording(left + right, None), speech, diarizers[name]
+                )
+                words = [(w.start_s, w.end_s, s.speaker) for s in transcript.segments for w in s.words or ()]
+                scores[f"similar_{name}"].append(speaker_accuracy(words, turns))
+                row.append(scores[f"similar_{name}"][-1])
+            label = f"{a[:15]} + {b[:15]} ({float(means[a] @ means[b]):.2f}), call {seed}"
+            print(f"{label:44s} {row[0]:14.3f} {row[1]:12.3f}")
+    return {name: float(np.mean(values)) for name, values in scores.items()}
 
 
 def measure_languages(corpus: Path, model: str) -> dict[str, Any]:
@@ -396,9 +441,15 @@ def main() -> None:
             f"speaker accuracy: stereo {calls['stereo']:.3f}, mono (2 given) {calls['mono_given']:.3f}, "
             f"mono (found) {calls['mono_found']:.3f}; DER (mono, 2 given) {calls['der']:.3f}"
         )
+        print(
+            f"most alike voices: speaker accuracy (2 given) {calls['similar_given']:.3f}, (found) "
+            f"{calls['similar_found']:.3f}"
+        )
         speakers = (
             f" mono_speaker_accuracy={calls['mono_given']:.3f} mono_found_speaker_accuracy={calls['mono_found']:.3f}"
             f" stereo_speaker_accuracy={calls['stereo']:.3f} der={calls['der']:.3f}"
+            f" similar_given_speaker_accuracy={calls['similar_given']:.3f}"
+            f" similar_found_speaker_accuracy={calls['similar_found']:.3f}"
         )
     languages = ""
     if not args.no_languages and not args.model.endswith(".en"):

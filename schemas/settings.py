@@ -201,7 +201,8 @@ class DiarizationSettings(_Group):
         ge=1,
         le=32,
         alias="call_speakers",
-        description="Number of speakers when known (2 for a call); unset: found from the voices (the threshold).",
+        description="Number of speakers when known (2 for a call); unset: found from the voices (the threshold, "
+        "then the separation test).",
     )
     threshold: float = Field(
         default=0.5,
@@ -209,6 +210,13 @@ class DiarizationSettings(_Group):
         lt=2,
         description="Cosine distance between two voices' mean embeddings below which they are one speaker "
         "(when DOCFLOW_CALL_SPEAKERS is unset).",
+    )
+    separation: float = Field(
+        default=2.6,
+        ge=0,
+        description="When the threshold finds one speaker, the call is still two when splitting its windows in two "
+        "gives voices this many times further apart than each window is from its own (one voice split in two: "
+        "1.1-2.1 on the corpus; two voices, the most alike included: 3.1-5.5). 0: the threshold alone decides.",
     )
     speaker_model: str = Field(
         default="pkg:resemblyzer",

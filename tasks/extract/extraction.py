@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -266,20 +266,31 @@ def merge_pages(schema: type[DocumentSchema], outcomes: list[PageOutcome], backe
 
 
 def _unreadable_left_out(schema: type[DocumentSchema], data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
-    """`data` without the single values that cannot be read as their field's kind (a date '1950-05-98', an
-    amount 'N/A'), and what was wrong with each, by field: one misread value sends its field to review, not the
-    whole document. Errors across fields (or in lists) are left for the caller."""
+    """`data` without the single values that cannot be taken (a date '1950-05-98', an amount 'N/A', a name that
+    is another field's value too, a repetition loop), and what was wrong with each, by field: one misread value
+    sends its field to review, not the whole document. Errors in lists are left for the caller."""
     data, unreadable = dict(data), {}
-    while errors := [
-        e
-        for e in _validation_details(schema, data)
-        if len(e["loc"]) == 1 and e["loc"][0] in data and isinstance(data[e["loc"][0]], str | int | float)
+    while problems := [
+        (name, problem)
+        for name, problem in _field_problems(_validation_details(schema, data))
+        if isinstance(data.get(name), str | int | float)
     ]:
-        for error in errors:
-            name = str(error["loc"][0])
-            unreadable[name] = f"{name}: {data[name]!r} cannot be read ({error['msg']}); left empty"
+        for name, problem in problems:
+            unreadable[name] = f"{name}: {data[name]!r} is not taken ({problem}); left empty"
             data[name] = None
     return data, unreadable
+
+
+def _field_problems(errors: list[Any]) -> Iterator[tuple[str, str]]:
+    """(top-level field, problem) of validation errors: a field's own error, or a document-level check that
+    names the field its message is about ("customer_name: 'Acme' is the value of vendor_name too")."""
+    for error in errors:
+        if len(error["loc"]) == 1:
+            yield str(error["loc"][0]), str(error["msg"])
+        elif not error["loc"]:
+            for problem in str(error["msg"]).removeprefix("Value error, ").split("; "):
+                if match := re.match(r"(\w+): (.+)", problem):
+                    yield match[1], match[2]
 
 
 def _validation_details(schema: type[DocumentSchema], data: dict[str, Any]) -> list[Any]:
@@ -438,7 +449,7 @@ _DOUBTS = {
     Grounding.PARTIAL: ("partial_value", "is not a whole printed name or address (cut short, or run on)"),
     Grounding.OFF_LABEL: ("off_label_value", "is not an amount the document prints beside a label for it"),
     Grounding.MISSING: ("missing_value", "is empty, but such documents always print it"),
-    Grounding.UNREADABLE: ("unreadable_value", "cannot be read"),
+    Grounding.UNREADABLE: ("unreadable_value", "was not taken"),
     Grounding.UNBALANCED: ("amounts_do_not_add_up", "disagrees with the amounts the page prints around it"),
 }
 

@@ -101,7 +101,7 @@ class Grounding(StrEnum):
     OFF_LABEL = "off_label"  # printed, but not beside the page's label for the field (which prints another or none)
     MISSING = "missing"  # empty, though every such document prints it
     COMPLETED = "completed"  # taken from the page: the whole address block the model gave part of, the currency
-    UNREADABLE = "unreadable"  # what the model wrote could not be read as the field's kind: left empty
+    UNREADABLE = "unreadable"  # what the model wrote could not be taken (not a date, another field's value): empty
     UNBALANCED = "unbalanced"  # the page's own amounts disagree about it (the total against cash less change)
 
     @property

@@ -2,7 +2,8 @@
 
 The speech found by VAD is cut into windows the length of the speaker encoder's, side by side; each window gets a
 voice embedding; the windows are clustered into speakers (average linkage on cosine distance under a distance
-threshold; for a known number of speakers, Ward linkage refined by k-means, so each speaker gets a real share). A
+threshold, and one cluster split in two when its halves are far apart for their spread: two alike voices; for a
+known number of speakers, Ward linkage refined by k-means, so each speaker gets a real share). A
 segment whose windows do not all agree (people answering each other quickly, with no pause long enough for VAD) is
 heard again in overlapping windows a hop apart, each taking the nearest speaker, so the change is placed to within
 a hop. Each window speaks for the middle of its span, and neighbouring windows of one speaker join into turns.
@@ -30,6 +31,7 @@ FIRST_PASS_HOP_S = WINDOW_S
 # windows' spacing: 256 windows 1.6 s apart in a call that is a quarter speech would span 27 minutes (105 MB).
 READ_S = 120.0
 MIN_CLUSTERED_S = 0.8  # shorter windows carry too little voice to shape the clusters; they join the nearest one
+MIN_VOICE_SHARE = 0.15  # a second voice found by the separation test speaks at least this share of the windows
 # The tree needs all pairwise distances (n^2 / 2 floats): past this many windows (53 minutes of speech) it is built
 # on windows spread evenly over the recording, and every window then takes the nearest centroid, so memory stays
 # flat on long calls (6,750 windows of a 3-hour recording would need 180 MB of distances).
@@ -72,12 +74,17 @@ def speech_windows(
 
 
 def speaker_centroids(
-    embeddings: np.ndarray, weights: np.ndarray, threshold: float, speakers: int | None
+    embeddings: np.ndarray,
+    weights: np.ndarray,
+    threshold: float,
+    speakers: int | None,
+    separation: float = 0.0,
 ) -> np.ndarray:
     """The speakers' unit-length mean embeddings, one row per speaker; every window then takes the nearest
     (`nearest`). Windows with weight (seconds) under MIN_CLUSTERED_S do not shape the clusters; nor do the windows
     left out of a tree over MAX_TREE_WINDOWS. `speakers` fixes the count; otherwise clusters merge while the mean
-    cosine distance between them stays under `threshold`."""
+    cosine distance between them stays under `threshold`, and a single cluster is still two voices when its best
+    split in two passes the `separation` test (`_two_voices`: two alike voices are closer than the threshold)."""
     n = len(embeddings)
     core = np.flatnonzero(weights >= MIN_CLUSTERED_S)
     if core.size == 0:
@@ -94,6 +101,8 @@ def speaker_centroids(
         else:
             tree = linkage(embeddings[core], method="average", metric="cosine")
             labels = fcluster(tree, t=threshold, criterion="distance") - 1
+            split = _two_voices(embeddings[core], separation) if labels.max() == 0 and separation > 0 else None
+            labels = split if split is not None else labels
     centroids = np.stack([embeddings[core][labels == k].mean(axis=0) for k in range(labels.max() + 1)])
     normalised: np.ndarray = centroids / np.linalg.norm(centroids, axis=1, keepdims=True)
     return normalised
@@ -113,6 +122,23 @@ def _split_in(embeddings: np.ndarray, count: int, rounds: int = 20) -> np.ndarra
             break  # settled, or a round would empty a cluster: keep the last partition with every speaker
         labels = moved
     return labels
+
+
+def _two_voices(embeddings: np.ndarray, separation: float) -> np.ndarray | None:
+    """The windows' labels when they are two voices, else None: split in two (`_split_in`), the two centroids are
+    `separation` times further apart (cosine distance) than the windows are on average from their own centroid,
+    and each voice has at least MIN_VOICE_SHARE of the windows. One voice split in two gives parts barely further
+    apart than their windows' spread; two voices, however alike, give parts far apart for their spread."""
+    if len(embeddings) < 4:
+        return None
+    labels = _split_in(embeddings, 2)
+    if min(np.mean(labels == 0), np.mean(labels == 1)) < MIN_VOICE_SHARE:
+        return None
+    centroids = np.stack([embeddings[labels == k].mean(axis=0) for k in (0, 1)])
+    centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
+    apart = 1.0 - float(centroids[0] @ centroids[1])
+    spread = float(np.mean(1.0 - np.sum(embeddings * centroids[labels], axis=1)))
+    return labels if apart >= separation * max(spread, 1e-9) else None
 
 
 def nearest(embeddings: np.ndarray, centroids: np.ndarray) -> np.ndarray:
@@ -139,6 +165,7 @@ def diarize(
     *,
     threshold: float,
     speakers: int | None = None,
+    separation: float = 0.0,
 ) -> list[Turn]:
     """Speaker turns of a recording (its mono mix) from its speech segments. The audio is read a span at a time
     (only the embeddings are kept), so memory does not grow with the recording's length. Speakers are named
@@ -148,7 +175,7 @@ def diarize(
         return []
     embeddings = _embed(recording, first, embed)
     weights = np.array([w.end_s - w.start_s for w in first])
-    centroids = speaker_centroids(embeddings, weights, threshold, speakers)
+    centroids = speaker_centroids(embeddings, weights, threshold, speakers, separation)
     labels = nearest(embeddings, centroids)
     changes = [
         (first[i - 1], first[i])

@@ -53,7 +53,13 @@ class TranscribeStage:
             )
             return functools.partial(pyannote_turns, pipeline, speakers=config.speakers)
         encoder = load_speaker_encoder(SpeakerEncoderSpec(config.speaker_model, self.device))
-        return functools.partial(diarize, embed=encoder.embed, threshold=config.threshold, speakers=config.speakers)
+        return functools.partial(
+            diarize,
+            embed=encoder.embed,
+            threshold=config.threshold,
+            speakers=config.speakers,
+            separation=config.separation,
+        )
 
     def __call__(self, items: Sequence[WorkItem], report: StageReport) -> list[ItemUpdate]:
         transcriber = load_transcriber(self.spec)

@@ -62,6 +62,27 @@ def test_a_given_count_splits_two_similar_voices_not_an_odd_window_from_the_rest
     assert agree >= 0.95  # each voice is one speaker; the odd window joins the nearer
 
 
+def _alike_voices(seed: int, voices: int) -> tuple[np.ndarray, np.ndarray]:
+    """Windows of `voices` alike voices (a large shared part, as two men of one accent) in turns of four windows,
+    and the voice of each."""
+    rng = np.random.default_rng(seed)
+    shared = rng.normal(size=256)
+    centres = [shared + 0.3 * rng.normal(size=256) for _ in range(voices)]
+    truth = np.array([(i // 4) % voices for i in range(48)])
+    windows = np.stack([centres[k] for k in truth]) + 0.15 * rng.normal(size=(truth.size, 256))
+    return windows / np.linalg.norm(windows, axis=1, keepdims=True), truth
+
+
+def test_two_alike_voices_under_the_threshold_are_still_two_by_their_separation() -> None:
+    two, truth = _alike_voices(3, voices=2)
+    weights = np.full(len(two), 1.6)
+    assert len(set(cluster_speakers(two, weights, threshold=0.5, speakers=None))) == 1  # closer than the threshold
+    labels = nearest(two, speaker_centroids(two, weights, 0.5, None, separation=2.6))
+    assert max(np.mean(labels == truth), np.mean(labels != truth)) >= 0.95
+    one, _ = _alike_voices(4, voices=1)  # one voice: its halves are no further apart than its windows' spread
+    assert len(speaker_centroids(one, weights, 0.5, None, separation=2.6)) == 1
+
+
 def test_a_long_call_is_clustered_from_a_spread_of_its_windows_and_every_window_gets_a_speaker() -> None:
     rng = np.random.default_rng(1)
     a, b, c = (rng.normal(size=256) for _ in range(3))

@@ -122,7 +122,7 @@ def test_a_value_that_cannot_be_read_sends_its_field_to_review_and_keeps_the_oth
     assert (merged.data["vendor_name"], merged.data["invoice_date"], merged.data["total"]) == ("Acme", None, "12.00")
     (reason,) = review_reasons(merged, ExtractionSettings())
     assert (reason.code, reason.field) == ("unreadable_value", "invoice_date")
-    assert "'31/31/2023' cannot be read" in reason.message
+    assert "'31/31/2023' is not taken" in reason.message
 
 
 def test_values_that_fail_together_make_the_extraction_invalid() -> None:

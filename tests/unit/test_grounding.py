@@ -2,16 +2,17 @@
 real receipt scan. The extracted values are hand-written inputs to the check, as a model might write them."""
 
 import re
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from schemas.documents import Invoice, Receipt
+from schemas.documents import DATE_LABEL, Invoice, Receipt
 from schemas.records import Extraction
 from schemas.settings import ExtractionSettings
-from tasks.extract.extraction import UNGROUNDED_CONFIDENCE, review_reasons, with_grounding
-from tasks.extract.grounding import Grounding, PageEvidence, ground, whole_address
+from tasks.extract.extraction import UNGROUNDED_CONFIDENCE, PageOutcome, merge_pages, review_reasons, with_grounding
+from tasks.extract.grounding import Grounding, PageEvidence, day_first, ground, labelled_date, whole_address
 from tasks.preprocess.ocr import rapidocr_text, tesseract_text
 from tasks.preprocess.pdf import pdf_text_layer
 
@@ -333,3 +334,35 @@ def test_a_total_labelled_zero_is_never_taken(receipt_pages: dict[str, str]) -> 
     extraction = with_grounding(_extraction("receipt/v1", {"total": "15.00"}), Receipt, [receipt_pages["sroie_013"]])
     assert extraction.data is not None and extraction.data["total"] == "15.00"
     assert extraction.field_grounding["total"] == "off_label"
+
+
+def test_a_decimal_comma_invoice_keeps_its_amounts_as_printed(netpresse_page: str) -> None:
+    # Netpresse prints "Total HT : 46,68 €", "TVA 20% : 9,34 €", "Total TTC : 56,02 €"; the 0.5B model wrote the
+    # total as 56,020.00 and the subtotal as the tax base of another line.
+    data = {"vendor_name": "NETPRESSE", "total": "56,020.00", "subtotal": "45,93", "tax": "9,34"}
+    merged = merge_pages(Invoice, [PageOutcome(1, data=data, attempts=1)], "text", "m")
+    extraction = with_grounding(merged, Invoice, [netpresse_page])
+    assert extraction.data is not None
+    assert (extraction.data["total"], extraction.data["subtotal"], extraction.data["tax"]) == ("56.02", "46.68", "9.34")
+    assert {extraction.field_grounding[name] for name in ("total", "subtotal")} == {"completed"}
+    assert not [r for r in review_reasons(extraction, ExtractionSettings()) if r.field in ("total", "subtotal", "tax")]
+
+
+def test_a_date_in_words_is_read_and_a_reordered_one_taken_from_the_page(aws_page: str) -> None:
+    # AWS prints "Invoice Date: August 3 , 2014"; a model that rewrites it month first is corrected from the page.
+    data = {"vendor_name": "Amazon Web Services", "invoice_number": "42183017", "invoice_date": "2014-03-08"}
+    extraction = with_grounding(_extraction("invoice/v1", data), Invoice, [aws_page])
+    assert extraction.data is not None and extraction.data["invoice_date"] == "2014-08-03"
+    assert extraction.field_grounding["invoice_date"] == "completed"
+
+
+def test_the_day_and_month_order_is_the_page_s_own(corpus: Path) -> None:
+    # HASSAN BISTRO prints "DATE :12/28/2017": month first, so its 12/28/2017 and any 01/02 on it read month first.
+    month_first = rapidocr_text(corpus / "extraction" / "inputs" / "sroie_013.jpg")
+    assert not day_first(PageEvidence.of(month_first).rows)
+    assert labelled_date(DATE_LABEL, PageEvidence.of(month_first)) == date(2017, 12, 28)
+    # MR D.I.Y. prints "12-01-19 21:13": either order fits, read day first as most of the world writes dates.
+    ambiguous = rapidocr_text(corpus / "extraction" / "inputs" / "sroie_002.jpg")
+    assert day_first(PageEvidence.of(ambiguous).rows)
+    assert labelled_date(DATE_LABEL, PageEvidence.of(ambiguous)) == date(2019, 1, 12)
+    assert labelled_date(DATE_LABEL, PageEvidence.of("Date: 01/02/2020\nPaid 03/13/2020")) == date(2020, 1, 2)
