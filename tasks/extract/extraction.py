@@ -22,6 +22,7 @@ from tasks.extract.grounding import (
     PageEvidence,
     amount_parts,
     business_name,
+    decimal_comma,
     ground,
     has_legal_form,
     is_grounded,
@@ -351,6 +352,8 @@ def _from_the_page(
       name) or none the page's first address block;
     - a currency the page does not print becomes the one currency it prints, or null when it prints none or
       several (a model guesses USD for any amount);
+    - an amount the page does not print, on a page of decimal commas, becomes the thousandth of it the page
+      prints (a model reads 56,02 as fifty-six thousand);
     - a subtotal and tax that do not add up to the total become the ones the page prints beside their labels
       when those do (`amount_parts`)."""
     data, completed = dict(data), []
@@ -371,6 +374,11 @@ def _from_the_page(
             page_value = _name_from_the_page(value, schema, evidence)
         elif kind is ValueKind.ADDRESS:
             page_value = _address_from_the_page(value, evidence)
+        elif kind is ValueKind.AMOUNT and value is not None and not is_printed(value, kind, evidence):
+            # On a page of decimal commas, "56,02" read as thousands: 56,020.00.
+            thousandth = Decimal(str(value)) / 1000
+            if decimal_comma(evidence) and thousandth in evidence.amounts:
+                page_value = str(thousandth)
         elif kind is ValueKind.CURRENCY and value is not None and value not in (printed := currencies_in(text)):
             data[name] = page_value = next(iter(printed)) if len(printed) == 1 else None
         if page_value is not None:

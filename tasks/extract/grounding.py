@@ -353,9 +353,14 @@ def business_name(evidence: PageEvidence) -> str | None:
     for index in range(len(rows) - 1, -1, -1):
         name = rows[index]
         if _LEGAL_FORM.search(name) and re.search(r"[^\W\d_]{2}", name) and not _NOT_A_NAME.search(name):
-            above = rows[index - 1] if index else ""
-            if name.count(")") > name.count("(") or re.search(r"[&(-]$", above):
-                name = f"{above} {name}"
+            first = index
+            # A name begun on the row above: an open parenthesis, a trailing '&', or a row that starts with the
+            # legal form itself ("AIK HUAT HARDWARE" / "ENTERPRISE (SETIA" / "ALAM) SDN BHD").
+            while first > 0 and (
+                name.count(")") > name.count("(") or re.search(r"[&(-]$", rows[first - 1]) or _LEGAL_FORM.match(name)
+            ):
+                first -= 1
+                name = f"{rows[first]} {name}"
             return " ".join(name.split())
     return None
 
@@ -429,6 +434,13 @@ def _address_goes_on(rows: tuple[str, ...]) -> bool:
         if re.search(r"[^\W\d_]{3}", row):
             return True
     return False
+
+
+def decimal_comma(evidence: PageEvidence) -> bool:
+    """Whether the page writes its amounts with a decimal comma (56,02 €; 1.234,56): more of its amounts end in
+    a comma and two digits than in a point and two."""
+    text = "\n".join(evidence.rows)
+    return len(re.findall(r"\d,\d{2}(?![\d,.])", text)) > len(re.findall(r"\d\.\d{2}(?![\d,.])", text))
 
 
 def labelled_amount(label: PrintedLabel, evidence: PageEvidence, rounded: bool = True) -> Decimal | None:

@@ -338,8 +338,8 @@ def test_a_total_labelled_zero_is_never_taken(receipt_pages: dict[str, str]) -> 
 
 def test_a_decimal_comma_invoice_keeps_its_amounts_as_printed(netpresse_page: str) -> None:
     # Netpresse prints "Total HT : 46,68 €", "TVA 20% : 9,34 €", "Total TTC : 56,02 €"; the 0.5B model wrote the
-    # total as 56,020.00 and the subtotal as the tax base of another line.
-    data = {"vendor_name": "NETPRESSE", "total": "56,020.00", "subtotal": "45,93", "tax": "9,34"}
+    # total as 56,020.00 (the comma read as a thousands separator), and so can any amount.
+    data = {"vendor_name": "NETPRESSE", "total": "56,020.00", "subtotal": "46,680.00", "tax": "9,34"}
     merged = merge_pages(Invoice, [PageOutcome(1, data=data, attempts=1)], "text", "m")
     extraction = with_grounding(merged, Invoice, [netpresse_page])
     assert extraction.data is not None
