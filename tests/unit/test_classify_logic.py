@@ -139,3 +139,18 @@ def test_in_doubt_between_a_generic_page_and_a_receipt_the_receipt_schema_is_tri
     assert (doubtful.label, doubtful.route) == ("other", "receipt")
     clear = summarise(np.array([[0.1, 0.2, 0.7]]), labels, [1], config, "m", 1)
     assert (clear.label, clear.route) == ("other", "generic")
+
+
+def test_a_page_a_reviewer_corrected_is_known_again_whatever_its_words() -> None:
+    page = np.array([0.9, 0.1, 0.42], dtype=np.float32)
+    taught = Prototypes(
+        labels=LABELS,
+        matrix=np.eye(3, dtype=np.float32),
+        logit_scale=10.0,
+        exemplars=(page / np.linalg.norm(page))[None],
+        exemplar_labels=np.array([1]),
+    )
+    rescan = page + np.float32(0.01)  # the same page again
+    other = np.array([0.1, 0.9, 0.2], dtype=np.float32)
+    assert taught.taught(np.stack([rescan, other])).tolist() == [True, False]
+    assert Prototypes(labels=LABELS, matrix=np.eye(3), logit_scale=10.0).taught(rescan[None]).tolist() == [False]
