@@ -29,6 +29,7 @@ from tasks.extract.grounding import (
     is_printed,
     labelled_date,
     payee_name,
+    plain_text,
     printed_address,
     settled_total,
     web_name,
@@ -82,11 +83,9 @@ def build_prompt(schema: type[DocumentSchema], page_text: str | None, retry: Pag
 
 
 def validation_errors(schema: type[DocumentSchema], data: dict[str, Any]) -> list[str]:
-    try:
-        schema.model_validate(data)
-    except ValidationError as exc:
-        return [f"{'.'.join(str(p) for p in e['loc']) or 'document'}: {e['msg']}" for e in exc.errors()]
-    return []
+    return [
+        f"{'.'.join(str(p) for p in e['loc']) or 'document'}: {e['msg']}" for e in _validation_details(schema, data)
+    ]
 
 
 def _value_spans(text: str) -> dict[str, tuple[int, int]]:
@@ -421,16 +420,12 @@ def _name_from_the_page(value: Any, schema: type[DocumentSchema], evidence: Page
             return None
         readers = {"registered": business_name, "web": web_name}
         found = next((name for kind in schema.issuer_evidence if (name := readers[kind](evidence))), None)
-        within = found is not None and isinstance(value, str) and _plain(found) in _plain(value)
+        within = found is not None and isinstance(value, str) and plain_text(found) in plain_text(value)
         if within and is_printed(value, ValueKind.TEXT, evidence):
             return None  # the name and more of it as printed (a name over two rows, its legal form)
-    if found is None or (isinstance(value, str) and _plain(found) == _plain(value)):
+    if found is None or (isinstance(value, str) and plain_text(found) == plain_text(value)):
         return None
     return found
-
-
-def _plain(text: str) -> str:
-    return " ".join(re.sub(r"[^\w]+", " ", text.casefold()).split())
 
 
 def _address_from_the_page(value: Any, evidence: PageEvidence) -> str | None:

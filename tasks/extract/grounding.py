@@ -116,7 +116,8 @@ class Grounding(StrEnum):
         )
 
 
-def _plain(text: str) -> str:
+def plain_text(text: str) -> str:
+    """Text as values are compared: case-folded, punctuation as spaces, whitespace collapsed."""
     return " ".join(re.sub(r"[^\w]+", " ", text.casefold()).split())
 
 
@@ -142,7 +143,7 @@ class PageEvidence:
 
     @classmethod
     def of(cls, text: str) -> PageEvidence:
-        plain = _plain(text)
+        plain = plain_text(text)
         rows = tuple(row for row in text.splitlines() if row.strip())
         cells = tuple(_cells(rows))
         return cls(
@@ -189,9 +190,9 @@ def _cells(rows: tuple[str, ...]) -> Iterator[_Cell]:
     start = 0
     for index, row in enumerate(rows):
         for raw in _CELL_GAP.split(row.strip()):
-            if plain := _plain(raw):
+            if plain := plain_text(raw):
                 label = _LABEL_PREFIX.match(raw)
-                yield _Cell(index, start, plain, len(_plain(label[0])) + 1 if label else 0)
+                yield _Cell(index, start, plain, len(plain_text(label[0])) + 1 if label else 0)
                 start += len(plain) + 1
 
 
@@ -216,7 +217,7 @@ def _dates_in(text: str) -> frozenset[date]:
 
 
 def _text_printed(value: str, evidence: PageEvidence) -> bool:
-    plain = _plain(value)
+    plain = plain_text(value)
     if not plain or plain in evidence.plain:
         return True
     if len(plain) >= 4 and fuzz.partial_ratio(plain, evidence.plain) >= FUZZY_MATCH:
@@ -269,7 +270,7 @@ def is_whole(value: str, kind: ValueKind, evidence: PageEvidence) -> bool:
 def _located(value: str, evidence: PageEvidence) -> tuple[int, int, list[_Cell]] | None:
     """Where a text value is printed in the page's cells: its span in `cell_text` and the cells it touches; None
     when it is not found as one run of text (only word by word, or not at all)."""
-    plain = _plain(value)
+    plain = plain_text(value)
     if not plain or not evidence.cells:
         return None
     alignment = fuzz.partial_ratio_alignment(plain, evidence.cell_text)
@@ -308,7 +309,7 @@ def whole_address(value: str, evidence: PageEvidence) -> str | None:
         if whole_row and above:
             block.insert(0, above)
     whole = " ".join(" ".join(_CELL_GAP.split(part)) for part in block if part)
-    return whole if _plain(whole) != _plain(value) else None
+    return whole if plain_text(whole) != plain_text(value) else None
 
 
 def _address_part(row: str) -> tuple[str, bool]:
@@ -462,10 +463,7 @@ def labelled_amount(label: PrintedLabel, evidence: PageEvidence, rounded: bool =
             found, after = amounts.pop(), index + 1
     if found is None or not rounded:
         return found
-    for row in evidence.rows[after:]:
-        if re.search(r"\bround", row, re.I) and (adjustment := _ROUNDING.search(row)):
-            found += Decimal(adjustment[1] + adjustment[2])
-    return found
+    return found + sum(_roundings(evidence.rows[after:]), Decimal(0))
 
 
 # A numeric date: day and month in either order, then the year.
@@ -585,11 +583,17 @@ def amount_parts(total: Decimal, evidence: PageEvidence) -> tuple[Decimal, Decim
 
 
 def _rounding(evidence: PageEvidence) -> Decimal:
-    """The rounding adjustment a page prints (0 when none)."""
-    for row in evidence.rows:
-        if re.search(r"\bround", row, re.I) and (adjustment := _ROUNDING.search(row)):
-            return Decimal(adjustment[1] + adjustment[2])
-    return Decimal(0)
+    """The (first) rounding adjustment a page prints (0 when none)."""
+    return next(iter(_roundings(evidence.rows)), Decimal(0))
+
+
+def _roundings(rows: tuple[str, ...]) -> list[Decimal]:
+    """The rounding adjustments the rows print ("ROUNDING ADJ ....... -0.01"), in order."""
+    return [
+        Decimal(adjustment[1] + adjustment[2])
+        for row in rows
+        if re.search(r"\bround", row, re.I) and (adjustment := _ROUNDING.search(row))
+    ]
 
 
 def _values(value: Any, kind: ValueKind, path: str) -> Iterator[tuple[str, Any, ValueKind]]:
