@@ -86,7 +86,7 @@ def test_a_spreadsheet_safe_cell_reads_back_as_the_value(value: str) -> None:
 
 def test_csv_export_neutralises_formulas_and_import_reads_them_back_unchanged(tmp_path: Path) -> None:
     item = _item(key=FORMULA_KEY, value={**INVOICE, "vendor_name": "@evil", "total": "-12.50"})
-    path, rows = _exported(tmp_path, item)
+    _, rows = _exported(tmp_path, item)
     header = rows[0]
     cells = [cell for row in rows for cell in row]
     assert not [c for c in cells if c[:1] in ("=", "+", "-", "@", "\t", "\r")]
@@ -173,7 +173,7 @@ def test_a_line_over_the_line_limit_is_skipped_without_being_held(tmp_path: Path
         ('{"item_id": 1, "correction": ' + "[" * 10_000 + "]" * 10_000 + "}", "not JSON: nested too deeply"),
         ('{"item_id": ' + "7" * 5000 + ', "reviewer": "ana"}', "not JSON: a number with too many digits"),
         ('{"item_id": "' + "7" * 5000 + '", "reviewer": "ana"}', "unknown review item '777777777777777"),
-        ('{"item_id": "١", "reviewer": "ana"}', "unknown review item '١'"),
+        ('{"item_id": "\u0661", "reviewer": "ana"}', "unknown review item '\u0661'"),
         ('{"item_id": true, "reviewer": "ana"}', "unknown review item True"),
         ('{"item_id": 1, "key": "other.pdf", "reviewer": "ana"}', "item 1: the key 'other.pdf' is not this item"),
         ('{"item_id": 1, "reviewer": "' + "a" * 300 + '"}', "item 1: a reviewer name longer than 256"),
@@ -212,7 +212,7 @@ def test_csv_rows_must_agree_with_their_item(tmp_path: Path) -> None:
     wrong_key = _edited(rows, 1, "total", "1.00")
     wrong_key[header.index("key")] = "other.pdf"  # the row applies to item 1, of another document
     extra = [*_edited(rows, 2, "total", "2.00"), "surplus"]
-    arabic = ["٣", *_edited(rows, 3, "total", "3.00")[1:]]  # Arabic-Indic 3
+    arabic = ["\u0663", *_edited(rows, 3, "total", "3.00")[1:]]  # Arabic-Indic 3
     same = _edited(rows, 4, "total", "4.00")
     conflicting = [_edited(rows, 5, "total", "5.00"), _edited(rows, 5, "total", "6.00")]
     path = _write_rows(tmp_path / "edited.csv", [header, wrong_key, extra, arabic, same, same, *conflicting])
@@ -221,7 +221,7 @@ def test_csv_rows_must_agree_with_their_item(tmp_path: Path) -> None:
     assert [(r.where, r.reason) for r in rejected] == [
         ("row 2", "item 1: the key 'other.pdf' is not this item's object ('doc.pdf')"),
         ("row 3", f"item 2: {len(header) + 1} cells, but the header has {len(header)} columns"),
-        ("row 4", "unknown review item '٣'"),
+        ("row 4", "unknown review item '\u0663'"),
         ("row 8", "item 5: total: '6.00' here, '5.00' on row 7"),
     ]
 
