@@ -1,17 +1,21 @@
 """`docflow export results`: one record per current object with its trusted result (a reviewer's correction when
 there is one, else the model's output), streamed from the database a chunk at a time into JSONL, CSV or Parquet,
-so a million rows never sit in memory at once."""
+so a million rows never sit in memory at once. Parquet columns have native types (a timestamp, lists, a struct of
+the schema's fields); CSV cells a spreadsheet would run as formulas start with a single quote."""
 
 from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from types import UnionType
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args, get_origin
 
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 from sqlalchemy import Row, select
 from sqlalchemy.orm import Session
 
@@ -19,6 +23,7 @@ from schemas.documents import SCHEMAS
 from schemas.errors import ConfigError
 from schemas.review import ReviewStage, ReviewStatus
 from storage.db import session_factory
+from storage.outfiles import checked_target, spreadsheet_safe, staged_file, staged_text
 from storage.tables import (
     ClassificationRow,
     ExtractionRow,
@@ -27,6 +32,9 @@ from storage.tables import (
     TranscriptRow,
     TranscriptSegmentRow,
 )
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 ResultFormat = Literal["jsonl", "csv", "parquet"]
 CHUNK = 2000  # objects read (and written) at a time
@@ -65,23 +73,26 @@ class ResultFilter:
 
 
 def export_results(database_url: str, fmt: ResultFormat, out: Path, where: ResultFilter) -> int:
-    """Write the results to `out`; returns the number of records."""
+    """Write the results to `out`; returns the number of records. The target is checked before the database is
+    read, and the file is written beside it and renamed into place once complete: a failure (a full disk, a size
+    limit) leaves the old file, or none, never a truncated one."""
     where.check()
-    out.parent.mkdir(parents=True, exist_ok=True)
+    checked_target(out)
     extra = list(SCHEMAS[where.schema].model_fields) if where.schema else []
     with session_factory(database_url)() as session:
         chunks = _chunks(session, where, extra)
         if fmt == "parquet":
-            return _write_parquet(chunks, out, extra)
+            with staged_file(out) as staging:
+                return _write_parquet(chunks, staging, where.schema)
         count = 0
-        with out.open("w", encoding="utf-8", newline="") as stream:
+        with staged_text(out) as stream:
             writer = csv.DictWriter(stream, fieldnames=[*COLUMNS, *extra]) if fmt == "csv" else None
             if writer is not None:
                 writer.writeheader()
             for chunk in chunks:
                 for record in chunk:
                     if writer is not None:
-                        writer.writerow({k: _flat(v) for k, v in record.items()})
+                        writer.writerow({k: spreadsheet_safe(_flat(v)) for k, v in record.items()})
                     else:
                         stream.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
                 count += len(chunk)
@@ -221,42 +232,104 @@ def _flat(value: Any) -> Any:
     return value
 
 
-def _text(value: Any) -> str | None:
-    """A value as Parquet text: strings as they are, anything else as JSON."""
-    if value is None or isinstance(value, str):
-        return value
-    return json.dumps(value, ensure_ascii=False)
+# --- Parquet: native Arrow types --------------------------------------------------------------------------------
 
 
-def _write_parquet(chunks: Iterator[list[dict[str, Any]]], out: Path, extra: Sequence[str]) -> int:
-    """One row group per chunk; nested values (data, lists) as JSON text, so every schema fits one table."""
+def _arrow_type(annotation: Any) -> pa.DataType:
+    """A schema field's Arrow type, as its value is stored (JSON): a list is a list, a model is a struct, and a
+    scalar is text (amounts and dates are stored as the text the schema normalised them to)."""
+    import pyarrow as pa
+
+    args = [a for a in get_args(annotation) if a is not type(None)]
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _arrow_type(args[0])
+    if origin in (list, tuple, set, frozenset) and args:
+        return pa.list_(_arrow_type(args[0]))
+    if origin in (Union, UnionType) and len(args) == 1:
+        return _arrow_type(args[0])
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return _struct(annotation.model_fields.items())
+    return pa.string()
+
+
+def _struct(fields: Iterable[tuple[str, FieldInfo]]) -> pa.DataType:
+    import pyarrow as pa
+
+    return pa.struct([(name, _arrow_type(field.annotation)) for name, field in fields])
+
+
+def _data_type(schema: str | None) -> pa.DataType:
+    """The `data` column's struct: the fields of `schema`, or of every document schema (a field two schemas
+    type differently is text)."""
+    import pyarrow as pa
+
+    names = [schema] if schema else list(SCHEMAS)
+    types: dict[str, pa.DataType] = {}
+    for name in names:
+        for field_name, field in SCHEMAS[name].model_fields.items():
+            arrow = _arrow_type(field.annotation)
+            types[field_name] = arrow if types.get(field_name, arrow) == arrow else pa.string()
+    return pa.struct(list(types.items()))
+
+
+def _conform(value: Any, arrow: pa.DataType) -> Any:
+    """`value` (JSON) in the shape of `arrow`: text for a scalar (JSON for anything else), a list's and a struct's
+    members conformed in turn. A value of another shape (a model output that failed its schema) is null there."""
+    import pyarrow as pa
+
+    if value is None:
+        return None
+    if pa.types.is_struct(arrow):
+        if not isinstance(value, dict):
+            return None
+        return {f.name: _conform(value.get(f.name), f.type) for f in arrow}
+    if pa.types.is_list(arrow):
+        if not isinstance(value, list):
+            return None
+        return [_conform(v, arrow.value_type) for v in value]
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def _write_parquet(chunks: Iterator[list[dict[str, Any]]], out: Path, schema_name: str | None) -> int:
+    """One row group per chunk, every column a native type: `processed_at` a UTC timestamp, `data` a struct of the
+    schema's fields (line items a list of structs), `corrected` and `speakers` lists of text."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     text = pa.string()
+    data = _data_type(schema_name)
+    extra = [(f.name, f.type) for f in data] if schema_name else []
     schema = pa.schema(
         [
             ("id", pa.int64()),
             *((name, text) for name in ("source", "key", "version", "kind", "status", "reason", "error")),
-            ("processed_at", text),
+            ("processed_at", pa.timestamp("us", tz="UTC")),
             ("class_label", text),
             ("class_probability", pa.float64()),
             ("schema_id", text),
-            ("data", text),
-            ("corrected", text),
+            ("data", data),
+            ("corrected", pa.list_(text)),
             ("language", text),
-            ("speakers", text),
+            ("speakers", pa.list_(text)),
             ("transcript", text),
-            *((name, text) for name in extra),
+            *extra,
         ]
     )
+    typed = {name: arrow for name, arrow in [("data", data), *extra]}
     count = 0
     with pq.ParquetWriter(out, schema) as writer:
         for chunk in chunks:
             if not chunk:
                 continue
-            nested = {"data", "corrected", "speakers", *extra}  # as text: JSON, unless already a string
-            columns = {name: [_text(r[name]) if name in nested else r[name] for r in chunk] for name in schema.names}
+            columns: dict[str, list[Any]] = {}
+            for name in schema.names:
+                values = [r[name] for r in chunk]
+                if name == "processed_at":
+                    values = [datetime.fromisoformat(v) if v else None for v in values]
+                elif name in typed:
+                    values = [_conform(v, typed[name]) for v in values]
+                columns[name] = values
             writer.write_table(pa.table(columns, schema=schema))
             count += len(chunk)
     return count

@@ -14,6 +14,7 @@ from flows.cli.common import console, prepare_database, safe, settings_or_exit
 from schemas.errors import ConfigError
 from schemas.review import ReviewStage
 from schemas.settings import Settings
+from storage.outfiles import WriteFailed
 from tasks.review.label_studio import Connection, LabelStudioError
 
 if TYPE_CHECKING:
@@ -30,6 +31,9 @@ review_app = typer.Typer(
     no_args_is_help=True,
 )
 export_app = typer.Typer(name="export", help="Results out of the database, as files.", no_args_is_help=True)
+
+
+REJECTED_SHOWN = 20  # rejected rows listed one by one after an import or pull
 
 
 class SchemaChoice(StrEnum):
@@ -75,14 +79,18 @@ def _fail(exc: Exception) -> typer.Exit:
 
 
 def _report(report: ApplyReport) -> None:
+    """The counts, then the rejected rows with their reasons: the first REJECTED_SHOWN of them, and how many more
+    (100,000 unknown ids are one line each of the first few, not 100,000 lines)."""
     console.print(
         f"{len(report.applied)} item(s) resolved, {len(report.unchanged)} unchanged (already stored), "
         f"{len(report.rejected)} rejected"
         + (f", {report.taught} page(s) added to class examples" if report.taught else ""),
         soft_wrap=True,
     )
-    for row in report.rejected:
+    for row in report.rejected[:REJECTED_SHOWN]:
         console.print(f"  [yellow]rejected[/yellow] {safe(row.where)}: {safe(row.reason)}", soft_wrap=True)
+    if len(report.rejected) > REJECTED_SHOWN:
+        console.print(f"  ... and {len(report.rejected) - REJECTED_SHOWN} more rejected", soft_wrap=True)
 
 
 @review_app.command("label-config")
@@ -163,7 +171,7 @@ def export_items(
 
     try:
         count = export_file(settings, fmt.value, out, ReviewStage(stage.value) if stage else None)
-    except ConfigError as exc:
+    except (ConfigError, WriteFailed) as exc:
         raise _fail(exc) from None
     console.print(f"wrote {count} review item(s) to {safe(out)}")
 
@@ -173,8 +181,8 @@ def import_items(
     path: Annotated[Path, typer.Argument(help="An edited CSV or JSONL, or a Label Studio JSON export.")],
 ) -> None:
     """Apply a reviewer's file: every valid correction is stored and resolves its item, in one transaction;
-    malformed rows, unknown item ids and invalid corrections are listed with the reason and left out. Importing
-    the same file again changes nothing."""
+    malformed rows, unknown item ids and invalid corrections are listed with the reason and left out, and the exit
+    status is then 1. Importing the same file again changes nothing."""
     settings = settings_or_exit()
     prepare_database(settings)
     from tasks.review.queue import import_file
@@ -184,6 +192,12 @@ def import_items(
     except ConfigError as exc:
         raise _fail(exc) from None
     _report(report)
+    if report.rejected:
+        console.print(
+            "[red]error:[/red] some rows were rejected (the rest are stored): fix them and import the file again",
+            soft_wrap=True,
+        )
+        raise typer.Exit(1)
 
 
 @export_app.command("results")
@@ -213,6 +227,6 @@ def export_results(
         when = when.replace(tzinfo=UTC) if when.tzinfo is None else when
     try:
         count = write(settings.database_url, fmt.value, out, ResultFilter(schema=schema, kind=kind, since=when))
-    except ConfigError as exc:
+    except (ConfigError, WriteFailed) as exc:
         raise _fail(exc) from None
     Console(stderr=True).print(f"wrote {count} result(s) to {safe(out)}")

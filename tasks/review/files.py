@@ -8,17 +8,20 @@
   read back.
 
 Reading gives one `ReviewAnswer` per item a reviewer touched, or a `RejectedRow` with the reason; applying
-them (validation included) is the caller's."""
+them (validation included) is the caller's. Files are read a line at a time, with a cap on a line and on a cell,
+so a huge or hostile file is rejected row by row rather than held in memory or ending the import."""
 
 from __future__ import annotations
 
 import csv
 import json
+import re
 from collections.abc import Iterable, Iterator
 from typing import Any, TextIO
 
 from schemas.documents import SCHEMAS
 from schemas.review import ReviewItemView, ReviewStage
+from storage.outfiles import spreadsheet_safe, spreadsheet_value
 from tasks.review.answers import RejectedRow, ReviewAnswer
 from tasks.review.items import model_value
 
@@ -43,13 +46,14 @@ CLEAR = "null"  # a CSV correction that empties the field
 
 
 def write_csv(items: Iterable[ReviewItemView], out: TextIO) -> int:
-    """The items as CSV rows (one per field); returns the number of items written."""
+    """The items as CSV rows (one per field); returns the number of items written. A cell a spreadsheet would
+    run as a formula (=, +, -, @ first) starts with a single quote, which `read_csv` takes off again."""
     writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS)
     writer.writeheader()
     count = 0
     for item in items:
         for row in _csv_rows(item):
-            writer.writerow(row)
+            writer.writerow({name: spreadsheet_safe(cell) for name, cell in row.items()})
         count += 1
     return count
 
@@ -134,60 +138,158 @@ def write_jsonl(items: Iterable[ReviewItemView], out: TextIO) -> int:
 
 # --- reading -------------------------------------------------------------------------------------------------
 
+CELL_LIMIT = 128 * 1024  # characters in one CSV cell: a longer one is a mistake, never a correction
+LINE_LIMIT = 8 * 1024 * 1024  # characters in one line of a reviewer's file (a JSONL item, a CSV row)
+REVIEWER_LIMIT = 256  # the width of the reviewer column
+_ID_DIGITS = 18  # an item id fits a 64-bit integer
+_NOT_UTF8 = re.compile("[\udc80-\udcff]")  # bytes that were not UTF-8, as the surrogateescape handler reads them
 
-def read_jsonl(text: str, items: dict[int, ReviewItemView]) -> tuple[list[ReviewAnswer], list[RejectedRow]]:
+
+class LineTooLong(Exception):
+    """A line longer than LINE_LIMIT; it was skipped whole."""
+
+
+class _Lines:
+    """The lines of a text stream, read one at a time and at most LINE_LIMIT characters each: a longer line is
+    skipped (never held whole) and raises LineTooLong, and the next call goes on with the line after it."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.number = 0
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def __next__(self) -> str:
+        line = self.stream.readline(LINE_LIMIT + 1)
+        if not line:
+            raise StopIteration
+        self.number += 1
+        if len(line) > LINE_LIMIT:
+            while line and not line.endswith(("\n", "\r")):
+                line = self.stream.readline(LINE_LIMIT)
+            raise LineTooLong
+        return line
+
+
+def read_jsonl(stream: TextIO, items: dict[int, ReviewItemView]) -> tuple[list[ReviewAnswer], list[RejectedRow]]:
+    """The lines of a reviewer's JSONL, read one at a time: each names its item, and sets `correction` (the whole
+    value) or only `reviewer`; a line that is not such an object is rejected with the reason."""
     answers, rejected = [], []
-    for number, line in enumerate(text.splitlines(), 1):
-        where = f"line {number}"
+    lines = _Lines(stream)
+    while True:
+        try:
+            line = next(lines)
+        except StopIteration:
+            break
+        except LineTooLong:
+            rejected.append(RejectedRow(f"line {lines.number}", f"longer than {LINE_LIMIT >> 20} M characters"))
+            continue
+        where = f"line {lines.number}"
         if not line.strip():
+            continue
+        if _NOT_UTF8.search(line):
+            rejected.append(RejectedRow(where, "not UTF-8 text"))
             continue
         try:
             record = json.loads(line)
+        except RecursionError:
+            rejected.append(RejectedRow(where, "not JSON: nested too deeply"))
+            continue
         except json.JSONDecodeError as exc:
             rejected.append(RejectedRow(where, f"not JSON: {exc.msg}"))
+            continue
+        except ValueError:  # Python's limit on the digits of an integer
+            rejected.append(RejectedRow(where, "not JSON: a number with too many digits"))
             continue
         if not isinstance(record, dict):
             rejected.append(RejectedRow(where, "not a JSON object"))
             continue
         item_id = _item_id(record.get("item_id"))
         if item_id is None or item_id not in items:
-            rejected.append(RejectedRow(where, f"unknown review item {record.get('item_id')!r}"))
+            rejected.append(RejectedRow(where, f"unknown review item {_shown(record.get('item_id'))}"))
             continue
         correction, reviewer = record.get("correction"), record.get("reviewer")
+        problem = _key_problem(record.get("key"), items[item_id]) if "key" in record else None
+        problem = problem or _reviewer_problem(reviewer) or (_nul_problem(correction))
+        if problem:
+            rejected.append(RejectedRow(where, f"item {item_id}: {problem}"))
+            continue
         if correction is None and not reviewer:
             continue  # not reviewed yet
         answers.append(ReviewAnswer(item_id, correction, _text(reviewer), where))
     return answers, rejected
 
 
-def read_csv(text: str, items: dict[int, ReviewItemView]) -> tuple[list[ReviewAnswer], list[RejectedRow]]:
-    reader = csv.DictReader(text.splitlines())
-    missing = {"item_id", "field", "correction", "reviewer"} - set(reader.fieldnames or ())
-    if missing:
-        return [], [RejectedRow("header", f"not a docflow review CSV: no column {', '.join(sorted(missing))}")]
-    edits: dict[int, dict[str, str]] = {}
+def read_csv(stream: TextIO, items: dict[int, ReviewItemView]) -> tuple[list[ReviewAnswer], list[RejectedRow]]:
+    """A reviewer's CSV, read a row at a time: per item, the fields with a `correction` replace the model's value
+    and `reviewer` signs it off. A row that names no known item, whose key is not its item's, with more cells than
+    the header, a cell over CELL_LIMIT, or a correction that contradicts another row's is rejected, and its item
+    is left as it was."""
+    lines = _Lines(stream)
+    reader = csv.reader(lines)
+    try:
+        header = [spreadsheet_value(name.strip()) for name in next(reader)]
+    except StopIteration:
+        return [], [RejectedRow("header", "an empty file")]
+    except (csv.Error, LineTooLong):
+        header = []
+    missing = {"item_id", "field", "correction", "reviewer"} - set(header)
+    if missing or _NOT_UTF8.search("".join(header)):
+        reason = f"no column {', '.join(sorted(missing))}" if missing else "the header is not UTF-8 text"
+        return [], [RejectedRow("header", f"not a docflow review CSV: {reason}")]
+    column = {name: header.index(name) for name in set(header)}  # the first of a repeated name
+    edits: dict[int, dict[str, tuple[str, str]]] = {}  # item -> field -> (correction, the row it came from)
     reviewers: dict[int, str | None] = {}
     first_row: dict[int, str] = {}
     rejected: list[RejectedRow] = []
     bad: set[int] = set()
-    for number, row in enumerate(reader, 2):
+    number = 1
+    while True:
+        number += 1
         where = f"row {number}"
-        item_id = _item_id(row.get("item_id"))
-        if item_id is None or item_id not in items:
-            rejected.append(RejectedRow(where, f"unknown review item {row.get('item_id')!r}"))
+        try:
+            cells = next(reader)
+        except StopIteration:
+            break
+        except LineTooLong:
+            rejected.append(RejectedRow(where, f"a line longer than {LINE_LIMIT >> 20} M characters"))
             continue
-        field = (row.get("field") or "").strip()
-        correction = row.get("correction") or ""
+        except csv.Error as exc:
+            too_long = "field limit" in str(exc)
+            rejected.append(
+                RejectedRow(where, f"a cell longer than {CELL_LIMIT >> 10} K characters" if too_long else f"{exc}")
+            )
+            continue
+        if not cells:
+            continue
+        row = {name: spreadsheet_value(cells[i]) if i < len(cells) else "" for name, i in column.items()}
+        item_id = _item_id(row["item_id"])
+        if item_id is None or item_id not in items:
+            rejected.append(RejectedRow(where, f"unknown review item {_shown(row['item_id'])}"))
+            continue
+        field = row["field"].strip()
+        correction = row["correction"].strip()
+        problem = (
+            _cells_problem(cells, len(header))
+            or (_key_problem(row["key"], items[item_id]) if "key" in column else None)
+            or _reviewer_problem(row["reviewer"].strip() or None)
+        )
+        if not problem and correction and not field:
+            problem = "a correction without a field name"
+        earlier = edits.get(item_id, {}).get(field)
+        if not problem and correction and earlier and earlier[0] != correction:
+            problem = f"{field}: {_shown(correction)} here, {_shown(earlier[0])} on {earlier[1]}"
         first_row.setdefault(item_id, where)
-        if correction.strip():
-            if not field:
-                rejected.append(RejectedRow(where, "a correction without a field name"))
-                bad.add(item_id)
-                continue
-            edits.setdefault(item_id, {})[field] = correction
-        if (row.get("reviewer") or "").strip():
+        if problem:
+            rejected.append(RejectedRow(where, f"item {item_id}: {problem}"))
+            bad.add(item_id)
+            continue
+        if correction:
+            edits.setdefault(item_id, {}).setdefault(field, (correction, where))
+        if row["reviewer"].strip():
             reviewers[item_id] = row["reviewer"].strip()
-        elif correction.strip():
+        elif correction:
             reviewers.setdefault(item_id, None)
     answers = []
     for item_id in reviewers:
@@ -195,12 +297,62 @@ def read_csv(text: str, items: dict[int, ReviewItemView]) -> tuple[list[ReviewAn
             continue
         where = first_row[item_id]
         try:
-            corrected = _apply_edits(items[item_id], edits.get(item_id, {}))
+            corrected = _apply_edits(items[item_id], {f: c for f, (c, _) in edits.get(item_id, {}).items()})
         except ValueError as exc:
             rejected.append(RejectedRow(where, str(exc)))
             continue
         answers.append(ReviewAnswer(item_id, corrected, reviewers[item_id], where))
     return answers, rejected
+
+
+def _cells_problem(cells: list[str], columns: int) -> str | None:
+    if len(cells) > columns:
+        return f"{len(cells)} cells, but the header has {columns} columns"
+    if any(len(cell) > CELL_LIMIT for cell in cells):
+        return f"a cell longer than {CELL_LIMIT >> 10} K characters"
+    if any(_NOT_UTF8.search(cell) for cell in cells):
+        return "not UTF-8 text"
+    if any("\x00" in cell for cell in cells):
+        return "a NUL character in a cell"
+    return None
+
+
+def _key_problem(key: object, item: ReviewItemView) -> str | None:
+    """A row names its item by id and its object by key: both must agree (a row copied from another export, or
+    from another database, would otherwise correct another document)."""
+    if key != item.key:
+        return f"the key {_shown(key)} is not this item's object ({_shown(item.key)})"
+    return None
+
+
+def _reviewer_problem(reviewer: object) -> str | None:
+    if reviewer is None:
+        return None
+    if not isinstance(reviewer, str):
+        return "the reviewer is not text"
+    if len(reviewer) > REVIEWER_LIMIT:
+        return f"a reviewer name longer than {REVIEWER_LIMIT} characters"
+    return _nul_problem(reviewer)
+
+
+def _nul_problem(value: object) -> str | None:
+    """NUL characters cannot be stored (PostgreSQL refuses them in text and JSON)."""
+    stack = [value]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, str) and "\x00" in current:
+            return "a NUL character in a value"
+        if isinstance(current, dict):
+            stack += [*current.keys(), *current.values()]
+        elif isinstance(current, list):
+            stack += current
+    return None
+
+
+def _shown(value: object, limit: int = 60) -> str:
+    """A value quoted for a message, cut short (a rejected cell may be 128 K characters)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _apply_edits(item: ReviewItemView, edits: dict[str, str]) -> dict[str, Any] | None:
@@ -212,12 +364,12 @@ def _apply_edits(item: ReviewItemView, edits: dict[str, str]) -> dict[str, Any] 
         if item.stage is ReviewStage.TRANSCRIPTION:
             index, _, name = field.removeprefix("segments[").partition("].")
             segments = value.get("segments", [])
-            if not index.isdigit() or int(index) >= len(segments) or name not in ("speaker", "text"):
-                raise ValueError(f"no field {field!r} in this transcript")
+            if not _is_number(index) or int(index) >= len(segments) or name not in ("speaker", "text"):
+                raise ValueError(f"no field {_shown(field)} in this transcript")
             segments[int(index)][name] = cell
             continue
         if field not in value:
-            raise ValueError(f"no field {field!r} in {item.schema_id}")
+            raise ValueError(f"no field {_shown(field)} in {item.schema_id}")
         value[field] = _parsed(cell, value[field])
     return value
 
@@ -231,17 +383,25 @@ def _parsed(cell: str, model: Any) -> Any:
     if isinstance(model, list | dict | int | float | bool) or text[:1] in ("[", "{"):
         try:
             return json.loads(text)
-        except json.JSONDecodeError:
+        except RecursionError:
+            raise ValueError(f"{text[:40]!r}: JSON nested too deeply") from None
+        except ValueError:  # not JSON, or an integer of too many digits
             if isinstance(model, list | dict):
                 raise ValueError(f"{text[:40]!r} is not valid JSON for a list or object field") from None
     return text
 
 
+def _is_number(text: str) -> bool:
+    """ASCII digits only (int() also reads Arabic-Indic and other digits), few enough for an id."""
+    return text.isascii() and text.isdigit() and len(text) <= _ID_DIGITS
+
+
 def _item_id(value: object) -> int | None:
-    try:
-        return int(str(value).strip())
-    except (TypeError, ValueError):
-        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if 0 < value < 2**63 else None
+    if isinstance(value, str) and _is_number(value.strip()):
+        return int(value.strip())
+    return None
 
 
 def _text(value: object) -> str | None:

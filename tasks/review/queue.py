@@ -17,6 +17,7 @@ from schemas.review import ReviewItemView, ReviewStage, ReviewStatus
 from schemas.settings import Settings
 from storage.blobstore import make_s3_client, open_store
 from storage.db import unit_of_work
+from storage.outfiles import checked_target, staged_text
 from storage.review import ReviewRepository, item_view
 from storage.tables import ReviewItem, utcnow
 from tasks.display import markdown_cell
@@ -29,6 +30,7 @@ from tasks.review.teach import teach_class
 
 FileFormat = Literal["csv", "jsonl", "label-studio"]
 WAITING = (ReviewStatus.OPEN, ReviewStatus.EXPORTED)
+_HEAD = 8192  # bytes read to tell a file's format, and binary from text
 
 
 @dataclass
@@ -91,14 +93,16 @@ def media_uri(item: ReviewItemView, source: str) -> str:
 
 
 def export_file(settings: Settings, fmt: FileFormat, out: Path, stage: ReviewStage | None = None) -> int:
-    """Write the waiting items to `out` (a local path) in `fmt`; they become `exported`. Returns the count."""
-    out.parent.mkdir(parents=True, exist_ok=True)
+    """Write the waiting items to `out` (a local path) in `fmt`; they become `exported`. Returns the count. The
+    target is checked first and the file written whole before it replaces `out` (a failure leaves the old file);
+    the items are marked only once it is in place."""
+    checked_target(out)
     links = MediaLinks(settings.review.url_expiry_s, settings.review.local_files_root)
     with unit_of_work(settings.database_url) as session:
         repo = ReviewRepository(session)
         rows = list(repo.select(WAITING, stage))
         views = [item_view(r) for r in rows]
-        with out.open("w", encoding="utf-8", newline="") as stream:
+        with staged_text(out) as stream:
             count = _write(fmt, views, stream, links, {r.id: r.source_object.source for r in rows})
         for row in rows:
             repo.mark_exported(row)
@@ -133,14 +137,27 @@ def import_file(settings: Settings, path: Path) -> ApplyReport:
 
 def read_answers(path: Path, items: dict[int, ReviewItemView]) -> tuple[list[ReviewAnswer], list[RejectedRow]]:
     """A reviewer's file (CSV, JSONL, or Label Studio's JSON export, told apart by content), as answers to the
-    `items` it names. Malformed rows and unknown ids are rejected one by one; the rest are read."""
-    text = path.read_text(encoding="utf-8-sig")
-    stripped = text.lstrip()
-    if stripped.startswith("["):
+    `items` it names. Malformed rows and unknown ids are rejected one by one; the rest are read. A file that is
+    not text at all (binary, UTF-16) is rejected whole."""
+    try:
+        with path.open("rb") as raw:
+            head = raw.read(_HEAD)
+    except OSError as exc:
+        return [], [RejectedRow("file", f"cannot read it: {exc.strerror or exc}")]
+    if b"\x00" in head:
+        return [], [RejectedRow("file", "not a text file (binary, or UTF-16): save it as CSV (UTF-8) or JSONL")]
+    first = head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1]
+    if first == b"[":
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError as exc:
+            return [], [RejectedRow("file", f"not UTF-8 text (byte {exc.start})")]
         return read_export(text, items)
-    if stripped.startswith("{"):
-        return read_jsonl(text, items)
-    return read_csv(text, items)
+    # Bytes that are not UTF-8 are read as lone surrogates, so the readers reject their rows, not the whole file.
+    with path.open(encoding="utf-8-sig", errors="surrogateescape", newline="") as stream:
+        if first == b"{":
+            return read_jsonl(stream, items)
+        return read_csv(stream, items)
 
 
 def apply_answers(

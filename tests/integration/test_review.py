@@ -60,9 +60,9 @@ def db(reviewed_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> P
     return copy
 
 
-def _invoke(*args: str) -> str:
+def _invoke(*args: str, code: int = 0) -> str:
     result = runner.invoke(app, list(args))
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == code, result.output
     return result.output
 
 
@@ -122,7 +122,7 @@ def test_a_csv_round_trip_applies_valid_corrections_and_rejects_bad_rows(db: Pat
     edited = tmp_path / "edited.csv"
     _write_csv(edited, rows)
 
-    output = _invoke("review", "import", str(edited))
+    output = _invoke("review", "import", str(edited), code=1)  # rows were rejected
     assert "1 item(s) resolved, 0 unchanged (already stored), 3 rejected" in output
     assert "unknown review item 'abc'" in output and "unknown review item '9999'" in output
     assert "unknown class 'banana'" in output
@@ -151,7 +151,7 @@ def test_a_csv_round_trip_applies_valid_corrections_and_rejects_bad_rows(db: Pat
     _invoke("export", "results", "--format", "csv", "--out", str(table_csv), "--kind", "image")
     assert [r["key"] for r in csv.DictReader(table_csv.open())] == [PHOTO]
 
-    again = _invoke("review", "import", str(edited))
+    again = _invoke("review", "import", str(edited), code=1)
     assert "0 item(s) resolved, 1 unchanged (already stored), 3 rejected" in again
 
 
@@ -169,7 +169,7 @@ def test_a_jsonl_round_trip_and_a_corrected_class_teaches_the_classifier(db: Pat
     edited = tmp_path / "edited.jsonl"
     edited.write_text("\n".join(lines) + "\n")
 
-    output = _invoke("review", "import", str(edited))
+    output = _invoke("review", "import", str(edited), code=1)
     assert "2 item(s) resolved, 0 unchanged (already stored), 3 rejected" in output
     assert "not JSON" in output and "unknown review item 777" in output and "total:" in output
     assert "1 page(s) added to class examples" in output
@@ -181,7 +181,7 @@ def test_a_jsonl_round_trip_and_a_corrected_class_teaches_the_classifier(db: Pat
     assert {p.suffix for p in learned} == {".png", ".json"} or {p.suffix for p in learned} == {".jpg", ".json"}
     provenance = json.loads(next(p for p in learned if p.suffix == ".json").read_text())
     assert provenance["object_key"] == INVOICE and provenance["reviewer"] == "ben"
-    assert "0 item(s) resolved, 2 unchanged" in _invoke("review", "import", str(edited))
+    assert "0 item(s) resolved, 2 unchanged" in _invoke("review", "import", str(edited), code=1)
 
 
 def test_label_config_names_every_schema_field() -> None:
