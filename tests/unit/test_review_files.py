@@ -75,25 +75,26 @@ def _read(path: Path, *items: ReviewItemView) -> tuple[list[ReviewAnswer], list[
 
 
 @pytest.mark.parametrize(
-    "value", ["=1+2", "+1", "-5.00", "@SUM(A1)", "\tx", "\rx", "'=x", "''+x", "'plain", "plain", "", "a=b"]
+    "value", ["=1+2", "+1", "-5.00", "-1+2", "@SUM(A1)", "\tx", "\rx", "'=x", "''+x", "'plain", "plain", "", "a=b"]
 )
 def test_a_spreadsheet_safe_cell_reads_back_as_the_value(value: str) -> None:
     cell = spreadsheet_safe(value)
     assert isinstance(cell, str)
-    assert cell[:1] not in ("=", "+", "-", "@", "\t", "\r")
+    assert cell[:1] not in ("=", "+", "-", "@", "\t", "\r") or cell == "-5.00"  # a negative number stays one
     assert spreadsheet_value(cell) == value
 
 
 def test_csv_export_neutralises_formulas_and_import_reads_them_back_unchanged(tmp_path: Path) -> None:
-    item = _item(key=FORMULA_KEY, value={**INVOICE, "vendor_name": "@evil", "total": "-12.50"})
+    item = _item(key=FORMULA_KEY, value={**INVOICE, "vendor_name": "@evil", "total": "-12.50", "subtotal": "-1+2"})
     _, rows = _exported(tmp_path, item)
     header = rows[0]
     cells = [cell for row in rows for cell in row]
-    assert not [c for c in cells if c[:1] in ("=", "+", "-", "@", "\t", "\r")]
+    assert not [c for c in cells if c[:1] in ("=", "+", "-", "@", "\t", "\r") and c != "-12.50"]
     by_field = {r[header.index("field")]: r for r in rows[1:]}
     assert by_field["total"][header.index("key")] == "'" + FORMULA_KEY
     assert by_field["vendor_name"][header.index("value")] == "'@evil"
-    assert by_field["total"][header.index("value")] == "'-12.50"
+    assert by_field["total"][header.index("value")] == "-12.50"  # a refund is a number, no formula: kept as one
+    assert by_field["subtotal"][header.index("value")] == "'-1+2"
     # A reviewer's correction that is itself a formula, typed as a spreadsheet keeps it: text behind a quote.
     edited = _write_rows(tmp_path / "edited.csv", [header, _edited(rows, 1, "vendor_name", "'" + CALC)])
     answers, rejected = _read(edited, item)
