@@ -64,7 +64,8 @@ def _connection(settings: Settings) -> Connection:
     if not studio.url or not studio.api_key:
         console.print(
             "[red]error:[/red] set LABEL_STUDIO_URL (e.g. http://127.0.0.1:8080) and LABEL_STUDIO_API_KEY (a personal "
-            "access token from Label Studio's Account & Settings page)"
+            "access token from Label Studio's Account & Settings page)",
+            soft_wrap=True,
         )
         raise typer.Exit(2)
     try:

@@ -412,7 +412,7 @@ class LabelStudio:
             response = self._call("POST", "/api/token/refresh", json={"refresh": api_key}, auth=False)
             access = response.get("access") if isinstance(response, dict) else None
             if not isinstance(access, str) or not access:
-                raise LabelStudioError(self._unexpected("POST /api/token/refresh", "no access token", response))
+                raise LabelStudioError(self._unexpected("POST /api/token/refresh", "an access token", response))
             return f"Bearer {access}"
         return f"Token {api_key}"
 
