@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -10,8 +11,12 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, make_url, text
+from sqlalchemy import URL, Engine, create_engine, event, make_url, text
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session, sessionmaker
+
+from schemas.errors import ConfigError
+from schemas.redaction import redact_urls, redacted_url
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:  # a DB-API connection (sqlite3's)
@@ -23,9 +28,31 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:  # a DB-API co
     cursor.close()
 
 
+def checked_database_url(url: str) -> URL:
+    """The parsed database URL, or a ConfigError saying what is wrong with it (a port that is not a number from 1
+    to 65535, ...), the password masked."""
+    try:
+        parsed = make_url(url)
+    except (ValueError, ArgumentError) as exc:
+        raise ConfigError(f"the database URL {redacted_url(url)} is malformed: {_url_problem(url, exc)}") from None
+    if parsed.port is not None and not 0 < parsed.port < 65536:
+        raise ConfigError(f"the database URL {redacted_url(url)} has port {parsed.port}: a port is 1 to 65535")
+    return parsed
+
+
+def _url_problem(url: str, exc: Exception) -> str:
+    rest = url.partition("://")[2]
+    host = re.split(r"[/?#]", rest, maxsplit=1)[0].rpartition("@")[2]
+    port = host.rpartition("]")[2].partition(":")[2]  # after an IPv6 address's brackets
+    if port and not port.isdigit():
+        return f"its port {port!r} is not a number (HOST:PORT, e.g. localhost:5432)"
+    return redact_urls(str(exc).splitlines()[0]) if str(exc) else type(exc).__name__
+
+
 @lru_cache(maxsize=8)
 def get_engine(url: str) -> Engine:
     """One engine per URL per process (engines own connection pools)."""
+    checked_database_url(url)
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)

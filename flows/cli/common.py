@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from schemas.errors import ConfigError
+from schemas.redaction import redact_urls, redacted_url
 from schemas.settings import Settings, load_settings
 from tasks.display import first_line, printable
 
@@ -33,16 +34,18 @@ def prepare_database(settings: Settings) -> None:
 
     try:
         migrate(settings.database_url)
+    except ConfigError as exc:  # a malformed URL: the message says what is wrong with it
+        console.print(f"[red]error:[/red] DOCFLOW_DATABASE_URL: {safe(exc)}", soft_wrap=True)
+        raise typer.Exit(2) from None
     except Exception as exc:
         console.print(
             f"[red]error:[/red] cannot open the database {safe(redacted(settings.database_url))}: "
-            f"{safe(first_line(str(exc)))}",
+            f"{safe(first_line(redact_urls(str(exc))))}",
             soft_wrap=True,
         )
         raise typer.Exit(2) from None
 
 
 def redacted(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
+    """A URL to print: its password and password-like query values masked (never raises, even when malformed)."""
+    return redacted_url(url)

@@ -12,10 +12,11 @@ from rich.console import Console
 
 from flows.cli.common import console, prepare_database, safe, settings_or_exit
 from schemas.errors import ConfigError
+from schemas.redaction import redact_urls
 from schemas.review import ReviewStage
 from schemas.settings import Settings
 from storage.outfiles import WriteFailed
-from tasks.review.label_studio import Connection, LabelStudioError
+from tasks.review.label_studio import Connection, LabelStudioError, checked_url
 
 if TYPE_CHECKING:
     from tasks.review.queue import ApplyReport
@@ -67,14 +68,19 @@ def _connection(settings: Settings) -> Connection:
     if not studio.url or not studio.api_key:
         console.print(
             "[red]error:[/red] set LABEL_STUDIO_URL (e.g. http://127.0.0.1:8080) and LABEL_STUDIO_API_KEY (a personal "
-            "access token from Label Studio's Account & Settings page)"
+            "access token from Label Studio's Account & Settings page)",
+            soft_wrap=True,
         )
         raise typer.Exit(2)
-    return Connection(studio.url, studio.api_key.get_secret_value())
+    try:
+        url = checked_url(studio.url)
+    except ConfigError as exc:
+        raise _fail(exc) from None
+    return Connection(url, studio.api_key.get_secret_value())
 
 
 def _fail(exc: Exception) -> typer.Exit:
-    console.print(f"[red]error:[/red] {safe(exc)}", soft_wrap=True)
+    console.print(f"[red]error:[/red] {safe(redact_urls(str(exc)))}", soft_wrap=True)
     return typer.Exit(2 if isinstance(exc, ConfigError) else 1)
 
 
@@ -167,13 +173,15 @@ def export_items(
     Studio tasks to import by hand. Read it back with `docflow review import`."""
     settings = settings_or_exit()
     prepare_database(settings)
-    from tasks.review.queue import export_file
+    from tasks.review.queue import export_file, local_files_note
 
     try:
         count = export_file(settings, fmt.value, out, ReviewStage(stage.value) if stage else None)
     except (ConfigError, WriteFailed) as exc:
         raise _fail(exc) from None
     console.print(f"wrote {count} review item(s) to {safe(out)}")
+    if fmt is FileFormat.label_studio and (note := local_files_note(settings)):
+        console.print(safe(note), soft_wrap=True)
 
 
 @review_app.command("import")

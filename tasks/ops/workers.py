@@ -12,6 +12,7 @@ from pathlib import Path
 
 from sqlalchemy import text
 
+from schemas.redaction import redact_urls, redacted_url
 from schemas.settings import Settings
 from storage.blobstore import open_store
 from storage.db import get_engine
@@ -50,14 +51,14 @@ def preflight(settings: Settings) -> list[str]:
         try:
             with urllib.request.urlopen(f"{str(api).rstrip('/')}/health", timeout=10) as response:
                 if response.status != 200:
-                    problems.append(f"Prefect server {api} answered {response.status}")
+                    problems.append(f"Prefect server {redacted_url(str(api))} answered {response.status}")
         except OSError as exc:
-            problems.append(f"Prefect server {api} cannot be reached: {exc}")
+            problems.append(f"Prefect server {redacted_url(str(api))} cannot be reached: {redact_urls(str(exc))}")
     try:
         with get_engine(settings.database_url).connect() as connection:
             connection.execute(text("SELECT 1"))
     except Exception as exc:  # the driver's own error says why (host, password, database)
-        problems.append(f"database {settings.database_url.split('@')[-1]}: {str(exc).splitlines()[0]}")
+        problems.append(f"database {redacted_url(settings.database_url)}: {redact_urls(str(exc).splitlines()[0])}")
     shared = [settings.derived_store] if settings.derived_store.startswith("s3://") else []  # a folder is made
     for location in (*settings.source, *shared):
         try:

@@ -52,10 +52,14 @@ class PushReport:
 
 class MediaLinks:
     """URLs Label Studio can load an item's page image or recording from: a presigned S3 URL, or Label Studio's
-    local-files serving for files under its LOCAL_FILES_DOCUMENT_ROOT (DOCFLOW_REVIEW_LOCAL_FILES_ROOT)."""
+    local-files serving for files under its LOCAL_FILES_DOCUMENT_ROOT (DOCFLOW_REVIEW_LOCAL_FILES_ROOT). Unset,
+    a file export assumes the working folder is that root (what `make label-studio` serves, started from the same
+    folder as `docflow`; `local_files_note` says so); a push (`assume_working_dir=False`) refuses local files."""
 
-    def __init__(self, expiry_s: int, local_root: Path | None) -> None:
-        self.expiry_s, self.local_root = expiry_s, local_root
+    def __init__(self, expiry_s: int, local_root: Path | None, *, assume_working_dir: bool = True) -> None:
+        self.expiry_s = expiry_s
+        self.configured = local_root is not None
+        self.local_root = local_root if local_root is not None or not assume_working_dir else Path.cwd()
         self.local_dirs: set[str] = set()  # folders a project needs a local storage for
         self._s3: Any = None
 
@@ -73,14 +77,43 @@ class MediaLinks:
             )
         path = Path(parsed.path if parsed.scheme == "file" else uri).resolve()
         if self.local_root is None or not path.is_relative_to(self.local_root.resolve()):
+            if self.configured:
+                where = f"not under DOCFLOW_REVIEW_LOCAL_FILES_ROOT={self.local_root}"
+            elif self.local_root is not None:
+                where = f"not under the working folder {self.local_root}, taken as the root"
+            else:
+                where = "DOCFLOW_REVIEW_LOCAL_FILES_ROOT is unset"
             raise ConfigError(
-                f"{path} is a local file: Label Studio can load it only through its local-files serving. Start it "
-                "with LOCAL_FILES_SERVING_ENABLED=true and LOCAL_FILES_DOCUMENT_ROOT set to a folder above it, and "
-                "set DOCFLOW_REVIEW_LOCAL_FILES_ROOT to the same folder (or keep derived files in S3: "
-                "DOCFLOW_DERIVED_STORE=s3://...)"
+                f"{path} is a local file ({where}): Label Studio can load it only through its local-files serving. "
+                "Start it with LOCAL_FILES_SERVING_ENABLED=true and LOCAL_FILES_DOCUMENT_ROOT set to a folder above "
+                "it (`make label-studio` serves the repository's folder), and set DOCFLOW_REVIEW_LOCAL_FILES_ROOT to "
+                "the same folder (or keep derived files in S3: DOCFLOW_DERIVED_STORE=s3://...)"
             )
         self.local_dirs.add(str(path.parent))
         return "/data/local-files/?d=" + quote(str(path.relative_to(self.local_root.resolve())))
+
+
+def local_files_note(settings: Settings) -> str | None:
+    """What Label Studio needs to show the pages (and recordings) of a `--format label-studio` file when they are
+    local files: its local-files serving from the root the links are relative to, and a local storage in the
+    project over the folders that hold them. None when every file is in S3."""
+    local = [
+        location
+        for location in (settings.derived_store, *settings.source)
+        if not location.startswith("s3://") and Path(location).exists()
+    ]
+    if not local:
+        return None
+    root = (settings.review.local_files_root or Path.cwd()).resolve()
+    folders = ", ".join(dict.fromkeys(str(Path(location).resolve()) for location in local))
+    assumed = "" if settings.review.local_files_root else " (DOCFLOW_REVIEW_LOCAL_FILES_ROOT unset: the working folder)"
+    return (
+        f"The page images and recordings are local files, linked as /data/local-files/?d=PATH relative to {root}"
+        f"{assumed}. Label Studio shows them when started with LOCAL_FILES_SERVING_ENABLED=true and "
+        f"LOCAL_FILES_DOCUMENT_ROOT={root} (`make label-studio` run from this folder does both), and when the project "
+        f"has a local files source storage (Settings > Cloud Storage > Add Source Storage > Local files; no sync "
+        f"needed) with the absolute path {folders} (one each). `docflow review push` adds it by itself."
+    )
 
 
 def media_uri(item: ReviewItemView, source: str) -> str:
@@ -200,7 +233,7 @@ def push(
 ) -> PushReport:
     """Send the waiting items not pushed yet to a Label Studio project (created with the config their schema
     needs when `create` names it); each becomes `exported` with its task id, so it is never pushed twice."""
-    links = MediaLinks(settings.review.url_expiry_s, settings.review.local_files_root)
+    links = MediaLinks(settings.review.url_expiry_s, settings.review.local_files_root, assume_working_dir=False)
     with unit_of_work(settings.database_url) as session, LabelStudio(connection) as studio:
         repo = ReviewRepository(session)
         rows = list(repo.select(WAITING, stage, not_pushed=True))
