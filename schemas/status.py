@@ -122,6 +122,7 @@ class ExtractionView(_Frozen):
     valid: bool
     data: dict[str, Any] | None = Field(description="What the model extracted")
     corrected: dict[str, Any] | None = Field(default=None, description="A reviewer's correction of `data`")
+    corrected_fields: list[str] = Field(default_factory=list, description="The fields of `data` a reviewer changed")
     field_confidence: dict[str, float]
     field_grounding: dict[str, str]
     field_pages: dict[str, list[int]] = Field(default_factory=dict)

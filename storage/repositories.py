@@ -135,6 +135,26 @@ class ObjectRepository:
         row.review_reason = None
         row.review_reasons = None
 
+    def locked(self, object_id: int) -> SourceObject | None:
+        """The object, re-read under a row lock (Postgres): concurrent review imports settle it one at a time."""
+        return self.session.get(SourceObject, object_id, with_for_update=True, populate_existing=True)
+
+    def mark_reviewed(self, row: SourceObject, note: str) -> None:
+        """A person answered every review item of the object's result: it is done, and says by whom (the items,
+        with the reasons and corrections, stay as its review history)."""
+        row.status = ObjectStatus.DONE
+        row.review_reason = note
+        row.review_reasons = None
+
+    def requeue(self, row: SourceObject, note: str) -> None:
+        """Queue a processed object again (pending, as if new): the next run takes it without --force. `note` says
+        why, until that run records its new result."""
+        row.status = ObjectStatus.PENDING
+        row.attempts = 0
+        row.claimed_at = None
+        row.review_reason = note
+        row.review_reasons = None
+
     def set_kind(self, object_id: int, kind: str, detected_type: str) -> None:
         self.session.execute(
             update(SourceObject).where(SourceObject.id == object_id).values(kind=kind, detected_type=detected_type)

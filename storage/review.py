@@ -3,15 +3,16 @@ correction (stored beside the model's output) or dismissed when the object is pr
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import false, func, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from schemas.records import ReviewOpened, ReviewQueueSummary, ReviewReason
 from schemas.review import ReviewDraft, ReviewItemView, ReviewStage, ReviewStatus
+from storage.batching import chunked
 from storage.tables import ReviewItem, SourceObject, utcnow
 
 _WAITING = (ReviewStatus.OPEN, ReviewStatus.EXPORTED)
@@ -25,13 +26,56 @@ class Resolution:
     changed: bool
 
 
+@dataclass(frozen=True)
+class Correction:
+    """A person's newest answer about one stage of an object: the value results use and the fields the person
+    changed (none: they signed the model's value off)."""
+
+    stage: ReviewStage
+    schema_id: str
+    value: dict[str, Any]
+    fields: tuple[str, ...]
+    reviewer: str | None
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.fields)
+
+
+def changed_fields(item: ReviewItem) -> list[str]:
+    """The fields a resolved item's reviewer changed: as recorded when it was resolved, or, for an item resolved
+    before that was recorded, the fields whose stored value differs from the model's."""
+    return recorded_changes(ReviewStage(item.stage), item.changed_fields, item.model_output, item.corrected or {})
+
+
+def recorded_changes(
+    stage: ReviewStage, recorded: list[Any] | None, model_output: dict[str, Any], corrected: dict[str, Any]
+) -> list[str]:
+    """`changed_fields` of a row read as plain columns (see changed_fields)."""
+    if recorded is not None:
+        return [str(f) for f in recorded]
+    return _differing_fields(stage, model_output, corrected)
+
+
+def _differing_fields(stage: ReviewStage, model_output: dict[str, Any], corrected: dict[str, Any]) -> list[str]:
+    if stage is ReviewStage.CLASSIFICATION:
+        return [] if model_output.get("label") == corrected.get("label") else ["label"]
+    if stage is ReviewStage.TRANSCRIPTION:
+        return [] if model_output.get("segments") == corrected.get("segments") else ["segments"]
+    data = model_output.get("data") or {}
+    return sorted(name for name, value in corrected.items() if data.get(name) != value)
+
+
 class ReviewRepository:
     def __init__(self, session: Session) -> None:
         self.session = session
 
     def open(self, object_id: int, drafts: Sequence[ReviewDraft], run_id: str | None) -> list[ReviewItem]:
         """The object's new review items; the ones still waiting from an earlier result are dismissed (the result
-        they were about is gone). Resolved items stay: they are the object's review history."""
+        they were about is gone). Resolved items stay: they are the object's review history. A class a person
+        already gave is not sampled for audit again (the run used the person's class)."""
+        if any(d.stage is ReviewStage.CLASSIFICATION and d.audit for d in drafts) and self.person_classes([object_id]):
+            drafts = [d for d in drafts if not (d.stage is ReviewStage.CLASSIFICATION and d.audit)]
         for item in self.session.scalars(
             select(ReviewItem).where(ReviewItem.object_id == object_id, ReviewItem.status.in_(_WAITING))
         ):
@@ -81,11 +125,19 @@ class ReviewRepository:
         if task is not None:
             item.external_project, item.external_task = project, task
 
-    def resolve(self, item: ReviewItem, corrected: dict[str, Any], reviewer: str | None) -> Resolution:
-        """Store the reviewer's (validated) value and resolve the item; the same correction again is a no-op."""
+    def resolve(
+        self,
+        item: ReviewItem,
+        corrected: dict[str, Any],
+        reviewer: str | None,
+        changed: Sequence[str] | None = None,
+    ) -> Resolution:
+        """Store the reviewer's (validated) value, and the fields they `changed`, and resolve the item; the same
+        correction again is a no-op."""
         if item.status == ReviewStatus.RESOLVED and item.corrected == corrected:
             return Resolution(item.id, changed=False)
         item.corrected = corrected
+        item.changed_fields = list(changed) if changed is not None else None
         item.reviewer = reviewer
         item.status = ReviewStatus.RESOLVED
         item.resolved_at = utcnow()
@@ -95,6 +147,79 @@ class ReviewRepository:
     def reject(self, item: ReviewItem, reason: str) -> None:
         """Note why a correction was not taken (the item keeps waiting)."""
         item.note = f"correction rejected: {reason}"
+
+    def lock(self, item_ids: Iterable[int]) -> None:
+        """Take the write lock on these items and re-read them (the session's objects are refreshed), so that two
+        imports at once apply one after the other: the second sees what the first stored (and reports a conflict)
+        instead of overwriting it. Postgres locks the rows; SQLite, which has one writer at a time, takes its write
+        lock with an empty update (its reads so far ran outside a transaction, so the re-read sees the other's
+        commit)."""
+        ids = sorted(set(item_ids))
+        if not ids:
+            return
+        if self.session.get_bind().dialect.name == "sqlite":
+            self.session.execute(
+                update(ReviewItem).where(false()).values(note=None).execution_options(synchronize_session=False)
+            )
+        for chunk in chunked(ids, 500):
+            self.session.scalars(
+                select(ReviewItem)
+                .where(ReviewItem.id.in_(chunk))
+                .order_by(ReviewItem.id)
+                .with_for_update()
+                .execution_options(populate_existing=True)
+            ).all()
+
+    def waiting(self, object_id: int) -> int:
+        """How many of the object's items still wait for a person."""
+        return int(
+            self.session.scalar(
+                select(func.count()).where(ReviewItem.object_id == object_id, ReviewItem.status.in_(_WAITING))
+            )
+            or 0
+        )
+
+    def dismiss_waiting(self, object_id: int, stage: ReviewStage, note: str) -> int:
+        """Dismiss the object's waiting items of `stage` (what they ask about is about to be redone)."""
+        items = list(
+            self.session.scalars(
+                select(ReviewItem).where(
+                    ReviewItem.object_id == object_id, ReviewItem.stage == stage, ReviewItem.status.in_(_WAITING)
+                )
+            )
+        )
+        for item in items:
+            item.status = ReviewStatus.DISMISSED
+            item.note = note
+        return len(items)
+
+    def newest_answers(self, object_ids: Sequence[int]) -> dict[int, dict[ReviewStage, Correction]]:
+        """Per object and stage, the newest resolved item's answer: a correction, or a sign-off (no fields
+        changed), which then stands over an older correction of an earlier result."""
+        found: dict[int, dict[ReviewStage, Correction]] = {}
+        for chunk in chunked(list(object_ids), 500):
+            query = (
+                select(ReviewItem)
+                .where(ReviewItem.object_id.in_(chunk), ReviewItem.status == ReviewStatus.RESOLVED)
+                .order_by(ReviewItem.resolved_at, ReviewItem.id)
+            )
+            for item in self.session.scalars(query):
+                if item.corrected is None:  # JSON null, not SQL NULL, when set to None: filtered here
+                    continue
+                stage = ReviewStage(item.stage)
+                found.setdefault(item.object_id, {})[stage] = Correction(
+                    stage, item.schema_id, item.corrected or {}, tuple(changed_fields(item)), item.reviewer
+                )
+        return found
+
+    def person_classes(self, object_ids: Sequence[int]) -> dict[int, str]:
+        """The class a person gave (or confirmed) each of these objects, where one did: it wins over the
+        classifier's when the object is processed again."""
+        return {
+            object_id: str(answers[ReviewStage.CLASSIFICATION].value["label"])
+            for object_id, answers in self.newest_answers(object_ids).items()
+            if ReviewStage.CLASSIFICATION in answers
+        }
 
     def corrections(self, object_id: int) -> dict[ReviewStage, dict[str, Any]]:
         """The newest resolved correction of each stage of an object: what results use instead of the model's."""

@@ -25,7 +25,7 @@ from schemas.status import (
     TranscriptView,
 )
 from storage.repositories import ObjectRepository, RunRepository
-from storage.review import ReviewRepository
+from storage.review import Correction, ReviewRepository
 from storage.tables import ExtractionRow, SourceObject, TranscriptRow
 
 
@@ -139,10 +139,10 @@ def object_view(session: Session, ref: str) -> ObjectView | None:
     if row is None:
         return None
     reviews = ReviewRepository(session)
-    corrections = reviews.corrections(row.id)
     transcript = max(row.transcripts, key=lambda t: t.created_at, default=None)
     extraction = max(row.extractions, key=lambda e: e.created_at, default=None)
     classification = row.classification
+    corrections = _person_corrections(reviews, row.id, extraction.schema_id if extraction else None)
     return ObjectView(
         id=row.id,
         key=row.key,
@@ -157,11 +157,13 @@ def object_view(session: Session, ref: str) -> ObjectView | None:
             label=classification.label,
             probability=classification.probability,
             runner_up=classification.runner_up,
-            corrected=corrections.get(ReviewStage.CLASSIFICATION, {}).get("label"),
+            corrected=(_value(corrections.get(ReviewStage.CLASSIFICATION)) or {}).get("label"),
         )
         if classification
         else None,
-        transcript=_transcript_view(transcript, corrections.get(ReviewStage.TRANSCRIPTION)) if transcript else None,
+        transcript=_transcript_view(transcript, _value(corrections.get(ReviewStage.TRANSCRIPTION)))
+        if transcript
+        else None,
         extraction=_extraction_view(extraction, corrections.get(ReviewStage.EXTRACTION)) if extraction else None,
         reviews=[
             ReviewEntry(
@@ -178,6 +180,26 @@ def object_view(session: Session, ref: str) -> ObjectView | None:
             for item in reviews.history(row.id)
         ],
     )
+
+
+def _person_corrections(
+    reviews: ReviewRepository, object_id: int, extraction_schema: str | None
+) -> dict[ReviewStage, Correction]:
+    """The stages whose values a person changed (a sign-off changes nothing), from the newest answer of each; an
+    extraction's correction only while the extraction has its schema (a corrected class re-extracts under another)."""
+    found = {
+        stage: answer
+        for stage, answer in reviews.newest_answers([object_id]).get(object_id, {}).items()
+        if answer.changed
+    }
+    extraction = found.get(ReviewStage.EXTRACTION)
+    if extraction is not None and extraction.schema_id != extraction_schema:
+        del found[ReviewStage.EXTRACTION]
+    return found
+
+
+def _value(correction: Correction | None) -> dict[str, Any] | None:
+    return correction.value if correction is not None else None
 
 
 def _transcript_view(row: TranscriptRow, corrected: dict[str, Any] | None) -> TranscriptView:
@@ -200,13 +222,14 @@ def _transcript_view(row: TranscriptRow, corrected: dict[str, Any] | None) -> Tr
     )
 
 
-def _extraction_view(row: ExtractionRow, corrected: dict[str, Any] | None) -> ExtractionView:
+def _extraction_view(row: ExtractionRow, correction: Correction | None) -> ExtractionView:
     return ExtractionView(
         schema_id=row.schema_id,
         model_id=row.model_id,
         valid=row.valid,
         data=row.data,
-        corrected=corrected,
+        corrected=correction.value if correction else None,
+        corrected_fields=list(correction.fields) if correction else [],
         field_confidence=dict(row.field_confidence or {}),
         field_grounding=dict(row.field_grounding or {}),
         field_pages=dict(row.field_pages or {}),

@@ -326,6 +326,9 @@ class ReviewItem(Base):
     external_project: Mapped[str | None] = mapped_column(String(64))  # Label Studio project id, once pushed
     external_task: Mapped[str | None] = mapped_column(String(64))  # Label Studio task id, once pushed
     corrected: Mapped[dict[str, Any] | None]  # the reviewer's value, valid against schema_id
+    # The fields the reviewer changed (CSV field names: `total`, `label`, `segments[2].text`); empty for a sign-off.
+    # NULL on items resolved before it was recorded.
+    changed_fields: Mapped[list[Any] | None]
     reviewer: Mapped[str | None] = mapped_column(String(256))
     resolved_at: Mapped[datetime | None]
     note: Mapped[str | None] = mapped_column(Text)  # why an item was dismissed, or the last correction rejected

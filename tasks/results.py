@@ -24,6 +24,7 @@ from schemas.errors import ConfigError
 from schemas.review import ReviewStage, ReviewStatus
 from storage.db import session_factory
 from storage.outfiles import checked_target, spreadsheet_safe, staged_file, staged_text
+from storage.review import Correction, recorded_changes
 from storage.tables import (
     ClassificationRow,
     ExtractionRow,
@@ -53,6 +54,7 @@ COLUMNS = (
     "schema_id",
     "data",
     "corrected",
+    "corrected_fields",
     "language",
     "speakers",
     "transcript",
@@ -173,17 +175,26 @@ def _dialogue(session: Session, transcript_ids: list[int]) -> dict[int, list[tup
     return lines
 
 
-def _corrections(session: Session, ids: list[int]) -> dict[int, dict[ReviewStage, dict[str, Any]]]:
-    found: dict[int, dict[ReviewStage, dict[str, Any]]] = {}
+def _corrections(session: Session, ids: list[int]) -> dict[int, dict[ReviewStage, Correction]]:
+    """Per object, the newest answer of each stage that changed something (a sign-off is not a correction, and it
+    stands over an older correction of an earlier result)."""
+    newest: dict[int, dict[ReviewStage, Correction]] = {}
+    item = ReviewItem
     query = (
-        select(ReviewItem.object_id, ReviewItem.stage, ReviewItem.corrected)
-        .where(ReviewItem.object_id.in_(ids), ReviewItem.status == ReviewStatus.RESOLVED)
-        .order_by(ReviewItem.resolved_at)
+        select(item.object_id, item.stage, item.schema_id, item.corrected, item.changed_fields, item.model_output)
+        .where(item.object_id.in_(ids), item.status == ReviewStatus.RESOLVED)
+        .order_by(item.resolved_at, item.id)
     )
-    for object_id, stage, corrected in session.execute(query).tuples():
+    for object_id, stage, schema_id, corrected, recorded, model_output in session.execute(query).tuples():
         if corrected is not None:
-            found.setdefault(object_id, {})[ReviewStage(stage)] = corrected
-    return found
+            fields = tuple(recorded_changes(ReviewStage(stage), recorded, model_output, corrected))
+            newest.setdefault(object_id, {})[ReviewStage(stage)] = Correction(
+                ReviewStage(stage), schema_id, corrected, fields, None
+            )
+    return {
+        object_id: {stage: answer for stage, answer in answers.items() if answer.changed}
+        for object_id, answers in newest.items()
+    }
 
 
 def _record(
@@ -191,16 +202,19 @@ def _record(
     extraction: Row[Any] | None,
     transcript: Row[Any] | None,
     lines: dict[int, list[tuple[str, str]]],
-    corrections: dict[ReviewStage, dict[str, Any]],
+    corrections: dict[ReviewStage, Correction],
     extra: Sequence[str],
 ) -> dict[str, Any]:
-    data = corrections.get(ReviewStage.EXTRACTION, extraction.data if extraction else None)
+    extracted = corrections.get(ReviewStage.EXTRACTION)
+    if extracted is not None and (extraction is None or extracted.schema_id != extraction.schema_id):
+        corrections = {s: c for s, c in corrections.items() if s is not ReviewStage.EXTRACTION}  # of another schema
+        extracted = None
+    data = extracted.value if extracted else extraction.data if extraction else None
     dialogue: list[tuple[str, str]] = []
     if transcript is not None:
-        corrected = corrections.get(ReviewStage.TRANSCRIPTION)
-        dialogue = (
-            [(s["speaker"], s["text"]) for s in corrected["segments"]] if corrected else lines.get(transcript.id, [])
-        )
+        told = corrections.get(ReviewStage.TRANSCRIPTION)
+        dialogue = [(s["speaker"], s["text"]) for s in told.value["segments"]] if told else lines.get(transcript.id, [])
+    told_class = corrections.get(ReviewStage.CLASSIFICATION)
     record: dict[str, Any] = {
         "id": row.id,
         "source": row.source,
@@ -211,11 +225,12 @@ def _record(
         "reason": row.review_reason,
         "error": row.error_message,
         "processed_at": row.processed_at.isoformat() if row.processed_at else None,
-        "class_label": corrections.get(ReviewStage.CLASSIFICATION, {}).get("label") or row.label,
+        "class_label": told_class.value["label"] if told_class else row.label,
         "class_probability": row.probability,
         "schema_id": extraction.schema_id if extraction else None,
         "data": data,
         "corrected": sorted(stage.value for stage in corrections),
+        "corrected_fields": _corrected_fields(corrections),
         "language": transcript.language if transcript else None,
         "speakers": [s["speaker"] for s in transcript.speakers or []] if transcript else [],
         "transcript": "\n".join(f"{speaker}: {text}" for speaker, text in dialogue) if transcript else None,
@@ -223,6 +238,14 @@ def _record(
     for name in extra:
         record[name] = (data or {}).get(name)
     return record
+
+
+def _corrected_fields(corrections: dict[ReviewStage, Correction]) -> list[str]:
+    """The record's values a person changed: `class_label`, `transcript`, and the names of the fields of `data`."""
+    fields = ["class_label"] if ReviewStage.CLASSIFICATION in corrections else []
+    fields += ["transcript"] if ReviewStage.TRANSCRIPTION in corrections else []
+    extraction = corrections.get(ReviewStage.EXTRACTION)
+    return fields + sorted({f.split("[", 1)[0] for f in extraction.fields} if extraction else ())
 
 
 def _flat(value: Any) -> Any:
@@ -310,6 +333,7 @@ def _write_parquet(chunks: Iterator[list[dict[str, Any]]], out: Path, schema_nam
             ("schema_id", text),
             ("data", data),
             ("corrected", pa.list_(text)),
+            ("corrected_fields", pa.list_(text)),
             ("language", text),
             ("speakers", pa.list_(text)),
             ("transcript", text),

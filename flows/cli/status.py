@@ -114,7 +114,7 @@ def _print_object(view: ObjectView) -> None:
         )
         model = extraction.data or {}
         for name, value in (extraction.trusted or {}).items():
-            if extraction.corrected is not None and model.get(name) != value:
+            if name in extraction.corrected_fields:  # only what a person changed, not what the import normalised
                 note = f"corrected; the model said {json.dumps(model.get(name), ensure_ascii=False)}"
             else:
                 confidence = extraction.field_confidence.get(name)

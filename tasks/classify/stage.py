@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from schemas.records import Classification
 from schemas.settings import ClassifierSettings
 from tasks.classify.prototypes import EmbeddingCache, classify_documents, review_reasons
 from tasks.models.embedders import EmbedderSpec
@@ -41,6 +42,15 @@ class ClassifyStage:
         report.batch_capacity = self.spec.batch_size
         report.batch_rows += [len(batch) for batch in batches]
         report.batch_owners += [len(set(batch)) for batch in batches]
-        return [
-            ItemUpdate(classification=c, review_reasons=tuple(review_reasons(c, self.config))) for c in classifications
-        ]
+        return [self._update(item, c) for item, c in zip(items, classifications, strict=True)]
+
+    def _update(self, item: WorkItem, classification: Classification) -> ItemUpdate:
+        """The classifier's result, unless a reviewer gave the object its class: then that class routes it (to the
+        schema it is extracted with) and nothing about the class is asked again; the model's label stays on record
+        beside the person's."""
+        person = item.ref.person_class
+        if person is None or person not in self.config.label_names:
+            return ItemUpdate(
+                classification=classification, review_reasons=tuple(review_reasons(classification, self.config))
+            )
+        return ItemUpdate(classification=classification.model_copy(update={"route": self.config.route(person)}))

@@ -315,8 +315,12 @@ def with_grounding(extraction: Extraction, schema: type[DocumentSchema], page_te
         if grounding.get(name) in taken:
             grounding[name] = Grounding.COMPLETED
         else:  # the block is no better than the model's own value
-            data[name] = extraction.data[name]
-            grounding[name] = ground(schema.model_validate(data), page_texts)[name]
+            data[name] = extraction.data.get(name)  # the model may have left the field out altogether
+            regrounded = ground(schema.model_validate(data), page_texts).get(name)
+            if regrounded is None:  # an empty value the schema does not expect has no grounding
+                grounding.pop(name, None)
+            else:
+                grounding[name] = regrounded
     for name, state in extraction.field_grounding.items():  # values left out as unreadable, not found on the page
         if state == Grounding.UNREADABLE and data.get(name) is None:
             grounding[name] = Grounding.UNREADABLE

@@ -51,6 +51,7 @@ class ObjectRef:
     source: str
     key: str
     size: int
+    person_class: str | None = None  # the class a reviewer gave it: wins over the classifier's
 
 
 @dataclass(frozen=True)

@@ -19,14 +19,16 @@ from storage.blobstore import make_s3_client, open_store
 from storage.db import unit_of_work
 from storage.outfiles import checked_target, staged_text
 from storage.review import ReviewRepository, item_view
+from storage.review import changed_fields as stored_changes
 from storage.tables import ReviewItem, utcnow
 from tasks.display import markdown_cell
 from tasks.review.answers import RejectedRow, ReviewAnswer
-from tasks.review.corrections import CorrectionRejected, checked_correction
+from tasks.review.corrections import CorrectionRejected, changed_fields, checked_correction
 from tasks.review.files import read_csv, read_jsonl, write_csv, write_jsonl
 from tasks.review.items import model_value
 from tasks.review.label_studio import Connection, LabelStudio, config_schema, label_config, read_export, task
-from tasks.review.teach import teach_class
+from tasks.review.settle import ClassCorrected, settle_objects
+from tasks.review.teach import LearnedExamples, page_name
 
 FileFormat = Literal["csv", "jsonl", "label-studio"]
 WAITING = (ReviewStatus.OPEN, ReviewStatus.EXPORTED)
@@ -41,6 +43,7 @@ class ApplyReport:
     unchanged: list[int] = field(default_factory=list)  # the same answer was already stored
     rejected: list[RejectedRow] = field(default_factory=list)
     taught: int = 0  # pages added to the classifier's examples
+    notes: list[str] = field(default_factory=list)  # answers stored with a caveat (a page that could not be learned)
 
 
 @dataclass(frozen=True)
@@ -194,11 +197,25 @@ def read_answers(path: Path, items: dict[int, ReviewItemView]) -> tuple[list[Rev
 
 
 def apply_answers(
-    settings: Settings, repo: ReviewRepository, items: dict[int, ReviewItem], answers: Sequence[ReviewAnswer]
+    settings: Settings,
+    repo: ReviewRepository,
+    items: dict[int, ReviewItem],
+    answers: Sequence[ReviewAnswer],
+    *,
+    replace: bool = False,
 ) -> ApplyReport:
-    """Validate and store each answer; a class correction also becomes an example image of that class."""
+    """Validate and store each answer; a class correction also becomes an example image of that class, and the
+    objects whose items are all answered are settled (done, or queued again for a corrected class).
+
+    An item already answered keeps its answer: the same answer again changes nothing, a different one (another
+    correction, or a sign-off over a correction) is a conflict, rejected with who answered it, unless `replace`."""
     report = ApplyReport()
     labels = settings.classifier.label_names
+    repo.lock(answer.item_id for answer in answers)  # re-read under the write lock: another import may have answered
+    root = settings.classifier.learned_examples
+    learned = LearnedExamples.of(repo.session, root) if root is not None else None
+    touched: set[int] = set()
+    classes: dict[int, ClassCorrected] = {}
     for answer in answers:
         item = items[answer.item_id]
         stage = ReviewStage(item.stage)
@@ -206,8 +223,9 @@ def apply_answers(
             report.rejected.append(RejectedRow(answer.where, f"item {item.id} was dismissed: {item.note}"))
             continue
         view = item_view(item)
+        model = model_value(stage, item.model_output)
         try:
-            value = answer.corrected if answer.corrected is not None else model_value(stage, item.model_output)
+            value = answer.corrected if answer.corrected is not None else model
             if value is None:
                 raise CorrectionRejected("the model gave no value: a correction is needed")
             corrected = checked_correction(stage, item.schema_id, value, labels)
@@ -215,13 +233,45 @@ def apply_answers(
             repo.reject(item, str(exc))
             report.rejected.append(RejectedRow(answer.where, f"item {item.id} ({view.key}): {exc}"))
             continue
-        if repo.resolve(item, corrected, answer.reviewer).changed:
-            report.applied.append(item.id)
-            if stage is ReviewStage.CLASSIFICATION and corrected["label"] != item.model_output.get("label"):
-                report.taught += teach_class(settings, view, corrected["label"], answer.reviewer)
-        else:
+        changed = changed_fields(stage, item.schema_id, model, corrected)
+        if item.status == ReviewStatus.RESOLVED and item.corrected == corrected:
             report.unchanged.append(item.id)
+            continue
+        if item.status == ReviewStatus.RESOLVED and not replace:
+            report.rejected.append(RejectedRow(answer.where, _conflict(view, item, changed)))
+            continue
+        repo.resolve(item, corrected, answer.reviewer, changed)
+        report.applied.append(item.id)
+        touched.add(item.object_id)
+        if stage is ReviewStage.CLASSIFICATION:
+            label = corrected["label"] if changed else None  # a class put back to the model's one is unlearned
+            if changed:
+                classes[item.object_id] = ClassCorrected(corrected["label"], answer.reviewer)
+            if learned is not None and (changed or view.corrected is not None):
+                name = page_name(view, item.source_object.sha256)
+                taught = learned.teach(view, name, label, answer.reviewer)
+                report.taught += taught.added
+                if taught.problem:
+                    report.notes.append(
+                        f"{answer.where}: item {item.id} ({view.key}): the class correction is stored, but the page "
+                        f"was not added to the class examples: {taught.problem}"
+                    )
+    settle_objects(settings, repo.session, touched, classes)
     return report
+
+
+def _conflict(view: ReviewItemView, item: ReviewItem, changed: Sequence[str]) -> str:
+    """Why an answer to an item someone already answered differently is not taken."""
+    who = item.reviewer or "an unnamed reviewer"
+    when = f" on {item.resolved_at:%Y-%m-%d %H:%M}" if item.resolved_at else ""
+    before = stored_changes(item)
+    if before:
+        answered = f"corrected by {who}{when} ({', '.join(before)})"
+        why = "a sign-off does not undo a correction" if not changed else "this answer differs from it"
+    else:
+        answered = f"signed off by {who}{when} (the model's value)"
+        why = "this answer differs from it"
+    return f"item {item.id} ({view.key}): conflict: already {answered}; {why}, so it was not applied"
 
 
 def push(
@@ -304,6 +354,7 @@ def export_markdown(result: ExportRound) -> str:
             f"{len(result.pulled.rejected)} rejected, {result.pulled.taught} page(s) added to class examples."
         )
         lines += [f"- rejected {row.where}: {markdown_cell(row.reason)}" for row in result.pulled.rejected]
+        lines += [f"- note: {markdown_cell(note)}" for note in result.pulled.notes]
     if result.pushed is not None:
         lines.append(f"Pushed {result.pushed.pushed} new item(s) to Label Studio project {result.pushed.project}.")
     if result.written is not None:

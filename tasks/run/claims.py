@@ -34,7 +34,10 @@ def claim(
     with unit_of_work(settings.database_url) as session:
         claimed, given_up = ObjectRepository(session).claim(object_ids, run_id, condition, settings.runner.max_attempts)
         RunRepository(session).add_counts(run_id, processed=len(given_up), failed=len(given_up))
-        return [ObjectRef(id=r.id, source=r.source, key=r.key, size=r.size) for r in claimed]
+        classes = ReviewRepository(session).person_classes([r.id for r in claimed])
+        return [
+            ObjectRef(id=r.id, source=r.source, key=r.key, size=r.size, person_class=classes.get(r.id)) for r in claimed
+        ]
 
 
 class ClaimHeartbeat:
