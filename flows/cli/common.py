@@ -42,6 +42,40 @@ def prepare_database(settings: Settings) -> None:
         raise typer.Exit(2) from None
 
 
+def existing_database(settings: Settings) -> None:
+    """For commands that read what runs left (status, show, review, exports): never create a database. Say where
+    none was found and exit 2; bring one that exists to the current schema."""
+    from storage.db import has_schema, sqlite_file
+
+    url = settings.database_url
+    try:
+        found = has_schema(url)
+    except Exception as exc:  # unreachable server, refused password, a driver that is not installed
+        console.print(
+            f"[red]error:[/red] cannot open the database {safe(redacted(url))}: {safe(first_line(str(exc)))}",
+            soft_wrap=True,
+        )
+        raise typer.Exit(2) from None
+    if not found:
+        where = sqlite_file(url)
+        console.print(
+            f"[red]error:[/red] no docflow database found at {safe(where or redacted(url))} "
+            f"(DOCFLOW_DATABASE_URL={safe(redacted(url))}): `docflow run` creates it; "
+            "run it here first, or point DOCFLOW_DATABASE_URL at the database a run wrote",
+            soft_wrap=True,
+        )
+        raise typer.Exit(2)
+    prepare_database(settings)
+
+
+def database_label(url: str) -> str:
+    """Which database a command read, for a person: the redacted URL, and a SQLite file's absolute path."""
+    from storage.db import sqlite_file
+
+    where = sqlite_file(url)
+    return safe(redacted(url)) + (f" ({safe(where)})" if where is not None else "")
+
+
 def redacted(url: str) -> str:
     from sqlalchemy.engine import make_url
 
