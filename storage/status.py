@@ -245,6 +245,8 @@ def find_object(session: Session, ref: str, limit: int = 20) -> ObjectMatch:
     """The current object `ref` names, tried in this order: its key; its id; the path given to `docflow run`
     (`inbox/documents/x.pdf`, an absolute path, `s3://bucket/key`); a unique file name or end of a key (`x.pdf`,
     `documents/x.pdf`). Several matches: their keys; none: the closest keys."""
+    if "\x00" in ref or not ref.strip():  # no key holds a NUL (Postgres refuses one in a query), or is blank
+        return ObjectMatch()
     objects = ObjectRepository(session)
     row = objects.get_by_key(ref)
     if row is None and (number := object_id(ref)) is not None:
@@ -253,10 +255,10 @@ def find_object(session: Session, ref: str, limit: int = 20) -> ObjectMatch:
         row = _by_path(session, ref)
     if row is not None:
         return ObjectMatch(row=row)
-    if not ref.strip():
-        return ObjectMatch()
-    for tail in (f"/{ref}", ref):  # a whole file name or path tail first, then any end of a key
-        condition = SourceObject.key.endswith(tail, autoescape=True)
+    # A whole file name or path tail first, then any end of a key; in any case (as a person types a name), on
+    # SQLite and Postgres alike.
+    for tail in (f"/{ref}", ref):
+        condition = SourceObject.key.iendswith(tail, autoescape=True)
         keys = _current_keys(session, condition, limit + 1)
         if len(keys) == 1:
             return ObjectMatch(row=objects.get_by_key(keys[0]))
@@ -317,11 +319,18 @@ def _close_keys(session: Session, ref: str, n: int = 5) -> list[str]:
             )
         )
     )
+    # Compared in lower case: `amazon.pdf` finds `invoice2data_AmazonWebServices.pdf`'s neighbours too.
+    whole: dict[str, str] = {}
     names: dict[str, str] = {}
     for key in keys:
-        names.setdefault(key.rsplit("/", 1)[-1], key)
-    close = difflib.get_close_matches(ref, keys, n=n, cutoff=0.6)
-    close += [names[name] for name in difflib.get_close_matches(ref.rsplit("/", 1)[-1], list(names), n=n, cutoff=0.6)]
+        whole.setdefault(key.lower(), key)
+        names.setdefault(key.rsplit("/", 1)[-1].lower(), key)
+    wanted = ref.lower()
+    close = [whole[k] for k in difflib.get_close_matches(wanted, list(whole), n=n, cutoff=0.6)]
+    close += [names[k] for k in difflib.get_close_matches(wanted.rsplit("/", 1)[-1], list(names), n=n, cutoff=0.6)]
+    stem = wanted.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    if not close and len(stem) >= 3:  # a part of a name (`amazon.pdf`): the keys that hold it
+        close = [key for low, key in whole.items() if stem in low]
     return list(dict.fromkeys(close))[:n]
 
 

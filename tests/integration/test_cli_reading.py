@@ -134,7 +134,19 @@ def test_show_prints_a_reviewers_name_and_note_as_text(seeded: dict[str, int]) -
 
 @pytest.mark.parametrize(
     "ref",
-    ["²", "1" * 23, "9223372036854775808", "[/bold]", "[link=https://evil.example]x[/link]", "\u0663", "0", " 3"],
+    [
+        "²",
+        "1" * 23,
+        "9223372036854775808",
+        "[/bold]",
+        "[link=https://evil.example]x[/link]",
+        "\u0663",
+        "0",
+        " 3",
+        "nul\x00.pdf",
+        "%",
+        "_",
+    ],
 )
 def test_show_takes_only_ascii_ids_in_range_and_prints_any_reference_as_text(seeded: dict[str, int], ref: str) -> None:
     assert 3 in seeded.values()  # object 3 exists: "٣" (an Arabic-Indic 3) must not open it
@@ -158,6 +170,7 @@ def test_show_finds_an_object_by_path_file_name_or_end_of_key(seeded: dict[str, 
     assert shown_key("invoice.pdf") == "documents/invoice.pdf"  # a unique file name
     assert shown_key("blank.pdf") == "documents/blank.pdf"
     assert shown_key("ken.pdf") == "documents/broken.pdf"  # a unique end of a key
+    assert shown_key("Documents/INVOICE.pdf") == "documents/invoice.pdf"  # in any case, on SQLite and Postgres
 
     ambiguous = runner.invoke(app, ["show", "a.pdf"])
     assert ambiguous.exit_code == 1
@@ -167,6 +180,8 @@ def test_show_finds_an_object_by_path_file_name_or_end_of_key(seeded: dict[str, 
     typo = runner.invoke(app, ["show", "documents/invoce.pdf"])
     assert typo.exit_code == 1
     assert "did you mean:" in typo.output and "  documents/invoice.pdf" in typo.output
+    part = runner.invoke(app, ["show", "brok.txt"])  # a part of a name
+    assert part.exit_code == 1 and "did you mean:\n  documents/broken.pdf" in part.output
 
 
 def test_status_lists_what_waits_for_review_with_reasons_in_words_and_what_to_run(
