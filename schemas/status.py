@@ -87,6 +87,46 @@ class RunProgress(_Frozen):
     failed: int
 
 
+class ObjectBrief(_Frozen):
+    """One object in a list a person reads: where it stands and why (a failure's error, or its review reasons)."""
+
+    id: int
+    key: str
+    source: str
+    kind: str | None
+    status: str
+    error: str | None = None
+    review_reasons: list[ReviewReason] = Field(default_factory=list)
+
+
+class ObjectList(_Frozen):
+    """The first objects of a capped list, and how many there are in all."""
+
+    total: int = 0
+    objects: list[ObjectBrief] = Field(default_factory=list)
+
+
+class QueueItem(_Frozen):
+    """A review item waiting for a person (`docflow review list`)."""
+
+    id: int
+    object_id: int
+    key: str
+    stage: str
+    status: str
+    audit: bool
+    reasons: list[ReviewReason]
+    created_at: IsoTime
+
+
+class ReviewQueueView(_Frozen):
+    """The open review queue: every waiting item counted (per stage), the first ones listed, oldest first."""
+
+    total: int
+    by_stage: dict[str, int]
+    items: list[QueueItem]
+
+
 class StatusReport(_Frozen):
     objects: dict[str, int] = Field(description="Current objects per status")
     by_kind: dict[str, dict[str, int]] = Field(description="kind -> status -> objects")
@@ -95,6 +135,9 @@ class StatusReport(_Frozen):
     in_progress: list[ClaimStatus] = Field(description="Claimed objects, oldest claim first")
     failures: list[FailureStatus] = Field(description="Recent failures, newest first")
     runs: list[RunStatus] = Field(description="Recent runs, newest first")
+    waiting_review: ObjectList = Field(
+        default_factory=ObjectList, description="Objects in `review`, by key: the first ones, and how many in all"
+    )
 
 
 class SegmentView(_Frozen):

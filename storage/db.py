@@ -7,11 +7,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from importlib.resources import files
+from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import URL, Engine, create_engine, event, make_url, text
+from sqlalchemy import URL, Engine, create_engine, event, inspect, make_url, text
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -49,15 +50,50 @@ def _url_problem(url: str, exc: Exception) -> str:
     return redact_urls(str(exc).splitlines()[0]) if str(exc) else type(exc).__name__
 
 
+def engine_url(url: str) -> str:
+    """The URL SQLAlchemy is given: a bare `postgresql://` means psycopg 3, the driver docflow installs (SQLAlchemy's
+    own default for it is psycopg2, which is not installed)."""
+    bare = "postgresql://"
+    return "postgresql+psycopg://" + url[len(bare) :] if url.startswith(bare) else url
+
+
 @lru_cache(maxsize=8)
 def get_engine(url: str) -> Engine:
     """One engine per URL per process (engines own connection pools)."""
     checked_database_url(url)
+    url = engine_url(url)
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    try:
+        return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    except ModuleNotFoundError as exc:  # e.g. postgresql+psycopg2://: say which URL works instead of the import
+        raise ConfigError(
+            f"DOCFLOW_DATABASE_URL names the driver {exc.name}, which is not installed: "
+            "write postgresql+psycopg://USER:PASSWORD@HOST:PORT/DATABASE (psycopg 3)"
+        ) from None
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file a SQLite URL names, absolute (a relative one is relative to the working folder); None for another
+    database or an in-memory one."""
+    if not url.startswith("sqlite"):
+        return None
+    database = make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database).expanduser().absolute()
+
+
+def has_schema(url: str) -> bool:
+    """Whether the database exists and holds docflow's tables. Creates nothing: a missing SQLite file is never
+    opened (connecting would create it), so commands that only read can say that no database was found."""
+    path = sqlite_file(url)
+    if path is not None and not path.is_file():
+        return False
+    with get_engine(url).connect() as connection:
+        return inspect(connection).has_table("alembic_version")
 
 
 def session_factory(url: str) -> sessionmaker[Session]:
@@ -74,7 +110,7 @@ def unit_of_work(url: str) -> Iterator[Session]:
 def alembic_config(url: str) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(files("storage") / "migrations"))
-    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    cfg.set_main_option("sqlalchemy.url", engine_url(url).replace("%", "%%"))
     return cfg
 
 

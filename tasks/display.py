@@ -54,3 +54,43 @@ def dialogue(segments: Sequence[Any]) -> list[str]:
             lines.append(f"{clock(segment.start_s)} {segment.speaker}: {text}")
             speaker = segment.speaker
     return lines
+
+
+# Every review reason code (tasks/classify, tasks/extract, tasks/transcribe, and the audit sample), as a sentence a
+# person understands without knowing the code (`{what}`: the value's field, or "a value"), and the measured figure
+# that crossed a threshold, when the reason carries one. tests/unit/test_cli_reasons.py checks no code is missing.
+REASON_SENTENCES: dict[str, tuple[str, str]] = {
+    "uncertain_class": ("the document's class is unsure", " (best guess at probability {value:.2f})"),
+    "ambiguous_class": ("two document classes are almost tied", " (margin {value:.2f})"),
+    "no_text": ("no text found on the page (OCR read nothing), so nothing could be extracted", ""),
+    "invalid_extraction": ("the model's answer did not fit the schema, even after retries", ""),
+    "low_confidence": ("the model was unsure of the values it read", " (mean confidence {value:.2f})"),
+    "ungrounded_value": ("{what} is not printed on the page", ""),
+    "partial_value": ("{what} is only part of a printed name or address (cut short, or run on)", ""),
+    "off_label_value": ("{what} is not the amount the page prints beside its label", ""),
+    "missing_value": ("{what} is empty, but such documents always print it", ""),
+    "unreadable_value": ("{what} could not be read and was left empty", ""),
+    "amounts_do_not_add_up": ("{what} disagrees with the amounts the page prints around it", ""),
+    "low_transcript_confidence": ("speech recognition was unsure: the transcript may be wrong", ""),
+    "little_speech": ("little speech in the recording", " ({value:.0%} of it)"),
+    "repetition": ("the transcript repeats itself (a recognition loop)", ""),
+    "audit": ("picked at random for an audit: nothing looked wrong, a person checks the checks", ""),
+}
+
+
+def reason_sentence(code: str, field: str | None = None, value: object = None, message: str | None = None) -> str:
+    """One review reason as a person reads it; an unknown code falls back to its message (or the code itself)."""
+    if code not in REASON_SENTENCES:
+        return message or code.replace("_", " ")
+    sentence, detail = REASON_SENTENCES[code]
+    numeric = isinstance(value, int | float) and not isinstance(value, bool)
+    return sentence.format(what=field or "a value") + (detail.format(value=value) if detail and numeric else "")
+
+
+def reasons_line(reasons: Sequence[Any], limit: int = 240) -> str:
+    """An object's review reasons (ReviewReason records) on one line: each sentence once, shortened to `limit`."""
+    sentences = dict.fromkeys(
+        reason_sentence(r.code, getattr(r, "field", None), getattr(r, "value", None), getattr(r, "message", None))
+        for r in reasons
+    )
+    return first_line("; ".join(sentences) or "waiting for a person", limit)

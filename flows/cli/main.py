@@ -12,7 +12,9 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from flows.cli import status as status_commands
-from flows.cli.common import console, prepare_database, safe, settings_or_exit
+from flows.cli.common import console, database_label, prepare_database, safe, settings_or_exit
+from flows.cli.help import ReadableHelpGroup
+from flows.cli.outcomes import next_commands, print_next, print_run_outcomes
 from flows.cli.review import export_app, review_app
 from flows.cli.stack import stack_app
 from flows.cli.status import kind_table
@@ -31,6 +33,7 @@ app = typer.Typer(
     ),
     no_args_is_help=True,
     add_completion=False,
+    cls=ReadableHelpGroup,
 )
 app.add_typer(review_app)
 app.add_typer(export_app)
@@ -109,7 +112,7 @@ def _run_flow(settings: Settings, call: Any) -> RunSummary:
         summary: RunSummary = call()
     except RunFailed as exc:
         stop_watching()
-        _print_summary(exc.summary)
+        _print_summary(exc.summary, settings)
         for what, why in exc.failures:
             console.print(f"  [red]{safe(what)} failed:[/red] {safe(first_line(why))}", soft_wrap=True)
         console.print(f"[red]run failed:[/red] {safe(exc)}", soft_wrap=True)
@@ -126,7 +129,13 @@ def _run_flow(settings: Settings, call: Any) -> RunSummary:
     return summary
 
 
-def _print_summary(summary: RunSummary) -> None:
+# How many objects of each outcome the end of a run names; the rest are counted (`docflow status` lists them).
+OUTCOMES_SHOWN = 20
+
+
+def _print_summary(summary: RunSummary, settings: Settings) -> None:
+    """The end of a run: counts per kind, the stages' times, then every object the run took in by outcome (done,
+    waiting for review and why, failed and why; the first ones of each, with counts) and what to run next."""
     console.print(f"listed {summary.listed}, processed {summary.processed}")
     state = summary.status
     if summary.stale_claims:
@@ -134,26 +143,66 @@ def _print_summary(summary: RunSummary) -> None:
     table = kind_table(summary.by_kind, f"{summary.kind.value} run {summary.run_id[:8]}: {state}")
     if table:
         console.print(table)
-    for failure in summary.failures[:20]:
-        console.print(f"  [red]failed[/red] {safe(failure.key)}: {safe(failure.error)}", soft_wrap=True)
-    if len(summary.failures) > 20:
-        console.print(f"  ... {len(summary.failures) - 20} more (docflow status --json)")
-    for warning in summary.warnings:
-        console.print(f"  [yellow]warning:[/yellow] {safe(warning)}", soft_wrap=True)
     for line in stage_lines(summary):
         console.print(f"  {safe(line)}", soft_wrap=True)
+    for warning in summary.warnings:
+        console.print(f"  [yellow]warning:[/yellow] {safe(warning)}", soft_wrap=True)
+    from flows.status import collect_run_outcomes
+
+    try:
+        outcomes = collect_run_outcomes(settings, summary.run_id, OUTCOMES_SHOWN)
+    except Exception:  # the database went away mid-run (the run's error says so): the flow's own failure list
+        for failure in summary.failures[:OUTCOMES_SHOWN]:
+            console.print(f"  [red]failed[/red] {safe(failure.key)}: {safe(failure.error)}", soft_wrap=True)
+        if len(summary.failures) > OUTCOMES_SHOWN:
+            console.print(f"  ... {len(summary.failures) - OUTCOMES_SHOWN} more (docflow status --json)")
+        return
+    print_run_outcomes(console, outcomes)
+    if not outcomes:
+        console.print("no object was new or changed: nothing to process")
+    waiting, failed = outcomes.get("review"), outcomes.get("failed")
+    steps = next_commands(
+        waiting.objects[0].key if waiting and waiting.objects else None,
+        failed.objects[0].key if failed and failed.objects else None,
+    )
+    steps.append(("docflow status", f"everything in the database, {database_label(settings.database_url)}"))
+    print_next(console, steps)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            number = version("docflow")
+        except PackageNotFoundError:  # run from a checkout that was never installed
+            number = "unknown (not installed: pip install -e .)"
+        typer.echo(f"docflow {number}")
+        raise typer.Exit()
 
 
 @app.callback()
-def _main() -> None:
+def _main(
+    _version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print docflow's version and exit."),
+    ] = False,
+) -> None:
     _prefect_defaults()  # before anything imports prefect, which reads its settings once
 
 
 SourceOpt = Annotated[
     list[str] | None,
-    typer.Option("--source", "-s", help="Override DOCFLOW_SOURCE: s3://bucket/prefix or a folder. Repeatable."),
+    typer.Option(
+        "--source",
+        "-s",
+        metavar="URI",
+        help="Override DOCFLOW_SOURCE: s3://bucket/prefix or a folder. Repeatable.",
+    ),
 ]
-LimitOpt = Annotated[int | None, typer.Option("--limit", "-n", min=1, help="Process at most N objects this run.")]
+LimitOpt = Annotated[
+    int | None, typer.Option("--limit", "-n", min=1, metavar="N", help="Process at most N objects this run.")
+]
 RetryFailedOpt = Annotated[
     bool, typer.Option("--retry-failed", help="Also retry objects that failed before (they are skipped otherwise).")
 ]
@@ -167,10 +216,25 @@ def run(source: SourceOpt = None, limit: LimitOpt = None, retry_failed: RetryFai
     Exit status: 0 when every batch ran (individual files may have failed: see `docflow status`), 1 when a batch
     failed after retries (store or database outage), 2 for bad settings."""
     settings = settings_or_exit(source)
+    _check_sources(settings)
     prepare_database(settings)
     from flows.pipeline import nightly
 
-    _print_summary(_run_flow(settings, lambda: nightly(source=source or None, limit=limit, retry_failed=retry_failed)))
+    summary = _run_flow(settings, lambda: nightly(source=source or None, limit=limit, retry_failed=retry_failed))
+    _print_summary(summary, settings)
+
+
+def _check_sources(settings: Settings) -> None:
+    """A local source folder that is not there is reported at once (exit 2), before Prefect's start-up; S3 sources
+    are checked by the run itself (it needs the credentials and the network)."""
+    from storage.blobstore import LocalDirStore, open_store
+
+    for location in settings.source:
+        store = open_store(location)
+        if isinstance(store, LocalDirStore) and not store.root.is_dir():
+            what = "not a folder" if store.root.exists() else "does not exist"
+            console.print(f"[red]error:[/red] source directory {what}: {safe(store.root)}", soft_wrap=True)
+            raise typer.Exit(2)
 
 
 def _parse_when(value: str, option: str) -> datetime:
@@ -247,6 +311,7 @@ def backfill(
             f"backfill flow run {run_id} scheduled on work pool {settings.deploy.work_pool}: {url}", soft_wrap=True
         )
         return
+    _check_sources(settings)
     prepare_database(settings)
     from flows.pipeline import backfill as backfill_flow
 
@@ -263,7 +328,7 @@ def backfill(
             limit=limit,
         ),
     )
-    _print_summary(summary)
+    _print_summary(summary, settings)
 
 
 @app.command()
@@ -315,19 +380,28 @@ def worker(
         ),
     ] = 2,
     name: Annotated[str | None, typer.Option(help="Worker name in the UI; default: the host (and -gpuN).")] = None,
-    check: Annotated[bool, typer.Option("--check", help="Only check that this machine reaches everything.")] = False,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check",
+            help="Only check, and print, that this machine reaches the Prefect server, the database and the stores.",
+        ),
+    ] = False,
 ) -> None:
     """Join this machine to the work pool DOCFLOW_WORK_POOL: checks that the Prefect server (PREFECT_API_URL), the
     database (DOCFLOW_DATABASE_URL) and the stores (DOCFLOW_SOURCE, DOCFLOW_DERIVED_STORE) answer from here, then
     runs Prefect's process worker, which takes nightly runs, backfills and shards. The checkout must be at the path
     the deployments name (DOCFLOW_HOME when `docflow deploy` ran)."""
     settings = settings_or_exit()
-    from tasks.ops.workers import preflight, worker_command
+    from tasks.ops.workers import preflight_checks, worker_command
 
-    problems = preflight(settings)
-    for problem in problems:
-        console.print(f"[red]cannot reach:[/red] {safe(problem)}", soft_wrap=True)
-    if problems:
+    checks = preflight_checks(settings)
+    for done in checks:
+        if done.problem is None:
+            console.print(f"[green]ok[/green]            {safe(done.what)}", soft_wrap=True)
+        else:
+            console.print(f"[red]cannot reach:[/red] {safe(done.problem)}", soft_wrap=True)
+    if any(done.problem is not None for done in checks):
         raise typer.Exit(2)
     command = worker_command(settings, gpu, runs, name)
     console.print(
@@ -336,6 +410,7 @@ def worker(
         soft_wrap=True,
     )
     if check:
+        console.print("every check passed; --check: the worker is not started")
         return
     os.execve(command.argv[0], command.argv, command.env)  # the worker takes this process: signals reach it
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import sys
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -10,7 +12,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 
-from flows.cli.common import console, prepare_database, safe, settings_or_exit
+from flows.cli.common import console, existing_database, safe, settings_or_exit
+from flows.cli.help import ReadableHelpGroup
 from schemas.errors import ConfigError
 from schemas.redaction import redact_urls
 from schemas.review import ReviewStage
@@ -30,8 +33,11 @@ review_app = typer.Typer(
         "output, stored beside it, and used by `docflow show` and `docflow export results` from then on."
     ),
     no_args_is_help=True,
+    cls=ReadableHelpGroup,
 )
-export_app = typer.Typer(name="export", help="Results out of the database, as files.", no_args_is_help=True)
+export_app = typer.Typer(
+    name="export", help="Results out of the database, as files.", no_args_is_help=True, cls=ReadableHelpGroup
+)
 
 
 REJECTED_SHOWN = 20  # rejected rows listed one by one after an import or pull
@@ -124,7 +130,7 @@ def push(
     DOCFLOW_REVIEW_URL_EXPIRY_S, or Label Studio's local-files serving under DOCFLOW_REVIEW_LOCAL_FILES_ROOT),
     the model's output as a prediction with its model version and score, and the item id. An item is pushed once."""
     settings = settings_or_exit()
-    prepare_database(settings)
+    existing_database(settings)
     from tasks.review.queue import push as push_items
 
     try:
@@ -148,7 +154,7 @@ def pull(project: Annotated[int | None, typer.Option(help="Label Studio project 
     """Read submitted annotations back from Label Studio: each is validated with the item's schema, stored as the
     correction and resolves the item; an invalid one is reported with the reason. Pulling again changes nothing."""
     settings = settings_or_exit()
-    prepare_database(settings)
+    existing_database(settings)
     from tasks.review.queue import pull as pull_answers
 
     project = project or settings.review.label_studio_project
@@ -172,7 +178,7 @@ def export_items(
     checked), JSONL (one item per line; set `correction` to the whole corrected value, or only `reviewer`), or Label
     Studio tasks to import by hand. Read it back with `docflow review import`."""
     settings = settings_or_exit()
-    prepare_database(settings)
+    existing_database(settings)
     from tasks.review.queue import export_file, local_files_note
 
     try:
@@ -192,7 +198,7 @@ def import_items(
     malformed rows, unknown item ids and invalid corrections are listed with the reason and left out, and the exit
     status is then 1. Importing the same file again changes nothing."""
     settings = settings_or_exit()
-    prepare_database(settings)
+    existing_database(settings)
     from tasks.review.queue import import_file
 
     try:
@@ -222,7 +228,7 @@ def export_results(
     correction when there is one, else the model's), transcript text and speakers. Streamed: memory does not grow
     with the number of rows. With --schema, each field of that schema also gets a column of its own."""
     settings = settings_or_exit()
-    prepare_database(settings)
+    existing_database(settings)
     from tasks.results import ResultFilter
     from tasks.results import export_results as write
 
@@ -238,3 +244,25 @@ def export_results(
     except (ConfigError, WriteFailed) as exc:
         raise _fail(exc) from None
     Console(stderr=True).print(f"wrote {count} result(s) to {safe(out)}")
+
+
+@review_app.command("list")
+def list_items(
+    stage: Annotated[StageChoice | None, typer.Option(help="Only items of this stage.")] = None,
+    limit: Annotated[int, typer.Option(min=1, metavar="N", help="List at most N items (all are counted).")] = 50,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Machine-readable output: {total, by_stage, items: [...]}.")
+    ] = False,
+) -> None:
+    """List the review items waiting for a person, oldest first: item id, stage, object key and why, in words.
+    `docflow show KEY` shows one object's values; `docflow review export` writes them to a file to correct."""
+    settings = settings_or_exit()
+    existing_database(settings)
+    from flows.cli.outcomes import print_queue
+    from flows.status import collect_review_queue
+
+    queue = collect_review_queue(settings, limit, ReviewStage(stage.value) if stage else None)
+    if as_json:
+        sys.stdout.write(json.dumps(queue.model_dump(mode="json"), indent=2) + "\n")
+        return
+    print_queue(Console(emoji=False, highlight=False), queue)

@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 
 from flows.cli.common import console, safe, settings_or_exit
+from flows.cli.help import ReadableHelpGroup
 from schemas.errors import ConfigError
 from schemas.settings import Settings
 from tasks.ops.stack import Service, Stack, StackPlan
@@ -20,6 +21,7 @@ stack_app = typer.Typer(
         "DOCFLOW_STACK_DIR; ports DOCFLOW_STACK_PG_PORT, DOCFLOW_STACK_S3_PORT, DOCFLOW_STACK_PREFECT_PORT."
     ),
     no_args_is_help=True,
+    cls=ReadableHelpGroup,
 )
 
 

@@ -39,30 +39,53 @@ def worker_command(settings: Settings, gpu: int | None, runs: int, name: str | N
     return WorkerCommand(name, argv, env)
 
 
+@dataclass(frozen=True)
+class Check:
+    """One thing a worker needs to reach, and what went wrong (None: it answered)."""
+
+    what: str
+    problem: str | None
+
+
 def preflight(settings: Settings) -> list[str]:
     """What this machine cannot reach, one line each (empty: ready)."""
+    return [check.problem for check in preflight_checks(settings) if check.problem is not None]
+
+
+def preflight_checks(settings: Settings) -> list[Check]:
+    """Each thing a worker needs, checked from here: the Prefect server, the database, every source and a shared
+    derived store."""
     from prefect.settings import PREFECT_API_URL
 
-    problems = []
+    checks = []
     api = PREFECT_API_URL.value()
     if not api:
-        problems.append("PREFECT_API_URL is not set: point it at the Prefect server (http://HOST:4200/api)")
+        checks.append(
+            Check("Prefect server", "PREFECT_API_URL is not set: point it at the Prefect server (http://HOST:4200/api)")
+        )
     else:
+        problem = None
         try:
             with urllib.request.urlopen(f"{str(api).rstrip('/')}/health", timeout=10) as response:
                 if response.status != 200:
-                    problems.append(f"Prefect server {redacted_url(str(api))} answered {response.status}")
+                    problem = f"Prefect server answered {response.status}"
         except OSError as exc:
-            problems.append(f"Prefect server {redacted_url(str(api))} cannot be reached: {redact_urls(str(exc))}")
+            problem = f"Prefect server cannot be reached: {redact_urls(str(exc))}"
+        checks.append(Check(f"Prefect server {redacted_url(str(api))}", problem))
+    database = redacted_url(settings.database_url)
+    problem = None
     try:
         with get_engine(settings.database_url).connect() as connection:
             connection.execute(text("SELECT 1"))
     except Exception as exc:  # the driver's own error says why (host, password, database)
-        problems.append(f"database {redacted_url(settings.database_url)}: {redact_urls(str(exc).splitlines()[0])}")
+        problem = f"database: {redact_urls(str(exc).splitlines()[0])}"
+    checks.append(Check(f"database {database}", problem))
     shared = [settings.derived_store] if settings.derived_store.startswith("s3://") else []  # a folder is made
     for location in (*settings.source, *shared):
+        problem = None
         try:
             next(iter(open_store(location).list()), None)
         except Exception as exc:
-            problems.append(f"store {location}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
-    return problems
+            problem = f"store {location}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        checks.append(Check(f"store {location}", problem))
+    return checks

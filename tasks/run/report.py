@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from schemas.records import ObjectStatus, RunSummary, StageTotals
 from tasks.display import markdown_cell as _cell
+from tasks.display import reason_sentence
 
 _STATUSES = [s.value for s in ObjectStatus]
 
@@ -70,8 +71,10 @@ def review_lines(summary: RunSummary) -> list[str]:
         return []
     lines = ["## Review queue", ""]
     if review.opened:
-        lines += ["| stage | reason | items opened |", "|---|---|---|"]
-        lines += [f"| {o.stage} | {_cell(o.reason)} | {o.items} |" for o in review.opened]
+        lines += ["| stage | reason | items opened | what it means |", "|---|---|---|---|"]
+        lines += [
+            f"| {o.stage} | {_cell(o.reason)} | {o.items} | {_cell(reason_sentence(o.reason))} |" for o in review.opened
+        ]
         lines.append("")
     waiting = ", ".join(f"{stage} {n}" for stage, n in sorted(review.backlog.items())) or "none"
     lines.append(f"Waiting for a person: {waiting}.")

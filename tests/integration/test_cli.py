@@ -53,6 +53,13 @@ def test_run_then_status_json(configure: Configure, sample_inbox: Path, tmp_path
     # Both PDFs were preprocessed, the readable one (one page) classified: the summary gives each stage's counts.
     assert "stage preprocess: 2 object(s), 1 page(s) in " in result.output
     assert "stage classify: 1 object(s), 1 page(s), 1 forward batch(es), mean fill 6% in " in result.output
+    # It ends with every file's outcome, and what to run next.
+    lines = result.output.splitlines()
+    assert lines[lines.index("done (1):") + 1] == "  docs/invoice2data_AzureInterior.pdf"
+    failed = lines.index("failed (1):")
+    assert lines[failed + 1] == "  docs/pdfjs_issue3371-encrypted-pw-ELXRTQWS.pdf: encrypted PDF: password required"
+    assert lines[lines.index("next:") + 1].startswith("  docflow show docs/pdfjs_issue3371-encrypted-pw-ELXRTQWS.pdf")
+    assert lines[-1].startswith("  docflow status") and f"{tmp_path / 'cli.db'}" in lines[-1]
 
     status = runner.invoke(app, ["status", "--json"])
     assert status.exit_code == 0
@@ -93,8 +100,8 @@ def test_missing_source_folder_is_a_clear_error(configure: Configure, tmp_path: 
     result = runner.invoke(app, ["run"])
     assert result.exit_code == 2
     assert result.output.strip().splitlines()[-1] == f"error: source directory does not exist: {tmp_path / 'nope'}"
-    runs = json.loads(runner.invoke(app, ["status", "--json"]).stdout)["runs"]
-    assert runs[0]["status"] == "failed"
+    # Checked before the run starts: no run is recorded, no database created.
+    assert not (tmp_path / "x.db").exists()
 
 
 @pytest.mark.usefixtures("prefect_harness")
