@@ -103,6 +103,10 @@ def _report(report: ApplyReport) -> None:
         console.print(f"  [yellow]rejected[/yellow] {safe(row.where)}: {safe(row.reason)}", soft_wrap=True)
     if len(report.rejected) > REJECTED_SHOWN:
         console.print(f"  ... and {len(report.rejected) - REJECTED_SHOWN} more rejected", soft_wrap=True)
+    for note in report.notes[:REJECTED_SHOWN]:
+        console.print(f"  [yellow]note[/yellow] {safe(note)}", soft_wrap=True)
+    if len(report.notes) > REJECTED_SHOWN:
+        console.print(f"  ... and {len(report.notes) - REJECTED_SHOWN} more notes", soft_wrap=True)
 
 
 @review_app.command("label-config")
@@ -193,6 +197,14 @@ def export_items(
 @review_app.command("import")
 def import_items(
     path: Annotated[Path, typer.Argument(help="An edited CSV or JSONL, or a Label Studio JSON export.")],
+    replace: Annotated[
+        bool,
+        typer.Option(
+            "--replace",
+            help="Let this file's answers overwrite different earlier ones (without it such a row is a conflict, "
+            "rejected with who answered before).",
+        ),
+    ] = False,
 ) -> None:
     """Apply a reviewer's file: every valid correction is stored and resolves its item, in one transaction;
     malformed rows, unknown item ids and invalid corrections are listed with the reason and left out, and the exit
@@ -202,7 +214,7 @@ def import_items(
     from tasks.review.queue import import_file
 
     try:
-        report = import_file(settings, path)
+        report = import_file(settings, path, replace=replace)
     except ConfigError as exc:
         raise _fail(exc) from None
     _report(report)

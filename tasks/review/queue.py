@@ -157,16 +157,17 @@ def _write(
     return len(tasks)
 
 
-def import_file(settings: Settings, path: Path) -> ApplyReport:
+def import_file(settings: Settings, path: Path, *, replace: bool = False) -> ApplyReport:
     """Apply a reviewer's file (CSV, JSONL or a Label Studio JSON export): every valid answer in one transaction;
-    malformed rows, unknown ids and invalid corrections are reported row by row."""
+    malformed rows, unknown ids and invalid corrections are reported row by row. `replace`: an answer may
+    overwrite a different earlier one (otherwise that is a conflict, rejected)."""
     if not path.is_file():
         raise ConfigError(f"{path}: no such file")
     with unit_of_work(settings.database_url) as session:
         repo = ReviewRepository(session)
         items = {r.id: r for r in repo.select((*WAITING, ReviewStatus.RESOLVED))}
         answers, rejected = read_answers(path, {i: item_view(r) for i, r in items.items()})
-        report = apply_answers(settings, repo, items, answers)
+        report = apply_answers(settings, repo, items, answers, replace=replace)
         report.rejected[:0] = rejected
     return report
 
