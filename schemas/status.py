@@ -208,6 +208,9 @@ class ObjectView(_Frozen):
     status: str
     error: str | None
     review_reasons: list[ReviewReason]
+    note: str | None = Field(
+        default=None, description="What settled it outside a run: `corrected by ana`, `queued to be extracted as ...`"
+    )
     warnings: list[str]
     classification: ClassificationView | None = None
     transcript: TranscriptView | None

@@ -357,6 +357,8 @@ def object_view_of(session: Session, row: SourceObject) -> ObjectView:
         status=row.status,
         error=row.error_message,
         review_reasons=review_reasons(row),
+        # In `review` the column holds the reasons' messages (review_reasons says them); otherwise a person's answer.
+        note=row.review_reason if row.status != ObjectStatus.REVIEW else None,
         warnings=list(row.warnings or []),
         classification=ClassificationView(
             label=classification.label,

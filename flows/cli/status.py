@@ -120,6 +120,8 @@ def _print_object(view: ObjectView) -> None:
     out.print(f"{safe(view.key)} (id {view.id}, {safe(view.kind or 'unknown kind')}): {safe(view.status)}")
     if view.error:
         out.print(f"  error: {safe(view.error)}", soft_wrap=True)
+    if view.note:
+        out.print(f"  {safe(view.note)}", soft_wrap=True)
     if view.review_reasons:
         out.print(f"  why it waits for review: {safe(reasons_line(view.review_reasons))}", soft_wrap=True)
     for reason in view.review_reasons:
