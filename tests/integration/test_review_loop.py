@@ -10,6 +10,7 @@ import csv
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -30,7 +31,7 @@ def _invoke(*args: str) -> str:
     return result.output
 
 
-def _shown(key: str) -> dict:  # type: ignore[type-arg]
+def _shown(key: str) -> dict[str, Any]:
     return json.loads(_invoke("show", key, "--json"))
 
 
