@@ -5,7 +5,6 @@ is rejected task by task, and URLs with secrets are shown masked wherever docflo
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +12,11 @@ import pytest
 
 from schemas.errors import ConfigError
 from schemas.redaction import redact_urls, redacted_url
-from schemas.review import ReviewItemView, ReviewStage, ReviewStatus
+from schemas.review import ReviewItemView, ReviewStage
 from storage.db import checked_database_url
 from tasks.review.label_studio import checked_url, from_results, read_export, to_results
 from tasks.review.queue import MediaLinks
+from tests.support.review_items import review_item
 
 INVOICE = {
     "vendor_name": "ACME",
@@ -26,26 +26,8 @@ INVOICE = {
 }
 
 
-def _item(stage: ReviewStage, schema_id: str, output: dict[str, Any], item_id: int = 1) -> ReviewItemView:
-    return ReviewItemView(
-        id=item_id,
-        object_id=1,
-        key="doc.pdf",
-        kind="pdf",
-        stage=stage,
-        schema_id=schema_id,
-        status=ReviewStatus.OPEN,
-        audit=False,
-        reasons=[],
-        model_output=output,
-        model_id="m",
-        score=0.5,
-        created_at=datetime.now(UTC),
-    )
-
-
 def _invoice(item_id: int = 1) -> ReviewItemView:
-    return _item(ReviewStage.EXTRACTION, "invoice/v1", {"data": INVOICE}, item_id)
+    return review_item(ReviewStage.EXTRACTION, "invoice/v1", {"data": INVOICE}, item_id)
 
 
 def _text(name: str, *rows: str) -> dict[str, Any]:
@@ -74,11 +56,11 @@ def test_an_empty_annotation_is_refused_not_stored_as_an_empty_extraction(result
 
 def test_an_empty_class_or_transcript_answer_is_refused() -> None:
     with pytest.raises(ValueError, match="chose no class"):
-        from_results(_item(ReviewStage.CLASSIFICATION, "class", {"label": "invoice"}), [])
+        from_results(review_item(ReviewStage.CLASSIFICATION, "class", {"label": "invoice"}), [])
     with pytest.raises(ValueError, match="chose no class"):
         choices = {"from_name": "label", "value": {"choices": "invoice"}}  # a string, not a list of choices
-        from_results(_item(ReviewStage.CLASSIFICATION, "class", {"label": "invoice"}), [choices])
-    call = _item(ReviewStage.TRANSCRIPTION, "transcript", {"segments": []})
+        from_results(review_item(ReviewStage.CLASSIFICATION, "class", {"label": "invoice"}), [choices])
+    call = review_item(ReviewStage.TRANSCRIPTION, "transcript", {"segments": []})
     with pytest.raises(ValueError, match="no transcript"):
         from_results(call, [])
 

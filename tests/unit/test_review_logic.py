@@ -4,18 +4,18 @@ are checked, and how the files and Label Studio results carry values both ways."
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from schemas.records import Classification, Extraction, ObjectKind, ObjectResult, ReviewReason
-from schemas.review import ReviewItemView, ReviewStage, ReviewStatus
+from schemas.review import ReviewStage
 from tasks.review.corrections import CorrectionRejected, checked_correction
 from tasks.review.files import write_csv, write_jsonl
 from tasks.review.items import AuditPolicy, extraction_output, review_drafts
 from tasks.review.label_studio import from_results, label_config, to_results
 from tasks.review.queue import read_answers
+from tests.support.review_items import review_item
 
 LABELS = ("invoice", "receipt", "photo")
 INVOICE = {
@@ -41,24 +41,6 @@ def _result(reasons: tuple[ReviewReason, ...] = ()) -> ObjectResult:
             field_confidence={"total": 0.4, "vendor_name": 0.9},
         ),
         review_reasons=reasons,
-    )
-
-
-def _item(stage: ReviewStage, schema_id: str, output: dict[str, object], item_id: int = 1) -> ReviewItemView:
-    return ReviewItemView(
-        id=item_id,
-        object_id=1,
-        key="doc.pdf",
-        kind="pdf",
-        stage=stage,
-        schema_id=schema_id,
-        status=ReviewStatus.OPEN,
-        audit=False,
-        reasons=[],
-        model_output=output,
-        model_id="m",
-        score=0.5,
-        created_at=datetime.now(UTC),
     )
 
 
@@ -109,7 +91,7 @@ def test_corrections_are_checked_with_the_schemas() -> None:
 
 
 def test_csv_edits_become_whole_corrections_and_bad_rows_are_named(tmp_path: Path) -> None:
-    item = _item(ReviewStage.EXTRACTION, "invoice/v1", extraction_output(_result().extraction))  # type: ignore[arg-type]
+    item = review_item(ReviewStage.EXTRACTION, "invoice/v1", extraction_output(_result().extraction))  # type: ignore[arg-type]
     path = tmp_path / "items.csv"
     with path.open("w", newline="") as out:
         write_csv([item], out)
@@ -131,7 +113,7 @@ def test_csv_edits_become_whole_corrections_and_bad_rows_are_named(tmp_path: Pat
 
 
 def test_jsonl_lines_that_are_not_items_are_rejected_one_by_one(tmp_path: Path) -> None:
-    item = _item(ReviewStage.CLASSIFICATION, "class", {"label": "invoice"})
+    item = review_item(ReviewStage.CLASSIFICATION, "class", {"label": "invoice"})
     path = tmp_path / "items.jsonl"
     with path.open("w") as out:
         write_jsonl([item], out)
@@ -144,7 +126,7 @@ def test_jsonl_lines_that_are_not_items_are_rejected_one_by_one(tmp_path: Path) 
 
 
 def test_label_studio_results_carry_values_both_ways() -> None:
-    item = _item(ReviewStage.EXTRACTION, "invoice/v1", {"data": INVOICE})
+    item = review_item(ReviewStage.EXTRACTION, "invoice/v1", {"data": INVOICE})
     results = to_results(item, INVOICE)
     rows = next(r for r in results if r["from_name"] == "line_items")["value"]["text"]
     assert rows == ["tea |  |  | 12.50"]  # one row per line item, columns in the schema's order
@@ -152,7 +134,7 @@ def test_label_studio_results_carry_values_both_ways() -> None:
     assert back["total"] == "12.50" and back["line_items"] == [
         {"description": "tea", "quantity": None, "unit_price": None, "amount": "12.50"}
     ]
-    call = _item(ReviewStage.TRANSCRIPTION, "transcript", {})
+    call = review_item(ReviewStage.TRANSCRIPTION, "transcript", {})
     value = {"segments": [{"start_s": 0.5, "end_s": 2.0, "speaker": "SPEAKER_1", "text": "Hello: there"}]}
     assert from_results(call, to_results(call, value)) == value
     with pytest.raises(ValueError, match="utterance"):
