@@ -18,6 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli.main import app
+from storage.db import migrate
 from tasks.review.label_studio import Connection
 from tests.integration.conftest import Configure
 from tests.services import LabelStudioServer, free_port
@@ -120,10 +121,17 @@ def test_a_label_studio_file_with_local_pages_and_partial_answers_on_the_default
     assert kept and all(after[k] not in (None, []) for k in kept), (before, after)
 
 
+def _empty_database(configure: Configure, tmp_path: Path) -> None:
+    """A docflow database no run has filled yet (the review commands refuse to create one)."""
+    url = f"sqlite:///{tmp_path / 'safety.db'}"
+    configure(database_url=url)
+    migrate(url)
+
+
 def test_answers_of_a_real_label_studio_at_a_wrong_path_are_one_clean_line(
     configure: Configure, tmp_path: Path, label_studio: LabelStudioServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    configure(database_url=f"sqlite:///{tmp_path / 'ls.db'}")
+    _empty_database(configure, tmp_path)
     monkeypatch.setenv("LABEL_STUDIO_URL", f"{label_studio.url}/user/login")  # the address of its login page
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", label_studio.token)
     error = _refused(1, "review", "pull", "--project", "1")
@@ -171,7 +179,7 @@ HTML = "<!DOCTYPE html><html><head><title>Sign in - Proxy</title></head><body>lo
 
 @pytest.fixture
 def studio_env(configure: Configure, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    configure(database_url=f"sqlite:///{tmp_path / 'safety.db'}")
+    _empty_database(configure, tmp_path)
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", "legacy-token")
     yield
 
