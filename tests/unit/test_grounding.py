@@ -366,3 +366,13 @@ def test_the_day_and_month_order_is_the_page_s_own(corpus: Path) -> None:
     assert day_first(PageEvidence.of(ambiguous).rows)
     assert labelled_date(DATE_LABEL, PageEvidence.of(ambiguous)) == date(2019, 1, 12)
     assert labelled_date(DATE_LABEL, PageEvidence.of("Date: 01/02/2020\nPaid 03/13/2020")) == date(2020, 1, 2)
+
+
+def test_a_field_the_model_left_out_stays_empty_when_the_page_block_is_no_better(sample_inbox: Path) -> None:
+    # An invoice extracted as a receipt (a person corrected its class): the model's answer has no merchant_address
+    # key at all, and the block the page offers for it is not the shop's address: the field stays empty.
+    page = pdf_text_layer(sample_inbox / "documents" / "invoice2data_AzureInterior.pdf", 1)[0]
+    for data in ({"merchant_name": "Azure Interior", "total": "279.84"}, {}):
+        extraction = with_grounding(_extraction("receipt/v1", data), Receipt, [page])
+        assert extraction.data is not None and extraction.data.get("merchant_address") is None
+        assert "merchant_address" not in extraction.field_grounding
