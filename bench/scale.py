@@ -491,16 +491,14 @@ def _timed(call: Callable[[], Any]) -> tuple[float, Any]:
 def _measure(
     name: str, url: str, repeats: int, call: Callable[[int], Any], check: Callable[[Any], tuple[bool, str]]
 ) -> Measured:
-    """`call(n)` `repeats` times, timed; then once more with its statements captured and explained. The first
-    result is checked."""
-    seconds, results = [], []
-    for n in range(repeats):
-        took, value = _timed(lambda n=n: call(n))
-        seconds.append(took)
-        results.append(value)
+    """`call(n)` `repeats` times, timed; the first run's statements are captured (which costs microseconds) and
+    then explained, and its result checked."""
     with Capture() as capture:
-        call(repeats)
-    ok, said = check(results[0])
+        took, first = _timed(lambda: call(0))
+    seconds = [took]
+    for n in range(1, repeats):
+        seconds.append(_timed(lambda n=n: call(n))[0])
+    ok, said = check(first)
     return Measured(name, seconds, said, ok, explain(url, capture.statements))
 
 
@@ -527,11 +525,13 @@ def _inbox(folder: Path, count: int) -> str:
     return LocalDirStore(folder).uri
 
 
-def run_queries(url: str, rows: int, repeats: int, listed: int, work: Path, round_no: int = 0) -> list[Measured]:
-    """Time every listed query on the database `build` filled (with `rows` objects). A second round on the same
-    database (`round_no` 1) claims other windows and lists another inbox."""
-    import tasks.results
-    import tasks.review.queue  # noqa: F401 - the commands' imports are not timed
+def run_queries(url: str, rows: int, repeats: int, listed: int, work: Path) -> list[Measured]:
+    """Time every listed query on the database `build` filled (with `rows` objects). Runs again on the same
+    database claim other windows (the first still pending ones) and list another inbox."""
+    import importlib
+
+    from sqlalchemy import text
+
     from schemas.records import DiscoveryRequest
     from schemas.settings import load_settings
     from storage.db import unit_of_work
@@ -539,21 +539,31 @@ def run_queries(url: str, rows: int, repeats: int, listed: int, work: Path, roun
     from tasks.run.claims import claim
     from tasks.run.discovery import discover
 
+    for module in ("flows.cli.main", "flows.status", "tasks.results", "tasks.review.queue"):
+        importlib.import_module(module)  # the commands' imports are not timed
     want = expected(rows)
     settings = load_settings(database_url=url)
     window = settings.runner.window_size
-    pending = [i for i in range(1, rows + 1) if status_of(i) == "pending"]
+    run_id = f"bench-claims-{time.time_ns()}"
     with unit_of_work(url) as session:
-        RunRepository(session).start(f"bench-claims-{round_no}", "nightly", {})
+        RunRepository(session).start(run_id, "nightly", {})
+        pending = list(
+            session.scalars(
+                text(
+                    "SELECT id FROM source_objects WHERE source = :source AND status = 'pending' ORDER BY id LIMIT :n"
+                ),
+                {"source": SOURCE, "n": window * repeats},
+            )
+        )
+        known = session.scalar(text("SELECT count(*) FROM source_objects")) or 0
     measured: list[Measured] = []
-    first = round_no * (repeats + 1)  # the windows earlier rounds claimed
 
     def claim_window(n: int) -> int:
         return len(
             claim(
                 settings,
-                f"bench-claims-{round_no}",
-                pending[(first + n) * window : (first + n + 1) * window],
+                run_id,
+                pending[n * window : (n + 1) * window],
                 force=False,
                 retry_failed=False,
             )
@@ -566,7 +576,7 @@ def run_queries(url: str, rows: int, repeats: int, listed: int, work: Path, roun
     )
 
     size = f"{listed // 1000}k" if listed % 1000 == 0 else str(listed)  # in the figures' names: upsert_10k_s
-    inbox = _inbox(work / f"inbox-{round_no}", listed)
+    inbox = _inbox(work / f"inbox-{time.time_ns()}", listed)
     request = DiscoveryRequest(sources=(inbox,))
     took, first = _timed(lambda: discover(settings, request, run_id=None))
     ok = first.new == listed and len(first.object_ids) == listed
@@ -588,7 +598,7 @@ def run_queries(url: str, rows: int, repeats: int, listed: int, work: Path, roun
         )
     )
 
-    total = rows + listed * (round_no + 1)
+    total = known + listed
     measured.append(
         _measure(
             "status",
@@ -715,6 +725,9 @@ def main() -> None:
         "database to head (timed) and measure again",
     )
     parser.add_argument("--database-url", help="an empty PostgreSQL database (default: a throwaway cluster)")
+    parser.add_argument(
+        "--built", action="store_true", help="--database-url already holds this bench's --rows objects: only measure"
+    )
     args = parser.parse_args()
     cluster = None
     url = args.database_url
@@ -726,10 +739,11 @@ def main() -> None:
         url = cluster.create_database("scale")
     os.environ.pop("DOCFLOW_DATABASE_URL", None)
     try:
-        start = time.perf_counter()
-        counts = build(url, args.rows, args.before or "head")
-        built = time.perf_counter() - start
-        print(f"built in {built:.0f} s: " + ", ".join(f"{t} {n}" for t, n in counts.items()), flush=True)
+        if not args.built:
+            start = time.perf_counter()
+            counts = build(url, args.rows, args.before or "head")
+            built = time.perf_counter() - start
+            print(f"built in {built:.0f} s: " + ", ".join(f"{t} {n}" for t, n in counts.items()), flush=True)
         with tempfile.TemporaryDirectory(prefix="docflow-scale-") as tmp:
             before: list[Measured] = []
             if args.before:
@@ -739,7 +753,7 @@ def main() -> None:
 
                 took, _ = _timed(lambda: migrate(url))
                 print(f"\nmigrated to head in {took:.1f} s\n", flush=True)
-            after = run_queries(url, args.rows, args.repeats, args.listed, Path(tmp), round_no=1 if before else 0)
+            after = run_queries(url, args.rows, args.repeats, args.listed, Path(tmp))
         print("\n".join(report(after, f"schema head, {args.rows} objects")))
         line = f"rows={args.rows} listed={args.listed} " + figures(after)
         if before:

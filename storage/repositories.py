@@ -66,6 +66,15 @@ class ObjectRepository:
         now = utcnow()
         dialect = self.session.get_bind().dialect.name
         insert = pg_insert if dialect == "postgresql" else sqlite_insert
+        # One statement, its rows as parameters (executemany: SQLAlchemy sends them as multi-row VALUES pages): it
+        # compiles once and is cached. A `.values(rows)` statement was compiled afresh for every chunk, which took
+        # most of the time of discovering 10,000 objects.
+        stmt = (
+            insert(SourceObject.__table__)
+            .on_conflict_do_nothing(index_elements=["source", "key", "version"])
+            .returning(SourceObject.__table__.c.id)
+        )
+        connection = self.session.connection()
         added = 0
         for chunk in chunked(blobs, _CHUNK):
             rows = [
@@ -82,13 +91,7 @@ class ObjectRepository:
                 }
                 for b in chunk
             ]
-            stmt = (
-                insert(SourceObject)
-                .values(rows)
-                .on_conflict_do_nothing(index_elements=["source", "key", "version"])
-                .returning(SourceObject.id)
-            )
-            added += len(self.session.execute(stmt).all())  # rowcount is unreliable for multi-row inserts
+            added += len(connection.execute(stmt, rows).all())  # rowcount is unreliable for multi-row inserts
         self._supersede_old_versions(blobs, now)
         return added
 

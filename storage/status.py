@@ -66,9 +66,15 @@ class StatusQuery:
         """Counts per status, kind and class label; recent documents, claims, failures and runs. A claim not
         renewed for `stale_after_s` seconds before `now` is stale."""
         stale_after = timedelta(seconds=stale_after_s)
+        # The counts per status are the per-kind counts added up: one pass over the objects, not two.
+        by_kind = self.objects.count_by_kind()
+        objects: dict[str, int] = {}
+        for counts in by_kind.values():
+            for status, n in counts.items():
+                objects[status] = objects.get(status, 0) + n
         return StatusReport(
-            objects=self.objects.count_by_status(),
-            by_kind=self.objects.count_by_kind(),
+            objects=objects,
+            by_kind=by_kind,
             by_label={
                 kind: {label: LabelCounts.model_validate(entry) for label, entry in labels.items()}
                 for kind, labels in self.objects.count_by_label().items()
