@@ -70,9 +70,9 @@ class ObjectRepository:
         # compiles once and is cached. A `.values(rows)` statement was compiled afresh for every chunk, which took
         # most of the time of discovering 10,000 objects.
         stmt = (
-            insert(SourceObject.__table__)
+            insert(SourceObject)
             .on_conflict_do_nothing(index_elements=["source", "key", "version"])
-            .returning(SourceObject.__table__.c.id)
+            .returning(SourceObject.id)
         )
         connection = self.session.connection()
         added = 0

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import event, inspect
 
-from bench import scale
+from bench.scale import bench, figures
 from schemas.records import BlobInfo
 from storage.db import get_engine, migrate, unit_of_work
 from storage.repositories import ObjectRepository
@@ -59,7 +59,7 @@ def test_the_big_queries_have_their_indexes(db_url: str) -> None:
 
 
 def test_the_scale_bench_database_part_answers_every_query_right(pg_url: str) -> None:
-    counts, measured = scale.bench(pg_url, rows=2000, repeats=1, listed=300)
+    counts, measured = bench(pg_url, rows=2000, repeats=1, listed=300)
     assert counts["source_objects"] == 2000
     assert counts["review_items"] > 0 and counts["transcripts"] > 0
     names = [m.name for m in measured]
@@ -79,7 +79,7 @@ def test_the_scale_bench_database_part_answers_every_query_right(pg_url: str) ->
     assert not wrong
     # Every query but the single discovery had its statements captured and explained.
     assert all(m.plans and all(p.key_line for p in m.plans) for m in measured if m.name != "discover_300_new")
-    assert "rows=" not in scale.figures(measured) and "status_s=" in scale.figures(measured)
+    assert "rows=" not in figures(measured) and "status_s=" in figures(measured)
 
 
 def _statements(db_url: str, call: Any) -> list[str]:
