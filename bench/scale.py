@@ -11,6 +11,10 @@
     EXPLAIN ANALYZE: the slowest one's plan is printed, and a sequential scan of a big table is flagged.
 
     .venv/bin/python bench/scale.py [--rows 1000000] [--repeats 3]      # --rows 20000: a quick check
+    .venv/bin/python bench/scale.py --before 0012    # first at schema 0012, then migrated to head (timed), again
+
+`--database-url URL --built` measures a database an earlier run built (with the same --rows) again, e.g. with
+another checkout's code: the bench runs the code of the tree it lies in.
 
 Ends with one line of name=value figures (seconds).
 """
@@ -380,6 +384,15 @@ def build(url: str, rows: int, revision: str = "head") -> dict[str, int]:
         connection.autocommit = True
         connection.execute("VACUUM ANALYZE")
     return counts
+
+
+def _revision(url: str) -> str:
+    from sqlalchemy import text
+
+    from storage.db import get_engine
+
+    with get_engine(url).connect() as connection:
+        return str(connection.scalar(text("SELECT version_num FROM alembic_version")))
 
 
 def _libpq(url: str) -> str:
@@ -764,7 +777,7 @@ def main() -> None:
                 took, _ = _timed(lambda: migrate(url))
                 print(f"\nmigrated to head in {took:.1f} s\n", flush=True)
             after = run_queries(url, args.rows, args.repeats, args.listed, Path(tmp))
-        print("\n".join(report(after, f"schema head, {args.rows} objects")))
+        print("\n".join(report(after, f"schema {_revision(url)}, {args.rows} objects")))
         line = f"rows={args.rows} listed={args.listed} " + figures(after)
         if before:
             line += f" migrate_s={took:.1f} " + figures(before, "before_")

@@ -66,8 +66,9 @@ class StatusQuery:
         """Counts per status, kind and class label; recent documents, claims, failures and runs. A claim not
         renewed for `stale_after_s` seconds before `now` is stale."""
         stale_after = timedelta(seconds=stale_after_s)
-        # The counts per status are the per-kind counts added up: one pass over the objects, not two.
-        by_kind = self.objects.count_by_kind()
+        # The counts per kind and per class label in one pass over the objects; per status, the per-kind counts
+        # added up.
+        by_kind, by_label = self.objects.count_by_kind_and_label()
         objects: dict[str, int] = {}
         for counts in by_kind.values():
             for status, n in counts.items():
@@ -77,7 +78,7 @@ class StatusQuery:
             by_kind=by_kind,
             by_label={
                 kind: {label: LabelCounts.model_validate(entry) for label, entry in labels.items()}
-                for kind, labels in self.objects.count_by_label().items()
+                for kind, labels in by_label.items()
             },
             documents=[
                 DocumentStatus(

@@ -98,8 +98,8 @@ def _statements(db_url: str, call: Any) -> list[str]:
 
 
 def test_status_counts_the_objects_in_one_pass(db_url: str) -> None:
-    """`docflow status` adds the per-kind counts up into the per-status ones instead of counting a million rows
-    twice; the totals are the same."""
+    """`docflow status` reads the counts per kind, class label and status in one pass over the objects (each pass
+    over a million rows takes about a second), not three; the totals are the same."""
     migrate(db_url)
     with unit_of_work(db_url) as session:
         objects = ObjectRepository(session)
@@ -117,9 +117,8 @@ def test_status_counts_the_objects_in_one_pass(db_url: str) -> None:
     with unit_of_work(db_url) as session:
         assert reports[0].objects == ObjectRepository(session).count_by_status() == {"pending": 5}
     assert reports[0].by_kind == {"pdf": {"pending": 1}, "unknown": {"pending": 4}}
-    whole_counts = [
-        s for s in statements if "count(*)" in s and "FROM source_objects" in s and "GROUP BY" in s and "JOIN" not in s
-    ]
+    assert reports[0].by_label["pdf"]["unclassified"].objects == 1 and set(reports[0].by_label) == {"pdf"}
+    whole_counts = [s for s in statements if "count(*)" in s and "FROM source_objects" in s and "GROUP BY" in s]
     assert len(whole_counts) == 1, whole_counts
 
 
