@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, cast
 
@@ -66,6 +66,15 @@ class ObjectRepository:
         now = utcnow()
         dialect = self.session.get_bind().dialect.name
         insert = pg_insert if dialect == "postgresql" else sqlite_insert
+        # One statement, its rows as parameters (executemany: SQLAlchemy sends them as multi-row VALUES pages): it
+        # compiles once and is cached. A `.values(rows)` statement was compiled afresh for every chunk, which took
+        # most of the time of discovering 10,000 objects.
+        stmt = (
+            insert(SourceObject)
+            .on_conflict_do_nothing(index_elements=["source", "key", "version"])
+            .returning(SourceObject.id)
+        )
+        connection = self.session.connection()
         added = 0
         for chunk in chunked(blobs, _CHUNK):
             rows = [
@@ -82,13 +91,7 @@ class ObjectRepository:
                 }
                 for b in chunk
             ]
-            stmt = (
-                insert(SourceObject)
-                .values(rows)
-                .on_conflict_do_nothing(index_elements=["source", "key", "version"])
-                .returning(SourceObject.id)
-            )
-            added += len(self.session.execute(stmt).all())  # rowcount is unreliable for multi-row inserts
+            added += len(connection.execute(stmt, rows).all())  # rowcount is unreliable for multi-row inserts
         self._supersede_old_versions(blobs, now)
         return added
 
@@ -460,25 +463,34 @@ class ObjectRepository:
                 func.min(ClassificationRow.margin),
             )
             .outerjoin(ClassificationRow, ClassificationRow.object_id == SourceObject.id)
-            .where(self._current(), SourceObject.kind.in_([ObjectKind.PDF.value, ObjectKind.IMAGE.value]))
+            .where(self._current(), SourceObject.kind.in_(_DOCUMENT_KINDS))
             .group_by(SourceObject.kind, label, SourceObject.status)
         )
-        out: dict[str, dict[str, dict[str, Any]]] = {}
-        sums: dict[tuple[str, str], float] = {}
-        for kind, name, status, n, probability_sum, least_margin in self.session.execute(stmt):
-            entry = out.setdefault(kind, {}).setdefault(
-                name, {"objects": 0, "by_status": {}, "mean_probability": None, "min_margin": None}
+        return _label_counts(self.session.execute(stmt).tuples())
+
+    def count_by_kind_and_label(self) -> tuple[dict[str, dict[str, int]], dict[str, dict[str, dict[str, Any]]]]:
+        """`count_by_kind()` and `count_by_label()` in one pass over the objects (a million rows take a second
+        each time they are read)."""
+        kind = func.coalesce(SourceObject.kind, "unknown")
+        label = func.coalesce(ClassificationRow.label, "unclassified")
+        stmt = (
+            select(
+                kind,
+                label,
+                SourceObject.status,
+                func.count(),
+                func.sum(ClassificationRow.probability),
+                func.min(ClassificationRow.margin),
             )
-            entry["objects"] += n
-            entry["by_status"][status] = n
-            if probability_sum is not None:
-                sums[(kind, name)] = sums.get((kind, name), 0.0) + probability_sum
-                entry["min_margin"] = min(least_margin, entry["min_margin"] if entry["min_margin"] is not None else 1.0)
-        for (kind, name), total in sums.items():
-            entry = out[kind][name]
-            entry["mean_probability"] = round(total / entry["objects"], 4)
-            entry["min_margin"] = round(entry["min_margin"], 4)
-        return out
+            .outerjoin(ClassificationRow, ClassificationRow.object_id == SourceObject.id)
+            .where(self._current())
+            .group_by(kind, label, SourceObject.status)
+        )
+        rows = list(self.session.execute(stmt).tuples())
+        by_kind: dict[str, dict[str, int]] = {}
+        for k, _label, status, n, _sum, _min in rows:
+            by_kind.setdefault(k, {})[status] = by_kind.get(k, {}).get(status, 0) + n
+        return by_kind, _label_counts(row for row in rows if row[0] in _DOCUMENT_KINDS)
 
     def classified(self, limit: int = 50) -> list[tuple[SourceObject, ClassificationRow]]:
         """The most recently processed documents with their classification."""
@@ -506,6 +518,32 @@ class ObjectRepository:
         return self.session.scalars(
             select(SourceObject).where(SourceObject.key == key, self._current()).order_by(SourceObject.id.desc())
         ).first()
+
+
+_DOCUMENT_KINDS = (ObjectKind.PDF.value, ObjectKind.IMAGE.value)
+
+
+def _label_counts(
+    rows: Iterable[tuple[Any, str, str, int, Any, Any]],
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """(kind, label, status, count, probability sum, least margin) rows as per kind and label: the objects, their
+    counts per status, the mean probability and the least margin."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    sums: dict[tuple[str, str], float] = {}
+    for kind, name, status, n, probability_sum, least_margin in rows:
+        entry = out.setdefault(kind, {}).setdefault(
+            name, {"objects": 0, "by_status": {}, "mean_probability": None, "min_margin": None}
+        )
+        entry["objects"] += n
+        entry["by_status"][status] = n
+        if probability_sum is not None and least_margin is not None:
+            sums[(kind, name)] = sums.get((kind, name), 0.0) + probability_sum
+            entry["min_margin"] = min(least_margin, entry["min_margin"] if entry["min_margin"] is not None else 1.0)
+    for (kind, name), total in sums.items():
+        entry = out[kind][name]
+        entry["mean_probability"] = round(total / entry["objects"], 4)
+        entry["min_margin"] = round(entry["min_margin"], 4)
+    return out
 
 
 class RunRepository:

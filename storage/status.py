@@ -66,12 +66,19 @@ class StatusQuery:
         """Counts per status, kind and class label; recent documents, claims, failures and runs. A claim not
         renewed for `stale_after_s` seconds before `now` is stale."""
         stale_after = timedelta(seconds=stale_after_s)
+        # The counts per kind and per class label in one pass over the objects; per status, the per-kind counts
+        # added up.
+        by_kind, by_label = self.objects.count_by_kind_and_label()
+        objects: dict[str, int] = {}
+        for counts in by_kind.values():
+            for status, n in counts.items():
+                objects[status] = objects.get(status, 0) + n
         return StatusReport(
-            objects=self.objects.count_by_status(),
-            by_kind=self.objects.count_by_kind(),
+            objects=objects,
+            by_kind=by_kind,
             by_label={
                 kind: {label: LabelCounts.model_validate(entry) for label, entry in labels.items()}
-                for kind, labels in self.objects.count_by_label().items()
+                for kind, labels in by_label.items()
             },
             documents=[
                 DocumentStatus(

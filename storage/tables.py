@@ -18,6 +18,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -41,6 +42,8 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value
 
 
+# The review items waiting for a person (schemas.review's open and exported): the queue's partial index.
+REVIEW_WAITING_SQL = "status IN ('open', 'exported')"
 MAX_KEY_LENGTH = 1024  # longest object key a row holds (S3's own limit is 1024 bytes)
 
 
@@ -60,6 +63,9 @@ class SourceObject(Base):
         UniqueConstraint("source", "key", "version", name="uq_source_objects_natural_key"),
         Index("ix_source_objects_status", "status"),
         Index("ix_source_objects_source_key", "source", "key"),
+        # `docflow show KEY` (a key in any source); the newest processed first (status, `export results --since`)
+        Index("ix_source_objects_key", "key"),
+        Index("ix_source_objects_processed_at", "processed_at", "id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -308,6 +314,14 @@ class ReviewItem(Base):
     __table_args__ = (
         Index("ix_review_items_status", "status"),
         Index("ix_review_items_object", "object_id", "stage"),
+        # The queue, oldest first (`review list`): only the waiting items, whatever the history's size.
+        Index(
+            "ix_review_items_waiting",
+            "created_at",
+            "id",
+            postgresql_where=text(REVIEW_WAITING_SQL),
+            sqlite_where=text(REVIEW_WAITING_SQL),
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
