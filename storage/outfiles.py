@@ -92,12 +92,18 @@ def _mode_for(target: Path) -> int:
 # get one more, so reading strips exactly one and every value comes back as it was.
 _FORMULA = re.compile("'*[=+\\-@\t\r]")
 _ESCAPED = re.compile("'+[=+\\-@\t\r]")
+_FIRST = frozenset("'=+-@\t\r")
 _NEGATIVE_NUMBER = re.compile(r"-\d+(\.\d+)?")  # a refund's amount: a number to every spreadsheet, never a formula
 
 
 def spreadsheet_safe(cell: object) -> object:
     """A CSV cell no spreadsheet program runs as a formula (text only; numbers are written as they are)."""
-    if isinstance(cell, str) and _FORMULA.match(cell) and not _NEGATIVE_NUMBER.fullmatch(cell):
+    if (
+        isinstance(cell, str)
+        and cell[:1] in _FIRST  # most cells: one look at the first character, no pattern
+        and _FORMULA.match(cell)
+        and not _NEGATIVE_NUMBER.fullmatch(cell)
+    ):
         return "'" + cell
     return cell
 

@@ -48,12 +48,11 @@ CLEAR = "null"  # a CSV correction that empties the field
 def write_csv(items: Iterable[ReviewItemView], out: TextIO) -> int:
     """The items as CSV rows (one per field); returns the number of items written. A cell a spreadsheet would
     run as a formula (=, +, -, @ first) starts with a single quote, which `read_csv` takes off again."""
-    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS)
-    writer.writeheader()
+    writer = csv.writer(out)
+    writer.writerow(CSV_COLUMNS)
     count = 0
     for item in items:
-        for row in _csv_rows(item):
-            writer.writerow({name: spreadsheet_safe(cell) for name, cell in row.items()})
+        writer.writerows([spreadsheet_safe(row[name]) for name in CSV_COLUMNS] for row in _csv_rows(item))
         count += 1
     return count
 

@@ -140,8 +140,7 @@ def export_file(settings: Settings, fmt: FileFormat, out: Path, stage: ReviewSta
         views = [item_view(r) for r in rows]
         with staged_text(out) as stream:
             count = _write(fmt, views, stream, links, {r.id: r.source_object.source for r in rows})
-        for row in rows:
-            repo.mark_exported(row)
+        repo.mark_all_exported([r.id for r in rows])
     return count
 
 
