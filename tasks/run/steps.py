@@ -7,7 +7,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -38,6 +38,21 @@ class StepResult:
     remaining: list[WorkItem]
     seconds: float
     slot_wait_s: float = 0.0  # time spent waiting for the device's concurrency slot
+    prepare_s: float = 0.0  # the stage's CPU preparation before the slot (OCR for the classifier's words)
+    busy: tuple[tuple[datetime, datetime], ...] = ()  # when it worked: its preparation, then the stage itself
+
+    def handoff(self) -> Handoff:
+        return Handoff(self.remaining, self.busy, {self.stage: self.prepare_s} if self.prepare_s else {})
+
+
+@dataclass(frozen=True)
+class Handoff:
+    """What a step's task hands back to the flow: the items still on their way, and when the step worked, so the
+    run can tell its stages' time from the orchestration around them."""
+
+    items: list[WorkItem]
+    busy: tuple[tuple[datetime, datetime], ...] = ()
+    prepare_s: dict[str, float] = field(default_factory=dict)
 
 
 def run_step(
@@ -58,6 +73,7 @@ def run_step(
     position = names.index(stage_name)
     stage, later = stages[position], stages[position + 1 :]
     wanted = [item for item in items if stage.wants(item)]
+    preparing = utcnow()
     stage.prepare(wanted)
     # No work, no slot: taking one costs a round trip to the server (and, measured, sometimes a 2 s back-off).
     asked = utcnow()
@@ -78,7 +94,9 @@ def run_step(
     finished_ids = {item.ref.id for item in done}
     remaining = [item for item in items if item.ref.id not in finished_ids]
     seconds, waited = (ended - started).total_seconds(), (started - asked).total_seconds()
-    return StepResult(stage_name, report, recorded, remaining, seconds, waited)
+    prepare_s = (asked - preparing).total_seconds() if wanted else 0.0
+    busy = tuple(span for span in ((preparing, asked), (started, ended)) if wanted)
+    return StepResult(stage_name, report, recorded, remaining, seconds, waited, prepare_s, busy)
 
 
 def preprocess(settings: Settings, run_id: str, window: int, refs: Sequence[ObjectRef], work_dir: Path) -> StepResult:
