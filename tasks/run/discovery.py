@@ -25,14 +25,22 @@ def in_window(blob: BlobInfo, request: DiscoveryRequest) -> bool:
 
 
 def list_candidates(stores: Iterable[BlobStore], request: DiscoveryRequest) -> Iterator[BlobInfo]:
-    """Every listed object under the requested prefixes whose last-modified time is in the window."""
+    """Every listed object under the requested prefixes whose last-modified time is in the window, once. Keys are
+    remembered only where one could be listed twice (several prefixes, or a store named twice): a plain nightly
+    listing holds nothing per object."""
+    stores = list(stores)
+    prefixes = request.prefixes or ("",)
+    may_repeat = len(prefixes) > 1 or len({store.uri for store in stores}) < len(stores)
     seen: set[tuple[str, str]] = set()
     for store in stores:
-        for prefix in request.prefixes or ("",):
+        for prefix in prefixes:
             for blob in store.list(prefix):
-                if (blob.source, blob.key) in seen or not in_window(blob, request):
+                if not in_window(blob, request):
                     continue
-                seen.add((blob.source, blob.key))
+                if may_repeat:
+                    if (blob.source, blob.key) in seen:
+                        continue
+                    seen.add((blob.source, blob.key))
                 yield blob
 
 

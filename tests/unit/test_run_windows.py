@@ -5,10 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
-from schemas.records import RunKind, RunSummary
+from schemas.records import DiscoveryRequest, RunKind, RunSummary
 from schemas.settings import load_settings
+from storage.blobstore import LocalDirStore
+from tasks.run.discovery import list_candidates
 from tasks.run.report import stage_lines, stage_table, time_line
 from tasks.run.timing import RunClock, covered_seconds
 from tasks.run.windows import object_cost, work_windows
@@ -103,3 +106,15 @@ def test_the_run_summary_shows_orchestration_beside_the_stages() -> None:
 def test_no_orchestration_line_where_it_was_not_measured() -> None:
     assert time_line(_summary()) is None
     assert stage_lines(_summary()) == []
+
+
+def test_overlapping_prefixes_and_a_store_named_twice_list_each_object_once(tmp_path: Path) -> None:
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    for key in ("a/1.png", "a/b/2.png", "3.png"):
+        (tmp_path / key).write_bytes(b"x")
+    same = [LocalDirStore(tmp_path), LocalDirStore(tmp_path)]
+    overlapping = DiscoveryRequest(sources=(str(tmp_path),), prefixes=("a/", "a/b/"))
+    assert [b.key for b in list_candidates(same[:1], overlapping)] == ["a/1.png", "a/b/2.png"]
+    plain = DiscoveryRequest(sources=(str(tmp_path),))
+    assert [b.key for b in list_candidates(same, plain)] == ["3.png", "a/1.png", "a/b/2.png"]
+    assert [b.key for b in list_candidates(same[:1], plain)] == ["3.png", "a/1.png", "a/b/2.png"]
