@@ -85,15 +85,17 @@ def record(
     with unit_of_work(settings.database_url) as session:
         repo, reviews = ObjectRepository(session), ReviewRepository(session)
         fenced = repo.record_results(results, PIPELINE_VERSION, run_id)
+        opened = []
         for (object_id, result), ours in zip(results, fenced, strict=True):
             if ours:
                 by_status[result.status.value] += 1
-                reviews.open(object_id, review_drafts(result, result.sha256, audit), run_id)
+                opened.append((object_id, review_drafts(result, result.sha256, audit)))
             else:
                 lost += 1
                 log.warning(
                     "object %d was taken over by another run; its result from run %s is dropped", object_id, run_id
                 )
+        reviews.open_many(opened, run_id)
         recorded = sum(by_status.values())
         RunRepository(session).add_counts(run_id, processed=recorded, failed=by_status.get("failed", 0))
         if also is not None:
