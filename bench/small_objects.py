@@ -188,8 +188,15 @@ def main() -> None:
                     f"  {name}: {result.objects} objects in {result.seconds:.1f} s = {result.per_s:.2f} objects/s "
                     f"end to end, peak RSS {result.peak_rss_mb:.0f} MiB"
                 )
+                stage_s = sum(
+                    float(s) for s in re.findall(r"^\s*stage \S+: .* in ([\d.]+) s over", result.output, re.M)
+                )
+                print(
+                    f"    outside the stages' device time: {result.seconds - stage_s:.1f} s of {result.seconds:.1f} s"
+                )
                 for line in timing_lines(result.output):
                     print(f"    {line}")
+                figures[f"outside_stages_s_{name}_{size}"] = f"{result.seconds - stage_s:.1f}"
                 figures[f"objects_per_s_{name}_{size}"] = f"{result.per_s:.2f}"
                 figures[f"peak_rss_mb_{name}_{size}"] = f"{result.peak_rss_mb:.0f}"
             if "before" in rates:

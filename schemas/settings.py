@@ -696,7 +696,7 @@ class RunnerSettings(_Group):
         "parallel, then fed to each model stage at once, so forward batches fill across documents.",
     )
     window_pages: float = Field(
-        default=128.0,
+        default=64.0,
         gt=0,
         description="Most work in one window, in pages: a recording counts 2 per minute; before an object's first "
         "run its size guesses it (tasks/run/windows.py). Small images travel in large windows, a long PDF in its own.",

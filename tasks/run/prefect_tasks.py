@@ -148,8 +148,9 @@ def _log_step(step: steps.StepResult, window: int) -> None:
         parts.append(f"{len(report.batch_rows)} forward batch(es), mean fill {fill:.0%}")
     recorded = ", ".join(f"{n} {status}" for status, n in sorted(step.recorded.by_status.items()))
     waited = f" (after {step.slot_wait_s:.2f} s waiting for the device)" if step.slot_wait_s >= 0.01 else ""
-    if step.prepare_s >= 0.01:
-        waited += f" (and {step.prepare_s:.2f} s of CPU preparation before)"
+    prepared = ", ".join(f"{s:.2f} s for {name}" for name, s in step.prepare_s.items() if s >= 0.01)
+    if prepared:
+        waited += f" (CPU preparation: {prepared})"
     get_run_logger().info(
         "%s window %d: %s in %.2f s%s%s",
         step.stage,

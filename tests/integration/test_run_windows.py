@@ -198,7 +198,15 @@ def test_small_objects_travel_in_one_window_and_the_summary_shows_orchestration(
 def test_windows_follow_the_work_budget(configure: Configure, tmp_path: Path) -> None:
     inbox = _images(tmp_path / "inbox", 12)
     db = f"sqlite:///{tmp_path / 'docflow.db'}"
-    configure(database_url=db, source=str(inbox), classifier="keywords", transcribe=False, window_pages=5, workers=1)
+    configure(
+        database_url=db,
+        source=str(inbox),
+        classifier="keywords",
+        transcribe=False,
+        window_pages=5,
+        workers=1,
+        batch_size=64,
+    )
     summary = nightly()
     assert summary.processed == 12
     assert [(r.window, r.items) for r in _stage_rows(db)] == [(0, 5), (1, 5), (2, 2)]

@@ -35,7 +35,7 @@ def test_a_swarm_of_small_images_goes_in_a_few_large_windows() -> None:
     images = [(n, object_cost(f"{n}.png", 12_000)) for n in range(500)]
     settings = load_settings()
     windows = list(work_windows(images, settings.runner.window_size, settings.runner.window_pages))
-    assert [len(w) for w in windows] == [128, 128, 128, 116]  # was 32 windows of 16
+    assert [len(w) for w in windows] == [64] * 7 + [52]  # was 32 windows of 16
     assert [n for w in windows for n in w] == list(range(500))  # every object once, in listing order
 
 
