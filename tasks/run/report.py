@@ -134,7 +134,9 @@ def time_line(summary: RunSummary) -> str | None:
     parts = [f"orchestration {summary.orchestration_s:.2f} s outside any stage (task runs, claims, result writes)"]
     if summary.planning_s is not None:
         parts.append(f"planning {summary.planning_s:.2f} s before the first window (checks, discovery)")
-    parts += [f"{stage} CPU preparation {s:.2f} s (OCR)" for stage, s in summary.preparation_s.items()]
+    parts += [
+        f"{stage} CPU preparation {s:.2f} s summed over the workers (OCR)" for stage, s in summary.preparation_s.items()
+    ]
     wall = _wall_seconds(summary)
     if wall:
         parts.append(f"of {wall:.2f} s run wall time")

@@ -98,7 +98,8 @@ def test_the_run_summary_shows_orchestration_beside_the_stages() -> None:
     line = stage_lines(summary)[-1]
     assert line == (
         "orchestration 3.25 s outside any stage (task runs, claims, result writes), planning 1.50 s before the first "
-        "window (checks, discovery), classify CPU preparation 6.00 s (OCR), of 20.00 s run wall time"
+        "window (checks, discovery), classify CPU preparation 6.00 s summed over the workers (OCR), of 20.00 s run "
+        "wall time"
     )
     assert stage_table(summary)[-1].startswith("Orchestration 3.25 s outside any stage")
 
