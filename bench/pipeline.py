@@ -162,7 +162,7 @@ def main() -> None:
         plain = {"DOCFLOW_SOURCE": str(images), "DOCFLOW_EXTRACT": "false"}
         shapes = [
             ("old", old_tree, plain, "defaults: 4 objects per task"),
-            ("new", new_tree, plain, "defaults: 8 objects per preprocessing task"),
+            ("new", new_tree, plain, "defaults: windows by work, shared among the workers"),
             ("new_same_tasks", new_tree, {**plain, "DOCFLOW_BATCH_SIZE": "4"}, "4 objects per task, as the old"),
         ]
         for shape, tree, env, what in shapes:

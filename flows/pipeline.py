@@ -21,11 +21,13 @@ from schemas.records import DiscoveryRequest, ObjectKind, RunKind, RunSummary
 from schemas.settings import Settings, load_settings
 from storage.batching import chunked
 from tasks.display import first_line
-from tasks.pipeline.stage import WorkItem
 from tasks.run import fanout, steps
 from tasks.run.claims import ClaimHeartbeat
 from tasks.run.prefect_tasks import run_tasks
 from tasks.run.report import run_markdown, stage_lines
+from tasks.run.steps import Handoff
+from tasks.run.timing import RunClock
+from tasks.run.windows import work_windows
 from tasks.run.workdirs import run_work_dir
 
 
@@ -55,7 +57,7 @@ def preprocessing_runner(settings: Settings) -> TaskRunner[Any]:
 
 
 def _task_size(window: int, settings: Settings) -> int:
-    """Objects per preprocessing task: DOCFLOW_BATCH_SIZE, or fewer when a small window would leave workers idle."""
+    """Objects per preprocessing task: the window shared among the workers, at most DOCFLOW_BATCH_SIZE each."""
     return max(1, min(settings.runner.batch_size, math.ceil(window / settings.runner.workers)))
 
 
@@ -78,11 +80,11 @@ def _quiet_thread_timeout_notice() -> None:
 class _Window:
     index: int
     object_ids: list[int]
-    futures: list[PrefectFuture[list[WorkItem]]]  # the tasks of its current stage
+    futures: list[PrefectFuture[Handoff]]  # the tasks of its current stage
     stage: str | None = None  # the model stage its tasks run (None: preprocessing)
     running: set[UUID] = field(default_factory=set)  # task runs of the current stage not finished yet
 
-    def start(self, futures: list[PrefectFuture[list[WorkItem]]]) -> None:
+    def start(self, futures: list[PrefectFuture[Handoff]]) -> None:
         self.futures = futures
         self.running = {f.task_run_id for f in futures}
 
@@ -103,15 +105,31 @@ def run_pipeline(
         raise
     if settings.deploy.fan_out if fan_out is None else fan_out:
         return _fan_out(settings, kind, run_id, plan.object_ids, request)
-    return _process_here(settings, kind, run_id, plan.object_ids, request, limit)
+    return _process_here(settings, kind, run_id, plan.object_ids, request, limit, plan.costs)
 
 
 def _process_here(
-    settings: Settings, kind: RunKind, run_id: str, object_ids: Sequence[int], request: DiscoveryRequest, limit: str
+    settings: Settings,
+    kind: RunKind,
+    run_id: str,
+    object_ids: Sequence[int],
+    request: DiscoveryRequest,
+    limit: str,
+    costs: Sequence[float] = (),
 ) -> RunSummary:
-    window_errors = process_objects(settings, run_id, object_ids, request, limit)
+    windows_started = datetime.now(UTC)
+    clock = RunClock(windows_started)
+    window_errors = process_objects(settings, run_id, object_ids, request, limit, costs, clock)
+    orchestration_s = clock.orchestration_s(datetime.now(UTC))
     distinct = dict.fromkeys(error for _, error in window_errors)
     summary = run_tasks(settings.runner).finish_run(settings, run_id, len(window_errors), "; ".join(distinct) or None)
+    summary = summary.model_copy(
+        update={
+            "planning_s": max(0.0, (windows_started - summary.started_at).total_seconds()),
+            "orchestration_s": orchestration_s,
+            "preparation_s": {stage: s for stage, s in clock.prepare_s.items() if s >= 0.01},
+        }
+    )
     _publish(summary, kind)
     if window_errors:
         raise RunFailed(summary, window_errors)
@@ -165,18 +183,27 @@ def _publish(summary: RunSummary, kind: RunKind) -> None:
 
 
 def process_objects(
-    settings: Settings, run_id: str, object_ids: Sequence[int], request: DiscoveryRequest, limit: str
+    settings: Settings,
+    run_id: str,
+    object_ids: Sequence[int],
+    request: DiscoveryRequest,
+    limit: str,
+    costs: Sequence[float] = (),
+    clock: RunClock | None = None,
 ) -> list[tuple[str, str]]:
     """Windows of objects flow through the stages: each window is claimed, preprocessed by parallel CPU tasks,
     then handed to each model stage in turn (one task per stage and window, holding the device's concurrency
-    slot). While the models work on one window, the next ones are preprocessed. Returns the failed windows."""
+    slot). While the models work on one window, the next ones are preprocessed. Windows are sized by work
+    (`costs`, from discovery: one page each when not given): DOCFLOW_WINDOW_PAGES, at most DOCFLOW_WINDOW_SIZE
+    objects. `clock` collects when the stages worked. Returns the failed windows."""
     _quiet_thread_timeout_notice()
     t = run_tasks(settings.runner)
     preprocess, model_stage = t.preprocess, t.model_stage
     planned = len(object_ids)
     # Typed as "UUID or coroutine" (it also works in async flows); in this sync flow it is the artifact's id.
     progress = cast(UUID, create_progress_artifact(progress=0.0 if planned else 100.0, description="objects finished"))
-    windows = enumerate(chunked(object_ids, settings.runner.window_size))
+    priced = zip(object_ids, costs, strict=True) if costs else ((object_id, 1.0) for object_id in object_ids)
+    windows = enumerate(work_windows(priced, settings.runner.window_size, settings.runner.window_pages))
     in_flight: list[_Window] = []
     window_errors: list[tuple[str, str]] = []
     settled = 0
@@ -201,7 +228,7 @@ def process_objects(
                 "work_dir": unmapped(work_dir),
             }
             # TaskRunner.map's signature expects a task that may return a coroutine; a sync task is one of those.
-            futures: list[PrefectFuture[list[WorkItem]]] = list(cpu.map(preprocess, parameters))  # type: ignore[arg-type]
+            futures: list[PrefectFuture[Handoff]] = list(cpu.map(preprocess, parameters))  # type: ignore[arg-type]
             window = _Window(index, ids, [])
             window.start(futures)
             in_flight.append(window)
@@ -212,7 +239,11 @@ def process_objects(
             nonlocal settled
             outcomes = [future.result(raise_on_failure=False) for future in window.futures]
             failed = next((o for o in outcomes if isinstance(o, BaseException)), None)
-            items = [item for o in outcomes if not isinstance(o, BaseException) for item in o]
+            handoffs = [o for o in outcomes if not isinstance(o, BaseException)]
+            items = [item for handoff in handoffs for item in handoff.items]
+            if clock is not None:
+                for handoff in handoffs:
+                    clock.add(handoff.busy, handoff.prepare_s)
             stage = steps.next_stage(settings, window.stage, items) if failed is None else None
             if stage is not None:
                 window.stage = stage

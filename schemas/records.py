@@ -281,6 +281,9 @@ class DiscoveryResult(_Frozen):
     listed: int
     new: int
     object_ids: tuple[int, ...]
+    costs: tuple[float, ...] = Field(
+        default=(), description="The expected work of each of object_ids, in pages (tasks/run/windows.py)"
+    )
     failed: int = Field(default=0, description="Listed entries recorded as failed without processing (e.g. a FIFO)")
     warnings: tuple[str, ...] = Field(default=(), description="Listing problems that belong to no object row")
 
@@ -367,3 +370,14 @@ class RunSummary(_Frozen):
     stages: tuple[StageTotals, ...] = ()
     review: ReviewQueueSummary | None = None
     shards: tuple[ShardSummary, ...] = ()
+    preparation_s: dict[str, float] = Field(
+        default_factory=dict, description="Per model stage: its CPU preparation outside the device (OCR), seconds"
+    )
+    planning_s: float | None = Field(
+        default=None, description="From the run's start to its first window: checks, schema, discovery"
+    )
+    orchestration_s: float | None = Field(
+        default=None,
+        description="Time of the windows' part of the run in which no stage worked: task runs, claims, result "
+        "writes, hand-offs (unknown for a fanned-out run)",
+    )

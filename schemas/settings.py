@@ -689,11 +689,17 @@ class RunnerSettings(_Group):
         "outside the flow's process). Model stages always run in the flow's process: one model copy per run.",
     )
     window_size: int = Field(
-        default=16,
+        default=256,
         ge=1,
         le=10_000,
-        description="Objects claimed and carried through the stages together: preprocessed in parallel, then fed to "
-        "each model stage at once, so forward batches fill across documents.",
+        description="Most objects claimed and carried through the stages together (a window): preprocessed in "
+        "parallel, then fed to each model stage at once, so forward batches fill across documents.",
+    )
+    window_pages: float = Field(
+        default=64.0,
+        gt=0,
+        description="Most work in one window, in pages: a recording counts 2 per minute; before an object's first "
+        "run its size guesses it (tasks/run/windows.py). Small images travel in large windows, a long PDF in its own.",
     )
     windows_in_flight: int = Field(
         default=2,
@@ -702,11 +708,11 @@ class RunnerSettings(_Group):
         description="Windows in progress at once: the next window is preprocessed while the models work on this one.",
     )
     batch_size: int = Field(
-        default=8,
+        default=64,
         ge=1,
         le=1000,
-        description="Objects per preprocessing task (one Prefect task run, one transaction); bench/pipeline.py "
-        "measures the per-task overhead this amortises.",
+        description="Most objects per preprocessing task (one Prefect task run, one transaction); a window is split "
+        "among the workers in tasks of up to this many.",
     )
     workers: int = Field(
         default=2,

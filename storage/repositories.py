@@ -292,6 +292,52 @@ class ObjectRepository:
             raise LookupError(f"source object {object_id} vanished")
         if row.status != ObjectStatus.PROCESSING or row.run_id != run_id:
             return False
+        self._set_outcome(row, result, pipeline_version)
+        self.session.flush()  # deletes before inserts, so unique (object, page) keys never clash
+        self._add_derived(row, result)
+        self._replace_classification(row, result.classification)
+        return True
+
+    def record_results(
+        self, results: Sequence[tuple[int, ObjectResult]], pipeline_version: str, run_id: str
+    ) -> list[bool]:
+        """record_result for a window's objects at once, in their order: the rows, their pages, speech segments and
+        classification read under lock in one query each per chunk (not three or four per object), the old
+        derived rows deleted in one flush. Same fence: False for an object another run has taken over."""
+        ids = sorted({object_id for object_id, _ in results})
+        rows: dict[int, SourceObject] = {}
+        for chunk in chunked(ids, _CHUNK):
+            stmt = (
+                select(SourceObject)
+                .where(SourceObject.id.in_(chunk))
+                .options(
+                    selectinload(SourceObject.pages),
+                    selectinload(SourceObject.speech_segments),
+                    selectinload(SourceObject.classification),
+                )
+                .order_by(SourceObject.id)  # one lock order for every writer
+                .with_for_update()
+            )
+            rows.update((row.id, row) for row in self.session.scalars(stmt))
+        fenced: list[tuple[SourceObject, ObjectResult]] = []
+        for object_id, result in results:
+            row = rows.get(object_id)
+            if row is None:
+                raise LookupError(f"source object {object_id} vanished")
+            if row.status == ObjectStatus.PROCESSING and row.run_id == run_id:
+                self._set_outcome(row, result, pipeline_version)
+                row.classification = None  # delete-orphan: the old row goes in the flush below
+                fenced.append((row, result))
+        self.session.flush()  # deletes before inserts, so unique keys never clash
+        for row, result in fenced:
+            self._add_derived(row, result)
+            if result.classification is not None:
+                self.session.add(self._classification_row(row, result.classification))
+        recorded = {id(row) for row, _ in fenced}
+        return [id(rows[object_id]) in recorded for object_id, _ in results]
+
+    def _set_outcome(self, row: SourceObject, result: ObjectResult, pipeline_version: str) -> None:
+        """The object's own columns from its result; its pages and speech segments cleared (deleted at the flush)."""
         row.status = result.status
         row.kind = result.kind
         row.sha256 = result.sha256 or row.sha256
@@ -311,7 +357,9 @@ class ObjectRepository:
         row.claimed_at = None
         row.pages.clear()
         row.speech_segments.clear()
-        self.session.flush()  # deletes before inserts, so unique (object, page) keys never clash
+
+    def _add_derived(self, row: SourceObject, result: ObjectResult) -> None:
+        """The result's pages, speech segments, transcript and extraction (after the old ones were flushed away)."""
         page_labels = {p.page_number: p for p in result.classification.pages} if result.classification else {}
         row.pages.extend(
             Page(
@@ -332,27 +380,26 @@ class ObjectRepository:
             self._replace_transcript(row, result.transcript)
         if result.extraction is not None:
             self._replace_extraction(row, result.extraction)
-        self._replace_classification(row, result.classification)
-        return True
 
     def _replace_classification(self, row: SourceObject, classification: Classification | None) -> None:
         """One row per object: the current classification (none when the object failed or is not a document)."""
         if classification is None:
             self.session.execute(delete(ClassificationRow).where(ClassificationRow.object_id == row.id))
             return
-        self._replace(
-            ClassificationRow(
-                object_id=row.id,
-                label=classification.label,
-                probability=classification.probability,
-                margin=classification.margin,
-                runner_up=classification.runner_up,
-                scores=classification.scores,
-                route=classification.route,
-                model_id=classification.model_id,
-                pages_classified=len(classification.pages),
-            ),
+        self._replace(self._classification_row(row, classification), object_id=row.id)
+
+    @staticmethod
+    def _classification_row(row: SourceObject, classification: Classification) -> ClassificationRow:
+        return ClassificationRow(
             object_id=row.id,
+            label=classification.label,
+            probability=classification.probability,
+            margin=classification.margin,
+            runner_up=classification.runner_up,
+            scores=classification.scores,
+            route=classification.route,
+            model_id=classification.model_id,
+            pages_classified=len(classification.pages),
         )
 
     def _replace(self, new_row: ExtractionRow | TranscriptRow | ClassificationRow, **natural_key: object) -> None:

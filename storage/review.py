@@ -99,6 +99,40 @@ class ReviewRepository:
         self.session.add_all(items)
         return items
 
+    def open_many(self, drafts_by_object: Sequence[tuple[int, Sequence[ReviewDraft]]], run_id: str | None) -> None:
+        """`open` for a window's objects at once: the waiting items and the persons' classes of all of them read in
+        one query each (per chunk), not one per object."""
+        ids = [object_id for object_id, _ in drafts_by_object]
+        audited = [
+            object_id
+            for object_id, drafts in drafts_by_object
+            if any(d.stage is ReviewStage.CLASSIFICATION and d.audit for d in drafts)
+        ]
+        answered = set(self.person_classes(audited)) if audited else set()
+        for chunk in chunked(ids, 500):
+            for item in self.session.scalars(
+                select(ReviewItem).where(ReviewItem.object_id.in_(chunk), ReviewItem.status.in_(_WAITING))
+            ):
+                item.status = ReviewStatus.DISMISSED
+                item.note = f"superseded: the object was processed again (run {run_id})"
+        self.session.add_all(
+            ReviewItem(
+                object_id=object_id,
+                stage=draft.stage,
+                schema_id=draft.schema_id,
+                reasons=[r.model_dump(mode="json") for r in draft.reasons],
+                audit=draft.audit,
+                model_output=draft.model_output,
+                model_id=draft.model_id,
+                score=draft.score,
+                status=ReviewStatus.OPEN,
+                run_id=run_id,
+            )
+            for object_id, drafts in drafts_by_object
+            for draft in drafts
+            if not (object_id in answered and draft.stage is ReviewStage.CLASSIFICATION and draft.audit)
+        )
+
     def select(
         self,
         statuses: Sequence[ReviewStatus] = (),

@@ -24,6 +24,10 @@ from schemas.settings import Settings
 from tasks.display import first_line
 from tasks.run.report import stage_lines
 
+# When this command started: the start-up before a run's own clock (imports, Prefect's temporary server, the schema)
+# is the time from here to the run row's start.
+_COMMAND_STARTED = datetime.now(UTC)
+
 app = typer.Typer(
     name="docflow",
     help=(
@@ -145,6 +149,9 @@ def _print_summary(summary: RunSummary, settings: Settings) -> None:
         console.print(table)
     for line in stage_lines(summary):
         console.print(f"  {safe(line)}", soft_wrap=True)
+    startup = (summary.started_at - _COMMAND_STARTED).total_seconds()
+    if startup >= 0:
+        console.print(f"  start-up {startup:.2f} s before the run began (imports, Prefect's server, the database)")
     for warning in summary.warnings:
         console.print(f"  [yellow]warning:[/yellow] {safe(warning)}", soft_wrap=True)
     from flows.status import collect_run_outcomes

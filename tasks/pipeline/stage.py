@@ -105,6 +105,7 @@ class WorkItem:
     review_reasons: list[ReviewReason] = field(default_factory=list)
     error: StageError | None = None
     seconds: dict[str, float] = field(default_factory=dict)  # stage name -> time spent on this item's batch
+    prepared: set[str] = field(default_factory=set)  # stages whose CPU preparation (Stage.prepare) it has had
 
     @property
     def is_document(self) -> bool:

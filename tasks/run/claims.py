@@ -76,7 +76,7 @@ def record(
     also: Callable[[Session], None] | None = None,
 ) -> RecordOutcome:
     """Store every outcome whose claim is still ours, in one transaction (with `also`'s writes, e.g. the step's
-    timings: one commit per step)."""
+    timings: one commit per step); the window's rows are read and locked at once, not one round trip each."""
     if not results and also is None:
         return RecordOutcome(recorded=0, by_status={})
     lost = 0
@@ -84,15 +84,18 @@ def record(
     audit = AuditPolicy(settings.review.audit_rate, settings.review.audit_seed)
     with unit_of_work(settings.database_url) as session:
         repo, reviews = ObjectRepository(session), ReviewRepository(session)
-        for object_id, result in results:
-            if repo.record_result(object_id, result, PIPELINE_VERSION, run_id):
+        fenced = repo.record_results(results, PIPELINE_VERSION, run_id)
+        opened = []
+        for (object_id, result), ours in zip(results, fenced, strict=True):
+            if ours:
                 by_status[result.status.value] += 1
-                reviews.open(object_id, review_drafts(result, result.sha256, audit), run_id)
+                opened.append((object_id, review_drafts(result, result.sha256, audit)))
             else:
                 lost += 1
                 log.warning(
                     "object %d was taken over by another run; its result from run %s is dropped", object_id, run_id
                 )
+        reviews.open_many(opened, run_id)
         recorded = sum(by_status.values())
         RunRepository(session).add_counts(run_id, processed=recorded, failed=by_status.get("failed", 0))
         if also is not None:

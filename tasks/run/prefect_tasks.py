@@ -108,13 +108,13 @@ def preprocess(
     force: bool,
     retry_failed: bool,
     work_dir: Path,
-) -> list[WorkItem]:
+) -> steps.Handoff:
     """CPU: claim the objects still eligible, then download, detect, render/normalise or decode + VAD. Objects
     that end here are recorded here."""
     refs = claims.claim(settings, run_id, object_ids, force=force, retry_failed=retry_failed)
     step = steps.preprocess(settings, run_id, window, refs, work_dir)
     _log_step(step, window)
-    return step.remaining
+    return step.handoff()
 
 
 @task(name="model-stage", task_run_name="{stage}-{window}", **_COMMON)
@@ -126,12 +126,12 @@ def model_stage(
     items: Sequence[WorkItem],
     work_dir: Path,
     limit: str,
-) -> list[WorkItem]:
+) -> steps.Handoff:
     """One model stage over every item of a window, holding a slot of the device's concurrency limit (strict: a
     missing limit is an error, never an unguarded GPU)."""
     step = steps.run_step(settings, run_id, window, stage, items, work_dir, slot=lambda: device_slot(limit))
     _log_step(step, window)
-    return step.remaining
+    return step.handoff()
 
 
 def _log_step(step: steps.StepResult, window: int) -> None:
@@ -148,6 +148,9 @@ def _log_step(step: steps.StepResult, window: int) -> None:
         parts.append(f"{len(report.batch_rows)} forward batch(es), mean fill {fill:.0%}")
     recorded = ", ".join(f"{n} {status}" for status, n in sorted(step.recorded.by_status.items()))
     waited = f" (after {step.slot_wait_s:.2f} s waiting for the device)" if step.slot_wait_s >= 0.01 else ""
+    prepared = ", ".join(f"{s:.2f} s for {name}" for name, s in step.prepare_s.items() if s >= 0.01)
+    if prepared:
+        waited += f" (CPU preparation: {prepared})"
     get_run_logger().info(
         "%s window %d: %s in %.2f s%s%s",
         step.stage,

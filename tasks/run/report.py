@@ -121,7 +121,26 @@ def stage_table(summary: RunSummary) -> list[str]:
     wall = _wall_seconds(summary)
     if wall:
         lines += ["", f"Whole run: {summary.processed / wall * 60:.1f} objects/min over {wall:.1f} s."]
+    if (line := time_line(summary)) is not None:
+        lines += ["", line[:1].upper() + line[1:] + "."]
     return lines
+
+
+def time_line(summary: RunSummary) -> str | None:
+    """Where the run's wall time went beside the stages: their CPU preparation (OCR), the planning before the first
+    window, and the orchestration between the stages (None when not measured: a fanned-out parent run)."""
+    if summary.orchestration_s is None:
+        return None
+    parts = [f"orchestration {summary.orchestration_s:.2f} s outside any stage (task runs, claims, result writes)"]
+    if summary.planning_s is not None:
+        parts.append(f"planning {summary.planning_s:.2f} s before the first window (checks, discovery)")
+    parts += [
+        f"{stage} CPU preparation {s:.2f} s summed over the workers (OCR)" for stage, s in summary.preparation_s.items()
+    ]
+    wall = _wall_seconds(summary)
+    if wall:
+        parts.append(f"of {wall:.2f} s run wall time")
+    return ", ".join(parts)
 
 
 def stage_lines(summary: RunSummary) -> list[str]:
@@ -140,4 +159,6 @@ def stage_lines(summary: RunSummary) -> list[str]:
             f"stage {s.stage}: {', '.join(parts)} in {s.seconds:.2f} s over {s.calls} call(s)"
             + (f" ({throughput})" if throughput else "")
         )
+    if (line := time_line(summary)) is not None:
+        lines.append(line)
     return lines

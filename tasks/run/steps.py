@@ -7,7 +7,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -38,6 +38,23 @@ class StepResult:
     remaining: list[WorkItem]
     seconds: float
     slot_wait_s: float = 0.0  # time spent waiting for the device's concurrency slot
+    # Per stage, seconds of CPU preparation outside the device (OCR for the classifier's words): this stage's, or
+    # the next model stage's when a CPU step prepared its items ahead.
+    prepare_s: dict[str, float] = field(default_factory=dict)
+    busy: tuple[tuple[datetime, datetime], ...] = ()  # when it worked: preparation, the stage itself
+
+    def handoff(self) -> Handoff:
+        return Handoff(self.remaining, self.busy, {name: s for name, s in self.prepare_s.items() if s > 0})
+
+
+@dataclass(frozen=True)
+class Handoff:
+    """What a step's task hands back to the flow: the items still on their way, and when the step worked, so the
+    run can tell its stages' time from the orchestration around them."""
+
+    items: list[WorkItem]
+    busy: tuple[tuple[datetime, datetime], ...] = ()
+    prepare_s: dict[str, float] = field(default_factory=dict)
 
 
 def run_step(
@@ -58,7 +75,8 @@ def run_step(
     position = names.index(stage_name)
     stage, later = stages[position], stages[position + 1 :]
     wanted = [item for item in items if stage.wants(item)]
-    stage.prepare(wanted)
+    preparing = utcnow()
+    _prepare(stage, wanted)
     # No work, no slot: taking one costs a round trip to the server (and, measured, sometimes a 2 s back-off).
     asked = utcnow()
     with slot() if wanted else nullcontext():
@@ -78,7 +96,35 @@ def run_step(
     finished_ids = {item.ref.id for item in done}
     remaining = [item for item in items if item.ref.id not in finished_ids]
     seconds, waited = (ended - started).total_seconds(), (started - asked).total_seconds()
-    return StepResult(stage_name, report, recorded, remaining, seconds, waited)
+    prepare_s = {stage_name: (asked - preparing).total_seconds()} if wanted else {}
+    busy = [span for span in ((preparing, asked), (started, ended)) if wanted]
+    if not stage.uses_model and (ahead := _prepare_next(later, remaining)) is not None:
+        name, span = ahead
+        prepare_s[name] = (span[1] - span[0]).total_seconds()
+        busy.append(span)
+    return StepResult(stage_name, report, recorded, remaining, seconds, waited, prepare_s, tuple(busy))
+
+
+def _prepare(stage: Stage, items: Sequence[WorkItem]) -> None:
+    """The stage's CPU preparation of the items not prepared for it yet (by the preprocessing step, ahead)."""
+    unprepared = [item for item in items if stage.name not in item.prepared]
+    stage.prepare(unprepared)
+    for item in unprepared:
+        item.prepared.add(stage.name)
+
+
+def _prepare_next(later: Sequence[Stage], items: Sequence[WorkItem]) -> tuple[str, tuple[datetime, datetime]] | None:
+    """In a CPU step, the CPU preparation of the next model stage that wants some of the items (OCR of the pages
+    the classifier reads), so it runs in the preprocessing pool, as wide as its workers, rather than in the model
+    stage's task ahead of the device. Returns that stage's name and when it worked (None: nothing to prepare)."""
+    live = [item for item in items if item.error is None]
+    for stage in later:
+        wanted = [item for item in live if stage.wants(item)]
+        if wanted:
+            started = utcnow()
+            _prepare(stage, wanted)
+            return stage.name, (started, utcnow())
+    return None
 
 
 def preprocess(settings: Settings, run_id: str, window: int, refs: Sequence[ObjectRef], work_dir: Path) -> StepResult:

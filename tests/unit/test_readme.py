@@ -22,4 +22,4 @@ def test_the_table_lists_every_variable_once() -> None:
     table = settings_table()
     keys = [*_ROUTES, *(name for name in Settings.model_fields if name not in GROUPS)]
     assert all(table.count(f"| `{env_name(key)}` |") == 1 for key in keys)
-    assert "`DOCFLOW_PDF_DPI` | `150` |" in table and "`DOCFLOW_WINDOW_SIZE` | `16` |" in table
+    assert "`DOCFLOW_PDF_DPI` | `150` |" in table and "`DOCFLOW_WINDOW_SIZE` | `256` |" in table
