@@ -571,6 +571,7 @@ def run_queries(url: str, rows: int, repeats: int, listed: int, work: Path) -> l
             )
         )
         known = session.scalar(text("SELECT count(*) FROM source_objects")) or 0
+    window = min(window, len(pending) // repeats)  # a small database has fewer pending objects than a window
     measured: list[Measured] = []
 
     def claim_window(n: int) -> int:
