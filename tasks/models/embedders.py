@@ -2,7 +2,9 @@
 
 Two kinds share one API: open_clip models put images and text in one space (so zero-shot prompts work), plain timm
 backbones embed images only (classification then needs example images per label). Outputs are L2-normalised
-float32 arrays; images go through the model in batches, in half precision on CUDA."""
+float32 arrays; images go through the model in batches, in half precision on CUDA. Models and batches are in
+channels_last memory: on CPU the convolutions of EfficientNet-Lite0 ran 1.7x faster so (the same numbers to float
+rounding; a ViT's one convolution neither gains nor loses), and on CUDA it is the layout tensor cores prefer."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from storage.batching import chunked
 from tasks.models import bundled
 from tasks.models.cache import load_cached
 from tasks.models.devices import torch_device, torch_dtype
+from tasks.models.image_batches import BatchTransform
 
 RANDOM_SEED = 0  # random-weight models (tests) are seeded, so their embeddings are stable and cacheable
 HUB = "hub"  # timm weights setting: download the model's default pretrained weights
@@ -72,6 +75,12 @@ class Embedder:
     def _transform(self, image: Image.Image) -> Any:
         raise NotImplementedError
 
+    def _batch(self, images: Sequence[Image.Image]) -> Any:
+        """The model's input for a batch of images: the transform of each, stacked (subclasses batch it faster)."""
+        import torch
+
+        return torch.stack([self._transform(image) for image in images])
+
     def _encode(self, batch: Any) -> Any:
         raise NotImplementedError
 
@@ -80,9 +89,9 @@ class Embedder:
 
         out = []
         for chunk in chunked(images, self.spec.batch_size):
-            batch = torch.stack([self._transform(_open_rgb(i, self.input_side)) for i in chunk])
+            batch = self._batch([_open_rgb(i, self.input_side) for i in chunk])
             with torch.inference_mode():
-                vectors = self._encode(batch.to(self.device, self.dtype))
+                vectors = self._encode(batch.to(self.device, self.dtype, memory_format=torch.channels_last))
             out.append(torch.nn.functional.normalize(vectors.float(), dim=-1).cpu().numpy())
             self.calls += len(chunk)
         return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
@@ -116,8 +125,9 @@ class ClipEmbedder(Embedder):
                 precision=precision,
                 cache_dir=str(spec.cache_dir / "open_clip"),
             )
-        self.model = model.eval()
+        self.model = model.eval().to(memory_format=torch.channels_last)
         self.preprocess = preprocess
+        self.batch_transform = BatchTransform(preprocess)
         self.tokenizer = open_clip.get_tokenizer(name)
         self.logit_scale = float(model.logit_scale.exp().item())
         size = getattr(model.visual, "image_size", 224)
@@ -127,6 +137,9 @@ class ClipEmbedder(Embedder):
 
     def _transform(self, image: Image.Image) -> Any:
         return self.preprocess(image)
+
+    def _batch(self, images: Sequence[Image.Image]) -> Any:
+        return self.batch_transform(images)
 
     def _encode(self, batch: Any) -> Any:
         return self.model.encode_image(batch)
@@ -161,7 +174,7 @@ class TimmEmbedder(Embedder):
             path = bundled.resolve(spec.weights, spec.cache_dir)
             state = torch.load(path, map_location="cpu", weights_only=True)
             model.load_state_dict(match_state_dict(state, model.state_dict()), strict=False)
-        self.model = model.eval().to(self.device, self.dtype)
+        self.model = model.eval().to(self.device, self.dtype).to(memory_format=torch.channels_last)
         config = timm.data.resolve_data_config({}, model=model)
         mean, std = _PACKAGED_NORMALISATION.get(spec.weights or "", (config["mean"], config["std"]))
         self.input_side = int(config["input_size"][-1])
@@ -174,9 +187,13 @@ class TimmEmbedder(Embedder):
                 transforms.Normalize(mean, std),
             ]
         )
+        self.batch_transform = BatchTransform(self.pipeline)
 
     def _transform(self, image: Image.Image) -> Any:
         return self.pipeline(image)
+
+    def _batch(self, images: Sequence[Image.Image]) -> Any:
+        return self.batch_transform(images)
 
     def _encode(self, batch: Any) -> Any:
         return self.model(batch)
