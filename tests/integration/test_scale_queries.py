@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import event, func, select
 
 from schemas.errors import ConfigError
-from schemas.records import BlobInfo, ReviewReason
+from schemas.records import BlobInfo, DiscoveryRequest, ObjectKind, ReviewReason
 from schemas.review import ReviewDraft, ReviewStage, ReviewStatus
 from schemas.settings import load_settings
 from storage.db import get_engine, migrate, unit_of_work
@@ -25,6 +25,8 @@ from storage.repositories import ObjectRepository, eligible
 from storage.review import ReviewRepository, item_view
 from storage.tables import Page, ReviewItem, SourceObject, utcnow
 from tasks.review.queue import WAITING, export_file
+from tasks.run.discovery import discover
+from tests.support import hostile
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 
@@ -215,3 +217,31 @@ def test_a_label_studio_export_takes_each_items_first_page(
     tasks = json.loads((tmp_path / "tasks.json").read_text(encoding="utf-8"))
     links = [json.dumps(t) for t in tasks]
     assert [f"derived/{n}/1.png" in link for n, link in enumerate(links, start=1)] == [True] * 5
+
+
+def test_discovery_fails_unreadable_entries_and_keeps_the_kinds_asked_for(db_url: str, tmp_path: Path) -> None:
+    """Discovery plans from plain rows: an entry that cannot be an object (a FIFO, a dangling link) is recorded as
+    failed by the run, a never-seen object gets its kind from its first bytes, and only the kinds asked for are
+    planned, each with its cost."""
+    migrate(db_url)
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "a.pdf").write_bytes(b"%PDF-1.4\n" + b"0" * (300_000 - 9))
+    (inbox / "b.pdf").write_bytes(b"\x89PNG\r\n\x1a\n" + b"0" * 100)  # an image, whatever its name says
+    hostile.fifo(inbox / "c.pdf")
+    hostile.dangling_symlink(inbox / "d.pdf")
+    settings = load_settings(database_url=db_url)
+    request = DiscoveryRequest(sources=(str(inbox),), kinds=(ObjectKind.PDF,))
+    result = discover(settings, request, run_id="run-1")
+    assert (result.listed, result.new, result.failed) == (4, 4, 2)
+    with unit_of_work(db_url) as session:
+        rows = {r.key: r for r in session.scalars(select(SourceObject))}
+        assert result.object_ids == (rows["a.pdf"].id,)
+        assert result.costs == (3.0,)  # 300 KB of PDF: about three pages
+        assert (rows["a.pdf"].kind, rows["b.pdf"].kind) == ("pdf", "image")
+        assert {k: (r.status, r.error_code, r.run_id) for k, r in rows.items() if r.status == "failed"} == {
+            "c.pdf": ("failed", "not_regular_file", "run-1"),
+            "d.pdf": ("failed", "broken_symlink", "run-1"),
+        }
+    again = discover(settings, request, run_id="run-2")  # nothing new; the failed ones are not taken again
+    assert (again.new, again.failed, again.object_ids) == (0, 0, result.object_ids)
