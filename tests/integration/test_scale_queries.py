@@ -24,6 +24,7 @@ from storage.db import get_engine, migrate, unit_of_work
 from storage.repositories import ObjectRepository, eligible
 from storage.review import ReviewRepository, item_view
 from storage.tables import Page, ReviewItem, SourceObject, utcnow
+from tasks.results import ResultFilter, export_results
 from tasks.review.queue import WAITING, export_file
 from tasks.run.discovery import discover
 from tests.support import hostile
@@ -245,3 +246,35 @@ def test_discovery_fails_unreadable_entries_and_keeps_the_kinds_asked_for(db_url
         }
     again = discover(settings, request, run_id="run-2")  # nothing new; the failed ones are not taken again
     assert (again.new, again.failed, again.object_ids) == (0, 0, result.object_ids)
+
+
+# --- export results --since ------------------------------------------------------------------------------------------
+
+
+def test_an_export_since_pages_through_the_recent_objects_in_processing_order(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--since` pages by (processed_at, id) on its index, in chunks (3 here): every object processed since then
+    once, in the order they were processed (ties by id), and none older, whatever their ids."""
+    import tasks.results
+
+    monkeypatch.setattr(tasks.results, "CHUNK", 3)
+    migrate(db_url)
+    since = T0 + timedelta(days=10)
+    # processed at: ids 1-3 long ago, then newer objects with lower times on higher ids, and ties
+    days = [1, 2, 3, 20, 12, 12, 12, 11, 15, 10, 12]
+    with unit_of_work(db_url) as session:
+        ObjectRepository(session).register(_blobs(len(days)))
+        session.flush()
+        for row, day in zip(session.scalars(select(SourceObject).order_by(SourceObject.id)), days, strict=True):
+            row.kind, row.status, row.processed_at = "pdf", "done", T0 + timedelta(days=day)
+    out = tmp_path / "since.jsonl"
+    count = export_results(db_url, "jsonl", out, ResultFilter(since=since))
+    keys = [json.loads(line)["key"] for line in out.read_text(encoding="utf-8").splitlines()]
+    expected = sorted((day, n) for n, day in enumerate(days) if T0 + timedelta(days=day) >= since)
+    assert keys == [f"docs/{n:05d}.pdf" for _, n in expected]
+    assert count == len(keys) == 8
+    everything = tmp_path / "all.jsonl"
+    assert export_results(db_url, "jsonl", everything, ResultFilter()) == len(days)  # by id without --since
+    all_keys = [json.loads(line)["key"] for line in everything.read_text(encoding="utf-8").splitlines()]
+    assert all_keys == [b.key for b in _blobs(len(days))]
