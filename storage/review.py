@@ -7,7 +7,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import case, false, func, select, update
+from sqlalchemy import Integer, any_, bindparam, case, false, func, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session, selectinload
 
 from schemas.records import ReviewOpened, ReviewQueueSummary, ReviewReason
@@ -183,23 +184,36 @@ class ReviewRepository:
 
     def _page_uris(self, object_ids: Sequence[int]) -> dict[int, list[str]]:
         found: dict[int, list[str]] = {}
-        for chunk in chunked(sorted(set(object_ids)), 500):
+        postgres = self.session.get_bind().dialect.name == "postgresql"
+        ids = sorted(set(object_ids))
+        # PostgreSQL: the ids as one array parameter; psycopg rewrites an IN list's placeholders for every query
+        for chunk in [ids] if postgres else chunked(ids, 500):
+            listed = (
+                Page.object_id == any_(bindparam("ids", chunk, type_=ARRAY(Integer)))
+                if postgres
+                else Page.object_id.in_(chunk)
+            )
             for object_id, uri in self.session.execute(
-                select(Page.object_id, Page.uri)
-                .where(Page.object_id.in_(chunk))
-                .order_by(Page.object_id, Page.page_number)
+                select(Page.object_id, Page.uri).where(listed).order_by(Page.object_id, Page.page_number)
             ).tuples():
                 found.setdefault(object_id, []).append(uri)
         return found
 
     def mark_all_exported(self, item_ids: Sequence[int]) -> None:
-        """Mark items written to a review file: one UPDATE per 1,000 items that sets both columns (each row gets
-        one new version, not two), not one per item (50,000 waiting items are one export)."""
+        """Mark items written to a review file: one UPDATE that sets both columns (each row gets one new version,
+        not two), not one per item (50,000 waiting items are one export). PostgreSQL takes the ids as one array;
+        SQLite, a thousand at a time."""
         now = utcnow()
-        for chunk in chunked(item_ids, 1000):
+        postgres = self.session.get_bind().dialect.name == "postgresql"
+        for chunk in [list(item_ids)] if postgres else chunked(item_ids, 1000):
+            listed = (
+                ReviewItem.id == any_(bindparam("ids", chunk, type_=ARRAY(Integer)))
+                if postgres
+                else ReviewItem.id.in_(chunk)
+            )
             self.session.execute(
                 update(ReviewItem)
-                .where(ReviewItem.id.in_(chunk))
+                .where(listed)
                 .values(
                     status=case(
                         (ReviewItem.status == ReviewStatus.OPEN, ReviewStatus.EXPORTED), else_=ReviewItem.status
