@@ -6,8 +6,9 @@
     with a review item waiting for a person, 2 % with a resolved one). Then each of these is timed several times
     (the median is reported), through the functions a run calls or through the CLI itself (typer's CliRunner):
     a claim of one window of objects, discovery of 10,000 listed objects (first new, then already known),
-    `status`, `status --json`, `review list`, `review export` (CSV), `export results --since` (the last ~1 % of
-    the objects processed) and `show KEY`. Every SQL statement each of them sends is captured and run again under
+    `status`, `status --json`, `review list`, `review export` (CSV; and its database part alone, the waiting items
+    read as the export reads them), `export results --since` (the last ~1 % of the objects processed) and
+    `show KEY`. Every SQL statement each of them sends is captured and run again under
     EXPLAIN ANALYZE: the slowest one's plan is printed, and a sequential scan of a big table is flagged.
 
     .venv/bin/python bench/scale.py [--rows 1000000] [--repeats 3]      # --rows 20000: a quick check
@@ -417,6 +418,7 @@ class Plan:
     sql: str
     key_line: str  # the plan's top node
     seq_scans: list[str]  # big tables read whole
+    nodes: list[str] = field(default_factory=list)  # the plan, compact (`compact_plan`)
 
 
 @dataclass
@@ -467,6 +469,31 @@ _SEQ_SCAN = re.compile(r"Seq Scan on (\w+)")
 _EXECUTION = re.compile(r"Execution Time: ([\d.]+) ms")
 
 
+_COST = re.compile(r"\s*\(cost=[^)]*\)")
+_ACTUAL = re.compile(r"\(actual time=[\d.]+\.\.([\d.]+) rows=(\d+) loops=(\d+)\)")
+_PLAN_DETAIL = ("Index Cond:", "Filter:", "Hash Cond:", "Join Filter:", "Sort Key:", "Group Key:", "Recheck Cond:")
+PLAN_LINES = 14  # a plan longer than this is cut (the rest are the lower nodes' details)
+
+
+def compact_plan(lines: Sequence[str], width: int = 110) -> list[str]:
+    """An EXPLAIN ANALYZE plan as docs can show it: each node with its actual rows and time (no cost estimates,
+    buffers, worker or planning lines), the conditions it used, long lines cut to `width`, at most PLAN_LINES."""
+    kept: list[str] = []
+    for line in lines:
+        stripped = line.strip()
+        is_node = "(actual" in line or "(never executed)" in line
+        if not is_node and not stripped.startswith(_PLAN_DETAIL):
+            continue
+        text = _ACTUAL.sub(
+            lambda m: f"(rows={m.group(2)}{'x' + m.group(3) if m.group(3) != '1' else ''}, {float(m.group(1)):.1f} ms)",
+            _COST.sub("", line.rstrip()),
+        )
+        kept.append(text if len(text) <= width else text[: width - 3] + "...")
+    if len(kept) > PLAN_LINES:
+        kept = [*kept[: PLAN_LINES - 1], f"   ... {len(kept) - PLAN_LINES + 1} more plan lines"]
+    return kept
+
+
 def explain(url: str, statements: Sequence[Statement]) -> list[Plan]:
     """EXPLAIN ANALYZE each distinct statement once (with the parameters it was first sent with), in a transaction
     that is rolled back: what a write would change is undone."""
@@ -490,6 +517,7 @@ def explain(url: str, statements: Sequence[Statement]) -> list[Plan]:
                     sql=" ".join(statement.sql.split()),
                     key_line=lines[0].strip(),
                     seq_scans=sorted({t for line in lines for t in _SEQ_SCAN.findall(line) if t in BIG_TABLES}),
+                    nodes=compact_plan(lines),
                 )
             )
     return plans
@@ -655,15 +683,28 @@ def run_queries(url: str, rows: int, repeats: int, listed: int, work: Path) -> l
 
     review_csv = work / "review.csv"
 
-    def export_review(_n: int) -> int:
+    def export_review(_n: int) -> Path:
         _cli(url, "review", "export", "--format", "csv", "--out", str(review_csv))
+        return review_csv
+
+    def exported_items(path: Path) -> tuple[bool, str]:  # read back outside the timed call
         import csv
 
-        with review_csv.open(newline="", encoding="utf-8") as stream:
-            return len({row["item_id"] for row in csv.DictReader(stream)})
+        with path.open(newline="", encoding="utf-8") as stream:
+            n = len({row["item_id"] for row in csv.DictReader(stream)})
+        return n == want.waiting, f"{n} items in the CSV"
+
+    measured.append(_measure("review_export", url, repeats, export_review, exported_items))
+
+    def read_queue(_n: int) -> int:  # the export's database part alone: the waiting items read as it reads them
+        from storage.review import ReviewRepository
+        from tasks.review.queue import WAITING
+
+        with unit_of_work(url) as session:
+            return sum(1 for _ in ReviewRepository(session).views(WAITING))
 
     measured.append(
-        _measure("review_export", url, repeats, export_review, lambda n: (n == want.waiting, f"{n} items in the CSV"))
+        _measure("review_export_read", url, repeats, read_queue, lambda n: (n == want.waiting, f"{n} items read"))
     )
 
     results = work / "results.jsonl"
@@ -701,23 +742,28 @@ def run_queries(url: str, rows: int, repeats: int, listed: int, work: Path) -> l
 
 
 def report(measured: Sequence[Measured], title: str) -> list[str]:
-    """A table of the medians and what each query returned, then each query's slowest statement and its plan's top
-    line, with the sequential scans of big tables."""
+    """A table of the medians and what each query returned, then for each query its slowest statement and that
+    statement's plan (compact: it can go in the docs as it is), with the sequential scans of big tables."""
     lines = [title, f"{'query':22s} {'median s':>9s} {'runs':>5s}  returned", "-" * 80]
     for m in measured:
         mark = "" if m.ok else "  << WRONG"
         lines.append(f"{m.name:22s} {m.median:9.3f} {len(m.seconds):5d}  {m.check}{mark}")
+    lines += ["", "plans: each query's slowest statement under EXPLAIN ANALYZE (rows x loops, ms of actual time)"]
     for m in measured:
         slowest = m.slowest_plan
         if slowest is None:
             continue
-        scans = f"  SEQ SCAN: {', '.join(m.seq_scans)}" if m.seq_scans else ""
-        lines.append(f"{m.name}: {len(m.plans)} distinct statements, slowest {slowest.seconds * 1000:.1f} ms{scans}")
-        lines.append(f"    {slowest.key_line}")
+        scans = f"; SEQ SCAN of {', '.join(m.seq_scans)}" if m.seq_scans else ""
+        lines.append("")
+        lines.append(
+            f"{m.name}: median {m.median:.3f} s; {len(m.plans)} distinct statements, the slowest "
+            f"{slowest.seconds * 1000:.1f} ms{scans}"
+        )
         lines.append(f"    {slowest.sql[:200]}")
+        lines += [f"    {node}" for node in slowest.nodes or [slowest.key_line]]
         for plan in m.plans:
             if plan.seq_scans and plan is not slowest:
-                lines.append(f"    seq scan ({plan.seconds * 1000:.1f} ms): {plan.sql[:160]}")
+                lines.append(f"    also a seq scan ({plan.seconds * 1000:.1f} ms): {plan.sql[:160]}")
     return lines
 
 

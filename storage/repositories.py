@@ -3,11 +3,27 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, CursorResult, and_, case, delete, func, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import (
+    ColumnElement,
+    CursorResult,
+    Row,
+    Select,
+    String,
+    and_,
+    any_,
+    bindparam,
+    case,
+    delete,
+    func,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, selectinload
 
@@ -38,6 +54,31 @@ from storage.tables import (
 
 _CHUNK = 500
 
+# Discovery's page of listed objects on PostgreSQL, as a few arrays bound to one short statement each: a multi-row
+# VALUES or an IN list of 1,000 placeholders costs more to build and parse (psycopg splits the query text anew for
+# each) than the statement takes to run on a million rows.
+_REGISTER_LISTED = text(
+    """
+    INSERT INTO source_objects (source, key, version, size, last_modified, status, attempts, created_at, updated_at)
+    SELECT listed.source, listed.key, listed.version, listed.size, listed.last_modified, :status, 0, :now, :now
+    FROM unnest(
+        CAST(:sources AS varchar[]), CAST(:keys AS varchar[]), CAST(:versions AS varchar[]),
+        CAST(:sizes AS bigint[]), CAST(:modified AS timestamptz[])
+    ) AS listed(source, key, version, size, last_modified)
+    ON CONFLICT (source, key, version) DO NOTHING
+    RETURNING id
+    """
+)
+_SUPERSEDE_LISTED = text(
+    """
+    UPDATE source_objects SET superseded_at = :now
+    FROM unnest(CAST(:sources AS varchar[]), CAST(:keys AS varchar[]), CAST(:versions AS varchar[]))
+        AS listed(source, key, version)
+    WHERE source_objects.source = listed.source AND source_objects.key = listed.key
+        AND source_objects.superseded_at IS NULL AND source_objects.version <> listed.version
+    """
+)
+
 
 def eligible(
     *, force: bool, retry_failed: bool, stale_before: datetime, run_id: str | None = None
@@ -60,17 +101,17 @@ class ObjectRepository:
         self.session = session
 
     def register(self, blobs: Sequence[BlobInfo]) -> int:
-        """Record listed objects; an unseen (source, key, version) becomes a pending row. Returns rows added."""
+        """Record listed objects; an unseen (source, key, version) becomes a pending row, and an older version of
+        a listed key is marked superseded. Returns rows added."""
         if not blobs:
             return 0
         now = utcnow()
-        dialect = self.session.get_bind().dialect.name
-        insert = pg_insert if dialect == "postgresql" else sqlite_insert
+        if self.session.get_bind().dialect.name == "postgresql":
+            return self._register_postgres(blobs, now)
         # One statement, its rows as parameters (executemany: SQLAlchemy sends them as multi-row VALUES pages): it
-        # compiles once and is cached. A `.values(rows)` statement was compiled afresh for every chunk, which took
-        # most of the time of discovering 10,000 objects.
+        # compiles once and is cached. A `.values(rows)` statement was compiled afresh for every chunk.
         stmt = (
-            insert(SourceObject)
+            sqlite_insert(SourceObject)
             .on_conflict_do_nothing(index_elements=["source", "key", "version"])
             .returning(SourceObject.id)
         )
@@ -95,6 +136,27 @@ class ObjectRepository:
         self._supersede_old_versions(blobs, now)
         return added
 
+    def _register_postgres(self, blobs: Sequence[BlobInfo], now: datetime) -> int:
+        """`register` in two statements whatever the page's size: the insert and the superseding update, each
+        joined to the listing as arrays."""
+        listed = {
+            "sources": [b.source for b in blobs],
+            "keys": [b.key for b in blobs],
+            "versions": [b.version for b in blobs],
+        }
+        added = self.session.execute(
+            _REGISTER_LISTED,
+            {
+                **listed,
+                "sizes": [b.size for b in blobs],
+                "modified": [b.last_modified.astimezone(UTC) for b in blobs],
+                "status": ObjectStatus.PENDING.value,
+                "now": now,
+            },
+        ).all()
+        self.session.execute(_SUPERSEDE_LISTED, {**listed, "now": now})
+        return len(added)
+
     def _supersede_old_versions(self, blobs: Sequence[BlobInfo], now: datetime) -> None:
         by_source: dict[str, dict[str, str]] = {}
         for b in blobs:
@@ -114,18 +176,39 @@ class ObjectRepository:
 
     def find_current(self, blobs: Sequence[BlobInfo], condition: ColumnElement[bool]) -> list[SourceObject]:
         """Rows for exactly these listed versions that satisfy `condition`, in listing order."""
-        wanted = {(b.source, b.key, b.version) for b in blobs}
+        return self._listed_current(blobs, condition, select(SourceObject), scalars=True)
+
+    def find_current_plans(self, blobs: Sequence[BlobInfo], condition: ColumnElement[bool]) -> list[Row[Any]]:
+        """`find_current` as the columns discovery plans a run with (id, source, key, version, size, kind,
+        page_count, duration_s): plain rows, not ORM objects (10,000 of those cost more than their query)."""
+        so = SourceObject
+        columns = select(so.id, so.source, so.key, so.version, so.size, so.kind, so.page_count, so.duration_s)
+        return self._listed_current(blobs, condition, columns, scalars=False)
+
+    def _listed_current(
+        self, blobs: Sequence[BlobInfo], condition: ColumnElement[bool], query: Select[Any], *, scalars: bool
+    ) -> list[Any]:
         by_source: dict[str, list[str]] = {}
         for b in blobs:
             by_source.setdefault(b.source, []).append(b.key)
-        found: dict[tuple[str, str, str], SourceObject] = {}
+        found: dict[tuple[str, str, str], Any] = {}
+        postgres = self.session.get_bind().dialect.name == "postgresql"
         for source, keys in by_source.items():
-            for chunk in chunked(keys, _CHUNK):
-                for row in self.session.scalars(
-                    select(SourceObject).where(SourceObject.source == source, SourceObject.key.in_(chunk), condition)
-                ):
+            # PostgreSQL: the keys as one array parameter (see _REGISTER_LISTED), not an IN list of placeholders
+            for chunk in [keys] if postgres else chunked(keys, _CHUNK):
+                listed = (
+                    SourceObject.key == any_(bindparam("keys", chunk, type_=ARRAY(String)))
+                    if postgres
+                    else SourceObject.key.in_(chunk)
+                )
+                statement = query.where(SourceObject.source == source, listed, condition)
+                result = self.session.scalars(statement) if scalars else self.session.execute(statement)
+                for row in result:
                     found[(row.source, row.key, row.version)] = row
-        return [found[k] for k in ((b.source, b.key, b.version) for b in blobs) if k in wanted and k in found]
+        return [row for row in (found.get((b.source, b.key, b.version)) for b in blobs) if row is not None]
+
+    def by_id(self, object_id: int) -> SourceObject | None:
+        return self.session.get(SourceObject, object_id)
 
     def fail_unprocessed(self, row: SourceObject, error: StageError, run_id: str | None) -> None:
         """Fail an object without processing it: a listed entry that cannot be read (a FIFO, a broken link), or one

@@ -7,15 +7,34 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import false, func, select, update
+from sqlalchemy import Integer, any_, bindparam, case, false, func, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session, selectinload
 
 from schemas.records import ReviewOpened, ReviewQueueSummary, ReviewReason
 from schemas.review import ReviewDraft, ReviewItemView, ReviewStage, ReviewStatus
 from storage.batching import chunked
-from storage.tables import ReviewItem, SourceObject, utcnow
+from storage.tables import Page, ReviewItem, SourceObject, utcnow
 
 _WAITING = (ReviewStatus.OPEN, ReviewStatus.EXPORTED)
+# What a view of an item needs of its row (`ReviewRepository.views`).
+_VIEW_COLUMNS = (
+    ReviewItem.id,
+    ReviewItem.object_id,
+    ReviewItem.stage,
+    ReviewItem.schema_id,
+    ReviewItem.status,
+    ReviewItem.audit,
+    ReviewItem.reasons,
+    ReviewItem.model_output,
+    ReviewItem.model_id,
+    ReviewItem.score,
+    ReviewItem.corrected,
+    ReviewItem.reviewer,
+    ReviewItem.created_at,
+    ReviewItem.resolved_at,
+    ReviewItem.note,
+)
 
 
 @dataclass(frozen=True)
@@ -66,6 +85,22 @@ def _differing_fields(stage: ReviewStage, model_output: dict[str, Any], correcte
     return sorted(name for name, value in corrected.items() if data.get(name) != value)
 
 
+def _new_item(object_id: int, draft: ReviewDraft, run_id: str | None) -> ReviewItem:
+    """A waiting (open) review item of the object, from a stage's draft."""
+    return ReviewItem(
+        object_id=object_id,
+        stage=draft.stage,
+        schema_id=draft.schema_id,
+        reasons=[r.model_dump(mode="json") for r in draft.reasons],
+        audit=draft.audit,
+        model_output=draft.model_output,
+        model_id=draft.model_id,
+        score=draft.score,
+        status=ReviewStatus.OPEN,
+        run_id=run_id,
+    )
+
+
 class ReviewRepository:
     def __init__(self, session: Session) -> None:
         self.session = session
@@ -81,21 +116,7 @@ class ReviewRepository:
         ):
             item.status = ReviewStatus.DISMISSED
             item.note = f"superseded: the object was processed again (run {run_id})"
-        items = [
-            ReviewItem(
-                object_id=object_id,
-                stage=draft.stage,
-                schema_id=draft.schema_id,
-                reasons=[r.model_dump(mode="json") for r in draft.reasons],
-                audit=draft.audit,
-                model_output=draft.model_output,
-                model_id=draft.model_id,
-                score=draft.score,
-                status=ReviewStatus.OPEN,
-                run_id=run_id,
-            )
-            for draft in drafts
-        ]
+        items = [_new_item(object_id, draft, run_id) for draft in drafts]
         self.session.add_all(items)
         return items
 
@@ -116,18 +137,7 @@ class ReviewRepository:
                 item.status = ReviewStatus.DISMISSED
                 item.note = f"superseded: the object was processed again (run {run_id})"
         self.session.add_all(
-            ReviewItem(
-                object_id=object_id,
-                stage=draft.stage,
-                schema_id=draft.schema_id,
-                reasons=[r.model_dump(mode="json") for r in draft.reasons],
-                audit=draft.audit,
-                model_output=draft.model_output,
-                model_id=draft.model_id,
-                score=draft.score,
-                status=ReviewStatus.OPEN,
-                run_id=run_id,
-            )
+            _new_item(object_id, draft, run_id)
             for object_id, drafts in drafts_by_object
             for draft in drafts
             if not (object_id in answered and draft.stage is ReviewStage.CLASSIFICATION and draft.audit)
@@ -152,19 +162,64 @@ class ReviewRepository:
             query = query.where(ReviewItem.external_task.is_(None))
         yield from self.session.scalars(query.order_by(ReviewItem.id).execution_options(yield_per=500))
 
+    def views(
+        self, statuses: Sequence[ReviewStatus], stage: ReviewStage | None = None, chunk: int = 1000
+    ) -> Iterator[tuple[ReviewItemView, str]]:
+        """Items oldest first as views, each with its object's source, for writing a review file: plain rows (no
+        ORM objects) read through a server-side cursor `chunk` at a time, with one query for a chunk's pages, so
+        the 50,000 items of a large queue are never all in memory."""
+        query = (
+            select(*_VIEW_COLUMNS, SourceObject.key, SourceObject.kind, SourceObject.source)
+            .join(SourceObject, SourceObject.id == ReviewItem.object_id)
+            .where(ReviewItem.status.in_(list(statuses)))
+            .order_by(ReviewItem.id)
+        )
+        if stage is not None:
+            query = query.where(ReviewItem.stage == stage)
+        rows = self.session.execute(query.execution_options(yield_per=chunk))
+        for part in rows.partitions():
+            pages = self._page_uris([row.object_id for row in part])
+            for row in part:
+                yield _row_view(row, pages.get(row.object_id, [])), row.source
+
+    def _page_uris(self, object_ids: Sequence[int]) -> dict[int, list[str]]:
+        found: dict[int, list[str]] = {}
+        postgres = self.session.get_bind().dialect.name == "postgresql"
+        ids = sorted(set(object_ids))
+        # PostgreSQL: the ids as one array parameter; psycopg rewrites an IN list's placeholders for every query
+        for chunk in [ids] if postgres else chunked(ids, 500):
+            listed = (
+                Page.object_id == any_(bindparam("ids", chunk, type_=ARRAY(Integer)))
+                if postgres
+                else Page.object_id.in_(chunk)
+            )
+            for object_id, uri in self.session.execute(
+                select(Page.object_id, Page.uri).where(listed).order_by(Page.object_id, Page.page_number)
+            ).tuples():
+                found.setdefault(object_id, []).append(uri)
+        return found
+
     def mark_all_exported(self, item_ids: Sequence[int]) -> None:
-        """Mark items written to a review file: a few UPDATE statements, not one per item (50,000 waiting items
-        are one export)."""
+        """Mark items written to a review file: one UPDATE that sets both columns (each row gets one new version,
+        not two), not one per item (50,000 waiting items are one export). PostgreSQL takes the ids as one array;
+        SQLite, a thousand at a time."""
         now = utcnow()
-        for chunk in chunked(item_ids, 1000):
-            self.session.execute(
-                update(ReviewItem)
-                .where(ReviewItem.id.in_(chunk), ReviewItem.status == ReviewStatus.OPEN)
-                .values(status=ReviewStatus.EXPORTED),
-                execution_options={"synchronize_session": False},
+        postgres = self.session.get_bind().dialect.name == "postgresql"
+        for chunk in [list(item_ids)] if postgres else chunked(item_ids, 1000):
+            listed = (
+                ReviewItem.id == any_(bindparam("ids", chunk, type_=ARRAY(Integer)))
+                if postgres
+                else ReviewItem.id.in_(chunk)
             )
             self.session.execute(
-                update(ReviewItem).where(ReviewItem.id.in_(chunk)).values(exported_at=now),
+                update(ReviewItem)
+                .where(listed)
+                .values(
+                    status=case(
+                        (ReviewItem.status == ReviewStatus.OPEN, ReviewStatus.EXPORTED), else_=ReviewItem.status
+                    ),
+                    exported_at=now,
+                ),
                 execution_options={"synchronize_session": False},
             )
 
@@ -336,4 +391,28 @@ def item_view(item: ReviewItem) -> ReviewItemView:
         created_at=item.created_at,
         resolved_at=item.resolved_at,
         note=item.note,
+    )
+
+
+def _row_view(row: Any, pages: list[str]) -> ReviewItemView:
+    """`item_view` of a row of `_VIEW_COLUMNS` and the object's key and kind."""
+    return ReviewItemView(
+        id=row.id,
+        object_id=row.object_id,
+        key=row.key,
+        kind=row.kind,
+        stage=ReviewStage(row.stage),
+        schema_id=row.schema_id,
+        status=ReviewStatus(row.status),
+        audit=row.audit,
+        reasons=[ReviewReason.model_validate(r) for r in row.reasons],
+        model_output=row.model_output,
+        model_id=row.model_id,
+        score=row.score,
+        pages=pages,
+        corrected=row.corrected,
+        reviewer=row.reviewer,
+        created_at=row.created_at,
+        resolved_at=row.resolved_at,
+        note=row.note,
     )

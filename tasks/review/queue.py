@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TextIO
@@ -136,16 +136,23 @@ def export_file(settings: Settings, fmt: FileFormat, out: Path, stage: ReviewSta
     links = MediaLinks(settings.review.url_expiry_s, settings.review.local_files_root)
     with unit_of_work(settings.database_url) as session:
         repo = ReviewRepository(session)
-        rows = list(repo.select(WAITING, stage))
-        views = [item_view(r) for r in rows]
+        written: list[int] = []
+        sources: dict[int, str] = {}
+
+        def views() -> Iterator[ReviewItemView]:  # streamed from the database into the file
+            for view, source in repo.views(WAITING, stage):
+                written.append(view.id)
+                sources[view.id] = source
+                yield view
+
         with staged_text(out) as stream:
-            count = _write(fmt, views, stream, links, {r.id: r.source_object.source for r in rows})
-        repo.mark_all_exported([r.id for r in rows])
+            count = _write(fmt, views(), stream, links, sources)
+        repo.mark_all_exported(written)
     return count
 
 
 def _write(
-    fmt: FileFormat, views: Sequence[ReviewItemView], stream: TextIO, links: MediaLinks, sources: dict[int, str]
+    fmt: FileFormat, views: Iterable[ReviewItemView], stream: TextIO, links: MediaLinks, sources: dict[int, str]
 ) -> int:
     if fmt == "csv":
         return write_csv(views, stream)

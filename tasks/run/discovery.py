@@ -72,23 +72,24 @@ def discover(settings: Settings, request: DiscoveryRequest, run_id: str | None =
         with unit_of_work(settings.database_url) as session:
             repo = ObjectRepository(session)
             new += repo.register(blobs)
-            rows = repo.find_current(blobs, condition)
+            rows = repo.find_current_plans(blobs, condition)
             for row in rows:
                 problem = problems.get((row.source, row.key, row.version))
-                if problem is not None:
-                    repo.fail_unprocessed(row, problem, run_id)
+                if problem is not None and (unreadable := repo.by_id(row.id)) is not None:
+                    repo.fail_unprocessed(unreadable, problem, run_id)
                     failed += 1
             rows = [row for row in rows if (row.source, row.key, row.version) not in problems]
+            kinds = {row.id: row.kind for row in rows}
             if wanted:
                 for row in rows:
                     if row.kind is None:  # never looked at: read just enough bytes to know its kind
                         detection = sniff.detect(stores_by_uri[row.source].read_head(row.key, sniff.HEAD_BYTES))
                         repo.set_kind(row.id, detection.kind, detection.description)
-                        row.kind = detection.kind
-                rows = [row for row in rows if row.kind in wanted]
+                        kinds[row.id] = detection.kind
+                rows = [row for row in rows if kinds[row.id] in wanted]
             for row in rows:
                 ids.append(row.id)
-                costs.append(object_cost(row.key, row.size, row.kind, row.page_count, row.duration_s))
+                costs.append(object_cost(row.key, row.size, kinds[row.id], row.page_count, row.duration_s))
     warnings = [w for store in stores.values() for w in store.warnings]
     if too_long_count:
         warnings.append(
