@@ -1,6 +1,7 @@
 """What a model stage did, timed from outside the code under test: bench/pipeline.py installs this in the flow
 process of both the old and the new tree, whose own generator classes differ, but which both generate through
-transformers' GenerationMixin.generate and read page text through a function named `ocr_image`.
+transformers' GenerationMixin.generate and read page text through a function named `ocr_image` (or `ocr_images`, a
+window's pages at once).
 
 Imports nothing of docflow's, so it works in any exported tree."""
 
@@ -65,9 +66,12 @@ def install(calls: list[dict[str, Any]], ocr_seconds: list[float]) -> None:
         except ImportError:  # the other tree's layout
             continue
     for module in list(sys.modules.values()):
-        plain_ocr = getattr(module, "ocr_image", None)
+        # Newer trees read a window's pages in one call (`ocr_images`, which calls `ocr_image` for a lone page):
+        # time that one where it exists, so no page is counted twice.
+        name = "ocr_images" if callable(getattr(module, "ocr_images", None)) else "ocr_image"
+        plain_ocr = getattr(module, name, None)
         if getattr(module, "__name__", "").startswith("tasks.") and callable(plain_ocr):
-            module.ocr_image = _timed(plain_ocr, ocr_seconds)  # type: ignore[attr-defined]
+            setattr(module, name, _timed(plain_ocr, ocr_seconds))
 
 
 def _timed(function: Callable[..., Any], seconds: list[float]) -> Callable[..., Any]:

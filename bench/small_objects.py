@@ -8,7 +8,12 @@ included. The same inbox goes through the code of a baseline git ref (exported t
 checkout's virtual environment) and through this checkout, in one invocation, so the ratio is measured on one
 machine under one load.
 
+Each tree is timed twice by default (--prefect-home both), each time with a new database: a first run, whose
+Prefect home is new (Prefect's temporary server migrates its database first: seconds), and a steady-state run,
+whose Prefect home was warmed by a run over an empty inbox first, as a nightly run finds it.
+
     .venv/bin/python bench/small_objects.py [--objects 500] [--baseline-ref 274ede3] [--no-baseline]
+        [--prefect-home first|steady|both]
     .venv/bin/python bench/small_objects.py --objects 2000 --objects 20000 --models-off --no-baseline  # memory
 
 --models-off uses the keyword classifier (no model): what is left is listing, discovery, claims, preprocessing and
@@ -109,13 +114,16 @@ def _watch_rss(pid: int, stop: threading.Event, peak: list[float]) -> None:
             peak[0] = max(peak[0], int(match.group(1)) / 1024)
 
 
-def docflow_run(tree: Path, work: Path, inbox: Path, objects: int, env: dict[str, str]) -> RunResult:
-    """`docflow run` of `tree`'s code in the empty folder `work` (its own SQLite file, derived store, Prefect home)."""
+def docflow_run(
+    tree: Path, work: Path, inbox: Path, objects: int, env: dict[str, str], prefect_home: Path | None = None
+) -> RunResult:
+    """`docflow run` of `tree`'s code in the empty folder `work` (its own SQLite file and derived store), with the
+    Prefect home `prefect_home` (default: a new one in `work`)."""
     work.mkdir(parents=True)
     full = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("DOCFLOW_", "PREFECT_"))},
         "PYTHONPATH": str(tree),
-        "PREFECT_HOME": str(work / "prefect"),
+        "PREFECT_HOME": str(prefect_home or work / "prefect"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
         "DOCFLOW_SOURCE": str(inbox),
@@ -149,6 +157,15 @@ def docflow_run(tree: Path, work: Path, inbox: Path, objects: int, env: dict[str
     return RunResult(processed, seconds, peak[0], output)
 
 
+def warmed_prefect_home(tree: Path, folder: Path, env: dict[str, str]) -> Path:
+    """A Prefect home that one `docflow run` over an empty inbox has set up (its database migrated), as the home of
+    a nightly run that ran before; returns its path."""
+    empty = folder / "empty-inbox"
+    empty.mkdir(parents=True)
+    docflow_run(tree, folder / "warm-up", empty, 0, env, folder / "prefect")
+    return folder / "prefect"
+
+
 def timing_lines(output: str) -> list[str]:
     """The stage lines (and, where the code prints it, the orchestration line) of the end of a run."""
     return [
@@ -164,8 +181,15 @@ def main() -> None:
     parser.add_argument("--models-off", action="store_true", help="keyword classifier: no model at all")
     parser.add_argument("--env", action="append", default=[], help="NAME=value for both runs; repeatable")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    parser.add_argument(
+        "--prefect-home",
+        choices=["first", "steady", "both"],
+        default="both",
+        help="time a first run (a new Prefect home), the steady state (a home warmed by an empty run), or both",
+    )
     args = parser.parse_args()
     sizes = args.objects or [500]
+    homes = ["first", "steady"] if args.prefect_home == "both" else [args.prefect_home]
     env = dict(item.split("=", 1) for item in args.env)
     if args.models_off:
         env["DOCFLOW_CLASSIFIER"] = "keywords"
@@ -182,30 +206,40 @@ def main() -> None:
             print(f"{size} small PNG images ({size_bytes / size / 1024:.1f} KiB each on average), extraction off")
             rates = {}
             for name, tree in trees:
-                result = docflow_run(tree, tmp / f"{name}-{size}", inbox, size, env)
-                rates[name] = result.per_s
-                print(
-                    f"  {name}: {result.objects} objects in {result.seconds:.1f} s = {result.per_s:.2f} objects/s "
-                    f"end to end, peak RSS {result.peak_rss_mb:.0f} MiB"
-                )
-                stage_s = sum(
-                    float(s) for s in re.findall(r"^\s*stage \S+: .* in ([\d.]+) s over", result.output, re.M)
-                )
-                print(
-                    f"    outside the stages' device time: {result.seconds - stage_s:.1f} s of {result.seconds:.1f} s"
-                )
-                for line in timing_lines(result.output):
-                    print(f"    {line}")
-                figures[f"outside_stages_s_{name}_{size}"] = f"{result.seconds - stage_s:.1f}"
-                figures[f"objects_per_s_{name}_{size}"] = f"{result.per_s:.2f}"
-                figures[f"peak_rss_mb_{name}_{size}"] = f"{result.peak_rss_mb:.0f}"
-            if "before" in rates:
-                figures[f"speedup_{size}"] = f"{rates['after'] / rates['before']:.2f}"
+                for home in homes:
+                    work = tmp / f"{name}-{size}-{home}"
+                    prefect_home = (
+                        warmed_prefect_home(tree, tmp / f"home-{name}-{size}", env) if home == "steady" else None
+                    )
+                    result = docflow_run(tree, work, inbox, size, env, prefect_home)
+                    label = f"{name}_{size}" if home == "first" and len(homes) == 1 else f"{name}_{size}_{home}"
+                    rates[(name, home)] = result.per_s
+                    what = "first run, new Prefect home" if home == "first" else "steady state, Prefect home warmed"
+                    print(
+                        f"  {name} ({what}): {result.objects} objects in {result.seconds:.1f} s = "
+                        f"{result.per_s:.2f} objects/s end to end, peak RSS {result.peak_rss_mb:.0f} MiB"
+                    )
+                    stage_s = sum(
+                        float(s) for s in re.findall(r"^\s*stage \S+: .* in ([\d.]+) s over", result.output, re.M)
+                    )
+                    print(
+                        f"    outside the stages' device time: {result.seconds - stage_s:.1f} s of "
+                        f"{result.seconds:.1f} s"
+                    )
+                    for line in timing_lines(result.output):
+                        print(f"    {line}")
+                    figures[f"outside_stages_s_{label}"] = f"{result.seconds - stage_s:.1f}"
+                    figures[f"objects_per_s_{label}"] = f"{result.per_s:.2f}"
+                    figures[f"peak_rss_mb_{label}"] = f"{result.peak_rss_mb:.0f}"
+            for home in homes:
+                if ("before", home) in rates:
+                    key = f"speedup_{size}" if len(homes) == 1 and home == "first" else f"speedup_{size}_{home}"
+                    figures[key] = f"{rates[('after', home)] / rates[('before', home)]:.2f}"
         if len(sizes) > 1:
             small, large = min(sizes), max(sizes)
-            figures["rss_ratio_largest_to_smallest"] = (
-                f"{float(figures[f'peak_rss_mb_after_{large}']) / float(figures[f'peak_rss_mb_after_{small}']):.2f}"
-            )
+            suffix = "" if homes == ["first"] else f"_{homes[0]}"
+            rss = [float(figures[f"peak_rss_mb_after_{n}{suffix}"]) for n in (large, small)]
+            figures["rss_ratio_largest_to_smallest"] = f"{rss[0] / rss[1]:.2f}"
         print(" ".join(f"{k}={v}" for k, v in figures.items()))
     finally:
         if args.keep:

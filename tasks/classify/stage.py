@@ -11,7 +11,7 @@ from schemas.settings import ClassifierSettings
 from tasks.classify.prototypes import EmbeddingCache, classify_documents, review_reasons
 from tasks.models.embedders import EmbedderSpec
 from tasks.pipeline.stage import ItemUpdate, StageReport, WorkItem
-from tasks.preprocess.ocr import OcrEngine, with_page_text
+from tasks.preprocess.ocr import OcrEngine, documents_with_page_text
 
 
 class ClassifyStage:
@@ -28,10 +28,12 @@ class ClassifyStage:
 
     def prepare(self, items: Sequence[WorkItem]) -> None:
         """The words of the pages the class is decided on (the text layer, or OCR of a scan), before the device
-        slot is taken; extraction reads the same text."""
+        slot is taken; extraction reads the same text. The window's pages are read together (a few OCR processes)."""
         if self.config.text_sharpness > 0:
-            for item in items:
-                item.pages = with_page_text(item.pages, self.ocr_engine, 1 if self.config.pages == "first" else 10**6)
+            limit = 1 if self.config.pages == "first" else 10**6
+            read = documents_with_page_text([item.pages for item in items], self.ocr_engine, limit)
+            for item, pages in zip(items, read, strict=True):
+                item.pages = pages
 
     def __call__(self, items: Sequence[WorkItem], report: StageReport) -> list[ItemUpdate]:
         classifications, batches = classify_documents(

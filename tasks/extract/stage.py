@@ -14,7 +14,7 @@ from tasks.extract.extraction import DocumentPages, extract_pages, merge_pages, 
 from tasks.models.generation.base import GeneratorSpec, ServerEndpoint
 from tasks.models.generation.registry import load_generator
 from tasks.pipeline.stage import ItemUpdate, StageReport, WorkItem
-from tasks.preprocess.ocr import has_text, with_page_text
+from tasks.preprocess.ocr import documents_with_page_text, has_text
 
 NOTHING_TO_READ = ReviewReason(
     stage="extract", code="no_text", message="no readable text found (OCR): nothing to extract"
@@ -66,9 +66,10 @@ class ExtractStage:
 
     def prepare(self, items: Sequence[WorkItem]) -> None:
         """Page text: the text layer, or OCR of pages without one. A text model reads it; every backend's values
-        are checked against it (grounding)."""
-        for item in items:
-            item.pages = with_page_text(item.pages, self.config.ocr_engine, self.config.max_pages)
+        are checked against it (grounding). The window's pages are read together (a few OCR processes)."""
+        read = documents_with_page_text([item.pages for item in items], self.config.ocr_engine, self.config.max_pages)
+        for item, pages in zip(items, read, strict=True):
+            item.pages = pages
 
     def _schema(self, item: WorkItem) -> type[DocumentSchema]:
         if self.config.schema_name != "auto":

@@ -80,7 +80,7 @@ def test_install_records_every_generate_call_and_every_ocr_call(monkeypatch: pyt
 
     # install() patches process-wide: restore both after the test.
     monkeypatch.setattr(GenerationMixin, "generate", GenerationMixin.generate)
-    monkeypatch.setattr(ocr, "ocr_image", lambda path, engine="tesseract": f"text of {path}")
+    monkeypatch.setattr(ocr, "ocr_images", lambda paths, engine="tesseract": [f"text of {p}" for p in paths])
     torch.manual_seed(0)
     model = GPT2LMHeadModel(GPT2Config(vocab_size=32, n_positions=32, n_embd=8, n_layer=1, n_head=1)).eval()
     calls: list[dict[str, Any]] = []
@@ -96,9 +96,9 @@ def test_install_records_every_generate_call_and_every_ocr_call(monkeypatch: pyt
         pad_token_id=0,
         eos_token_id=31,
     )
-    text = ocr.with_page_text.__globals__["ocr_image"]("page.png")
+    texts = ocr.with_page_text.__globals__["ocr_images"](["page.png", "two.png"])
 
-    assert text == "text of page.png"
+    assert texts == ["text of page.png", "text of two.png"]
     assert len(ocr_seconds) == 1 and ocr_seconds[0] >= 0
     (call,) = calls
     assert (call["rows"], call["prompt"], call["pad"], call["steps"]) == (2, 3, 1, 5)
