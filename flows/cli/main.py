@@ -101,9 +101,7 @@ def _run_flow(settings: Settings, call: Any) -> RunSummary:
     source that no retry can fix; one line per fault here, the tracebacks are in the flow run's logs."""
     from flows.lifecycle import tie_prefect_server_to_this_process
     from flows.pipeline import RunFailed
-    from tasks.run.warmup import start_loading_models
 
-    preload = start_loading_models(settings)  # while the main thread waits for Prefect's server
     tie_prefect_server_to_this_process()
     started = datetime.now(UTC).replace(microsecond=0)
     stop = threading.Event()
@@ -113,8 +111,6 @@ def _run_flow(settings: Settings, call: Any) -> RunSummary:
     def stop_watching() -> None:
         stop.set()
         watcher.join()
-        if preload is not None:  # done long before in a run that classified; never cut off mid-import at exit
-            preload.join(timeout=60)
 
     try:
         summary: RunSummary = call()
