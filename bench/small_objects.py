@@ -109,8 +109,9 @@ def _watch_rss(pid: int, stop: threading.Event, peak: list[float]) -> None:
             peak[0] = max(peak[0], int(match.group(1)) / 1024)
 
 
-def docflow_run(tree: Path, work: Path, inbox: Path, objects: int, env: dict[str, str]) -> RunResult:
-    """`docflow run` of `tree`'s code in the empty folder `work` (its own SQLite file, derived store, Prefect home)."""
+def docflow_run(tree: Path, work: Path, inbox: Path | str, objects: int, env: dict[str, str]) -> RunResult:
+    """`docflow run` of `tree`'s code in the empty folder `work` (its own SQLite file, derived store, Prefect home)
+    over `inbox` (a folder or a source URI such as s3://bucket/prefix/); `env` may set the database and more."""
     work.mkdir(parents=True)
     full = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("DOCFLOW_", "PREFECT_"))},
