@@ -105,10 +105,9 @@ def measure_size(pg: Any, s3_env: dict[str, str], source: str, count: int, work:
 
 
 def run(sizes: Sequence[int], keep: bool = False, out: Any = print) -> tuple[list[SizeResult], dict[str, str]]:
-    """Start the services, generate and upload the inboxes, measure each size; the results and the key figures."""
+    """Start the services, then `measure`; the results and the key figures."""
     from tests.services import PostgresCluster, SeaweedS3
 
-    sizes = sorted(set(sizes))
     tmp = Path(tempfile.mkdtemp(prefix="docflow-scale-a-"))
     pg = PostgresCluster()
     s3 = SeaweedS3()
@@ -116,33 +115,7 @@ def run(sizes: Sequence[int], keep: bool = False, out: Any = print) -> tuple[lis
         pg.start()
         s3.start()
         os.environ.update(s3.env())  # discovery in this process lists the bucket through boto3's standard chain
-        client = s3.client()
-        client.create_bucket(Bucket=BUCKET)
-        images = tmp / "images"
-        start = time.perf_counter()
-        size_bytes = small_images(images, max(sizes))
-        files = image_files(images)
-        out(
-            f"{max(sizes)} small PNG images ({size_bytes / max(sizes) / 1024:.1f} KiB on average) made in "
-            f"{time.perf_counter() - start:.0f} s; SeaweedFS + PostgreSQL, keyword classifier, extraction off"
-        )
-        results: list[SizeResult] = []
-        for count in sizes:
-            prefix = f"inbox-{count}"
-            start = time.perf_counter()
-            upload(client, BUCKET, prefix, files[:count], images)
-            out(f"  {count} objects uploaded to s3://{BUCKET}/{prefix}/ in {time.perf_counter() - start:.0f} s")
-            result = measure_size(pg, s3.env(), f"s3://{BUCKET}/{prefix}/", count, tmp)
-            results.append(result)
-            planning = f"{result.planning_s:.1f} s" if result.planning_s is not None else "not printed"
-            out(
-                f"  {count}: discovery {result.discovery_s:.2f} s ({count / result.discovery_s:.0f} objects/s), "
-                f"its peak allocations {result.discovery_peak_mb:.1f} MiB; docflow run {result.run.seconds:.1f} s = "
-                f"{result.run.per_s:.2f} objects/s end to end, peak RSS {result.run.peak_rss_mb:.0f} MiB, "
-                f"planning {planning}; objects by status {result.statuses}"
-            )
-            for line in timing_lines(result.run.output):
-                out(f"      {line}")
+        results = measure(pg, s3, sizes, tmp, out=out)
         return results, figures(results)
     finally:
         pg.destroy()
@@ -151,6 +124,42 @@ def run(sizes: Sequence[int], keep: bool = False, out: Any = print) -> tuple[lis
             out(f"kept {tmp}")
         else:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def measure(
+    pg: Any, s3: Any, sizes: Sequence[int], work: Path, bucket: str = BUCKET, out: Any = print
+) -> list[SizeResult]:
+    """Generate and upload the inboxes to `bucket` of the started SeaweedFS `s3` (whose AWS_* variables this process
+    has), measure each size on fresh databases of the started PostgreSQL `pg`, smallest first."""
+    sizes = sorted(set(sizes))
+    client = s3.client()
+    client.create_bucket(Bucket=bucket)
+    images = work / "images"
+    start = time.perf_counter()
+    size_bytes = small_images(images, max(sizes))
+    files = image_files(images)
+    out(
+        f"{max(sizes)} small PNG images ({size_bytes / max(sizes) / 1024:.1f} KiB on average) made in "
+        f"{time.perf_counter() - start:.0f} s; SeaweedFS + PostgreSQL, keyword classifier, extraction off"
+    )
+    results: list[SizeResult] = []
+    for count in sizes:
+        prefix = f"inbox-{count}"
+        start = time.perf_counter()
+        upload(client, bucket, prefix, files[:count], images)
+        out(f"  {count} objects uploaded to s3://{bucket}/{prefix}/ in {time.perf_counter() - start:.0f} s")
+        result = measure_size(pg, s3.env(), f"s3://{bucket}/{prefix}/", count, work)
+        results.append(result)
+        planning = f"{result.planning_s:.1f} s" if result.planning_s is not None else "not printed"
+        out(
+            f"  {count}: discovery {result.discovery_s:.2f} s ({count / result.discovery_s:.0f} objects/s), "
+            f"its peak allocations {result.discovery_peak_mb:.1f} MiB; docflow run {result.run.seconds:.1f} s = "
+            f"{result.run.per_s:.2f} objects/s end to end, peak RSS {result.run.peak_rss_mb:.0f} MiB, "
+            f"planning {planning}; objects by status {result.statuses}"
+        )
+        for line in timing_lines(result.run.output):
+            out(f"      {line}")
+    return results
 
 
 def figures(results: Sequence[SizeResult]) -> dict[str, str]:
