@@ -79,7 +79,7 @@ def _shard_times(api: str, database_url: str, child: dict[str, Any]) -> ShardTim
     from storage.repositories import RunRepository
 
     states = sorted(_api(api, "GET", f"/flow_run_states/?flow_run_id={child['id']}"), key=lambda s: s["timestamp"])
-    first = {}
+    first: dict[str, datetime] = {}
     for state in states:
         first.setdefault(state["type"], _when(state["timestamp"]))
     with unit_of_work(database_url) as session:
@@ -127,16 +127,17 @@ def nightly(stack: Stack, prefix: str, fan_out: bool) -> NightlyRun:
     shards = [_shard_times(api, database_url, child) for child in sorted(children, key=lambda c: c["created"])]
     end = _when(run["end_time"])
     with unit_of_work(database_url) as session:
-        statuses = dict(
-            session.execute(
+        statuses: dict[str, int] = {
+            status: count
+            for status, count in session.execute(
                 select(SourceObject.status, func.count())
                 .where(SourceObject.key.startswith(f"{prefix}/"))
                 .group_by(SourceObject.status)
-            ).all()
-        )
+            ).tuples()
+        }
     return NightlyRun(
         seconds=(end - _when(run["start_time"])).total_seconds(),
-        statuses={str(k): int(v) for k, v in statuses.items()},
+        statuses=statuses,
         shards=shards,
         parent_wait_s=(end - max(s.completed_at for s in shards)).total_seconds() if shards else 0.0,
     )
