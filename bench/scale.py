@@ -16,6 +16,11 @@
 `--database-url URL --built` measures a database an earlier run built (with the same --rows) again, e.g. with
 another checkout's code: the bench runs the code of the tree it lies in.
 
+(a) and (c) live in bench/scale_objects.py and bench/scale_fanout.py (their docstrings say what they measure):
+
+    .venv/bin/python bench/scale.py --part a [--objects 2000 --objects 20000]   # small objects end to end, S3 + PG
+    .venv/bin/python bench/scale.py --part c [--objects 2000 --shards 4 --workers 2]   # fan-out against in-process
+
 Ends with one line of name=value figures (seconds).
 """
 

@@ -143,6 +143,17 @@ def nightly(stack: Stack, prefix: str, fan_out: bool) -> NightlyRun:
     )
 
 
+def import_seconds() -> float:
+    """A fresh Python process importing the flows' module (Prefect and docflow), as a shard's process does first."""
+    import os
+    import subprocess
+
+    start = time.perf_counter()
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    subprocess.run([sys.executable, "-c", "import flows.pipeline"], cwd=REPO, env=env, check=True)
+    return time.perf_counter() - start
+
+
 def _s3_client(env: dict[str, str]) -> Any:
     import boto3
     from botocore.config import Config
@@ -200,9 +211,12 @@ def run(
                 values[f"shard_{phase}_s_median"] = f"{statistics.median(s.seconds[phase] for s in fanned):.1f}"
             values["shard_own_s_median"] = f"{statistics.median(s.own_s for s in fanned):.1f}"
             values["parent_wait_after_last_shard_s"] = f"{measured['fan_out'].parent_wait_s:.1f}"
+            values["import_flows_s"] = f"{import_seconds():.1f}"
             out(
                 f"  a shard's own cost (process start + preparation + end), median {values['shard_own_s_median']} s; "
-                f"the parent ended {values['parent_wait_after_last_shard_s']} s after its last shard"
+                f"the parent ended {values['parent_wait_after_last_shard_s']} s after its last shard (it polls every "
+                f"5 s); a fresh Python process importing flows.pipeline (Prefect and docflow) takes "
+                f"{values['import_flows_s']} s here, most of a shard's process start"
             )
         return {"runs": measured}, values
     finally:
