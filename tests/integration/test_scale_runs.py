@@ -20,7 +20,7 @@ def test_small_objects_end_to_end_at_two_sizes(postgres: PostgresCluster, s3_env
         assert result.run.objects == result.objects  # `docflow run` processed every uploaded object
         assert sum(result.statuses.values()) == result.objects and "pending" not in result.statuses
         assert result.run.peak_rss_mb > 0 and result.discovery_s > 0 and result.discovery_peak_mb > 0
-        assert result.planning_s is not None  # the run printed its planning line
+        assert result.planning_s is not None and result.run_per_s  # the run printed its planning and wall time
     values = scale_objects.figures(results)
     assert {"rate_ratio_largest_to_smallest", "rss_ratio_largest_to_smallest", "peak_rss_mb_50"} <= set(values)
     assert any("docflow run" in line for line in lines)
