@@ -10,8 +10,10 @@ import pytest
 
 from schemas.records import DiscoveryRequest
 from schemas.settings import load_settings
+from storage.blobstore import S3Store
 from storage.db import migrate
 from tasks.run import discovery
+from tests.services import SeaweedS3
 
 PAGE = 250
 PER_OBJECT_BYTES = 300  # the plan: an id and a cost per object (about 90 bytes as Python objects), with room
@@ -48,3 +50,17 @@ def test_discovery_memory_follows_the_page_not_the_inbox(tmp_path: Path, monkeyp
     assert (small, large) == (2 * PAGE, 12 * PAGE)
     grown = large_peak - small_peak
     assert grown < (large - small) * PER_OBJECT_BYTES, (small_peak, large_peak)
+
+
+def test_the_s3_listing_asks_for_one_page_at_a_time(s3_env: SeaweedS3, bucket: str) -> None:
+    """The bucket is listed page by page as discovery consumes it (list_objects_v2 with a continuation token),
+    never read whole before the first object is recorded."""
+    client = s3_env.client()
+    for n in range(250):
+        client.put_object(Bucket=bucket, Key=f"inbox/{n:04d}.png", Body=b"\x89PNG")
+    requests: list[str] = []
+    client.meta.events.register("before-call.s3.ListObjectsV2", lambda **_: requests.append("list"))
+    listing = S3Store(bucket, "inbox", client=client, page_size=100).list()
+    first = next(listing)
+    assert first.key == "inbox/0000.png" and len(requests) == 1
+    assert 1 + sum(1 for _ in listing) == 250 and len(requests) == 3
