@@ -17,6 +17,11 @@
 `--database-url URL --built` measures a database an earlier run built (with the same --rows) again, e.g. with
 another checkout's code: the bench runs the code of the tree it lies in.
 
+(a) and (c) live in bench/scale_objects.py and bench/scale_fanout.py (their docstrings say what they measure):
+
+    .venv/bin/python bench/scale.py --part a [--objects 2000 --objects 20000]   # small objects end to end, S3 + PG
+    .venv/bin/python bench/scale.py --part c [--objects 2000 --shards 4 --workers 2]   # fan-out against in-process
+
 Ends with one line of name=value figures (seconds).
 """
 
@@ -798,7 +803,23 @@ def main() -> None:
     parser.add_argument(
         "--built", action="store_true", help="--database-url already holds this bench's --rows objects: only measure"
     )
+    parser.add_argument(
+        "--part",
+        choices=("a", "b", "c"),
+        default="b",
+        help="a: small objects end to end in SeaweedFS + PostgreSQL at two inbox sizes (bench/scale_objects.py); "
+        "b: the database at --rows objects (the default); c: fan-out in shards against in-process "
+        "(bench/scale_fanout.py)",
+    )
+    parser.add_argument(
+        "--objects", type=int, action="append", help="part a: inbox sizes (default 2000 and 20000); part c: one size"
+    )
+    parser.add_argument("--shards", type=int, default=4, help="part c: shards the objects are split into")
+    parser.add_argument("--workers", type=int, default=2, help="part c: Prefect workers on the local stack")
     args = parser.parse_args()
+    if args.part != "b":
+        _other_part(args)
+        return
     cluster = None
     url = args.database_url
     if url is None:
@@ -832,6 +853,19 @@ def main() -> None:
     finally:
         if cluster is not None:
             cluster.destroy()
+
+
+def _other_part(args: argparse.Namespace) -> None:
+    """Parts (a) and (c) live in modules of their own; each prints its lines and ends with one of name=value."""
+    if args.part == "a":
+        from bench import scale_objects
+
+        _, values = scale_objects.run(args.objects or [2000, 20_000])
+    else:
+        from bench import scale_fanout
+
+        _, values = scale_fanout.run((args.objects or [2000])[0], args.shards, args.workers)
+    print(" ".join(f"{k}={v}" for k, v in values.items()), flush=True)
 
 
 if __name__ == "__main__":

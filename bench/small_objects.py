@@ -115,10 +115,16 @@ def _watch_rss(pid: int, stop: threading.Event, peak: list[float]) -> None:
 
 
 def docflow_run(
-    tree: Path, work: Path, inbox: Path, objects: int, env: dict[str, str], prefect_home: Path | None = None
+    tree: Path,
+    work: Path,
+    inbox: Path | str,
+    objects: int,
+    env: dict[str, str],
+    prefect_home: Path | None = None,
 ) -> RunResult:
-    """`docflow run` of `tree`'s code in the empty folder `work` (its own SQLite file and derived store), with the
-    Prefect home `prefect_home` (default: a new one in `work`)."""
+    """`docflow run` of `tree`'s code in the empty folder `work` (its own SQLite file and derived store) over `inbox`
+    (a folder or a source URI such as s3://bucket/prefix/), with the Prefect home `prefect_home` (default: a new one
+    in `work`); `env` may set the database and more."""
     work.mkdir(parents=True)
     full = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("DOCFLOW_", "PREFECT_"))},
