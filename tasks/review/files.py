@@ -17,7 +17,7 @@ import csv
 import functools
 import json
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, TextIO
 
 from schemas.documents import SCHEMAS
@@ -106,9 +106,9 @@ def _item_rows(
     for field, message in reasons:
         if field is not None:
             by_field.setdefault(field.split("[")[0], []).append(message)
-    head = (item_id, _safe(key), _safe(stage.value), _safe(schema_id))
-    plain = ("", "", "", _safe(general), "", "")  # a field with no confidence, pages, grounding or reason of its own
-    of_top: dict[str, tuple[object, ...]] = {}
+    key, stage_cell, schema_cell = _safe(key), _safe(stage.value), _safe(schema_id)
+    plain = ("", "", "", _safe(general))  # a field with no confidence, pages, grounding or reason of its own
+    of_top: dict[str, tuple[str, str, object, str]] = {}
     rows = []
     for field_cell, top, cell in _field_cells(stage, schema_id, value):
         shared = of_top.get(top)
@@ -122,29 +122,40 @@ def _item_rows(
                     _safe(",".join(str(p) for p in pages.get(top, []))),
                     spreadsheet_safe(grounding.get(top, "")),  # stored by the model: not always text
                     _safe("; ".join([*field_reasons, general] if general else field_reasons)),
-                    "",  # correction
-                    "",  # reviewer
                 )
             of_top[top] = shared
-        rows.append((*head, field_cell, _safe(cell), *shared))
+        conf, page, ground, reason = shared
+        rows.append((item_id, key, stage_cell, schema_cell, field_cell, cell, conf, page, ground, reason, "", ""))
     return rows
 
 
-def _field_cells(stage: ReviewStage, schema_id: str, value: dict[str, Any]) -> Iterator[tuple[str, str, str]]:
-    """(the field's cell, its top-level name, its value as text) of every field a reviewer sees."""
+def _field_cells(stage: ReviewStage, schema_id: str, value: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(the field's cell, its top-level name, its value's cell) of every field a reviewer sees, the cells
+    spreadsheet-safe."""
     if stage is ReviewStage.TRANSCRIPTION:
+        cells = []
         for i, segment in enumerate(value.get("segments", [])):
-            yield _safe(f"segments[{i}].speaker"), "segments", _cell(segment["speaker"])
-            yield _safe(f"segments[{i}].text"), "segments", _cell(segment["text"])
-        return
+            cells.append((_safe(f"segments[{i}].speaker"), "segments", _safe(_cell(segment["speaker"]))))
+            cells.append((_safe(f"segments[{i}].text"), "segments", _safe(_cell(segment["text"]))))
+        return cells
     fields = _schema_fields(schema_id) if stage is ReviewStage.EXTRACTION else None
     if fields is None:
-        for field, field_value in value.items():
-            yield _safe(field), field.split("[", 1)[0].split(".", 1)[0], _cell(field_value)
-        return
-    for name, field_cell, top, empty in fields:  # every field of the schema (a partial output lacks some)
-        field_value = value.get(name)
-        yield field_cell, top, empty if field_value is None else _cell(field_value)
+        return [
+            (_safe(field), field.split("[", 1)[0].split(".", 1)[0], _safe(_cell(field_value)))
+            for field, field_value in value.items()
+        ]
+    return [  # every field of the schema (a partial output lacks some); most values are plain text
+        (
+            field_cell,
+            top,
+            empty
+            if (field_value := value.get(name)) is None
+            else field_value
+            if type(field_value) is str and field_value[:1] not in FORMULA_FIRST
+            else _safe(_cell(field_value)),
+        )
+        for name, field_cell, top, empty in fields
+    ]
 
 
 @functools.lru_cache(maxsize=64)
@@ -155,7 +166,12 @@ def _schema_fields(schema_id: str) -> tuple[tuple[str, str, str, str], ...] | No
     if schema is None:
         return None
     return tuple(
-        (name, _safe(name), name.split("[", 1)[0].split(".", 1)[0], _cell(field.get_default(call_default_factory=True)))
+        (
+            name,
+            _safe(name),
+            name.split("[", 1)[0].split(".", 1)[0],
+            _safe(_cell(field.get_default(call_default_factory=True))),
+        )
         for name, field in schema.model_fields.items()
     )
 
@@ -178,7 +194,10 @@ def _cell(value: Any) -> str:
         return ""
     if isinstance(value, str):
         return value
-    return json.dumps(value, ensure_ascii=False)
+    return _json_text(value)
+
+
+_json_text = json.JSONEncoder(ensure_ascii=False).encode  # json.dumps(value, ensure_ascii=False), made once
 
 
 def _number(value: Any) -> str:
