@@ -109,7 +109,7 @@ def _item_rows(
     key, stage_cell, schema_cell = _safe(key), _safe(stage.value), _safe(schema_id)
     plain = ("", "", "", _safe(general))  # a field with no confidence, pages, grounding or reason of its own
     of_top: dict[str, tuple[str, str, object, str]] = {}
-    rows = []
+    rows: list[tuple[object, ...]] = []
     for field_cell, top, cell in _field_cells(stage, schema_id, value):
         shared = of_top.get(top)
         if shared is None:
