@@ -51,13 +51,12 @@ CLEAR = "null"  # a CSV correction that empties the field
 def write_csv(items: Iterable[ReviewItemView], out: TextIO) -> int:
     """The items as CSV rows (one per field); returns the number of items written. A cell a spreadsheet would
     run as a formula (=, +, -, @ first) starts with a single quote, which `read_csv` takes off again."""
-    writer = csv.writer(out)
-    writer.writerow(CSV_COLUMNS)
+    csv.writer(out).writerow(CSV_COLUMNS)
     count = 0
     for item in items:
         reasons = [(r.field, r.message) for r in item.reasons]
-        writer.writerows(
-            _item_rows(item.id, item.key, item.stage, item.schema_id, item.audit, reasons, item.model_output)
+        out.writelines(
+            _item_lines(item.id, item.key, item.stage, item.schema_id, item.audit, reasons, item.model_output)
         )
         count += 1
     return count
@@ -65,15 +64,14 @@ def write_csv(items: Iterable[ReviewItemView], out: TextIO) -> int:
 
 def write_csv_rows(chunks: Iterable[Sequence[ExportRow]], out: TextIO) -> int:
     """`write_csv` of the stored rows, a chunk at a time (what `docflow review export` writes: the same bytes)."""
-    writer = csv.writer(out)
-    writer.writerow(CSV_COLUMNS)
+    csv.writer(out).writerow(CSV_COLUMNS)
     count = 0
     for chunk in chunks:
-        rows: list[tuple[object, ...]] = []
+        lines: list[str] = []
         for item in chunk:
             reasons = [(r.get("field"), r["message"]) for r in item.reasons]
-            rows += _item_rows(item.id, item.key, item.stage, item.schema_id, item.audit, reasons, item.model_output)
-        writer.writerows(rows)
+            lines += _item_lines(item.id, item.key, item.stage, item.schema_id, item.audit, reasons, item.model_output)
+        out.write("".join(lines))
         count += len(chunk)
     return count
 
@@ -83,7 +81,19 @@ def _safe(cell: str) -> str:
     return cell if cell[:1] not in FORMULA_FIRST else str(spreadsheet_safe(cell))
 
 
-def _item_rows(
+def _csv_text(cell: str) -> str:
+    """A cell as csv.writer writes it inside a row (its default dialect, minimal quoting): quoted when it holds
+    a delimiter, a quote or a line break, its quotes doubled. The rows are joined here, not by csv.writer, so
+    that what half a million rows share is quoted once (tests/integration/test_review_export_rows.py checks the
+    bytes against csv.writer's)."""
+    if '"' in cell:
+        return '"' + cell.replace('"', '""') + '"'
+    if "," in cell or "\n" in cell or "\r" in cell:
+        return '"' + cell + '"'
+    return cell
+
+
+def _item_lines(
     item_id: int,
     key: str,
     stage: ReviewStage,
@@ -91,10 +101,11 @@ def _item_rows(
     audit: bool,
     reasons: list[tuple[str | None, str]],
     output: dict[str, Any],
-) -> list[tuple[object, ...]]:
-    """The item's rows, their cells in CSV_COLUMNS order and spreadsheet-safe (`reasons`: (field, message)).
+) -> list[str]:
+    """The item's CSV lines, their cells in CSV_COLUMNS order and spreadsheet-safe (`reasons`: (field, message)).
     A 50,000-item export writes half a million rows: the cells an item's rows share, and those of a field's
-    reasons, confidence, pages and grounding, are made once; a schema's field names and empty defaults once."""
+    reasons, confidence, pages and grounding, are made (and quoted) once; a schema's field names and empty
+    defaults once."""
     value = model_value(stage, output) or {}
     confidence, pages, grounding = (
         output.get("field_confidence", {}),
@@ -106,42 +117,49 @@ def _item_rows(
     for field, message in reasons:
         if field is not None:
             by_field.setdefault(field.split("[")[0], []).append(message)
-    key, stage_cell, schema_cell = _safe(key), _safe(stage.value), _safe(schema_id)
-    plain = ("", "", "", _safe(general))  # a field with no confidence, pages, grounding or reason of its own
-    of_top: dict[str, tuple[str, str, object, str]] = {}
-    rows: list[tuple[object, ...]] = []
-    for field_cell, top, cell in _field_cells(stage, schema_id, value):
-        shared = of_top.get(top)
-        if shared is None:
+    head = f"{item_id},{_csv_text(_safe(key))},{_csv_text(_safe(stage.value))},{_csv_text(_safe(schema_id))},"
+    plain = f",,,,{_csv_text(_safe(general))},,\r\n"  # a field with no confidence, pages, grounding or reason
+    of_top: dict[str, str] = {}
+    lines = []
+    for field_text, top, cell in _field_cells(stage, schema_id, value):
+        tail = of_top.get(top)
+        if tail is None:
             if top not in confidence and top not in pages and top not in grounding and top not in by_field:
-                shared = plain
+                tail = plain
             else:
                 field_reasons = by_field.get(top, [])
-                shared = (
-                    _safe(_number(confidence.get(top))),
-                    _safe(",".join(str(p) for p in pages.get(top, []))),
-                    spreadsheet_safe(grounding.get(top, "")),  # stored by the model: not always text
-                    _safe("; ".join([*field_reasons, general] if general else field_reasons)),
+                ground = spreadsheet_safe(grounding.get(top, ""))  # stored by the model: not always text
+                tail = ",".join(
+                    (
+                        "",
+                        _csv_text(_safe(_number(confidence.get(top)))),
+                        _csv_text(_safe(",".join(str(p) for p in pages.get(top, [])))),
+                        "" if ground is None else _csv_text(ground if isinstance(ground, str) else str(ground)),
+                        _csv_text(_safe("; ".join([*field_reasons, general] if general else field_reasons))),
+                        "",  # correction
+                        "\r\n",  # reviewer
+                    )
                 )
-            of_top[top] = shared
-        conf, page, ground, reason = shared
-        rows.append((item_id, key, stage_cell, schema_cell, field_cell, cell, conf, page, ground, reason, "", ""))
-    return rows
+            of_top[top] = tail
+        if '"' in cell or "," in cell or "\n" in cell or "\r" in cell:
+            cell = _csv_text(cell)
+        lines.append(f"{head}{field_text},{cell}{tail}")
+    return lines
 
 
 def _field_cells(stage: ReviewStage, schema_id: str, value: dict[str, Any]) -> list[tuple[str, str, str]]:
-    """(the field's cell, its top-level name, its value's cell) of every field a reviewer sees, the cells
-    spreadsheet-safe."""
+    """(the field's cell as CSV text, its top-level name, its value's cell) of every field a reviewer sees, the
+    cells spreadsheet-safe."""
     if stage is ReviewStage.TRANSCRIPTION:
         cells = []
         for i, segment in enumerate(value.get("segments", [])):
-            cells.append((_safe(f"segments[{i}].speaker"), "segments", _safe(_cell(segment["speaker"]))))
-            cells.append((_safe(f"segments[{i}].text"), "segments", _safe(_cell(segment["text"]))))
+            cells.append((f"segments[{i}].speaker", "segments", _safe(_cell(segment["speaker"]))))
+            cells.append((f"segments[{i}].text", "segments", _safe(_cell(segment["text"]))))
         return cells
     fields = _schema_fields(schema_id) if stage is ReviewStage.EXTRACTION else None
     if fields is None:
         return [
-            (_safe(field), field.split("[", 1)[0].split(".", 1)[0], _safe(_cell(field_value)))
+            (_csv_text(_safe(field)), field.split("[", 1)[0].split(".", 1)[0], _safe(_cell(field_value)))
             for field, field_value in value.items()
         ]
     return [  # every field of the schema (a partial output lacks some); most values are plain text
@@ -160,15 +178,15 @@ def _field_cells(stage: ReviewStage, schema_id: str, value: dict[str, Any]) -> l
 
 @functools.lru_cache(maxsize=64)
 def _schema_fields(schema_id: str) -> tuple[tuple[str, str, str, str], ...] | None:
-    """(name, its cell, its top-level name, its default's cell) of each field of the schema `schema_id` names;
-    None for a schema this version does not know (its output's own fields are shown)."""
+    """(name, its cell as CSV text, its top-level name, its default's cell) of each field of the schema
+    `schema_id` names; None for a schema this version does not know (its output's own fields are shown)."""
     schema = SCHEMAS.get(schema_id.split("/", 1)[0])
     if schema is None:
         return None
     return tuple(
         (
             name,
-            _safe(name),
+            _csv_text(_safe(name)),
             name.split("[", 1)[0].split(".", 1)[0],
             _safe(_cell(field.get_default(call_default_factory=True))),
         )

@@ -46,6 +46,7 @@ def _drafts(n: int) -> list[ReviewDraft]:
         "total": -12.5 if n % 3 else f"-{n}.50",
         "currency": None,
         "line_items": [{"description": text, "amount": "-3.25", "quantity": 1e300}],
+        'a "field", odd\n': text,  # shown only under a schema this version does not know
     }
     if n % 5 == 0:
         del invoice["vendor_name"]  # a partial output: the schema's default
@@ -60,7 +61,7 @@ def _drafts(n: int) -> list[ReviewDraft]:
             "data": invoice,
             "field_confidence": {"total": -0.25 if n % 3 else 0.4, "vendor_name": 1},
             "field_pages": {"total": [1, 2], "vendor_name": [-1]},
-            "field_grounding": {"total": text, "vendor_name": {"box": [1, 2]}},
+            "field_grounding": {"total": text, "vendor_name": {"box": [1, 2]}, "currency": None},
         },
         model_id="m",
         score=0.4,
@@ -93,7 +94,11 @@ def _seed(url: str, count: int) -> None:
         ObjectRepository(session).register(
             [
                 BlobInfo(
-                    source="file:///inbox", key=f"{HOSTILE[n % 6]}{n}.pdf", version="1", size=1, last_modified=when
+                    source="file:///inbox",
+                    key=f"{HOSTILE[n % len(HOSTILE)]}{n}.pdf",
+                    version="1",
+                    size=1,
+                    last_modified=when,
                 )
                 for n in range(count)
             ]
