@@ -706,7 +706,7 @@ def run_queries(url: str, rows: int, repeats: int, listed: int, work: Path) -> l
         from tasks.review.queue import WAITING
 
         with unit_of_work(url) as session:
-            return sum(1 for _ in ReviewRepository(session).views(WAITING))
+            return sum(len(chunk) for chunk in ReviewRepository(session).export_chunks(WAITING, pages=False))
 
     measured.append(
         _measure("review_export_read", url, repeats, read_queue, lambda n: (n == want.waiting, f"{n} items read"))

@@ -93,6 +93,7 @@ def _mode_for(target: Path) -> int:
 _FORMULA = re.compile("'*[=+\\-@\t\r]")
 _ESCAPED = re.compile("'+[=+\\-@\t\r]")
 _FIRST = frozenset("'=+-@\t\r")
+FORMULA_FIRST = _FIRST  # a cell that starts with none of these is safe as it is (a fast path for writers)
 _NEGATIVE_NUMBER = re.compile(r"-\d+(\.\d+)?")  # a refund's amount: a number to every spreadsheet, never a formula
 
 
@@ -100,7 +101,7 @@ def spreadsheet_safe(cell: object) -> object:
     """A CSV cell no spreadsheet program runs as a formula (text only; numbers are written as they are)."""
     if (
         isinstance(cell, str)
-        and cell[:1] in _FIRST  # most cells: one look at the first character, no pattern
+        and cell[:1] in FORMULA_FIRST  # most cells: one look at the first character, no pattern
         and _FORMULA.match(cell)
         and not _NEGATIVE_NUMBER.fullmatch(cell)
     ):

@@ -14,14 +14,17 @@ so a huge or hostile file is rejected row by row rather than held in memory or e
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Sequence
 from typing import Any, TextIO
 
 from schemas.documents import SCHEMAS
+from schemas.records import ReviewReason
 from schemas.review import ReviewItemView, ReviewStage
-from storage.outfiles import spreadsheet_safe, spreadsheet_value
+from storage.outfiles import FORMULA_FIRST, spreadsheet_safe, spreadsheet_value
+from storage.review import ExportRow
 from tasks.review.answers import RejectedRow, ReviewAnswer
 from tasks.review.items import model_value
 
@@ -48,54 +51,147 @@ CLEAR = "null"  # a CSV correction that empties the field
 def write_csv(items: Iterable[ReviewItemView], out: TextIO) -> int:
     """The items as CSV rows (one per field); returns the number of items written. A cell a spreadsheet would
     run as a formula (=, +, -, @ first) starts with a single quote, which `read_csv` takes off again."""
-    writer = csv.writer(out)
-    writer.writerow(CSV_COLUMNS)
+    csv.writer(out).writerow(CSV_COLUMNS)
     count = 0
     for item in items:
-        writer.writerows(_csv_rows(item))
+        reasons = [(r.field, r.message) for r in item.reasons]
+        out.writelines(
+            _item_lines(item.id, item.key, item.stage, item.schema_id, item.audit, reasons, item.model_output)
+        )
         count += 1
     return count
 
 
-def _csv_rows(item: ReviewItemView) -> Iterator[list[object]]:
-    """The item's rows, their cells in CSV_COLUMNS order and spreadsheet-safe. The cells every row of the item
-    shares are made safe once (a 50,000-item export writes half a million rows)."""
-    value = model_value(item.stage, item.model_output) or {}
-    output = item.model_output
+def write_csv_rows(chunks: Iterable[Sequence[ExportRow]], out: TextIO) -> int:
+    """`write_csv` of the stored rows, a chunk at a time (what `docflow review export` writes: the same bytes)."""
+    csv.writer(out).writerow(CSV_COLUMNS)
+    count = 0
+    for chunk in chunks:
+        lines: list[str] = []
+        for item in chunk:
+            reasons = [(r.get("field"), r["message"]) for r in item.reasons]
+            lines += _item_lines(item.id, item.key, item.stage, item.schema_id, item.audit, reasons, item.model_output)
+        out.write("".join(lines))
+        count += len(chunk)
+    return count
+
+
+def _safe(cell: str) -> str:
+    """`spreadsheet_safe` of text, looked at only when its first character can start a formula."""
+    return cell if cell[:1] not in FORMULA_FIRST else str(spreadsheet_safe(cell))
+
+
+def _csv_text(cell: str) -> str:
+    """A cell as csv.writer writes it inside a row (its default dialect, minimal quoting): quoted when it holds
+    a delimiter, a quote or a line break, its quotes doubled. The rows are joined here, not by csv.writer, so
+    that what half a million rows share is quoted once (tests/integration/test_review_export_rows.py checks the
+    bytes against csv.writer's)."""
+    if '"' in cell:
+        return '"' + cell.replace('"', '""') + '"'
+    if "," in cell or "\n" in cell or "\r" in cell:
+        return '"' + cell + '"'
+    return cell
+
+
+def _item_lines(
+    item_id: int,
+    key: str,
+    stage: ReviewStage,
+    schema_id: str,
+    audit: bool,
+    reasons: list[tuple[str | None, str]],
+    output: dict[str, Any],
+) -> list[str]:
+    """The item's CSV lines, their cells in CSV_COLUMNS order and spreadsheet-safe (`reasons`: (field, message)).
+    A 50,000-item export writes half a million rows: the cells an item's rows share, and those of a field's
+    reasons, confidence, pages and grounding, are made (and quoted) once; a schema's field names and empty
+    defaults once."""
+    value = model_value(stage, output) or {}
     confidence, pages, grounding = (
         output.get("field_confidence", {}),
         output.get("field_pages", {}),
         output.get("field_grounding", {}),
     )
-    item_cells = [spreadsheet_safe(cell) for cell in (item.id, item.key, item.stage.value, item.schema_id)]
-    general = "; ".join(r.message for r in item.reasons if r.field is None) or ("audit sample" if item.audit else "")
+    general = "; ".join(message for field, message in reasons if field is None) or ("audit sample" if audit else "")
     by_field: dict[str, list[str]] = {}
-    for r in item.reasons:
-        if r.field is not None:
-            by_field.setdefault(r.field.split("[")[0], []).append(r.message)
-    for field, field_value in _fields(item, value):
-        top = field.split("[", 1)[0].split(".", 1)[0]
-        reasons = by_field.get(top, [])
-        yield [
-            *item_cells,
-            spreadsheet_safe(field),
-            spreadsheet_safe(_cell(field_value)),
-            spreadsheet_safe(_number(confidence.get(top))),
-            spreadsheet_safe(",".join(str(p) for p in pages.get(top, []))),
-            spreadsheet_safe(grounding.get(top, "")),
-            spreadsheet_safe("; ".join([*reasons, general] if general else reasons)),
-            "",  # correction
-            "",  # reviewer
-        ]
+    for field, message in reasons:
+        if field is not None:
+            by_field.setdefault(field.split("[")[0], []).append(message)
+    head = f"{item_id},{_csv_text(_safe(key))},{_csv_text(_safe(stage.value))},{_csv_text(_safe(schema_id))},"
+    plain = f",,,,{_csv_text(_safe(general))},,\r\n"  # a field with no confidence, pages, grounding or reason
+    of_top: dict[str, str] = {}
+    lines = []
+    for field_text, top, cell in _field_cells(stage, schema_id, value):
+        tail = of_top.get(top)
+        if tail is None:
+            if top not in confidence and top not in pages and top not in grounding and top not in by_field:
+                tail = plain
+            else:
+                field_reasons = by_field.get(top, [])
+                ground = spreadsheet_safe(grounding.get(top, ""))  # stored by the model: not always text
+                tail = ",".join(
+                    (
+                        "",
+                        _csv_text(_safe(_number(confidence.get(top)))),
+                        _csv_text(_safe(",".join(str(p) for p in pages.get(top, [])))),
+                        "" if ground is None else _csv_text(ground if isinstance(ground, str) else str(ground)),
+                        _csv_text(_safe("; ".join([*field_reasons, general] if general else field_reasons))),
+                        "",  # correction
+                        "\r\n",  # reviewer
+                    )
+                )
+            of_top[top] = tail
+        if '"' in cell or "," in cell or "\n" in cell or "\r" in cell:
+            cell = _csv_text(cell)
+        lines.append(f"{head}{field_text},{cell}{tail}")
+    return lines
 
 
-def _fields(item: ReviewItemView, value: dict[str, Any]) -> Iterator[tuple[str, Any]]:
-    if item.stage is ReviewStage.TRANSCRIPTION:
+def _field_cells(stage: ReviewStage, schema_id: str, value: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(the field's cell as CSV text, its top-level name, its value's cell) of every field a reviewer sees, the
+    cells spreadsheet-safe."""
+    if stage is ReviewStage.TRANSCRIPTION:
+        cells = []
         for i, segment in enumerate(value.get("segments", [])):
-            yield f"segments[{i}].speaker", segment["speaker"]
-            yield f"segments[{i}].text", segment["text"]
-        return
-    yield from _complete(item, value).items()
+            cells.append((f"segments[{i}].speaker", "segments", _safe(_cell(segment["speaker"]))))
+            cells.append((f"segments[{i}].text", "segments", _safe(_cell(segment["text"]))))
+        return cells
+    fields = _schema_fields(schema_id) if stage is ReviewStage.EXTRACTION else None
+    if fields is None:
+        return [
+            (_csv_text(_safe(field)), field.split("[", 1)[0].split(".", 1)[0], _safe(_cell(field_value)))
+            for field, field_value in value.items()
+        ]
+    return [  # every field of the schema (a partial output lacks some); most values are plain text
+        (
+            field_cell,
+            top,
+            empty
+            if (field_value := value.get(name)) is None
+            else field_value
+            if type(field_value) is str and field_value[:1] not in FORMULA_FIRST
+            else _safe(_cell(field_value)),
+        )
+        for name, field_cell, top, empty in fields
+    ]
+
+
+@functools.lru_cache(maxsize=64)
+def _schema_fields(schema_id: str) -> tuple[tuple[str, str, str, str], ...] | None:
+    """(name, its cell as CSV text, its top-level name, its default's cell) of each field of the schema
+    `schema_id` names; None for a schema this version does not know (its output's own fields are shown)."""
+    schema = SCHEMAS.get(schema_id.split("/", 1)[0])
+    if schema is None:
+        return None
+    return tuple(
+        (
+            name,
+            _csv_text(_safe(name)),
+            name.split("[", 1)[0].split(".", 1)[0],
+            _safe(_cell(field.get_default(call_default_factory=True))),
+        )
+        for name, field in schema.model_fields.items()
+    )
 
 
 def _complete(item: ReviewItemView, value: dict[str, Any]) -> dict[str, Any]:
@@ -116,7 +212,10 @@ def _cell(value: Any) -> str:
         return ""
     if isinstance(value, str):
         return value
-    return json.dumps(value, ensure_ascii=False)
+    return _json_text(value)
+
+
+_json_text = json.JSONEncoder(ensure_ascii=False).encode  # json.dumps(value, ensure_ascii=False), made once
 
 
 def _number(value: Any) -> str:
@@ -126,25 +225,77 @@ def _number(value: Any) -> str:
 def write_jsonl(items: Iterable[ReviewItemView], out: TextIO) -> int:
     count = 0
     for item in items:
-        record = {
-            "item_id": item.id,
-            "key": item.key,
-            "stage": item.stage.value,
-            "schema": item.schema_id,
-            "audit": item.audit,
-            "reasons": [r.model_dump(mode="json") for r in item.reasons],
-            "model_id": item.model_id,
-            "score": item.score,
-            "value": model_value(item.stage, item.model_output),
-            "field_confidence": item.model_output.get("field_confidence"),
-            "field_pages": item.model_output.get("field_pages"),
-            "pages": item.pages,
-            "correction": None,
-            "reviewer": None,
-        }
-        out.write(json.dumps(record, ensure_ascii=False) + "\n")
+        reasons = [r.model_dump(mode="json") for r in item.reasons]
+        out.write(
+            _jsonl_line(
+                item.id,
+                item.key,
+                item.stage,
+                item.schema_id,
+                item.audit,
+                reasons,
+                item.model_id,
+                item.score,
+                item.model_output,
+                item.pages,
+            )
+        )
         count += 1
     return count
+
+
+def write_jsonl_rows(chunks: Iterable[Sequence[ExportRow]], out: TextIO) -> int:
+    """`write_jsonl` of the stored rows (with their pages), a chunk at a time: the same bytes."""
+    count = 0
+    for chunk in chunks:
+        out.writelines(
+            _jsonl_line(
+                item.id,
+                item.key,
+                item.stage,
+                item.schema_id,
+                item.audit,
+                [ReviewReason.model_validate(r).model_dump(mode="json") for r in item.reasons],
+                item.model_id,
+                item.score,
+                item.model_output,
+                item.pages,
+            )
+            for item in chunk
+        )
+        count += len(chunk)
+    return count
+
+
+def _jsonl_line(
+    item_id: int,
+    key: str,
+    stage: ReviewStage,
+    schema_id: str,
+    audit: bool,
+    reasons: list[dict[str, Any]],
+    model_id: str,
+    score: float | None,
+    output: dict[str, Any],
+    pages: list[str],
+) -> str:
+    record = {
+        "item_id": item_id,
+        "key": key,
+        "stage": stage.value,
+        "schema": schema_id,
+        "audit": audit,
+        "reasons": reasons,
+        "model_id": model_id,
+        "score": score,
+        "value": model_value(stage, output),
+        "field_confidence": output.get("field_confidence"),
+        "field_pages": output.get("field_pages"),
+        "pages": pages,
+        "correction": None,
+        "reviewer": None,
+    }
+    return json.dumps(record, ensure_ascii=False) + "\n"
 
 
 # --- reading -------------------------------------------------------------------------------------------------

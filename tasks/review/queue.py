@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TextIO
@@ -18,13 +18,13 @@ from schemas.settings import Settings
 from storage.blobstore import make_s3_client, open_store
 from storage.db import unit_of_work
 from storage.outfiles import checked_target, staged_text
-from storage.review import ReviewRepository, item_view
+from storage.review import ExportRow, ReviewRepository, item_view
 from storage.review import changed_fields as stored_changes
 from storage.tables import ReviewItem, utcnow
 from tasks.display import markdown_cell
 from tasks.review.answers import RejectedRow, ReviewAnswer
 from tasks.review.corrections import CorrectionRejected, changed_fields, checked_correction
-from tasks.review.files import read_csv, read_jsonl, write_csv, write_jsonl
+from tasks.review.files import read_csv, read_jsonl, write_csv_rows, write_jsonl_rows
 from tasks.review.items import model_value
 from tasks.review.label_studio import Connection, LabelStudio, config_schema, label_config, read_export, task
 from tasks.review.settle import ClassCorrected, settle_objects
@@ -137,28 +137,32 @@ def export_file(settings: Settings, fmt: FileFormat, out: Path, stage: ReviewSta
     with unit_of_work(settings.database_url) as session:
         repo = ReviewRepository(session)
         written: list[int] = []
-        sources: dict[int, str] = {}
-
-        def views() -> Iterator[ReviewItemView]:  # streamed from the database into the file
-            for view, source in repo.views(WAITING, stage):
-                written.append(view.id)
-                sources[view.id] = source
-                yield view
-
         with staged_text(out) as stream:
-            count = _write(fmt, views(), stream, links, sources)
+            if fmt == "label-studio":
+                count = _write_tasks(repo, stage, stream, links, written)
+            else:
+                chunks = _tracked(repo.export_chunks(WAITING, stage, pages=fmt == "jsonl"), written)
+                count = write_csv_rows(chunks, stream) if fmt == "csv" else write_jsonl_rows(chunks, stream)
         repo.mark_all_exported(written)
     return count
 
 
-def _write(
-    fmt: FileFormat, views: Iterable[ReviewItemView], stream: TextIO, links: MediaLinks, sources: dict[int, str]
+def _tracked(chunks: Iterator[list[ExportRow]], written: list[int]) -> Iterator[list[ExportRow]]:
+    """The chunks, streamed from the database into the file, their ids noted as they go (to mark once it is in
+    place)."""
+    for chunk in chunks:
+        written.extend(row.id for row in chunk)
+        yield chunk
+
+
+def _write_tasks(
+    repo: ReviewRepository, stage: ReviewStage | None, stream: TextIO, links: MediaLinks, written: list[int]
 ) -> int:
-    if fmt == "csv":
-        return write_csv(views, stream)
-    if fmt == "jsonl":
-        return write_jsonl(views, stream)
-    tasks = [task(view, links.url(media_uri(view, sources[view.id]))) for view in views]
+    """Label Studio tasks JSON: one task per item, with a link to its page image or recording."""
+    tasks = []
+    for view, source in repo.views(WAITING, stage):
+        written.append(view.id)
+        tasks.append(task(view, links.url(media_uri(view, source))))
     json.dump(tasks, stream, ensure_ascii=False, indent=1)
     return len(tasks)
 
