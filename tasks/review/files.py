@@ -51,15 +51,23 @@ CLEAR = "null"  # a CSV correction that empties the field
 def write_csv(items: Iterable[ReviewItemView], out: TextIO) -> int:
     """The items as CSV rows (one per field); returns the number of items written. A cell a spreadsheet would
     run as a formula (=, +, -, @ first) starts with a single quote, which `read_csv` takes off again."""
-    csv.writer(out).writerow(CSV_COLUMNS)
-    count = 0
-    for item in items:
-        reasons = [(r.field, r.message) for r in item.reasons]
-        out.writelines(
-            _item_lines(item.id, item.key, item.stage, item.schema_id, item.audit, reasons, item.model_output)
-        )
-        count += 1
-    return count
+    return write_csv_rows(([export_row(item)] for item in items), out)
+
+
+def export_row(item: ReviewItemView) -> ExportRow:
+    """The item as the review files write it (the stored form the export reads)."""
+    return ExportRow(
+        id=item.id,
+        key=item.key,
+        stage=item.stage,
+        schema_id=item.schema_id,
+        audit=item.audit,
+        reasons=[r.model_dump(mode="json") for r in item.reasons],
+        model_output=item.model_output,
+        model_id=item.model_id,
+        score=item.score,
+        pages=item.pages,
+    )
 
 
 def write_csv_rows(chunks: Iterable[Sequence[ExportRow]], out: TextIO) -> int:
@@ -223,25 +231,7 @@ def _number(value: Any) -> str:
 
 
 def write_jsonl(items: Iterable[ReviewItemView], out: TextIO) -> int:
-    count = 0
-    for item in items:
-        reasons = [r.model_dump(mode="json") for r in item.reasons]
-        out.write(
-            _jsonl_line(
-                item.id,
-                item.key,
-                item.stage,
-                item.schema_id,
-                item.audit,
-                reasons,
-                item.model_id,
-                item.score,
-                item.model_output,
-                item.pages,
-            )
-        )
-        count += 1
-    return count
+    return write_jsonl_rows(([export_row(item)] for item in items), out)
 
 
 def write_jsonl_rows(chunks: Iterable[Sequence[ExportRow]], out: TextIO) -> int:
