@@ -201,10 +201,10 @@ DETECTOR_MODEL = "PP-OCRv6_det_small.onnx"
 @functools.cache
 def _rapidocr() -> Any:
     """One RapidOCR per process: its ONNX sessions load once. The text detector, most of a page's OCR time, runs on
-    OpenVINO where it is installed (tasks/preprocess/openvino_session.py): on the labelled receipts and the small-image
-    bench the same text to the character, detection about 3 times as fast (0.15 CPU-s a small page before, 0.07 after;
-    1.84 s a receipt scan, 1.47 after: recognition is most of the rest). Recognition stays on onnxruntime: its input
-    width changes with every batch of lines, and OpenVINO re-planning each new shape made it 4 times slower."""
+    OpenVINO where it is installed (tasks/preprocess/openvino_session.py): on the 40 labelled receipt scans and 60 of
+    the small-object bench's images the same text to the character, detection 3 times as fast (95 ms to 30 ms on a
+    420x300 image); a whole small page 0.15 CPU-s before, 0.10 after, a receipt scan 1.84 s, 1.47 after (recognition
+    is the rest). Recognition stays on onnxruntime: OpenVINO was no faster on it, and slower on each new input width."""
     from rapidocr import RapidOCR
 
     # No line-angle classifier: on the 41 labelled receipt and invoice scans it turned upright lines upside down
