@@ -32,7 +32,12 @@ test-deps:
 
 # llama-cpp-python ships as an sdist: pip compiles llama.cpp, here only the library docflow loads (no examples,
 # tests, tools or server), for this machine's CPU, on every core. pip keeps the wheel: later venvs take it as is.
-LLAMA_CMAKE := -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF -DGGML_NATIVE=ON
+# Without llama.cpp's AMX kernels (-U__AMX_INT8__; the same in infra/scripts/build-llama-server.sh): on a CPU with
+# AMX (Sapphire Rapids and later) they crashed the first decode of a Q4_K_M model, a segfault in
+# ggml_backend_amx_mul_mat (ggml-org/llama.cpp#20824, closed unfixed). A wheel built with them before this line
+# is still in pip's cache: `pip cache remove llama_cpp_python` once.
+LLAMA_CMAKE := -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF -DGGML_NATIVE=ON \
+	-DCMAKE_C_FLAGS=-U__AMX_INT8__ -DCMAKE_CXX_FLAGS=-U__AMX_INT8__
 
 # llama.cpp's own OpenAI-compatible server, for the tests of the inference-server backend (not needed to run docflow):
 # only the llama-server target, from the llama.cpp sources vendored in the same llama-cpp-python sdist, on every

@@ -11,7 +11,9 @@ version=$1
 dest=$2
 # GGML_NATIVE code runs only on CPUs with the same instruction sets: they are part of the key.
 cpu=$( { uname -m; grep -m1 '^flags' /proc/cpuinfo 2>/dev/null || true; } | sha256sum | cut -c1-12)
-cached=${XDG_CACHE_HOME:-$HOME/.cache}/docflow/llama-server/$version-$cpu/llama-server
+# "no-amx": llama.cpp's AMX kernels crashed the first decode of a Q4_K_M model on a CPU with AMX (a segfault in
+# ggml_backend_amx_mul_mat, ggml-org/llama.cpp#20824): -U__AMX_INT8__ leaves them out (the Makefile does the same).
+cached=${XDG_CACHE_HOME:-$HOME/.cache}/docflow/llama-server/$version-$cpu-no-amx/llama-server
 
 if [[ ! -x "$cached" ]]; then
     work=$(mktemp -d)
@@ -31,6 +33,7 @@ if [[ ! -x "$cached" ]]; then
     cmake -S "$src" -B "$work/build" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF -DGGML_NATIVE=ON \
         -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_TESTS=OFF \
         -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_SERVER=ON \
+        -DCMAKE_C_FLAGS=-U__AMX_INT8__ -DCMAKE_CXX_FLAGS=-U__AMX_INT8__ \
         >"$work/configure.log" 2>&1 || { cat "$work/configure.log" >&2; exit 1; }
     cmake --build "$work/build" --target llama-server -j"$(nproc)" >"$work/build.log" 2>&1 ||
         { tail -50 "$work/build.log" >&2; exit 1; }
