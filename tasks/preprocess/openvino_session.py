@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 
-
 # Kernels OpenVINO keeps for input shapes it has seen (its default, 5,000, let a run over pages of ever new sizes grow
 # by ~1.4 MiB a size: 658 -> 821 MiB over 120 sizes; with none kept memory stays flat after the first 60 sizes, about
 # 250 MiB above onnxruntime's, for the same speed on the bench's pages).
