@@ -8,11 +8,14 @@ changed the text of 26 of 40 labelled receipts. So the precision is pinned here 
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 # Kernels OpenVINO keeps for input shapes it has seen (its default, 5,000, let a run over pages of ever new sizes grow
 # by ~1.4 MiB a size: 658 -> 821 MiB over 120 sizes; with none kept memory stays flat after the first 60 sizes, about
@@ -51,9 +54,14 @@ class OpenVinoSession:
 
 
 def openvino_session(model: Path, threads: int) -> OpenVinoSession | None:
-    """An OpenVINO session for `model`, or None where OpenVINO is not installed (onnxruntime then runs it)."""
+    """An OpenVINO session for `model`, or None where OpenVINO is not installed or cannot compile it on this machine
+    (onnxruntime then runs it: slower, the same text)."""
     try:
         import openvino  # noqa: F401
     except ImportError:
         return None
-    return OpenVinoSession(model, threads)
+    try:
+        return OpenVinoSession(model, threads)
+    except RuntimeError as exc:  # what OpenVINO raises for a model or a CPU its plugin cannot handle
+        log.warning("OpenVINO could not compile %s, onnxruntime runs it instead: %s", model.name, exc)
+        return None

@@ -1,5 +1,5 @@
 """RapidOCR's text detector on OpenVINO (float32) instead of onnxruntime: the same text, safe to call from the
-window's worker threads at once, and onnxruntime again where OpenVINO is not installed."""
+window's worker threads at once, and onnxruntime again where OpenVINO is not installed or cannot compile it."""
 
 from __future__ import annotations
 
@@ -67,3 +67,18 @@ def test_threads_reading_at_once_each_get_their_own_pages_text(pages: list[Path]
     with ThreadPoolExecutor(max_workers=4) as pool:
         together = list(pool.map(ocr.rapidocr_text, pages * 6))
     assert together == alone * 6
+
+
+def test_a_detector_openvino_cannot_compile_here_runs_on_onnxruntime(
+    pages: list[Path], fresh_engine: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A CPU or model OpenVINO's plugin cannot handle costs speed, not the pages' text."""
+    import openvino
+
+    def refuse(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("Exception from src/inference/src/cpp/core.cpp: unsupported on this CPU")
+
+    monkeypatch.setattr(openvino.Core, "compile_model", refuse)
+    assert "TOTAL 12.50" in ocr.rapidocr_text(pages[0])
+    assert not isinstance(ocr._rapidocr().text_det.session, OpenVinoSession)
+    assert "onnxruntime runs it instead" in caplog.text
