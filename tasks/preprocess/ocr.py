@@ -228,7 +228,8 @@ def _rapidocr() -> Any:
             "EngineConfig.onnxruntime.inter_op_num_threads": 1,
         }
     )
-    # RapidOCR loads a model on first use; the detector is loaded now to hand it the OpenVINO session.
+    # RapidOCR loads a model on first use; the detector is loaded now to hand it the OpenVINO session (RapidOCR has
+    # no hook for a session of our own: its onnxruntime one is built first, once a process, and dropped).
     detector = engine._load_det_model()
     if (session := openvino_session(detector_model, threads)) is not None:
         detector.session = session

@@ -30,7 +30,6 @@ class OpenVinoSession:
     def __init__(self, model: Path, threads: int) -> None:
         import openvino
 
-        self.model = model
         self._compiled = openvino.Core().compile_model(
             str(model),
             "CPU",
