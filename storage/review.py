@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any
 
 import orjson
@@ -468,6 +470,67 @@ class ReviewRepository:
             oldest_open_at=oldest[0] if oldest else None,
             oldest_open_key=oldest[1] if oldest else None,
         )
+
+
+class ExportMarks:
+    """The items a review file holds, marked `exported` only once the file is in place (`keep`); dropped when it is
+    not. On PostgreSQL each chunk is marked as it is written, from a second connection in a transaction of its own
+    that `keep` commits: the UPDATEs run on the server while Python writes the file (the one UPDATE of a 50,000-item
+    export after the file took 0.5 s of its 1.9). Until then no other session sees the marks, and a failure rolls
+    them back. SQLite marks them in the export's own session at the end: one writer at a time, and an in-memory
+    database is one connection.
+
+        with ExportMarks(session) as marks:
+            ... marks.add(ids) as the file is written ...
+            marks.keep()  # after the file replaced the old one
+    """
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+        concurrent = session.get_bind().dialect.name == "postgresql"
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix="review-marks") if concurrent else None
+        self._marker: Session | None = None  # the worker's session, used only in its thread
+        self._marking: list[Future[None]] = []
+        self._ids: list[int] = []
+
+    def add(self, ids: Sequence[int]) -> None:
+        if self._worker is None:
+            self._ids.extend(ids)
+        else:
+            self._marking.append(self._worker.submit(self._mark, list(ids)))
+
+    def _mark(self, ids: list[int]) -> None:
+        if self._marker is None:
+            self._marker = Session(self._session.get_bind())
+            self._marker.begin()
+        ReviewRepository(self._marker).mark_all_exported(ids)
+
+    def keep(self) -> None:
+        """Make the marks stand: raises what marking raised (the file is in place, its items stay waiting)."""
+        if self._worker is None:
+            ReviewRepository(self._session).mark_all_exported(self._ids)
+        else:
+            for marking in self._marking:
+                marking.result()
+            if self._marker is not None:
+                self._worker.submit(self._marker.commit).result()
+
+    def __enter__(self) -> ExportMarks:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        if self._worker is None:
+            return
+        for marking in self._marking:  # those not started yet (after a failure)
+            marking.cancel()
+        self._worker.submit(self._close)  # after the marks started: the worker runs them in order
+        self._worker.shutdown(wait=True)
+
+    def _close(self) -> None:
+        if self._marker is not None:
+            self._marker.close()  # rolls back what `keep` did not commit
 
 
 def item_view(item: ReviewItem) -> ReviewItemView:

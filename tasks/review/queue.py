@@ -18,7 +18,7 @@ from schemas.settings import Settings
 from storage.blobstore import make_s3_client, open_store
 from storage.db import unit_of_work
 from storage.outfiles import checked_target, staged_text
-from storage.review import ExportRow, ReviewRepository, item_view
+from storage.review import ExportMarks, ExportRow, ReviewRepository, item_view
 from storage.review import changed_fields as stored_changes
 from storage.tables import ReviewItem, utcnow
 from tasks.display import markdown_cell
@@ -134,35 +134,35 @@ def export_file(settings: Settings, fmt: FileFormat, out: Path, stage: ReviewSta
     the items are marked only once it is in place."""
     checked_target(out)
     links = MediaLinks(settings.review.url_expiry_s, settings.review.local_files_root)
-    with unit_of_work(settings.database_url) as session:
+    with unit_of_work(settings.database_url) as session, ExportMarks(session) as marks:
         repo = ReviewRepository(session)
-        written: list[int] = []
         with staged_text(out) as stream:
             if fmt == "label-studio":
-                count = _write_tasks(repo, stage, stream, links, written)
+                count = _write_tasks(repo, stage, stream, links, marks)
             else:
-                chunks = _tracked(repo.export_chunks(WAITING, stage, pages=fmt == "jsonl"), written)
+                chunks = _marked(repo.export_chunks(WAITING, stage, pages=fmt == "jsonl"), marks)
                 count = write_csv_rows(chunks, stream) if fmt == "csv" else write_jsonl_rows(chunks, stream)
-        repo.mark_all_exported(written)
+        marks.keep()
     return count
 
 
-def _tracked(chunks: Iterator[list[ExportRow]], written: list[int]) -> Iterator[list[ExportRow]]:
-    """The chunks, streamed from the database into the file, their ids noted as they go (to mark once it is in
-    place)."""
+def _marked(chunks: Iterator[list[ExportRow]], marks: ExportMarks) -> Iterator[list[ExportRow]]:
+    """The chunks, streamed from the database into the file, their items marked as they go (the marks stand once
+    the file is in place)."""
     for chunk in chunks:
-        written.extend(row.id for row in chunk)
+        marks.add([row.id for row in chunk])
         yield chunk
 
 
 def _write_tasks(
-    repo: ReviewRepository, stage: ReviewStage | None, stream: TextIO, links: MediaLinks, written: list[int]
+    repo: ReviewRepository, stage: ReviewStage | None, stream: TextIO, links: MediaLinks, marks: ExportMarks
 ) -> int:
     """Label Studio tasks JSON: one task per item, with a link to its page image or recording."""
-    tasks = []
+    tasks, ids = [], []
     for view, source in repo.views(WAITING, stage):
-        written.append(view.id)
+        ids.append(view.id)
         tasks.append(task(view, links.url(media_uri(view, source))))
+    marks.add(ids)
     json.dump(tasks, stream, ensure_ascii=False, indent=1)
     return len(tasks)
 
