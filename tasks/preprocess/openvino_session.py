@@ -1,5 +1,6 @@
-"""A RapidOCR model run by OpenVINO instead of onnxruntime: the same ONNX file, compiled once per process, called
-the way RapidOCR calls its sessions (an array in, the first output out).
+"""A model run by OpenVINO, called the way RapidOCR calls its onnxruntime sessions (an array in, the first output
+out): RapidOCR's text detector (the same ONNX file, compiled once per process), and an image embedder's vision
+tower (tasks/models/openvino_vision.py converts it).
 
 Why: on the text detector OpenVINO's CPU kernels are about 3 times as fast as onnxruntime's, with the same text to
 the character (tasks/preprocess/ocr.py says where it is measured). RapidOCR's own OpenVINO engine cannot be used as
@@ -24,14 +25,15 @@ RUNTIME_CACHE_CAPACITY = 0
 
 
 class OpenVinoSession:
-    """`session(array) -> array` for one ONNX model: one compiled model, one inference request per thread (a request
-    is not safe to share; the window's workers are threads that may read pages at once)."""
+    """`session(array) -> array` for one model (an ONNX or OpenVINO IR file, or an `openvino.Model`): compiled once,
+    one inference request per thread (a request is not safe to share; the window's workers are threads that may read
+    pages at once)."""
 
-    def __init__(self, model: Path, threads: int) -> None:
+    def __init__(self, model: Path | Any, threads: int) -> None:
         import openvino
 
         self._compiled = openvino.Core().compile_model(
-            str(model),
+            str(model) if isinstance(model, Path) else model,
             "CPU",
             {
                 "INFERENCE_PRECISION_HINT": "f32",
@@ -47,7 +49,7 @@ class OpenVinoSession:
         if request is None:
             request = self._local.request = self._compiled.create_infer_request()
         request.infer([inputs])
-        # The request reuses its output buffer on the next call: hand RapidOCR a copy of its own.
+        # The request reuses its output buffer on the next call: hand the caller a copy of its own.
         output: Any = request.get_output_tensor().data
         return np.array(output, copy=True)
 

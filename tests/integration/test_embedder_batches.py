@@ -1,4 +1,4 @@
-"""The embedders' fast CPU path (batched tensor conversion, channels_last model and batches) gives the numbers the
+"""The embedders' fast CPU path (batched tensor conversion, the vision tower on OpenVINO) gives the numbers the
 plain path gave: each image through the preprocessing written out here (the code before the change), stacked
 contiguous, through the model in contiguous memory. Real images from the sample inbox and the corpus, plus
 generated ones in every mode and shape Pillow hands over; the real EfficientNet-Lite0 weights and a random tiny
@@ -86,6 +86,7 @@ def test_efficientnet_embeddings_are_the_plain_paths(images: list[Path]) -> None
     embedder = load_embedder(embedder_spec(settings.classifier, settings.device))
     assert isinstance(embedder, TimmEmbedder)
     assert embedder.model_id == "timm:efficientnet_lite0:pkg:efficientnet-lite0"
+    assert embedder.on_openvino is not None
     before = transforms.Compose(
         [
             transforms.Resize((224, 224), interpolation=transforms.InterpolationMode.BICUBIC),
@@ -116,6 +117,7 @@ def test_clip_embeddings_are_the_plain_paths(images: list[Path], tmp_path: Path)
     )
     embedder = load_embedder(embedder_spec(settings.classifier, settings.device))
     assert isinstance(embedder, ClipEmbedder)
+    assert embedder.on_openvino is not None
     preprocess = embedder.preprocess  # open_clip's own per-image transform
     opened = [_open_as_before(p, embedder.input_side) for p in images]
     pixels = [preprocess(image) for image in opened]

@@ -1,0 +1,121 @@
+"""On a CPU in float32 an image embedder's vision tower runs on OpenVINO: converted from torch once, checked, and
+kept under the model cache for the next process (named by its weights); the same vectors as torch. Where OpenVINO
+cannot convert it, or the cache cannot be written, the embedder still works."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+import numpy as np
+import openvino
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from tasks.models import openvino_vision
+from tasks.models.embedders import EmbedderSpec, TimmEmbedder
+
+pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # timm's and torch's own notices
+
+
+@pytest.fixture
+def spec(tmp_path: Path) -> EmbedderSpec:
+    """A seeded random EfficientNet-Lite0 (the offline default's architecture), its cache a folder of its own."""
+    return EmbedderSpec("timm", "efficientnet_lite0", None, "cpu", "float32", 4, tmp_path / "cache")
+
+
+@pytest.fixture
+def pages(tmp_path: Path) -> list[Path]:
+    """Five pages (a batch of four and one): text on paper, a photo-like gradient, a long receipt."""
+    made = []
+    for n, size in enumerate([(240, 320), (480, 360), (80, 900), (300, 300), (1200, 40)]):
+        image = Image.linear_gradient("L").resize(size).convert("RGB") if n == 1 else Image.new("RGB", size, "white")
+        ImageDraw.Draw(image).text((4, 4 + 10 * n), f"TOTAL {n}2.50", fill=(0, 0, 0))
+        made.append(tmp_path / f"page{n}.png")
+        image.save(made[-1])
+    return made
+
+
+def _kept(spec: EmbedderSpec) -> list[str]:
+    folder = spec.cache_dir / "openvino"
+    return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+
+
+def test_the_tower_runs_on_openvino_with_torchs_vectors_and_is_converted_once(
+    spec: EmbedderSpec, pages: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    on_torch = TimmEmbedder(dataclasses.replace(spec, openvino=False))
+    assert on_torch.on_openvino is None
+    first = TimmEmbedder(spec)
+    assert first.on_openvino is not None
+    kept = _kept(spec)
+    assert [Path(name).suffix for name in kept] == [".bin", ".xml"]  # and no staging folder left
+    want = on_torch.embed_images(pages)
+    np.testing.assert_allclose(first.embed_images(pages), want, atol=1e-4, rtol=0)
+
+    def no_conversion(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("converted again")
+
+    monkeypatch.setattr(openvino, "convert_model", no_conversion)
+    second = TimmEmbedder(spec)  # another process's load: from the kept IR
+    assert second.on_openvino is not None
+    np.testing.assert_allclose(second.embed_images(pages), want, atol=1e-4, rtol=0)
+    assert _kept(spec) == kept
+
+
+def test_other_weights_are_another_file() -> None:
+    conv = torch.nn.Conv2d(3, 4, 3)
+    model = torch.nn.Sequential(conv, torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    before = openvino_vision.fingerprint(model, 32)
+    assert openvino_vision.fingerprint(model, 32) == before
+    assert openvino_vision.fingerprint(model, 64) != before
+    with torch.no_grad():
+        conv.weight[0, 0, 0, 0] += 1e-3
+    assert openvino_vision.fingerprint(model, 32) != before
+
+
+def test_a_tower_openvino_cannot_convert_stays_on_torch(
+    spec: EmbedderSpec, pages: list[Path], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def unsupported(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("Cannot create HardSwish layer: unsupported")
+
+    monkeypatch.setattr(openvino, "convert_model", unsupported)
+    with caplog.at_level(logging.WARNING, logger=openvino_vision.__name__):
+        embedder = TimmEmbedder(spec)
+    assert embedder.on_openvino is None
+    assert "torch runs it" in caplog.text and "HardSwish" in caplog.text
+    want = TimmEmbedder(dataclasses.replace(spec, openvino=False)).embed_images(pages)
+    np.testing.assert_allclose(embedder.embed_images(pages), want, atol=0, rtol=0)
+    assert _kept(spec) == []
+
+
+def test_a_conversion_that_computes_something_else_is_not_used(
+    spec: EmbedderSpec, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The check against torch: a converted model whose outputs differ (here, the tower of another seed) is
+    dropped, and nothing is kept for the next process."""
+    other = TimmEmbedder(dataclasses.replace(spec, openvino=False, model="efficientnet_b0")).model
+    convert = openvino.convert_model
+    monkeypatch.setattr(openvino, "convert_model", lambda _tower, **kwargs: convert(other, **kwargs))
+    with caplog.at_level(logging.WARNING, logger=openvino_vision.__name__):
+        embedder = TimmEmbedder(spec)
+    assert embedder.on_openvino is None
+    assert "differ from torch's" in caplog.text
+    assert _kept(spec) == []
+
+
+def test_a_cache_that_cannot_be_written_still_runs_on_openvino(
+    spec: EmbedderSpec, pages: list[Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the cache would be\n")
+    spec = dataclasses.replace(spec, cache_dir=blocked)
+    with caplog.at_level(logging.WARNING, logger=openvino_vision.__name__):
+        embedder = TimmEmbedder(spec)
+    assert embedder.on_openvino is not None
+    assert "the next process converts it again" in caplog.text
+    want = TimmEmbedder(dataclasses.replace(spec, openvino=False)).embed_images(pages)
+    np.testing.assert_allclose(embedder.embed_images(pages), want, atol=1e-4, rtol=0)
