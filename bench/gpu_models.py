@@ -194,22 +194,22 @@ def bench_classify(device: str, pages: list[Path], batch_size: int, clip_model: 
     spec = EmbedderSpec("clip", clip_model, None, device, DTYPES[device], batch_size)
     embedder: Embedder = load_embedder(spec)
     batches: list[int] = []
-    encode = embedder._encode
+    forward = embedder._forward
 
-    def counting_encode(batch: Any) -> Any:  # the forward batches the embedder really makes
+    def counting_forward(batch: Any) -> Any:  # the forward batches the embedder really makes (torch or OpenVINO)
         batches.append(int(batch.shape[0]))
-        return encode(batch)
+        return forward(batch)
 
     def work() -> None:
         embedder.embed_images(pages)
 
-    embedder._encode = counting_encode  # type: ignore[method-assign]
+    embedder._forward = counting_forward  # type: ignore[method-assign]
     try:
         embedder.embed_images(pages[:batch_size])  # warm-up
         batches.clear()
         seconds, peak = _timed(device, work)
     finally:
-        del embedder._encode  # the model cache keeps this embedder: leave it as it was
+        del embedder._forward  # the model cache keeps this embedder: leave it as it was
     result = StageResult(device, "classify", len(pages), seconds, batches, batch_size, peak_gib=peak)
     return result, f"{embedder.model_id} {embedder.dtype}"
 

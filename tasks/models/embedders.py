@@ -97,17 +97,21 @@ class Embedder:
     def _encode(self, batch: Any) -> Any:
         raise NotImplementedError
 
+    def _forward(self, batch: Any) -> Any:
+        """One batch through the vision tower: on OpenVINO where it runs there, else torch on the device."""
+        import torch
+
+        if self.on_openvino is not None:
+            return torch.from_numpy(self.on_openvino(batch.contiguous().numpy()))
+        with torch.inference_mode():
+            return self._encode(batch.to(self.device, self.dtype, memory_format=torch.channels_last))
+
     def embed_images(self, images: Sequence[Path | Image.Image]) -> np.ndarray:
         import torch
 
         out = []
         for chunk in chunked(images, self.spec.batch_size):
-            batch = self._batch([_open_rgb(i, self.input_side) for i in chunk])
-            if self.on_openvino is not None:
-                vectors = torch.from_numpy(self.on_openvino(batch.contiguous().numpy()))
-            else:
-                with torch.inference_mode():
-                    vectors = self._encode(batch.to(self.device, self.dtype, memory_format=torch.channels_last))
+            vectors = self._forward(self._batch([_open_rgb(i, self.input_side) for i in chunk]))
             out.append(torch.nn.functional.normalize(vectors.float(), dim=-1).cpu().numpy())
             self.calls += len(chunk)
         return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
