@@ -32,10 +32,16 @@ def openvino_tower(tower: Any, side: int, cache_dir: Path, threads: int) -> Open
         return None
     try:
         ir = cache_dir / "openvino" / f"{fingerprint(tower, side)}.xml"
-        return OpenVinoSession(ir if ir.is_file() else _converted(tower, side, ir), threads)
+        if ir.is_file():
+            return OpenVinoSession(ir, threads)
+        model = _converted(tower, side)
+        session = OpenVinoSession(model, threads)
+        _check(tower, side, session)
     except Exception as exc:  # tracing and conversion fail in many ways (an op OpenVINO lacks, a dynamic branch)
         log.warning("OpenVINO could not take the image embedder %s, torch runs it: %s", type(tower).__name__, exc)
         return None
+    _keep(model, ir)
+    return session
 
 
 def fingerprint(tower: Any, side: int) -> str:
@@ -52,27 +58,39 @@ def fingerprint(tower: Any, side: int) -> str:
     return f"{type(tower).__name__.lower()}-{digest.hexdigest()[:24]}"
 
 
-def _converted(tower: Any, side: int, ir: Path) -> Any:
-    """The tower as an OpenVINO model (any batch size), checked against torch on a batch of two, and saved to `ir`
-    for the next process where it can be (a read-only cache only costs the next process the conversion again)."""
-    import numpy as np
+def _converted(tower: Any, side: int) -> Any:
+    """The tower as an OpenVINO model, for any batch size."""
     import openvino
     import torch
 
     with warnings.catch_warnings():
-        # torch.jit.trace's deprecation, and its notes on shape checks it records as constants: the check below
-        # is what says whether the traced model computes what the module does
+        # torch.jit.trace's deprecation, and its notes on shape checks it records as constants: `_check` is what
+        # says whether the traced model computes what the module does
         warnings.simplefilter("ignore", FutureWarning)
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        model = openvino.convert_model(
+        return openvino.convert_model(
             tower, example_input=torch.zeros(1, 3, side, side), input=[openvino.PartialShape([-1, 3, side, side])]
         )
+
+
+def _check(tower: Any, side: int, session: OpenVinoSession) -> None:
+    """Raises unless the converted model gives torch's outputs on a batch of two."""
+    import numpy as np
+    import torch
+
     probe = torch.rand(2, 3, side, side, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
         want = tower(probe).float().numpy()
-    got = openvino.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})(probe.numpy())[0]
+    got = session(probe.numpy())
     if got.shape != want.shape or not np.allclose(got, want, rtol=0, atol=1e-4 * max(1.0, float(np.abs(want).max()))):
         raise ValueError("the converted model's outputs differ from torch's")
+
+
+def _keep(model: Any, ir: Path) -> None:
+    """Save the checked model to `ir` for the next process, where it can be (a read-only cache only costs the next
+    process the conversion again)."""
+    import openvino
+
     try:
         ir.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=ir.parent, prefix=".converting-") as staging:
@@ -82,4 +100,3 @@ def _converted(tower: Any, side: int, ir: Path) -> Any:
             os.replace(staged, ir)  # last: an .xml is there only beside its whole .bin
     except OSError as exc:
         log.warning("cannot keep the converted image embedder in %s (%s): the next process converts it again", ir, exc)
-    return model
