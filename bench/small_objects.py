@@ -48,14 +48,20 @@ WORDS = [
 
 def small_images(inbox: Path, count: int, seed: int = 27) -> int:
     """`count` small PNGs of varied content in `inbox`; returns their total size in bytes."""
+    return sum(path.stat().st_size for path, _ in drawn_images(inbox, count, seed))
+
+
+def drawn_images(inbox: Path, count: int, seed: int = 27) -> list[tuple[Path, str]]:
+    """`count` small PNGs of varied content in `inbox`, each with the text drawn on it (its lines; '' for a photo)."""
     from PIL import Image, ImageDraw
 
     rng = random.Random(seed)
     inbox.mkdir(parents=True, exist_ok=True)
-    total = 0
+    drawn = []
     for n in range(count):
         width, height = rng.choice([(240, 320), (320, 240), (400, 300), (300, 420), (480, 360)])
         shape = n % 4
+        lines = []
         if shape == 3:  # photo-like: a gradient with blobs
             image = Image.linear_gradient("L").resize((width, height)).convert("RGB")
             draw = ImageDraw.Draw(image)
@@ -70,16 +76,17 @@ def small_images(inbox: Path, count: int, seed: int = 27) -> int:
             for _ in range(rng.randrange(1, 6)):  # a few lines: a label, a total, a heading
                 if shape == 2:
                     draw.rectangle((10, y, width - 10, y + 18), outline=(0, 0, 0))
-                line = " ".join(rng.choice(WORDS) for _ in range(rng.randrange(1, 4)))
-                draw.text((14, y + 3), f"{line} {rng.randrange(1, 999)}.{rng.randrange(100):02d}", fill=(0, 0, 0))
+                words = " ".join(rng.choice(WORDS) for _ in range(rng.randrange(1, 4)))
+                lines.append(f"{words} {rng.randrange(1, 999)}.{rng.randrange(100):02d}")
+                draw.text((14, y + 3), lines[-1], fill=(0, 0, 0))
                 y += 22 + rng.randrange(30)
             if y + 20 < height:  # a box below the text: a stamp, a logo, a table
                 draw.rectangle((rng.randrange(width // 2), y + 10, width - 10, min(height - 5, y + 60)), outline=90)
         path = inbox / f"{n // 1000:03d}" / f"img-{n:06d}.png"
         path.parent.mkdir(exist_ok=True)
         image.save(path, optimize=False)
-        total += path.stat().st_size
-    return total
+        drawn.append((path, "\n".join(lines)))
+    return drawn
 
 
 def export_tree(ref: str, dest: Path) -> Path:

@@ -12,6 +12,7 @@ from tasks.classify.prototypes import EmbeddingCache, classify_documents, review
 from tasks.models.embedders import EmbedderSpec
 from tasks.pipeline.stage import ItemUpdate, StageReport, WorkItem
 from tasks.preprocess.ocr import OcrEngine, documents_with_page_text
+from tasks.preprocess.openvino_session import Precision
 
 
 class ClassifyStage:
@@ -19,9 +20,15 @@ class ClassifyStage:
     uses_model = True
 
     def __init__(
-        self, config: ClassifierSettings, spec: EmbedderSpec, cache: EmbeddingCache | None, ocr_engine: OcrEngine
+        self,
+        config: ClassifierSettings,
+        spec: EmbedderSpec,
+        cache: EmbeddingCache | None,
+        ocr_engine: OcrEngine,
+        ocr_precision: Precision = "auto",
     ) -> None:
-        self.config, self.spec, self.cache, self.ocr_engine = config, spec, cache, ocr_engine
+        self.config, self.spec, self.cache = config, spec, cache
+        self.ocr_engine, self.ocr_precision = ocr_engine, ocr_precision
 
     def wants(self, item: WorkItem) -> bool:
         return item.is_document
@@ -31,7 +38,8 @@ class ClassifyStage:
         slot is taken; extraction reads the same text. The window's pages are read together (a few OCR processes)."""
         if self.config.text_sharpness > 0:
             limit = 1 if self.config.pages == "first" else 10**6
-            read = documents_with_page_text([item.pages for item in items], self.ocr_engine, limit)
+            documents = [item.pages for item in items]
+            read = documents_with_page_text(documents, self.ocr_engine, limit, self.ocr_precision)
             for item, pages in zip(items, read, strict=True):
                 item.pages = pages
 

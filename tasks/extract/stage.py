@@ -67,7 +67,9 @@ class ExtractStage:
     def prepare(self, items: Sequence[WorkItem]) -> None:
         """Page text: the text layer, or OCR of pages without one. A text model reads it; every backend's values
         are checked against it (grounding). The window's pages are read together (a few OCR processes)."""
-        read = documents_with_page_text([item.pages for item in items], self.config.ocr_engine, self.config.max_pages)
+        config = self.config
+        documents = [item.pages for item in items]
+        read = documents_with_page_text(documents, config.ocr_engine, config.max_pages, config.ocr_precision)
         for item, pages in zip(items, read, strict=True):
             item.pages = pages
 

@@ -10,13 +10,15 @@ import logging
 import os
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
+import numpy as np
+
 from schemas.records import DocumentPage
 from tasks.display import printable
-from tasks.preprocess.openvino_session import openvino_session
+from tasks.preprocess.openvino_session import Precision, openvino_session
 from tasks.system_tools import missing_tool
 
 OcrEngine = Literal["tesseract", "rapidocr"]
@@ -29,16 +31,16 @@ MIN_TEXT_CHARS = 20
 SAME_ROW_OVERLAP = 0.25
 
 
-def ocr_image(path: Path, engine: OcrEngine = "tesseract") -> str:
-    """The text of one page image, in reading order ('' when the engine finds nothing)."""
-    return rapidocr_text(path) if engine == "rapidocr" else tesseract_text(path)
+def ocr_image(path: Path, engine: OcrEngine = "tesseract", precision: Precision = "auto") -> str:
+    """The text of one page image, in reading order ('' when the engine finds nothing). `precision`: RapidOCR's."""
+    return rapidocr_text(path, precision) if engine == "rapidocr" else tesseract_text(path)
 
 
-def ocr_images(paths: Sequence[Path], engine: OcrEngine = "tesseract") -> list[str]:
+def ocr_images(paths: Sequence[Path], engine: OcrEngine = "tesseract", precision: Precision = "auto") -> list[str]:
     """The text of each page image, in order: tesseract reads them in a few processes (one per BATCH_PAGES pages),
     RapidOCR one by one (its models stay loaded in this process)."""
     if engine == "rapidocr" or len(paths) == 1:
-        return [ocr_image(path, engine) for path in paths]
+        return [ocr_image(path, engine, precision) for path in paths]
     return tesseract_texts(paths)
 
 
@@ -169,14 +171,16 @@ def has_text(text: str) -> bool:
     return len(text.strip()) >= MIN_TEXT_CHARS
 
 
-def with_page_text(pages: Sequence[DocumentPage], engine: OcrEngine, limit: int) -> tuple[DocumentPage, ...]:
+def with_page_text(
+    pages: Sequence[DocumentPage], engine: OcrEngine, limit: int, precision: Precision = "auto"
+) -> tuple[DocumentPage, ...]:
     """The pages, the first `limit` of them with their text: the text layer where it has some, else OCR of the
     page image (read once: the classifier's words and the extractor's page are the same reading)."""
-    return documents_with_page_text([pages], engine, limit)[0]
+    return documents_with_page_text([pages], engine, limit, precision)[0]
 
 
 def documents_with_page_text(
-    documents: Sequence[Sequence[DocumentPage]], engine: OcrEngine, limit: int
+    documents: Sequence[Sequence[DocumentPage]], engine: OcrEngine, limit: int, precision: Precision = "auto"
 ) -> list[tuple[DocumentPage, ...]]:
     """`with_page_text` for each document, their pages without a text layer read together (a window of small
     images is a few tesseract processes, not one per image)."""
@@ -188,23 +192,46 @@ def documents_with_page_text(
         if not has_text(page.text) and page.path is not None
     ]
     paths = [read[d][i].path for d, i in wanted]
-    texts = ocr_images([path for path in paths if path is not None], engine)
+    texts = ocr_images([path for path in paths if path is not None], engine, precision)
     for (document, index), text in zip(wanted, texts, strict=True):
         read[document][index] = read[document][index].model_copy(update={"text": text})
     return [tuple(pages) for pages in read]
 
 
-# RapidOCR's bundled text detector: onnxruntime loads it by path as RapidOCR would, OpenVINO compiles the same file.
+# RapidOCR's bundled models: onnxruntime loads them by path as RapidOCR would, OpenVINO compiles the same files.
 DETECTOR_MODEL = "PP-OCRv6_det_small.onnx"
+RECOGNISER_MODEL = "PP-OCRv6_rec_small.onnx"
+# Input shapes whose kernels OpenVINO keeps (tasks/preprocess/openvino_session.py): a scanner's pages share a few
+# sizes; the recogniser's batches are one of six heights (lines per batch) by a LINE_WIDTH_STEP multiple.
+DETECTOR_SHAPES_KEPT = 16
+RECOGNISER_SHAPES_KEPT = 32
+LINE_WIDTH_STEP = 64
 
 
 @functools.cache
-def _rapidocr() -> Any:
-    """One RapidOCR per process: its ONNX sessions load once. The text detector, most of a page's OCR time, runs on
-    OpenVINO where it is installed (tasks/preprocess/openvino_session.py): on the 40 labelled receipt scans and 60 of
-    the small-object bench's images the same text to the character, detection 3 times as fast (95 ms to 30 ms on a
-    420x300 image); a whole small page 0.15 CPU-s before, 0.10 after, a receipt scan 1.84 s, 1.47 after (recognition
-    is the rest). Recognition stays on onnxruntime: OpenVINO was no faster on it, and slower on each new input width."""
+def _rapidocr(precision: Precision) -> Any:
+    """One RapidOCR per process and precision: its models load once. Both models run on OpenVINO where it is
+    installed (tasks/preprocess/openvino_session.py), in OpenVINO's own precision for this CPU unless `precision`
+    is f32. bench/ocr.py measures it against the ground truth of labelled scans and the drawn text of the small-
+    object bench: in float32, detection 3 times as fast as onnxruntime, recognition as fast; in bfloat16 on a CPU
+    with AMX, a page about twice as fast again, as accurate (the text differs here and there)."""
+    engine = rapidocr_on_onnxruntime()
+    threads = _threads()
+    streams = max(1, _cores() // threads)  # the workers' calls run side by side, not in turn
+    models = _rapidocr_models()
+    # RapidOCR loads a model on first use; both are loaded now to hand them the OpenVINO sessions (RapidOCR has no
+    # hook for a session of our own: its onnxruntime one is built first, once a process, and dropped).
+    detector, recogniser = engine._load_det_model(), engine._load_rec_model()
+    if session := openvino_session(models / DETECTOR_MODEL, threads, precision, DETECTOR_SHAPES_KEPT, streams):
+        detector.session = session
+    if session := openvino_session(models / RECOGNISER_MODEL, threads, precision, RECOGNISER_SHAPES_KEPT, streams):
+        recogniser.session = SteppedWidths(session, LINE_WIDTH_STEP)
+        log.info("RapidOCR on OpenVINO in %s", session.precision)
+    return engine
+
+
+def rapidocr_on_onnxruntime() -> Any:
+    """RapidOCR with docflow's settings, on onnxruntime as the library ships it (bench/ocr.py's reference)."""
     from rapidocr import RapidOCR
 
     # No line-angle classifier: on the 41 labelled receipt and invoice scans it turned upright lines upside down
@@ -212,28 +239,41 @@ def _rapidocr() -> Any:
     # of them, nearly always for the worse, in 7 % more time. "No text detected" is an answer, not a warning.
     # Text detection at the page's own size, never enlarged: the default enlarges a page's short side to 736 px, a
     # receipt scan's 440 to 736 (2.8 times the pixels) for 18 % of the OCR time and 2 % of the text changed.
-    # ONNX Runtime's threads: half the cores (onnxruntime's default is all of them), since at least two workers read
-    # pages at once; on a busy 2-core machine all of them made a page 3 times slower (1.27 s against 0.43 s, the same
-    # text).
-    threads = max(1, _cores() // 2)
-    detector_model = _rapidocr_models() / DETECTOR_MODEL
-    engine = RapidOCR(
+    models = _rapidocr_models()
+    return RapidOCR(
         params={
             "Global.log_level": "error",
             "Global.use_cls": False,
-            "Det.model_path": str(detector_model),
+            "Det.model_path": str(models / DETECTOR_MODEL),
             "Det.limit_type": "max",
             "Det.limit_side_len": 2000,
-            "EngineConfig.onnxruntime.intra_op_num_threads": threads,
+            "Rec.model_path": str(models / RECOGNISER_MODEL),
+            "EngineConfig.onnxruntime.intra_op_num_threads": _threads(),
             "EngineConfig.onnxruntime.inter_op_num_threads": 1,
         }
     )
-    # RapidOCR loads a model on first use; the detector is loaded now to hand it the OpenVINO session (RapidOCR has
-    # no hook for a session of our own: its onnxruntime one is built first, once a process, and dropped).
-    detector = engine._load_det_model()
-    if (session := openvino_session(detector_model, threads)) is not None:
-        detector.session = session
-    return engine
+
+
+def _threads() -> int:
+    """Inference threads a call: half the cores (onnxruntime's default is all of them), since at least two workers
+    read pages at once; on a busy 2-core machine all of them made a page 3 times slower (1.27 s against 0.43 s, the
+    same text)."""
+    return max(1, _cores() // 2)
+
+
+class SteppedWidths:
+    """RapidOCR's recogniser is handed batches of lines as wide as their widest line, of any width: a new input
+    shape, new kernels, nearly every batch. Padded on the right to a multiple of `step` columns, with what RapidOCR
+    pads a shorter line with (0 after normalisation), a run sees a few dozen shapes, whose kernels are kept."""
+
+    def __init__(self, session: Callable[[np.ndarray], np.ndarray], step: int) -> None:
+        self.session, self.step = session, step
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        width = batch.shape[-1]
+        if pad := -width % self.step:
+            batch = np.pad(batch, [(0, 0)] * (batch.ndim - 1) + [(0, pad)])
+        return self.session(batch)
 
 
 def _rapidocr_models() -> Path:
@@ -249,11 +289,15 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
-def rapidocr_text(path: Path) -> str:
-    """RapidOCR's text lines for one page image, rows rebuilt from the boxes (left to right, top to bottom).
-    Boxes of one phrase are joined by a space, boxes further apart than a character height (layout columns,
-    a label and its amount) by two, as `pdftotext -layout` sets columns apart."""
-    result = _rapidocr()(str(path))
+def rapidocr_text(path: Path, precision: Precision = "auto") -> str:
+    """RapidOCR's text lines for one page image, in reading order (`page_text`)."""
+    return page_text(_rapidocr(precision)(str(path)))
+
+
+def page_text(result: Any) -> str:
+    """The text of a RapidOCR result, rows rebuilt from the boxes (left to right, top to bottom). Boxes of one
+    phrase are joined by a space, boxes further apart than a character height (layout columns, a label and its
+    amount) by two, as `pdftotext -layout` sets columns apart."""
     if result.boxes is None or result.txts is None:
         return ""
     boxes = [

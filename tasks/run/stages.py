@@ -35,7 +35,8 @@ def build_stages(settings: Settings, context: StageContext) -> list[Stage]:
     stages: list[Stage] = [PreprocessStage(settings, context.derived, context.work_dir)]
     if settings.classifier.kind != "keywords":
         spec = embedder_spec(settings.classifier, device)
-        stages.append(ClassifyStage(settings.classifier, spec, context.embeddings, settings.extraction.ocr_engine))
+        ocr = settings.extraction
+        stages.append(ClassifyStage(settings.classifier, spec, context.embeddings, ocr.ocr_engine, ocr.ocr_precision))
     if settings.extraction.enabled:
         server = settings.llm_server
         generator = generator_spec(settings.extraction, device, settings.render.max_pixels, server)
