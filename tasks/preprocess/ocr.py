@@ -10,6 +10,7 @@ import logging
 import os
 import subprocess
 import tempfile
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -208,8 +209,19 @@ RECOGNISER_SHAPES_KEPT = 32
 LINE_WIDTH_STEP = 64
 
 
-@functools.cache
+_building = threading.Lock()
+
+
 def _rapidocr(precision: Precision) -> Any:
+    """The process's RapidOCR for `precision` (`_engine`). The window's workers read their first pages at the same
+    moment: one builds it while the others wait, rather than each building one (measured here: a process's first
+    costs 1.1 CPU-s and 190 MiB)."""
+    with _building:
+        return _engine(precision)
+
+
+@functools.cache
+def _engine(precision: Precision) -> Any:
     """One RapidOCR per process and precision: its models load once. Both models run on OpenVINO where it is
     installed (tasks/preprocess/openvino_session.py), in OpenVINO's own precision for this CPU unless `precision`
     is f32. bench/ocr.py measures it against the ground truth of labelled scans and the drawn text of the small-

@@ -150,11 +150,11 @@ def test_rapidocr_takes_half_the_cores_not_all(pages: list[Path], monkeypatch: p
     busy 2-core machine, a page 3 times slower for the same text."""
     monkeypatch.setattr(ocr, "_cores", lambda: 2)  # onnxruntime takes no more than os.cpu_count()
     monkeypatch.setitem(sys.modules, "openvino", None)  # onnxruntime runs both models
-    ocr._rapidocr.cache_clear()
+    ocr._engine.cache_clear()
     try:
         assert "TOTAL 12.50" in ocr.rapidocr_text(pages[0])  # the models load on first use
         engine = ocr._rapidocr("auto")
         for model in (engine.text_det, engine.text_rec):
             assert model.session.session.get_session_options().intra_op_num_threads == 1
     finally:
-        ocr._rapidocr.cache_clear()
+        ocr._engine.cache_clear()

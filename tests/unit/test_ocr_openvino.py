@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import re
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -45,9 +47,9 @@ def pages(tmp_path: Path) -> list[Path]:
 
 @pytest.fixture
 def fresh_engine() -> Iterator[None]:
-    ocr._rapidocr.cache_clear()
+    ocr._engine.cache_clear()
     yield
-    ocr._rapidocr.cache_clear()
+    ocr._engine.cache_clear()
 
 
 def _words(text: str) -> list[str]:
@@ -103,6 +105,24 @@ def test_threads_reading_at_once_each_get_their_own_pages_text(pages: list[Path]
     with ThreadPoolExecutor(max_workers=4) as pool:
         together = list(pool.map(ocr.rapidocr_text, pages * 6))
     assert together == alone * 6
+
+
+def test_workers_reading_their_first_pages_at_once_build_one_engine(
+    pages: list[Path], fresh_engine: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built: list[object] = []
+    build = ocr.rapidocr_on_onnxruntime
+
+    def counted() -> object:
+        built.append(threading.current_thread())
+        time.sleep(0.2)  # a build takes a second: the other workers arrive meanwhile
+        return build()
+
+    monkeypatch.setattr(ocr, "rapidocr_on_onnxruntime", counted)
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        texts = list(pool.map(ocr.rapidocr_text, pages))
+    assert len(built) == 1
+    assert "TOTAL 12.50" in texts[0]
 
 
 def test_the_workers_calls_run_side_by_side_with_a_thread_each(
