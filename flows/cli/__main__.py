@@ -1,5 +1,5 @@
 """`python -m flows.cli`: the `docflow` command."""
 
-from flows.cli.main import app
+from flows.cli.main import main
 
-app()
+main()

@@ -97,8 +97,16 @@ def _watch_progress(settings: Settings, started: datetime, stop: threading.Event
 
 
 def _run_flow(settings: Settings, call: Any) -> RunSummary:
-    """Run a flow under a progress bar. Exit 1 when batches failed after retries (outage), 2 for a setting or
-    source that no retry can fix; one line per fault here, the tracebacks are in the flow run's logs."""
+    """Run a flow under a progress bar, its models loading while Prefect's temporary server starts. Exit 1 when
+    batches failed after retries (outage), 2 for a setting or source that no retry can fix; one line per fault
+    here, the tracebacks are in the flow run's logs."""
+    from flows.cli.startup import models_loading
+
+    with models_loading(settings):
+        return _run_watched(settings, call)
+
+
+def _run_watched(settings: Settings, call: Any) -> RunSummary:
     from flows.lifecycle import tie_prefect_server_to_this_process
     from flows.pipeline import RunFailed
 
@@ -425,3 +433,13 @@ def worker(
 # After the run commands: `docflow --help` lists them in this order.
 app.command()(status_commands.status)
 app.command()(status_commands.show)
+
+
+def main() -> None:
+    """The `docflow` command (the console script and `python -m flows.cli`)."""
+    from flows.cli.startup import exit_without_collecting
+
+    try:
+        app()
+    finally:
+        exit_without_collecting()

@@ -8,10 +8,10 @@ from collections.abc import Sequence
 
 from schemas.records import Classification
 from schemas.settings import ClassifierSettings
-from tasks.classify.prototypes import EmbeddingCache, classify_documents, review_reasons
+from tasks.classify.prototypes import EmbeddingCache, classify_documents, load_prototypes, review_reasons
 from tasks.models.embedders import EmbedderSpec
 from tasks.pipeline.stage import ItemUpdate, StageReport, WorkItem
-from tasks.preprocess.ocr import OcrEngine, documents_with_page_text
+from tasks.preprocess.ocr import OcrEngine, documents_with_page_text, load_ocr
 from tasks.preprocess.openvino_session import Precision
 
 
@@ -42,6 +42,13 @@ class ClassifyStage:
             read = documents_with_page_text(documents, self.ocr_engine, limit, self.ocr_precision)
             for item, pages in zip(items, read, strict=True):
                 item.pages = pages
+
+    def warm_up(self, preparation: bool) -> None:
+        """Every document is classified: RapidOCR (with `preparation`, when the words are read with it), then the
+        embedder and the label prototypes."""
+        if preparation and self.config.text_sharpness > 0:
+            load_ocr(self.ocr_engine, self.ocr_precision)
+        load_prototypes(self.config, self.spec, self.cache)
 
     def __call__(self, items: Sequence[WorkItem], report: StageReport) -> list[ItemUpdate]:
         classifications, batches = classify_documents(

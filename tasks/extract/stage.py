@@ -73,6 +73,9 @@ class ExtractStage:
         for item, pages in zip(items, read, strict=True):
             item.pages = pages
 
+    def warm_up(self, preparation: bool) -> None:
+        pass  # the generator (gigabytes) loads when the first document comes: a run may route none to extraction
+
     def _schema(self, item: WorkItem) -> type[DocumentSchema]:
         if self.config.schema_name != "auto":
             return SCHEMAS[self.config.schema_name]

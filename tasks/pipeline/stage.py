@@ -169,4 +169,9 @@ class Stage(Protocol):
     def prepare(self, items: Sequence[WorkItem]) -> None:
         """CPU work that must happen before the model (OCR for a text model); runs outside the device slot."""
 
+    def warm_up(self, preparation: bool) -> None:
+        """Load what the stage's first window would wait for (its models, into the process's cache) ahead of the
+        window; with `preparation`, what `prepare` uses too (when it runs in this process). A load that fails here
+        fails again, and is reported, when the stage runs."""
+
     def __call__(self, items: Sequence[WorkItem], report: StageReport) -> list[ItemUpdate]: ...

@@ -301,6 +301,12 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
+def load_ocr(engine: OcrEngine, precision: Precision = "auto") -> None:
+    """Load the engine's models into this process now (RapidOCR's; tesseract starts a process a batch)."""
+    if engine == "rapidocr":
+        _rapidocr(precision)
+
+
 def rapidocr_text(path: Path, precision: Precision = "auto") -> str:
     """RapidOCR's text lines for one page image, in reading order (`page_text`)."""
     return page_text(_rapidocr(precision)(str(path)))

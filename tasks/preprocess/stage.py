@@ -54,6 +54,9 @@ class PreprocessStage:
     def prepare(self, items: Sequence[WorkItem]) -> None:
         pass
 
+    def warm_up(self, preparation: bool) -> None:
+        pass  # no model
+
     def __call__(self, items: Sequence[WorkItem], report: StageReport) -> list[ItemUpdate]:
         updates = []
         for item in items:

@@ -4,7 +4,9 @@ loses at most the work in flight) and their scratch files removed; the rest go o
 
 from __future__ import annotations
 
+import logging
 import shutil
+import tempfile
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -23,11 +25,25 @@ from tasks.preprocess.stage import item_dir
 from tasks.run import claims
 from tasks.run.stages import StageContext, build_stages, next_model_stage
 
+log = logging.getLogger(__name__)
+
 
 def build(settings: Settings, work_dir: Path) -> list[Stage]:
     """The run's stages. Cheap: models load on first use, once per worker process (tasks/models/cache.py)."""
     context = StageContext(open_store(settings.derived_store), work_dir, SqlEmbeddingCache(settings.database_url))
     return build_stages(settings, context)
+
+
+def warm_up(settings: Settings) -> None:
+    """Load the models the run's first window will wait for into this process's cache, where its stages find them:
+    called while a run starts (Prefect's server, discovery), it takes their loading off the first window's path.
+    Best effort: a model that cannot load is left to its stage, which reports it as it would without a warm-up."""
+    preparation = settings.runner.task_runner == "threads"  # else the preprocessing steps run in other processes
+    try:
+        for stage in build(settings, Path(tempfile.gettempdir())):
+            stage.warm_up(preparation)
+    except Exception as exc:  # the stage meets it again and reports it
+        log.debug("warm-up stopped, the stages load their models themselves: %s", exc)
 
 
 @dataclass(frozen=True)

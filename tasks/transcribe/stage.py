@@ -38,6 +38,9 @@ class TranscribeStage:
     def prepare(self, items: Sequence[WorkItem]) -> None:
         pass
 
+    def warm_up(self, preparation: bool) -> None:
+        pass  # Whisper loads when the first recording comes: an inbox of documents never needs it
+
     def diarizer(self) -> Diarizer | None:
         """The configured way to find speakers by voice (loaded once per worker), or None when it is off."""
         config = self.diarization
