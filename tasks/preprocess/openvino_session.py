@@ -52,6 +52,7 @@ class OpenVinoSession:
             config["INFERENCE_PRECISION_HINT"] = "f32"
         self._compiled = openvino.Core().compile_model(str(model) if isinstance(model, Path) else model, "CPU", config)
         self._local = threading.local()
+        _first_array_views(self._compiled)
 
     @property
     def precision(self) -> str:
@@ -67,6 +68,25 @@ class OpenVinoSession:
         # The request reuses its output buffer on the next call: hand the caller a copy of its own.
         output: Any = request.get_output_tensor().data
         return np.array(output, copy=True)
+
+
+_viewing = threading.Lock()
+
+
+def _first_array_views(compiled: Any) -> None:
+    """Take a numpy view of a tensor of each of the model's element types once, here, one thread at a time.
+
+    The binding's first view of a tensor (`Tensor.data`) initialises a function-local static in C++, and may wait
+    for another thread's import (Python's import lock) while doing so; a second thread taking its first view then
+    blocks on the static while holding the GIL, and the importing thread never gets it back. Seen here as a run whose
+    two workers' first OCR calls hung forever while the embedder's imports ran (`__cxa_guard_acquire` in
+    _pyopenvino under `Tensor.data`); tests/unit/test_ocr_openvino.py reproduces it. Sessions are built before
+    they are called, so every first view happens here."""
+    import openvino
+
+    with _viewing:
+        for port in [*compiled.inputs, *compiled.outputs]:
+            openvino.Tensor(port.get_element_type(), openvino.Shape([1])).data  # noqa: B018 (the view is the point)
 
 
 def openvino_session(
