@@ -1,85 +1,147 @@
-"""Keep Prefect's temporary server from outliving the `docflow` run that started it (scratch folders that a killed
-run leaves behind are removed by the next run: tasks/run/workdirs.py).
+"""Prefect's temporary server for a `docflow` command: started early, and never outliving the command (scratch
+folders that a killed run leaves behind are removed by the next run: tasks/run/workdirs.py).
 
 Prefect's temporary server
 --------------------------
 With no PREFECT_API_URL, Prefect 3.8 starts a temporary ("ephemeral") API server the first time anything needs
-one (`get_client()`, the events worker, the API log handler): `SubprocessASGIServer.start()` in
-`prefect.server.api.server` runs `subprocess.Popen([sys.executable, "-m", "uvicorn", ...])` and stops it again
-from an `atexit` hook. A process killed by SIGKILL (or the OOM killer) runs no `atexit` hook, so the server is
-re-parented to PID 1 and keeps running, holding its port and its SQLite database, indefinitely.
+one: `SubprocessASGIServer.start()` in `prefect.server.api.server` runs `python -m uvicorn` over the server's app,
+waits until it answers, and stops it again from an `atexit` hook. Two things about it cost a command:
 
-`tie_prefect_server_to_this_process()` fixes that with Linux's parent-death signal: the server's child process
-calls `prctl(PR_SET_PDEATHSIG, SIGTERM)` between fork and exec (the setting survives exec), so the kernel sends it
-SIGTERM, and uvicorn shuts down, as soon as its parent dies, however it dies. The signal is tied to the *thread*
-that forked the child, not to the process, so the fork must come from the main thread (which lives as long as the
-process): Prefect may start the server lazily from one of its worker threads, so this function starts it eagerly,
-from the main thread, before any flow runs; later `SubprocessASGIServer()` calls get that same running server.
+- It dies with the command only when the command exits normally. A process killed by SIGKILL (or the OOM killer)
+  runs no `atexit` hook, so the server is re-parented to PID 1 and keeps running, holding its port and its SQLite
+  database, indefinitely.
+- It starts when the first flow runs, and the command waits for it: about 2.8 s here, after importing Prefect's
+  whole server into the command's own process first (2.3 s of CPU with the GIL held).
 
-Elsewhere than Linux, and when PREFECT_API_URL names a real server, the function does nothing.
+`start_temporary_server()` starts the same process itself, at the command's start, and moves on: it boots while the
+command prepares the database and loads its models, and `TemporaryServer.serving()` points Prefect at it (its
+PREFECT_API_URL) once it answers, so Prefect's own temporary server is never started or imported. The server is
+tied to the command with Linux's parent-death signal: the child calls `prctl(PR_SET_PDEATHSIG, SIGTERM)` between
+fork and exec (the setting survives exec), so the kernel sends it SIGTERM, and uvicorn shuts down, as soon as its
+parent dies, however it dies. The signal is tied to the *thread* that forked the child, not to the process, so the
+fork must come from the main thread (which lives as long as the process). Elsewhere than Linux the server is not
+tied (it still stops at a normal exit); when PREFECT_API_URL names a real server there is nothing to start.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import ctypes
-import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
-import types
-from collections.abc import Callable
-from typing import Any
-
-logger = logging.getLogger(__name__)
+import time
+from collections.abc import Callable, Iterator
 
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
-
-_install_lock = threading.Lock()
-_tied_pids: set[int] = set()  # server processes started with the parent-death signal
+_PORT_TAKEN = 3  # uvicorn's exit status when it cannot bind its port
 
 
-def tie_prefect_server_to_this_process() -> int | None:
-    """Start Prefect's temporary server now, from the main thread, so that it dies when this process dies.
+class TemporaryServer:
+    """Prefect's temporary API server for one command: the process Prefect itself would start with no
+    PREFECT_API_URL (`SubprocessASGIServer` in `prefect.server.api.server`: uvicorn over the server's app, no UI,
+    the ephemeral services), started by docflow from the main thread, tied to it, and not waited for until a flow
+    needs it (`serving`)."""
 
-    Call it once, from the main thread, after setting PREFECT_* variables and before the first flow runs (it may
-    come after `import prefect`). It returns the server's pid, or None when there is nothing to tie: not Linux,
-    PREFECT_API_URL set, or ephemeral mode disabled. It raises what `SubprocessASGIServer.start()` raises when the
-    server cannot start (the flow would have failed the same way), and RuntimeError off the main thread. Calling
-    it again returns the same pid.
-    """
-    prctl = _prctl()
-    if prctl is None:
-        return None
+    def __init__(self) -> None:
+        from prefect.settings import get_current_settings
+
+        self._environment = {
+            **os.environ,
+            "PREFECT_UI_ENABLED": "0",
+            "PREFECT__SERVER_EPHEMERAL": "1",
+            "PREFECT__SERVER_FINAL": "1",
+            **get_current_settings().to_environment_variables(exclude_unset=True),
+        }
+        self._prctl = _prctl()
+        self.process = self._start()
+        atexit.register(self.stop)
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api"
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        import prefect
+
+        self.port = _free_port()
+        command = [sys.executable, "-m", "uvicorn", "--app-dir", str(prefect.__module_path__.parent)]
+        command += ["--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1"]
+        command += ["--port", str(self.port), "--log-level", "error", "--lifespan", "on"]
+        tie = _die_with_parent(self._prctl, os.getpid()) if self._prctl is not None else None
+        return subprocess.Popen(command, env=self._environment, preexec_fn=tie)
+
+    def wait_until_answering(self, timeout_s: float) -> None:
+        """Until the server's health check answers; RuntimeError when it exits or takes over `timeout_s`."""
+        import httpx
+
+        deadline = time.monotonic() + timeout_s
+        with httpx.Client() as client:
+            while time.monotonic() < deadline:
+                code = self.process.poll()
+                if code == _PORT_TAKEN:  # another process bound the port first: a new one, as Prefect does
+                    self.process = self._start()
+                elif code is not None:
+                    raise RuntimeError(f"Prefect's temporary server exited with code {code} before answering")
+                with contextlib.suppress(httpx.TransportError):
+                    if client.get(f"{self.api_url}/health").status_code == 200:
+                        return
+                time.sleep(0.05)
+        raise RuntimeError(f"Prefect's temporary server did not answer within {timeout_s:.0f} s")
+
+    @contextlib.contextmanager
+    def serving(self) -> Iterator[str]:
+        """Once the server answers (PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS at most): every Prefect client in
+        the body uses it, those of new threads and processes too (they read their settings from the environment)."""
+        from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
+
+        self.wait_until_answering(get_current_settings().server.ephemeral.startup_timeout_seconds)
+        before = os.environ.get("PREFECT_API_URL")
+        os.environ["PREFECT_API_URL"] = self.api_url
+        try:
+            with temporary_settings({PREFECT_API_URL: self.api_url}):
+                yield self.api_url
+        finally:
+            if before is None:
+                os.environ.pop("PREFECT_API_URL", None)
+            else:
+                os.environ["PREFECT_API_URL"] = before
+
+    def stop(self) -> None:
+        """Stop it as Prefect stops its own: SIGTERM, then SIGKILL after 5 s."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_temporary_server() -> TemporaryServer | None:
+    """Start Prefect's temporary server now, without waiting for it: it starts while the command loads its models
+    and plans its run. None when there is no temporary server to start: PREFECT_API_URL names a server, or
+    Prefect's ephemeral mode is off. Call it from the main thread (the parent-death signal follows the thread that
+    forks: see the module's docstring); RuntimeError elsewhere."""
     if threading.current_thread() is not threading.main_thread():
-        raise RuntimeError("tie_prefect_server_to_this_process() must be called from the main thread")
-
+        raise RuntimeError("start_temporary_server() must be called from the main thread")
     from prefect.settings import get_current_settings
 
     settings = get_current_settings()
     if settings.api.url or not settings.server.ephemeral.enabled:
         return None
+    return TemporaryServer()
 
-    from prefect.server.api import server as prefect_server
 
-    with _install_lock:
-        if not isinstance(getattr(prefect_server, "subprocess", None), _SubprocessWithParentDeath):
-            # The module's only process start is SubprocessASGIServer._run_uvicorn_command's Popen.
-            vars(prefect_server)["subprocess"] = _SubprocessWithParentDeath(prctl)
-
-    server = prefect_server.SubprocessASGIServer()
-    server.start()  # a no-op when it already runs
-    process = server.server_process
-    if process is None:
-        return None
-    if process.pid not in _tied_pids:
-        logger.warning(
-            "Prefect's temporary server (pid %d) was started before docflow could tie it to this process; "
-            "it may outlive a killed run",
-            process.pid,
-        )
-    return process.pid
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 def _prctl() -> Callable[..., int] | None:
@@ -103,28 +165,3 @@ def _die_with_parent(prctl: Callable[..., int], parent: int) -> Callable[[], Non
             os._exit(1)
 
     return preexec
-
-
-class _SubprocessWithParentDeath(types.ModuleType):
-    """Stands in for `subprocess` inside `prefect.server.api.server`: the same module, except that `Popen` children
-    started from the main thread get the parent-death signal. Off the main thread the signal would fire when that
-    thread ends, killing a server the process still uses, so such children are started unchanged."""
-
-    def __init__(self, prctl: Callable[..., int]) -> None:
-        super().__init__(subprocess.__name__, subprocess.__doc__)
-        self._prctl = prctl
-        self.Popen = self._popen
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(subprocess, name)
-
-    def _popen(self, *args: Any, **kwargs: Any) -> subprocess.Popen[Any]:
-        tie = threading.current_thread() is threading.main_thread() and kwargs.get("preexec_fn") is None
-        if tie:
-            kwargs["preexec_fn"] = _die_with_parent(self._prctl, os.getpid())
-        else:
-            logger.warning("Prefect started a server process off the main thread; it may outlive a killed run")
-        process: subprocess.Popen[Any] = subprocess.Popen(*args, **kwargs)
-        if tie:
-            _tied_pids.add(process.pid)
-        return process

@@ -52,13 +52,13 @@ def preprocessing_runner(settings: Settings) -> TaskRunner[Any]:
     database writes) run exactly that wide, while the model stages, which mostly wait for the device's slot, run
     on the flow's task runner beside it."""
     if settings.runner.task_runner == "processes":
-        return ProcessPoolTaskRunner(max_workers=settings.runner.workers)
-    return ThreadPoolTaskRunner(max_workers=settings.runner.workers)
+        return ProcessPoolTaskRunner(max_workers=settings.runner.pool_size)
+    return ThreadPoolTaskRunner(max_workers=settings.runner.pool_size)
 
 
 def _task_size(window: int, settings: Settings) -> int:
     """Objects per preprocessing task: the window shared among the workers, at most DOCFLOW_BATCH_SIZE each."""
-    return max(1, min(settings.runner.batch_size, math.ceil(window / settings.runner.workers)))
+    return max(1, min(settings.runner.batch_size, math.ceil(window / settings.runner.pool_size)))
 
 
 class _ThreadTimeoutNotice(logging.Filter):

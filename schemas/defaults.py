@@ -6,12 +6,21 @@ has none)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Final
 
 VLM_MIN_PIXELS = 28 * 28 * 16  # DOCFLOW_VLM_MIN_PIXELS: smallest page image the VLM sees
 CLASSIFY_BATCH_SIZE = 16  # DOCFLOW_CLASSIFY_BATCH_SIZE: images the classification embedder encodes together
 TEXT_LLM_ENGINE: Final = "llama.cpp"  # DOCFLOW_TEXT_LLM_ENGINE (chosen by bench/extract_accuracy.py)
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity, where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 def model_cache_dir() -> Path:

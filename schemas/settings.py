@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from schemas.defaults import CLASSIFY_BATCH_SIZE, TEXT_LLM_ENGINE, VLM_MIN_PIXELS, model_cache_dir
+from schemas.defaults import CLASSIFY_BATCH_SIZE, TEXT_LLM_ENGINE, VLM_MIN_PIXELS, model_cache_dir, usable_cores
 from schemas.documents import ValueKind
 from schemas.errors import ConfigError
 
@@ -721,11 +721,12 @@ class RunnerSettings(_Group):
         description="Most objects per preprocessing task (one Prefect task run, one transaction); a window is split "
         "among the workers in tasks of up to this many.",
     )
-    workers: int = Field(
-        default=2,
+    workers: int | None = Field(
+        default=None,
         ge=1,
         le=64,
-        description="Preprocessing tasks running at once (the size of their task runner's pool).",
+        description="Preprocessing tasks running at once (the size of their task runner's pool). Unset: twice the "
+        "cores this process may use, at most 8 (a task waits at times: for the database, a file, an OCR stream).",
     )
     retries: int = Field(
         default=3,
@@ -763,6 +764,13 @@ class RunnerSettings(_Group):
     def claim_stale_after_s(self) -> float:
         """A claim not renewed for two renewal periods belongs to a run that died."""
         return 2 * self.claim_heartbeat_s
+
+    @property
+    def pool_size(self) -> int:
+        """Preprocessing tasks at once: DOCFLOW_WORKERS, else twice the usable cores, at most 8. Measured on 2 cores
+        (500 small images, end to end): 2 tasks 33.2 s, 3 tasks 31.4 s, 4 tasks 30.8 s; more than 8 threads have
+        not been measured against one GIL."""
+        return self.workers or min(8, 2 * usable_cores())
 
 
 GROUPS: dict[str, type[_Group]] = {

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
+from contextlib import nullcontext
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -96,21 +98,23 @@ def _watch_progress(settings: Settings, started: datetime, stop: threading.Event
         progress.refresh()
 
 
-def _run_flow(settings: Settings, call: Any) -> RunSummary:
-    """Run a flow under a progress bar, its models loading while Prefect's temporary server starts. Exit 1 when
-    batches failed after retries (outage), 2 for a setting or source that no retry can fix; one line per fault
-    here, the tracebacks are in the flow run's logs."""
+def _run_flow(settings: Settings, call: Callable[[], RunSummary]) -> RunSummary:
+    """Run a flow under a progress bar. Prefect's temporary server (when no PREFECT_API_URL names one) starts first,
+    and the database is prepared and the models load while it boots (flows/lifecycle.py, flows/cli/startup.py).
+    Exit 1 when batches failed after retries (outage), 2 for a setting or source that no retry can fix; one line
+    per fault here, the tracebacks are in the flow run's logs."""
     from flows.cli.startup import models_loading
+    from flows.lifecycle import start_temporary_server
 
-    with models_loading(settings):
+    server = start_temporary_server()
+    prepare_database(settings)
+    with models_loading(settings), server.serving() if server is not None else nullcontext():
         return _run_watched(settings, call)
 
 
-def _run_watched(settings: Settings, call: Any) -> RunSummary:
-    from flows.lifecycle import tie_prefect_server_to_this_process
+def _run_watched(settings: Settings, call: Callable[[], RunSummary]) -> RunSummary:
     from flows.pipeline import RunFailed
 
-    tie_prefect_server_to_this_process()
     started = datetime.now(UTC).replace(microsecond=0)
     stop = threading.Event()
     watcher = threading.Thread(target=_watch_progress, args=(settings, started, stop), daemon=True)
@@ -232,10 +236,13 @@ def run(source: SourceOpt = None, limit: LimitOpt = None, retry_failed: RetryFai
     failed after retries (store or database outage), 2 for bad settings."""
     settings = settings_or_exit(source)
     _check_sources(settings)
-    prepare_database(settings)
-    from flows.pipeline import nightly
 
-    summary = _run_flow(settings, lambda: nightly(source=source or None, limit=limit, retry_failed=retry_failed))
+    def nightly_run() -> RunSummary:
+        from flows.pipeline import nightly  # once Prefect's server is starting: the import takes a second
+
+        return nightly(source=source or None, limit=limit, retry_failed=retry_failed)
+
+    summary = _run_flow(settings, nightly_run)
     _print_summary(summary, settings)
 
 
@@ -327,12 +334,11 @@ def backfill(
         )
         return
     _check_sources(settings)
-    prepare_database(settings)
-    from flows.pipeline import backfill as backfill_flow
 
-    summary = _run_flow(
-        settings,
-        lambda: backfill_flow(
+    def backfill_run() -> RunSummary:
+        from flows.pipeline import backfill as backfill_flow
+
+        return backfill_flow(
             since=since_dt,
             until=until_dt,
             prefixes=prefix or None,
@@ -341,8 +347,9 @@ def backfill(
             retry_failed=retry_failed,
             source=source or None,
             limit=limit,
-        ),
-    )
+        )
+
+    summary = _run_flow(settings, backfill_run)
     _print_summary(summary, settings)
 
 

@@ -17,6 +17,7 @@ from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
+from schemas.defaults import usable_cores
 from schemas.records import DocumentPage
 from tasks.display import printable
 from tasks.preprocess.openvino_session import Precision, openvino_session
@@ -229,7 +230,7 @@ def _engine(precision: Precision) -> Any:
     with AMX, a page about twice as fast again, as accurate (the text differs here and there)."""
     engine = rapidocr_on_onnxruntime()
     threads = _threads()
-    streams = max(1, _cores() // threads)  # the workers' calls run side by side, not in turn
+    streams = max(1, usable_cores() // threads)  # the workers' calls run side by side, not in turn
     models = _rapidocr_models()
     # RapidOCR loads a model on first use; both are loaded now to hand them the OpenVINO sessions (RapidOCR has no
     # hook for a session of our own: its onnxruntime one is built first, once a process, and dropped).
@@ -270,7 +271,7 @@ def _threads() -> int:
     """Inference threads a call: half the cores (onnxruntime's default is all of them), since at least two workers
     read pages at once; on a busy 2-core machine all of them made a page 3 times slower (1.27 s against 0.43 s, the
     same text)."""
-    return max(1, _cores() // 2)
+    return max(1, usable_cores() // 2)
 
 
 class SteppedWidths:
@@ -292,13 +293,6 @@ def _rapidocr_models() -> Path:
     import rapidocr
 
     return Path(rapidocr.__file__).parent / "models"
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def load_ocr(engine: OcrEngine, precision: Precision = "auto") -> None:

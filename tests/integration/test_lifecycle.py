@@ -1,4 +1,5 @@
-"""A killed run leaves no Prefect server and no scratch folders behind (flows.lifecycle)."""
+"""Prefect's temporary server of a `docflow` command (flows.lifecycle): the one server of the run, its logs reach it,
+and a killed run leaves no server and no scratch folders behind."""
 
 from __future__ import annotations
 
@@ -14,29 +15,32 @@ from pathlib import Path
 
 import pytest
 
-from flows.lifecycle import tie_prefect_server_to_this_process
+from flows.lifecycle import start_temporary_server
 from tasks.run.workdirs import clean_stale_work_dirs, work_dir_prefix
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
-# A run in miniature: optionally tie, run a trivial flow on Prefect's temporary server, then wait to be killed.
+# A run in miniature: a trivial flow on docflow's temporary server ("tie") or on the one Prefect starts by itself,
+# its log line read back from the server, then wait to be killed.
 CHILD = textwrap.dedent(
     """
-    import sys, time
-    from prefect import flow
-    from flows.lifecycle import tie_prefect_server_to_this_process
+    import contextlib, sys, time
+    from prefect import flow, get_run_logger
+    from prefect.runtime import flow_run
+    from flows.lifecycle import start_temporary_server
+    from tests.support.prefect_logs import flow_run_logs
 
     @flow
-    def trivial() -> int:
-        return 1
+    def trivial() -> str:
+        get_run_logger().warning("trivial says hello")  # the run logs at WARNING
+        return flow_run.id
 
-    if sys.argv[1] == "tie":
-        pid = tie_prefect_server_to_this_process()
-        assert pid is not None and tie_prefect_server_to_this_process() == pid  # once: the same server
-        print("tied", pid, flush=True)
-    assert trivial() == 1
-    print("flow-done", flush=True)
-    time.sleep(600)
+    server = start_temporary_server() if sys.argv[1] == "tie" else None
+    with server.serving() if server else contextlib.nullcontext():
+        run_id = trivial()
+        assert any("trivial says hello" in line for line in flow_run_logs(run_id, "hello"))
+        print("flow-done", flush=True)
+        time.sleep(600)
     """
 )
 
@@ -113,7 +117,8 @@ def _survivors_of_killed_run(tmp_path: Path, tie: bool, leftovers: list[Identity
             time.sleep(0.2)
         processes = _descendants(child.pid)
         leftovers.extend(processes)
-        assert any("uvicorn" in _cmdline(pid) for pid, _ in processes), "no Prefect server under the run"
+        servers = [pid for pid, _ in processes if "uvicorn" in _cmdline(pid)]
+        assert len(servers) == 1, f"{len(servers)} Prefect servers under the run"  # docflow's, or Prefect's own
 
         child.kill()
         child.wait()
@@ -151,11 +156,25 @@ def test_untied_prefect_server_outlives_a_killed_run(tmp_path: Path, leftovers: 
     assert any("uvicorn" in command for command in survivors)
 
 
-def test_nothing_to_tie_with_a_real_server() -> None:
+def test_no_temporary_server_beside_a_real_one() -> None:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:9/api"}):
-        assert tie_prefect_server_to_this_process() is None
+        assert start_temporary_server() is None
+
+
+def test_a_server_that_cannot_start_is_said(monkeypatch: pytest.MonkeyPatch) -> None:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        monkeypatch.setattr(sys, "executable", "/bin/false")  # a server process that exits at once, with 1
+        server = start_temporary_server()
+        assert server is not None
+        try:
+            with pytest.raises(RuntimeError, match="temporary server exited with code 1 before answering"):
+                server.wait_until_answering(60)
+        finally:
+            server.stop()
 
 
 def test_clean_stale_work_dirs(tmp_path: Path) -> None:

@@ -148,7 +148,7 @@ def test_a_window_of_documents_is_read_in_one_process_in_order(
 def test_rapidocr_takes_half_the_cores_not_all(pages: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
     """At least two workers read pages at once: onnxruntime's default (a thread per core in each) oversubscribed a
     busy 2-core machine, a page 3 times slower for the same text."""
-    monkeypatch.setattr(ocr, "_cores", lambda: 2)  # onnxruntime takes no more than os.cpu_count()
+    monkeypatch.setattr(ocr, "usable_cores", lambda: 2)  # onnxruntime takes no more than os.cpu_count()
     monkeypatch.setitem(sys.modules, "openvino", None)  # onnxruntime runs both models
     ocr._engine.cache_clear()
     try:

@@ -130,7 +130,7 @@ def test_the_workers_calls_run_side_by_side_with_a_thread_each(
 ) -> None:
     """Two workers on two cores: a stream and a thread each (OpenVINO's latency hint alone makes one stream, and the
     workers took turns); onnxruntime's default, a thread per core in each, oversubscribed a busy 2-core machine."""
-    monkeypatch.setattr(ocr, "_cores", lambda: 2)
+    monkeypatch.setattr(ocr, "usable_cores", lambda: 2)
     ocr.rapidocr_text(pages[0])
     engine = ocr._rapidocr("auto")
     for session in (engine.text_det.session, engine.text_rec.session.session):

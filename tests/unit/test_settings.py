@@ -79,3 +79,13 @@ def test_extraction_backend_is_explicit_or_follows_the_vlm_model() -> None:
 def test_an_unknown_override_is_refused_by_its_variable_name() -> None:
     with pytest.raises(ConfigError, match="DOCFLOW_PDF_DPII"):
         load_settings(pdf_dpii=100)
+
+
+def test_preprocessing_tasks_follow_the_cores_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    import schemas.settings
+
+    for cores, tasks in [(1, 2), (2, 4), (4, 8), (16, 8)]:
+        monkeypatch.setattr(schemas.settings, "usable_cores", lambda cores=cores: cores)
+        assert load_settings().runner.pool_size == tasks
+    monkeypatch.setenv("DOCFLOW_WORKERS", "3")
+    assert load_settings().runner.pool_size == 3

@@ -18,7 +18,6 @@ them for every prompt token: five times slower)."""
 from __future__ import annotations
 
 import codecs
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from schemas.defaults import usable_cores
 from schemas.errors import ConfigError
 from tasks.models.generation.base import Generation, GenerationRequest, GeneratorSpec
 from tasks.models.generation.constrained import TokenScore
@@ -54,10 +54,6 @@ class EngineCounters:
     decode_s: float = 0.0
     forced_tokens: int = 0  # answer tokens the grammar decided alone, evaluated in batches (jump-forward)
     decode_steps: int = 0  # llama_decode calls while answering: fewer than decode_tokens when sequences share them
-
-
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 @dataclass
@@ -99,7 +95,7 @@ class LlamaCppGenerator:
         self._ll = llama_cpp
         self._xgr = xgr
         path = gguf_file(spec.model, spec.cache_dir)
-        cores = _cores()
+        cores = usable_cores()
         # Llama holds the weights, the vocabulary and the chat template; its own context is left minimal (a few
         # cells) because decoding runs in the multi-sequence context made below.
         self.llm = llama_cpp.Llama(model_path=str(path), n_ctx=256, n_batch=8, n_ubatch=8, n_threads=1, verbose=False)
