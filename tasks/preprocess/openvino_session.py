@@ -76,12 +76,12 @@ _viewing = threading.Lock()
 def _first_array_views(compiled: Any) -> None:
     """Take a numpy view of a tensor of each of the model's element types once, here, one thread at a time.
 
-    The binding's first view of a tensor (`Tensor.data`) initialises a function-local static in C++, and may wait
-    for another thread's import (Python's import lock) while doing so; a second thread taking its first view then
-    blocks on the static while holding the GIL, and the importing thread never gets it back. Seen here as a run whose
-    two workers' first OCR calls hung forever while the embedder's imports ran (`__cxa_guard_acquire` in
-    _pyopenvino under `Tensor.data`); tests/unit/test_ocr_openvino.py reproduces it. Sessions are built before
-    they are called, so every first view happens here."""
+    The binding's first view of a tensor (`Tensor.data`) initialises a function-local static in C++ and lets go of
+    the GIL while doing so; a second thread taking its first view meanwhile blocks on that static while holding the
+    GIL, so the first never gets the GIL back. Seen here as a run whose two workers' first OCR calls hung forever
+    while another thread imported the embedder's libraries (gdb: `__cxa_guard_acquire` under `Tensor.data`);
+    tests/faults/test_openvino_first_use.py runs that scenario. Sessions are built before they are called, so every
+    first view happens here."""
     import openvino
 
     with _viewing:
