@@ -1,9 +1,12 @@
-"""An image embedder's vision tower on OpenVINO, on a CPU in float32: the torch model converted once and kept.
+"""An image embedder's vision tower on OpenVINO, on a CPU: the torch model converted once and kept.
 
-Why: on this 2-core CPU OpenVINO runs EfficientNet-Lite0 (the offline default) at 8.4 CPU-ms a page against torch's
-23.7, the vectors the same to 1e-5 (cosine 1.0000). Converting the torch model costs about 1.7 s, so the converted
-model (OpenVINO IR, an .xml and a .bin) is kept under the model cache, named by a hash of the weights and of the
-versions that made it: a later process compiles it in under 0.1 s, and new weights get a file of their own.
+Why: on this 2-core CPU OpenVINO runs EfficientNet-Lite0 (the offline default) at 8.4 CPU-ms a page in float32
+against torch's 23.7, the vectors the same to 1e-5 (cosine 1.0000), and at 4.2 in bfloat16 on a CPU that computes
+it natively (AMX), OpenVINO's own choice there and docflow's with dtype auto: the vectors differ by up to 0.02, the
+corpus's classes and review decisions are the same (bench/classify.py). Converting the torch model costs about 1.7 s,
+so the converted model (OpenVINO IR, an .xml and a .bin, in float32) is kept under the model cache, named by a hash
+of the weights and of the versions that made it: a later process compiles it in under 0.1 s, and new weights get a
+file of their own.
 
 Anything that goes wrong (OpenVINO not installed, a layer it cannot convert, a cache it cannot write) leaves the
 model on torch, with a warning: slower, the same vectors."""
@@ -18,14 +21,17 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from tasks.preprocess.openvino_session import OpenVinoSession
+from tasks.preprocess.openvino_session import OpenVinoSession, Precision
 
 log = logging.getLogger(__name__)
 
 
-def openvino_tower(tower: Any, side: int, cache_dir: Path, threads: int) -> OpenVinoSession | None:
-    """`tower` (a torch module from an N x 3 x side x side float32 batch to vectors) compiled by OpenVINO, from the
-    IR under `cache_dir` when an earlier process converted the same weights; None where it cannot be."""
+def openvino_tower(
+    tower: Any, side: int, cache_dir: Path, threads: int, precision: Precision = "f32"
+) -> OpenVinoSession | None:
+    """`tower` (a torch module from an N x 3 x side x side float32 batch to vectors) compiled by OpenVINO in
+    `precision`, from the IR under `cache_dir` when an earlier process converted the same weights; None where it
+    cannot be. A new conversion is checked against torch in float32, whatever precision it then runs in."""
     try:
         import openvino  # noqa: F401
     except ImportError:
@@ -33,10 +39,12 @@ def openvino_tower(tower: Any, side: int, cache_dir: Path, threads: int) -> Open
     try:
         ir = cache_dir / "openvino" / f"{fingerprint(tower, side)}.xml"
         if ir.is_file():
-            return OpenVinoSession(ir, threads)
+            return OpenVinoSession(ir, threads, precision)
         model = _converted(tower, side)
-        session = OpenVinoSession(model, threads)
+        session = OpenVinoSession(model, threads, "f32")
         _check(tower, side, session)
+        if precision != "f32":
+            session = OpenVinoSession(model, threads, precision)
     except Exception as exc:  # tracing and conversion fail in many ways (an op OpenVINO lacks, a dynamic branch)
         log.warning("OpenVINO could not take the image embedder %s, torch runs it: %s", type(tower).__name__, exc)
         return None

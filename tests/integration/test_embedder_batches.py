@@ -82,7 +82,8 @@ def _plain_embeddings(embedder: ClipEmbedder | TimmEmbedder, pixels: list[torch.
 
 
 def test_efficientnet_embeddings_are_the_plain_paths(images: list[Path]) -> None:
-    settings = load_settings(classify_batch_size=4)  # batches of 4 and a shorter last one
+    # batches of 4 and a shorter last one; float32 pinned: dtype auto computes in bfloat16 where the CPU has it
+    settings = load_settings(classify_batch_size=4, model_dtype="float32")
     embedder = load_embedder(embedder_spec(settings.classifier, settings.device))
     assert isinstance(embedder, TimmEmbedder)
     assert embedder.model_id == "timm:efficientnet_lite0:pkg:efficientnet-lite0"
@@ -113,7 +114,12 @@ def test_clip_embeddings_are_the_plain_paths(images: list[Path], tmp_path: Path)
     config = tmp_path / "docflow-tiny-clip.json"
     config.write_text(json.dumps(TINY_CLIP))
     settings = load_settings(
-        classifier="clip", clip_model=str(config), clip_pretrained="", class_examples="", classify_batch_size=5
+        classifier="clip",
+        clip_model=str(config),
+        clip_pretrained="",
+        class_examples="",
+        classify_batch_size=5,
+        model_dtype="float32",  # the plain path is torch in float32
     )
     embedder = load_embedder(embedder_spec(settings.classifier, settings.device))
     assert isinstance(embedder, ClipEmbedder)

@@ -119,3 +119,23 @@ def test_a_cache_that_cannot_be_written_still_runs_on_openvino(
     assert "the next process converts it again" in caplog.text
     want = TimmEmbedder(dataclasses.replace(spec, openvino=False)).embed_images(pages)
     np.testing.assert_allclose(embedder.embed_images(pages), want, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("kept", [False, True], ids=["converted", "from the kept IR"])
+def test_with_dtype_auto_the_tower_computes_in_the_cpus_own_precision(
+    spec: EmbedderSpec, pages: list[Path], kept: bool
+) -> None:
+    """dtype auto on a CPU: OpenVINO's own precision for it (bfloat16 where the CPU computes it natively, float32
+    elsewhere), whether the tower was just converted (and checked in float32) or comes from the kept IR; the vectors
+    point where torch's do. dtype float32 pins float32."""
+    if kept:
+        TimmEmbedder(spec)  # an earlier process's conversion
+    auto = TimmEmbedder(dataclasses.replace(spec, dtype="auto"))
+    assert auto.on_openvino is not None
+    cpu_default = openvino.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").to_string()
+    assert auto.on_openvino.precision == cpu_default
+    pinned = TimmEmbedder(spec).on_openvino
+    assert pinned is not None and pinned.precision == "f32"
+    want = TimmEmbedder(dataclasses.replace(spec, openvino=False)).embed_images(pages)
+    cosines = np.sum(auto.embed_images(pages) * want, axis=1)
+    assert cosines.min() > 0.99, cosines
