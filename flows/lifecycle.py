@@ -13,9 +13,12 @@ waits until it answers, and stops it again from an `atexit` hook. Two things abo
 - It starts when the first flow runs, and the command waits for it: about 2.8 s here, after importing Prefect's
   whole server into the command's own process first (2.3 s of CPU with the GIL held).
 
-`start_temporary_server()` starts the same process itself, at the command's start, and moves on: it boots while the
-command prepares the database and loads its models, and `TemporaryServer.serving()` points Prefect at it (its
-PREFECT_API_URL) once it answers, so Prefect's own temporary server is never started or imported. The server is
+`start_temporary_server()` starts the same server itself (flows/prefect_server.py), first thing in the command,
+before the command imports Prefect, and moves on: its boot (about 3.5 s of imports here) is the longest path of a
+run's start-up, and it overlaps the command's own imports, the database's preparation and the models' loading.
+`TemporaryServer.serving()` points Prefect at it (its PREFECT_API_URL) once it answers, so Prefect's own temporary
+server is never started or imported. The server process reads Prefect's settings itself and exits at once where
+they name a real server (a profile's PREFECT_API_URL), which `serving()` then uses. The server is
 tied to the command with Linux's parent-death signal: the child calls `prctl(PR_SET_PDEATHSIG, SIGTERM)` between
 fork and exec (the setting survives exec), so the kernel sends it SIGTERM, and uvicorn shuts down, as soon as its
 parent dies, however it dies. The signal is tied to the *thread* that forked the child, not to the process, so the
@@ -36,7 +39,9 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
+SERVER_SCRIPT = Path(__file__).with_name("prefect_server.py")
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 _PORT_TAKEN = 3  # uvicorn's exit status when it cannot bind its port
 
@@ -48,14 +53,12 @@ class TemporaryServer:
     needs it (`serving`)."""
 
     def __init__(self) -> None:
-        from prefect.settings import get_current_settings
-
         self._environment = {
             **os.environ,
             "PREFECT_UI_ENABLED": "0",
             "PREFECT__SERVER_EPHEMERAL": "1",
             "PREFECT__SERVER_FINAL": "1",
-            **get_current_settings().to_environment_variables(exclude_unset=True),
+            **_settings_of_this_process(),
         }
         self._prctl = _prctl()
         self.process = self._start()
@@ -66,12 +69,8 @@ class TemporaryServer:
         return f"http://127.0.0.1:{self.port}/api"
 
     def _start(self) -> subprocess.Popen[bytes]:
-        import prefect
-
         self.port = _free_port()
-        command = [sys.executable, "-m", "uvicorn", "--app-dir", str(prefect.__module_path__.parent)]
-        command += ["--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1"]
-        command += ["--port", str(self.port), "--log-level", "error", "--lifespan", "on"]
+        command = [sys.executable, "-P", str(SERVER_SCRIPT), str(self.port)]
         tie = _die_with_parent(self._prctl, os.getpid()) if self._prctl is not None else None
         return subprocess.Popen(command, env=self._environment, preexec_fn=tie)
 
@@ -94,12 +93,19 @@ class TemporaryServer:
         raise RuntimeError(f"Prefect's temporary server did not answer within {timeout_s:.0f} s")
 
     @contextlib.contextmanager
-    def serving(self) -> Iterator[str]:
+    def serving(self) -> Iterator[str | None]:
         """Once the server answers (PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS at most): every Prefect client in
-        the body uses it, those of new threads and processes too (they read their settings from the environment)."""
+        the body uses it, those of new threads and processes too (they read their settings from the environment).
+        Where Prefect's settings name an API server after all (a profile's, or one set in this process), or turn the
+        temporary one off, the process is stopped (it stops itself) and the body runs on those settings."""
         from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
 
-        self.wait_until_answering(get_current_settings().server.ephemeral.startup_timeout_seconds)
+        settings = get_current_settings()
+        if settings.api.url or not settings.server.ephemeral.enabled:
+            self.stop()
+            yield settings.api.url
+            return
+        self.wait_until_answering(settings.server.ephemeral.startup_timeout_seconds)
         before = os.environ.get("PREFECT_API_URL")
         os.environ["PREFECT_API_URL"] = self.api_url
         try:
@@ -124,17 +130,25 @@ class TemporaryServer:
 
 def start_temporary_server() -> TemporaryServer | None:
     """Start Prefect's temporary server now, without waiting for it: it starts while the command loads its models
-    and plans its run. None when there is no temporary server to start: PREFECT_API_URL names a server, or
-    Prefect's ephemeral mode is off. Call it from the main thread (the parent-death signal follows the thread that
-    forks: see the module's docstring); RuntimeError elsewhere."""
+    and plans its run. None when PREFECT_API_URL names a server: in the environment, or in Prefect's settings where
+    this process has imported them already; the server process itself reads the rest of Prefect's settings
+    (flows/prefect_server.py) without this process importing Prefect first. Call it from the main thread (the
+    parent-death signal follows the thread that forks: see the module's docstring); RuntimeError elsewhere."""
     if threading.current_thread() is not threading.main_thread():
         raise RuntimeError("start_temporary_server() must be called from the main thread")
-    from prefect.settings import get_current_settings
-
-    settings = get_current_settings()
-    if settings.api.url or not settings.server.ephemeral.enabled:
+    if os.environ.get("PREFECT_API_URL") or _settings_of_this_process().get("PREFECT_API_URL"):
         return None
     return TemporaryServer()
+
+
+def _settings_of_this_process() -> dict[str, str]:
+    """Prefect settings this process set for itself (`temporary_settings`, a test's fixture), as environment
+    variables for the server; none before it imports Prefect (a command at its start: nothing to pass on)."""
+    if "prefect.settings" not in sys.modules:
+        return {}
+    from prefect.settings import get_current_settings
+
+    return get_current_settings().to_environment_variables(exclude_unset=True)
 
 
 def _free_port() -> int:

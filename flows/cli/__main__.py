@@ -1,5 +1,5 @@
 """`python -m flows.cli`: the `docflow` command."""
 
-from flows.cli.main import main
+from flows.cli.launch import main
 
 main()

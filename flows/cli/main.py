@@ -8,7 +8,7 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -17,6 +17,7 @@ from flows.cli import status as status_commands
 from flows.cli.common import console, database_label, prepare_database, safe, settings_or_exit
 from flows.cli.help import ReadableHelpGroup
 from flows.cli.outcomes import next_commands, print_next, print_run_outcomes
+from flows.cli.process import COMMAND_STARTED, prefect_defaults
 from flows.cli.review import export_app, review_app
 from flows.cli.stack import stack_app
 from flows.cli.status import kind_table
@@ -26,9 +27,8 @@ from schemas.settings import Settings
 from tasks.display import first_line
 from tasks.run.report import stage_lines
 
-# When this command started: the start-up before a run's own clock (imports, Prefect's temporary server, the schema)
-# is the time from here to the run row's start.
-_COMMAND_STARTED = datetime.now(UTC)
+if TYPE_CHECKING:
+    from flows.lifecycle import TemporaryServer
 
 app = typer.Typer(
     name="docflow",
@@ -50,19 +50,6 @@ class KindOption(StrEnum):
     pdf = "pdf"
     image = "image"
     audio = "audio"
-
-
-def _prefect_defaults() -> None:
-    # Telemetry cannot leave this network, and its failures only add noise to logs.
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    # INFO reaches the flow run's logs (the UI): the per-stage counts are logged at INFO. The terminal gets one line
-    # per fault from this CLI instead; PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL=INFO shows the run's logs here too.
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
-    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
-    # docflow's own module loggers (a stage retrying a batch item by item, a claim taken over) join the run's logs.
-    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "tasks,storage,flows")
-    # A first temporary server migrates a fresh database: measured 23-26 s here, over Prefect's 20 s default.
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
 def _watch_progress(settings: Settings, started: datetime, stop: threading.Event) -> None:
@@ -98,6 +85,16 @@ def _watch_progress(settings: Settings, started: datetime, stop: threading.Event
         progress.refresh()
 
 
+# Prefect's temporary server the launcher started for this command (flows/cli/launch.py): the flow runs on it.
+_started_server: TemporaryServer | None = None
+
+
+def _take_started_server() -> TemporaryServer | None:
+    global _started_server
+    server, _started_server = _started_server, None
+    return server
+
+
 def _run_flow(settings: Settings, call: Callable[[], RunSummary]) -> RunSummary:
     """Run a flow under a progress bar. Prefect's temporary server (when no PREFECT_API_URL names one) starts first,
     and the database is prepared and the models load while it boots (flows/lifecycle.py, flows/cli/startup.py).
@@ -106,7 +103,7 @@ def _run_flow(settings: Settings, call: Callable[[], RunSummary]) -> RunSummary:
     from flows.cli.startup import models_loading
     from flows.lifecycle import start_temporary_server
 
-    server = start_temporary_server()
+    server = _take_started_server() or start_temporary_server()
     prepare_database(settings)
     with models_loading(settings), server.serving() if server is not None else nullcontext():
         return _run_watched(settings, call)
@@ -161,7 +158,7 @@ def _print_summary(summary: RunSummary, settings: Settings) -> None:
         console.print(table)
     for line in stage_lines(summary):
         console.print(f"  {safe(line)}", soft_wrap=True)
-    startup = (summary.started_at - _COMMAND_STARTED).total_seconds()
+    startup = (summary.started_at - COMMAND_STARTED).total_seconds()
     if startup >= 0:
         console.print(f"  start-up {startup:.2f} s before the run began (imports, Prefect's server, the database)")
     for warning in summary.warnings:
@@ -207,7 +204,7 @@ def _main(
         typer.Option("--version", callback=_print_version, is_eager=True, help="Print docflow's version and exit."),
     ] = False,
 ) -> None:
-    _prefect_defaults()  # before anything imports prefect, which reads its settings once
+    prefect_defaults()  # before anything imports prefect, which reads its settings once
 
 
 SourceOpt = Annotated[
@@ -442,10 +439,13 @@ app.command()(status_commands.status)
 app.command()(status_commands.show)
 
 
-def main() -> None:
-    """The `docflow` command (the console script and `python -m flows.cli`)."""
+def main(server: TemporaryServer | None = None) -> None:
+    """The command line (flows/cli/launch.py calls it); `server`: Prefect's temporary server, when the launcher
+    started it for a flow command, which then runs on it."""
     from flows.cli.startup import exit_without_collecting
 
+    global _started_server
+    _started_server = server
     try:
         app()
     finally:

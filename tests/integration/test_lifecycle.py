@@ -117,8 +117,9 @@ def _survivors_of_killed_run(tmp_path: Path, tie: bool, leftovers: list[Identity
             time.sleep(0.2)
         processes = _descendants(child.pid)
         leftovers.extend(processes)
-        servers = [pid for pid, _ in processes if "uvicorn" in _cmdline(pid)]
-        assert len(servers) == 1, f"{len(servers)} Prefect servers under the run"  # docflow's, or Prefect's own
+        # docflow's (flows/prefect_server.py), or Prefect's own (python -m uvicorn)
+        servers = [pid for pid, _ in processes if any(name in _cmdline(pid) for name in ("prefect_server", "uvicorn"))]
+        assert len(servers) == 1, f"{len(servers)} Prefect servers under the run"
 
         child.kill()
         child.wait()
@@ -161,6 +162,22 @@ def test_no_temporary_server_beside_a_real_one() -> None:
 
     with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:9/api"}):
         assert start_temporary_server() is None
+
+
+def test_a_server_prefects_settings_do_not_want_stops_itself() -> None:
+    """The server process reads Prefect's settings itself (the command starts it before importing Prefect): where
+    they turn the temporary server off it exits at once, and `serving` runs the body on those settings."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED, temporary_settings
+
+    with temporary_settings({PREFECT_SERVER_EPHEMERAL_ENABLED: False}, restore_defaults={PREFECT_API_URL}):
+        server = start_temporary_server()
+        assert server is not None
+        try:
+            assert server.process.wait(timeout=60) == 0
+            with server.serving() as api_url:
+                assert api_url is None
+        finally:
+            server.stop()
 
 
 def test_a_server_that_cannot_start_is_said(monkeypatch: pytest.MonkeyPatch) -> None:
