@@ -19,14 +19,15 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image
 
-from schemas.defaults import CLASSIFY_BATCH_SIZE, model_cache_dir
+from schemas.defaults import CLASSIFY_BATCH_SIZE, model_cache_dir, usable_cores
 from schemas.errors import ConfigError
 from storage.batching import chunked
 from tasks.models import bundled
 from tasks.models.cache import load_cached
-from tasks.models.devices import torch_device, torch_dtype
+from tasks.models.devices import runs_on_cpu, torch_device, torch_dtype
 from tasks.models.image_batches import BatchTransform
-from tasks.models.openvino_vision import openvino_tower
+from tasks.models.openvino_vision import fingerprint, openvino_tower
+from tasks.models.tower_recipes import RECIPE_FOLDER, TowerRecipe, read_recipe, recipe_path, write_recipe
 from tasks.preprocess.openvino_session import OpenVinoSession, Precision
 
 RANDOM_SEED = 0  # random-weight models (tests) are seeded, so their embeddings are stable and cacheable
@@ -214,6 +215,10 @@ class TimmEmbedder(Embedder):
         )
         self.batch_transform = BatchTransform(self.pipeline)
         self._offer_to_openvino(self.model)
+        if self.on_openvino is not None and (recipe := _recipe_path(spec)) is not None:
+            ir = spec.cache_dir / RECIPE_FOLDER / f"{fingerprint(self.model, self.input_side)}.xml"
+            if ir.is_file():  # kept by openvino_tower: the next process needs no torch (KeptTowerEmbedder)
+                write_recipe(recipe, TowerRecipe(ir.name, self.input_side, _channels(mean), _channels(std)))
 
     def _transform(self, image: Image.Image) -> Any:
         return self.pipeline(image)
@@ -246,6 +251,58 @@ def match_state_dict(state: dict[str, Any], target: dict[str, Any]) -> dict[str,
     return mapped
 
 
+class KeptTowerEmbedder(Embedder):
+    """A timm backbone on a CPU from what an earlier process kept (tasks/models/tower_recipes.py): its converted
+    tower on OpenVINO behind the same transform, in numpy (PIL's bicubic resize, x / 255, - mean, / std in float32:
+    TimmEmbedder's arithmetic), so the vectors are TimmEmbedder's on OpenVINO, and neither torch nor timm is
+    imported."""
+
+    def __init__(self, spec: EmbedderSpec, recipe: TowerRecipe, ir: Path) -> None:
+        self.spec = spec
+        self.model_id = spec.model_id
+        self.device = "cpu"
+        self.input_side = recipe.input_side
+        self.calls = 0
+        self.mean = np.array(recipe.mean, np.float32)
+        self.std = np.array(recipe.std, np.float32)
+        precision: Precision = "auto" if spec.dtype == "auto" else "f32"
+        self.on_openvino = OpenVinoSession(ir, usable_cores(), precision)
+
+    def _pixels(self, images: Sequence[Image.Image]) -> np.ndarray:
+        side = (self.input_side, self.input_side)
+        resized = [image.resize(side, Image.Resampling.BICUBIC) for image in images]
+        batch = np.stack([np.asarray(image) for image in resized]).astype(np.float32) / np.float32(255)
+        return np.ascontiguousarray(((batch - self.mean) / self.std).transpose(0, 3, 1, 2))
+
+    def embed_images(self, images: Sequence[Path | Image.Image]) -> np.ndarray:
+        assert self.on_openvino is not None
+        out = []
+        for chunk in chunked(images, self.spec.batch_size):
+            vectors = self.on_openvino(self._pixels([_open_rgb(i, self.input_side) for i in chunk]))
+            out.append(vectors / np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12))
+            self.calls += len(chunk)
+        return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 0), dtype=np.float32)
+
+
+def _recipe_path(spec: EmbedderSpec) -> Path | None:
+    """Where a kept tower's recipe for a timm `spec` on a CPU in float32 lives; None where there is none to keep or
+    find (random or hub weights, a GPU, half precision, OpenVINO off)."""
+    usable = spec.kind == "timm" and spec.openvino and spec.dtype in ("auto", "float32") and runs_on_cpu(spec.device)
+    if not usable or not spec.weights or spec.weights == HUB:
+        return None
+    weights = Path(bundled.resolve(spec.weights, spec.cache_dir))
+    return recipe_path(spec.model, weights, spec.cache_dir) if weights.is_file() else None
+
+
+def _channels(values: Sequence[float]) -> tuple[float, float, float]:
+    return (float(values[0]), float(values[1]), float(values[2]))
+
+
+def _build(spec: EmbedderSpec) -> Embedder:
+    if (recipe := _recipe_path(spec)) is not None and (kept := read_recipe(recipe)) is not None:
+        return KeptTowerEmbedder(spec, *kept)
+    return ClipEmbedder(spec) if spec.kind == "clip" else TimmEmbedder(spec)
+
+
 def load_embedder(spec: EmbedderSpec) -> Embedder:
-    factory = ClipEmbedder if spec.kind == "clip" else TimmEmbedder
-    return load_cached("embedder", spec, lambda: factory(spec), f"image embedder {spec.model_id}")
+    return load_cached("embedder", spec, lambda: _build(spec), f"image embedder {spec.model_id}")

@@ -5,15 +5,13 @@ at once, while workers on other machines (their own GPUs) never wait for it."""
 from __future__ import annotations
 
 import socket
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from pathlib import Path
 from uuid import UUID
 
 from schemas.settings import Settings
-from tasks.models.devices import torch_device
+from tasks.models.devices import cuda_present
 
 
 def model_limit_name(settings: Settings) -> str:
@@ -23,7 +21,7 @@ def model_limit_name(settings: Settings) -> str:
         return settings.device.concurrency_limit
     device = settings.device.device
     if device == "auto":
-        device = "cuda" if _has_cuda() else "cpu"
+        device = "cuda" if cuda_present() else "cpu"
     if device.startswith("cuda"):
         index = device.partition(":")[2] or "0"
         return f"docflow-gpu-{index}-{host_name()}"
@@ -34,14 +32,6 @@ def host_name() -> str:
     """The machine's short name, in characters any Prefect object name accepts."""
     name = socket.gethostname().split(".")[0].lower()
     return "".join(c if c.isalnum() or c == "-" else "-" for c in name) or "localhost"
-
-
-def _has_cuda() -> bool:
-    """Whether the models will find a GPU, asked of torch only if something already imported it: importing torch
-    just to name the limit costs a run that uses no torch model (transcription only) half a gigabyte."""
-    if "torch" in sys.modules:
-        return torch_device("auto") == "cuda"
-    return Path("/proc/driver/nvidia/gpus").is_dir() and any(Path("/proc/driver/nvidia/gpus").iterdir())
 
 
 def ensure_limit(name: str, slots: int) -> int:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,10 +16,11 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from tasks.models import openvino_vision
+from tasks.models import bundled, embedders, openvino_vision, tower_recipes
 from tasks.models.embedders import EmbedderSpec, TimmEmbedder
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # timm's and torch's own notices
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -139,3 +142,46 @@ def test_with_dtype_auto_the_tower_computes_in_the_cpus_own_precision(
     want = TimmEmbedder(dataclasses.replace(spec, openvino=False)).embed_images(pages)
     cosines = np.sum(auto.embed_images(pages) * want, axis=1)
     assert cosines.min() > 0.99, cosines
+
+
+KEPT_CHILD = """
+import sys
+from pathlib import Path
+import numpy as np
+from tasks.models.embedders import EmbedderSpec, KeptTowerEmbedder, _build
+
+cache, out, dtype, *pages = sys.argv[1:]
+embedder = _build(EmbedderSpec("timm", "efficientnet_lite0", "pkg:efficientnet-lite0", "cpu", dtype, 4, Path(cache)))
+assert isinstance(embedder, KeptTowerEmbedder), type(embedder)
+np.save(out, embedder.embed_images([Path(p) for p in pages]))
+assert "torch" not in sys.modules and "timm" not in sys.modules, "torch was imported"
+"""
+
+
+@pytest.mark.parametrize("dtype", ["float32", "auto"])
+def test_the_next_process_runs_the_kept_tower_without_torch(tmp_path: Path, pages: list[Path], dtype: str) -> None:
+    """The packaged weights: the first load converts on torch and keeps the tower and its recipe; another process
+    then loads neither torch nor timm, and its vectors are the first one's (float32, or the CPU's own precision)."""
+    spec = EmbedderSpec("timm", "efficientnet_lite0", "pkg:efficientnet-lite0", "cpu", dtype, 4, tmp_path / "cache")
+    first = embedders._build(spec)
+    assert isinstance(first, TimmEmbedder) and first.on_openvino is not None
+    want = first.embed_images(pages)
+    out = tmp_path / "vectors.npy"
+    child = [sys.executable, "-c", KEPT_CHILD, str(spec.cache_dir), str(out), dtype, *map(str, pages)]
+    subprocess.run(child, cwd=REPO_ROOT, check=True, timeout=300)
+    np.testing.assert_allclose(np.load(out), want, atol=1e-6, rtol=0)
+
+
+def test_other_weights_or_a_lost_tower_take_the_torch_path(tmp_path: Path, pages: list[Path]) -> None:
+    spec = EmbedderSpec("timm", "efficientnet_lite0", "pkg:efficientnet-lite0", "cpu", "float32", 4, tmp_path / "c")
+    assert isinstance(embedders._build(spec), TimmEmbedder)
+    assert isinstance(embedders._build(spec), embedders.KeptTowerEmbedder)
+    weights = Path(bundled.resolve(spec.weights or "", spec.cache_dir))
+    other = tmp_path / "other.pth"
+    other.write_bytes(weights.read_bytes() + b"\0")
+    assert tower_recipes.recipe_path(spec.model, other, spec.cache_dir) != tower_recipes.recipe_path(
+        spec.model, weights, spec.cache_dir
+    )
+    for ir in (spec.cache_dir / "openvino").glob("*.bin"):
+        ir.unlink()  # a cache cleaned by hand: the recipe alone is not enough
+    assert isinstance(embedders._build(spec), TimmEmbedder)
