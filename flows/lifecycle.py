@@ -100,8 +100,10 @@ class TemporaryServer:
         temporary one off, the process is stopped (it stops itself) and the body runs on those settings."""
         from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
 
+        from flows.prefect_server import temporary_server_wanted
+
         settings = get_current_settings()
-        if settings.api.url or not settings.server.ephemeral.enabled:
+        if not temporary_server_wanted():  # what the server process found too: it stopped itself
             self.stop()
             yield settings.api.url
             return

@@ -86,8 +86,8 @@ class Embedder:
         import torch
 
         if self.spec.openvino and self.device == "cpu" and self.dtype == torch.float32:
-            precision: Precision = "auto" if self.spec.dtype == "auto" else "f32"
             threads = torch.get_num_threads()
+            precision = _openvino_precision(self.spec)
             self.on_openvino = openvino_tower(tower, self.input_side, self.spec.cache_dir, threads, precision)
 
     def _transform(self, image: Image.Image) -> Any:
@@ -265,8 +265,7 @@ class KeptTowerEmbedder(Embedder):
         self.calls = 0
         self.mean = np.array(recipe.mean, np.float32)
         self.std = np.array(recipe.std, np.float32)
-        precision: Precision = "auto" if spec.dtype == "auto" else "f32"
-        self.on_openvino = OpenVinoSession(ir, usable_cores(), precision)
+        self.on_openvino = OpenVinoSession(ir, usable_cores(), _openvino_precision(spec))
 
     def _pixels(self, images: Sequence[Image.Image]) -> np.ndarray:
         side = (self.input_side, self.input_side)
@@ -292,6 +291,11 @@ def _recipe_path(spec: EmbedderSpec) -> Path | None:
         return None
     weights = Path(bundled.resolve(spec.weights, spec.cache_dir))
     return recipe_path(spec.model, weights, spec.cache_dir) if weights.is_file() else None
+
+
+def _openvino_precision(spec: EmbedderSpec) -> Precision:
+    """dtype auto: OpenVINO's own precision for the CPU (bfloat16 where it computes it natively); float32 pins it."""
+    return "auto" if spec.dtype == "auto" else "f32"
 
 
 def _channels(values: Sequence[float]) -> tuple[float, float, float]:
